@@ -1,0 +1,1 @@
+//! cloud-init user data for the nodes (filled in next).

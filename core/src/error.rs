@@ -1,0 +1,273 @@
+//! One error type for triad. Each variant says what failed, on which resource, and
+//! whether retrying can help ([`Error::is_retryable`]).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A `Result` with triad's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One problem in a spec: the field, what is wrong, and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SpecProblem {
+    /// Dotted path of the field, e.g. `nodes.count` or `zones[1]`.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.field, self.problem, self.fix)
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SpecProblems(pub Vec<SpecProblem>);
+
+impl From<Vec<SpecProblem>> for SpecProblems {
+    fn from(v: Vec<SpecProblem>) -> Self {
+        Self(v)
+    }
+}
+
+impl SpecProblems {
+    /// Whether some problem names `field` exactly.
+    pub fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|p| p.field == field)
+    }
+}
+
+impl fmt::Display for SpecProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in the spec",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.0 {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a provider call failed, as far as retrying is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The API throttled us (`RequestLimitExceeded`, HTTP 429): retry with backoff.
+    Throttled,
+    /// A transient server or network fault (HTTP 5xx, reset): retry with backoff.
+    Transient,
+    /// Out of capacity or quota in a zone or account.
+    Capacity,
+    /// The credentials lack a permission, or are wrong.
+    Permission,
+    /// The resource does not exist.
+    NotFound,
+    /// The request conflicts with existing state.
+    Conflict,
+    /// The cloud rejected the request as invalid.
+    InvalidRequest,
+    /// Anything else.
+    Other,
+}
+
+impl FailureKind {
+    /// Whether a call that failed this way may succeed if made again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, FailureKind::Throttled | FailureKind::Transient)
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::Throttled => "throttled",
+            FailureKind::Transient => "transient failure",
+            FailureKind::Capacity => "out of capacity",
+            FailureKind::Permission => "permission denied",
+            FailureKind::NotFound => "not found",
+            FailureKind::Conflict => "conflict",
+            FailureKind::InvalidRequest => "invalid request",
+            FailureKind::Other => "failed",
+        })
+    }
+}
+
+/// Everything that can go wrong in triad.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The spec is invalid; every problem is listed.
+    #[error("{0}")]
+    InvalidSpec(SpecProblems),
+
+    /// A spec document could not be parsed.
+    #[error("cannot parse the {format} spec: {message}")]
+    Parse {
+        /// `TOML`, `YAML` or `JSON`.
+        format: &'static str,
+        /// The parser's message (it names the line and the field).
+        message: String,
+    },
+
+    /// A file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The OS error.
+        message: String,
+    },
+
+    /// A cloud call failed.
+    #[error("{provider}: {action} {resource}: {kind}: {message}")]
+    Provider {
+        /// Provider name (`sim`, `ec2`, …).
+        provider: String,
+        /// What was being done (`create node`, `delete load balancer`).
+        action: String,
+        /// The resource (`node rancher-1`, `load balancer rancher`).
+        resource: String,
+        /// How it failed.
+        kind: FailureKind,
+        /// The cloud's own message. Never contains credentials.
+        message: String,
+    },
+
+    /// A resource did not reach the wanted state in time.
+    #[error("timed out after {after:?} waiting for {resource} to be {state}")]
+    Timeout {
+        /// The resource.
+        resource: String,
+        /// The state waited for.
+        state: String,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// A DNS record exists that this cluster does not own; triad never overwrites it.
+    #[error(
+        "DNS record {fqdn} exists and is not owned by cluster `{cluster}` ({owner}); \
+             delete it yourself or choose another hostname"
+    )]
+    NotOwned {
+        /// The record name.
+        fqdn: String,
+        /// This cluster.
+        cluster: String,
+        /// Who owns it, as far as we can tell.
+        owner: String,
+    },
+
+    /// The plan would change the Rancher hostname of an existing cluster.
+    #[error(
+        "the cluster's Rancher hostname is `{from}`; the spec asks for `{to}`. Rancher's \
+             hostname cannot change after installation: keep `{from}`, or allow the change \
+             explicitly (PlanOptions::allow_hostname_change) if Rancher is not installed yet"
+    )]
+    HostnameChange {
+        /// The hostname the cluster has.
+        from: String,
+        /// The hostname the spec asks for.
+        to: String,
+    },
+
+    /// Apply failed part way; the listed resources exist and carry the cluster's
+    /// labels, so a rerun of apply converges and destroy removes them.
+    #[error("apply failed: {source}{}", left_behind(.cluster, .existing))]
+    Apply {
+        /// The cluster.
+        cluster: String,
+        /// The first failure.
+        #[source]
+        source: Box<Error>,
+        /// Resources that exist now (created by this or an earlier run).
+        existing: Vec<String>,
+    },
+
+    /// Destroy could not remove everything.
+    #[error("destroy left resources behind: {}", .failures.iter().map(|(r, e)| format!("{r}: {e}")).collect::<Vec<_>>().join("; "))]
+    Destroy {
+        /// Each resource that is still there, with why.
+        failures: Vec<(String, Error)>,
+    },
+}
+
+fn left_behind(cluster: &str, existing: &[String]) -> String {
+    if existing.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nthese resources exist and carry the label triad-cluster={cluster}: {}\n\
+         rerun apply to converge, or destroy to remove them",
+        existing.join(", ")
+    )
+}
+
+impl Error {
+    /// A single spec problem.
+    pub fn invalid(
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::InvalidSpec(SpecProblems(vec![SpecProblem {
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }]))
+    }
+
+    /// A provider failure.
+    pub fn provider(
+        provider: impl Into<String>,
+        action: impl Into<String>,
+        resource: impl Into<String>,
+        kind: FailureKind,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Provider {
+            provider: provider.into(),
+            action: action.into(),
+            resource: resource.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Whether making the same call again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Provider { kind, .. } => kind.is_retryable(),
+            Error::Timeout { .. } => true,
+            Error::Apply { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// The failure kind of a provider error.
+    pub fn kind(&self) -> Option<FailureKind> {
+        match self {
+            Error::Provider { kind, .. } => Some(*kind),
+            Error::Apply { source, .. } => source.kind(),
+            _ => None,
+        }
+    }
+
+    /// The spec problems, if this is [`Error::InvalidSpec`].
+    pub fn spec_problems(&self) -> Option<&SpecProblems> {
+        match self {
+            Error::InvalidSpec(p) => Some(p),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Layers around providers (filled in next).

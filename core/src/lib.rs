@@ -1,0 +1,38 @@
+//! # triad-core
+//!
+//! The model, the three provider traits, the orchestrator, the node bootstrap and the
+//! renderers of triad, which provisions the infrastructure for a highly available
+//! Rancher Management Server: an odd number of Linux nodes spread over zones, one
+//! load balancer (layer 4 or layer 7) and one DNS record, with the nodes reaching the
+//! internet only through an HTTP proxy.
+//!
+//! - [`spec`]: the declarative [`ClusterSpec`](spec::ClusterSpec), validated into a
+//!   [`ValidSpec`](spec::ValidSpec) before any API call.
+//! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`].
+//! - [`orchestrator`]: plan, apply, destroy.
+//! - [`layers`]: retry, rate limit, call counting, fault injection around any provider.
+//! - [`bootstrap`]: cloud-init user data with the proxy set up; [`render`]: the next
+//!   steps (RKE `cluster.yml`, RKE2 config, `helm install rancher`).
+#![warn(missing_docs)]
+
+pub mod bootstrap;
+#[cfg(feature = "testing")]
+pub mod conformance;
+pub mod error;
+pub mod events;
+pub mod labels;
+pub mod layers;
+pub mod model;
+pub mod orchestrator;
+pub mod placement;
+pub mod provider;
+pub mod render;
+pub mod secret;
+pub mod spec;
+mod validate;
+
+pub use error::{Error, FailureKind, Result};
+pub use model::{Endpoint, Inventory, LoadBalancer, Node, Record};
+pub use orchestrator::{Orchestrator, Plan};
+pub use provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
+pub use spec::{ClusterRef, ClusterSpec, ValidSpec};

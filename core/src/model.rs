@@ -1,0 +1,313 @@
+//! The resources triad manages, as the orchestrator sees them: nodes, one load
+//! balancer, one DNS record, and the [`Inventory`] an apply produces. Cloud details
+//! (target groups, instance groups, listeners) stay inside providers.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{LbMode, LbScheme};
+
+/// A node's lifecycle state, normalised across clouds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeState {
+    /// Being created or booting.
+    Pending,
+    /// Running, with a private IP.
+    Running,
+    /// Stopping or stopped.
+    Stopped,
+    /// Being deleted.
+    Terminating,
+}
+
+/// A node as discovered in the cloud.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The cloud's id (instance id, VM instance UUID, …).
+    pub id: String,
+    /// triad's name for it, `<cluster>-<n>`.
+    pub name: String,
+    /// Zone (failure domain).
+    pub zone: String,
+    /// State.
+    pub state: NodeState,
+    /// Private address, once known.
+    pub private_ip: Option<IpAddr>,
+    /// Public address, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<IpAddr>,
+    /// Labels (tags) on the node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// Running with a private IP: ready to be a balancer target.
+    pub fn is_ready(&self) -> bool {
+        self.state == NodeState::Running && self.private_ip.is_some()
+    }
+}
+
+/// What the orchestrator asks a [`NodeProvider`](crate::provider::NodeProvider) to create.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeRequest {
+    /// Node name, unique in the cluster; the provider's idempotency key.
+    pub name: String,
+    /// Zone to place it in.
+    pub zone: String,
+    /// Machine size (provider-specific), if the spec gives one.
+    pub size: Option<String>,
+    /// Machine image (provider-specific), if the spec gives one.
+    pub image: Option<String>,
+    /// Root disk size in GiB, if the spec gives one.
+    pub disk_gib: Option<u32>,
+    /// CIDRs allowed to reach SSH.
+    pub ssh_allowed_cidrs: Vec<String>,
+    /// Labels to put on the node (ownership labels included).
+    pub labels: BTreeMap<String, String>,
+    /// cloud-init user data. It can hold the proxy password, so `Debug` shows only
+    /// its length.
+    pub user_data: String,
+}
+
+impl fmt::Debug for NodeRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeRequest")
+            .field("name", &self.name)
+            .field("zone", &self.zone)
+            .field("size", &self.size)
+            .field("image", &self.image)
+            .field("disk_gib", &self.disk_gib)
+            .field("ssh_allowed_cidrs", &self.ssh_allowed_cidrs)
+            .field("labels", &self.labels)
+            .field(
+                "user_data",
+                &format_args!("<{} bytes>", self.user_data.len()),
+            )
+            .finish()
+    }
+}
+
+/// Where clients reach the balancer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Endpoint {
+    /// One or more IP addresses (A records).
+    Ip {
+        /// The addresses.
+        addresses: Vec<IpAddr>,
+    },
+    /// A DNS name (CNAME or alias).
+    Hostname {
+        /// The balancer's DNS name.
+        name: String,
+        /// The hosted zone id an alias record needs (Route 53's
+        /// `CanonicalHostedZoneId`), when the cloud has aliases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alias_zone: Option<String>,
+    },
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Ip { addresses } => {
+                let v: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+                f.write_str(&v.join(","))
+            }
+            Endpoint::Hostname { name, .. } => f.write_str(name),
+        }
+    }
+}
+
+/// Load balancer lifecycle state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbState {
+    /// Being created.
+    Provisioning,
+    /// Serving.
+    Active,
+    /// Failed to provision.
+    Failed,
+}
+
+/// One listener: a port the balancer accepts, and the port on the nodes it sends to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Listener {
+    /// Port on the balancer.
+    pub port: u16,
+    /// `TCP`, `HTTP` or `HTTPS`.
+    pub protocol: String,
+    /// Port on the nodes (`None` for a redirect-only listener).
+    pub target_port: Option<u16>,
+}
+
+/// The load balancer as discovered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    /// The cloud's id (ARN, self-link, …).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// l4 or l7.
+    pub mode: LbMode,
+    /// Internet-facing or internal.
+    pub scheme: LbScheme,
+    /// State.
+    pub state: LbState,
+    /// Endpoint, once known.
+    pub endpoint: Option<Endpoint>,
+    /// Listeners.
+    pub listeners: Vec<Listener>,
+    /// Ids of the nodes currently registered as targets, sorted.
+    pub targets: Vec<String>,
+}
+
+/// What the orchestrator asks a [`LoadBalancerProvider`](crate::provider::LoadBalancerProvider) to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadBalancerRequest {
+    /// Name; the provider's idempotency key together with the cluster.
+    pub name: String,
+    /// l4 or l7.
+    pub mode: LbMode,
+    /// Internet-facing or internal.
+    pub scheme: LbScheme,
+    /// Certificate reference for l7.
+    pub certificate: Option<String>,
+    /// Health check path on port 80.
+    pub health_check_path: String,
+    /// Zones the nodes are in (the balancer should serve all of them).
+    pub zones: Vec<String>,
+    /// Labels to put on every part of the balancer.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// DNS record types triad makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// Address record.
+    A,
+    /// Canonical name.
+    Cname,
+    /// A provider alias to the balancer (Route 53).
+    Alias,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::A => "A",
+            RecordKind::Cname => "CNAME",
+            RecordKind::Alias => "alias",
+        })
+    }
+}
+
+/// A DNS record as found in a zone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Fully qualified name, without trailing dot.
+    pub fqdn: String,
+    /// Zone.
+    pub zone: String,
+    /// Type.
+    pub kind: RecordKind,
+    /// Target: the endpoint the record points at.
+    pub target: Endpoint,
+    /// TTL in seconds (aliases have none).
+    pub ttl: Option<u32>,
+    /// The cluster named by the record's ownership TXT, if any.
+    pub owner: Option<String>,
+}
+
+/// What the orchestrator asks a [`DnsProvider`](crate::provider::DnsProvider) to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordRequest {
+    /// Fully qualified name, without trailing dot.
+    pub fqdn: String,
+    /// Zone.
+    pub zone: String,
+    /// Type.
+    pub kind: RecordKind,
+    /// Target.
+    pub target: Endpoint,
+    /// TTL.
+    pub ttl: u32,
+}
+
+impl RecordRequest {
+    /// Whether `record` already says what this request asks for.
+    pub fn is_satisfied_by(&self, record: &Record) -> bool {
+        record.fqdn == self.fqdn
+            && record.kind == self.kind
+            && record.target == self.target
+            && (self.kind == RecordKind::Alias || record.ttl == Some(self.ttl))
+    }
+}
+
+/// The result of an apply: what exists, in a form fit for JSON output and for the
+/// renderers in [`render`](crate::render).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Cluster name.
+    pub cluster: String,
+    /// Region.
+    pub region: String,
+    /// Nodes, by name.
+    pub nodes: Vec<Node>,
+    /// The balancer.
+    pub load_balancer: LoadBalancer,
+    /// The record.
+    pub dns: DnsEntry,
+    /// `https://<hostname>`.
+    pub rancher_url: String,
+    /// Whether TLS ends at the balancer (l7): Rancher then needs `tls=external`.
+    pub tls_external: bool,
+    /// Which provider made each part.
+    pub providers: Providers,
+}
+
+/// The record in an [`Inventory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsEntry {
+    /// Fully qualified name.
+    pub fqdn: String,
+    /// Zone.
+    pub zone: String,
+    /// Type.
+    pub kind: RecordKind,
+    /// What it points at.
+    pub target: Endpoint,
+    /// TTL, when the type has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+}
+
+impl From<Record> for DnsEntry {
+    fn from(r: Record) -> Self {
+        Self {
+            fqdn: r.fqdn,
+            zone: r.zone,
+            kind: r.kind,
+            target: r.target,
+            ttl: r.ttl,
+        }
+    }
+}
+
+/// Provider names behind an inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Providers {
+    /// Node provider.
+    pub nodes: String,
+    /// Load balancer provider.
+    pub load_balancer: String,
+    /// DNS provider.
+    pub dns: String,
+}

@@ -1,0 +1,1 @@
+//! Renderers for the next steps (filled in next).
