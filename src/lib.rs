@@ -44,3 +44,8 @@ pub use triad_core::*;
 /// The in-memory simulated cloud (feature `sim`).
 #[cfg(feature = "sim")]
 pub use triad_sim as sim;
+
+/// The README's code examples, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
