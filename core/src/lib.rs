@@ -6,8 +6,8 @@
 //! load balancer (layer 4 or layer 7) and one DNS record, with the nodes reaching the
 //! internet only through an HTTP proxy.
 //!
-//! - [`spec`]: the declarative [`ClusterSpec`](spec::ClusterSpec), validated into a
-//!   [`ValidSpec`](spec::ValidSpec) before any API call.
+//! - [`spec`]: the declarative [`ClusterSpec`], validated into a
+//!   [`ValidSpec`] before any API call.
 //! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`].
 //! - [`orchestrator`]: plan, apply, destroy.
 //! - [`layers`]: retry, rate limit, call counting, fault injection around any provider.
