@@ -208,12 +208,14 @@ fn proxy(p: &mut Problems, spec: &ClusterSpec) {
     }
     for (i, entry) in proxy.no_proxy.iter().enumerate() {
         let field = format!("proxy.no_proxy[{i}]");
-        if entry.trim().is_empty() || entry.contains(',') || entry.chars().any(char::is_whitespace)
-        {
+        let odd = |c: char| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | ':' | '/'))
+        };
+        if entry.is_empty() || entry.chars().any(odd) {
             p.add(
                 field,
-                format!("`{entry}` is not one host, domain or CIDR"),
-                "give one entry per list item, without commas or spaces",
+                format!("`{entry}` is not one host, domain, IP or CIDR"),
+                "give one entry per list item: letters, digits and . - _ * : / only (no commas, spaces or quotes)",
             );
         } else if entry.contains('/') {
             if let Err(e) = parse_cidr(entry) {
