@@ -487,6 +487,20 @@ async fn rate_limit_spaces_calls_after_the_burst() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn rate_limit_idle_time_refills_only_up_to_the_burst() {
+    let p = Stack::new(Fake::default())
+        .rate_limit(RateLimit::per_second(10.0, 2).unwrap())
+        .build();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let start = Instant::now();
+    for _ in 0..4 {
+        p.zones(&cluster()).await.unwrap();
+    }
+    // A minute idle saves up two tokens, not six hundred.
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
 async fn rate_limit_queues_concurrent_calls() {
     let fake = Arc::new(Fake::default());
     let p = Stack::new(fake.clone())
