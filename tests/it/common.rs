@@ -1,0 +1,119 @@
+//! Shared fixtures.
+
+use std::sync::Arc;
+
+use triad::layers::{CallCounter, Stack};
+use triad::sim::{SimCloud, SimConfig, SimSnapshot};
+use triad::spec::ClusterSpec;
+use triad::{Inventory, Orchestrator, ValidSpec};
+
+pub const ZONE: &str = "example.com";
+pub const FQDN: &str = "rancher.example.com";
+
+/// The quickstart's spec, with `extra` TOML appended to the top level (before any
+/// table) and `tables` after.
+pub fn spec_with(extra: &str, tables: &str) -> ValidSpec {
+    let text = format!(
+        r#"
+name = "rancher"
+region = "us-east-1"
+{extra}
+
+[nodes]
+size = "t3.xlarge"
+image = "ami-0123456789abcdef0"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGU admin@example"]
+
+[proxy]
+http = "http://proxy.internal:3128"
+no_proxy = ["corp.internal"]
+
+[dns]
+zone = "{ZONE}"
+hostname = "{FQDN}"
+
+{tables}
+"#
+    );
+    ClusterSpec::from_toml(&text)
+        .expect("test spec parses")
+        .validate()
+        .expect("test spec is valid")
+}
+
+pub fn spec() -> ValidSpec {
+    spec_with("", "")
+}
+
+/// A realistic simulated cloud (100 ms API calls, 45 s + 60 s nodes, 150 s balancer,
+/// 40 s DNS) hosting the test zone. Use with paused tokio time.
+pub fn cloud() -> SimCloud {
+    SimCloud::new(SimConfig::realistic()).with_zone(ZONE)
+}
+
+/// An orchestrator over `cloud`, every provider wrapped in a call counter.
+pub fn orchestrator(cloud: &SimCloud, counter: &CallCounter) -> Orchestrator {
+    let p = Stack::new(Arc::new(cloud.clone())).count(counter.clone()).build();
+    let p = Arc::new(p);
+    Orchestrator::new(p.clone(), p.clone(), p)
+}
+
+pub async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventory> {
+    let plan = o.plan(spec).await?;
+    o.apply(&plan).await
+}
+
+/// Assert the cloud holds exactly one well-formed cluster `rancher`: `n` nodes with
+/// distinct names over distinct zones (as far as zones go), one balancer whose target
+/// groups target exactly those nodes, listeners on 80 and 443, one record and one
+/// ownership TXT pointing at the balancer — and nothing else of ours.
+pub fn assert_converged(snap: &SimSnapshot, n: usize) {
+    let nodes = snap.live_nodes("rancher");
+    assert_eq!(nodes.len(), n, "live nodes: {nodes:#?}");
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), n, "duplicate node names: {nodes:#?}");
+    let mut ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    ids.sort();
+
+    assert_eq!(snap.balancers.len(), 1, "balancers: {:#?}", snap.balancers);
+    let lb = &snap.balancers[0];
+    assert!(!snap.target_groups.is_empty());
+    for tg in &snap.target_groups {
+        let targets: Vec<String> = tg.targets.iter().cloned().collect();
+        assert_eq!(targets, ids, "targets of {}", tg.name);
+    }
+    let mut ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
+    ports.sort();
+    assert_eq!(ports, vec![80, 443], "listeners: {:#?}", snap.listeners);
+    assert!(snap.listeners.iter().all(|l| l.balancer_arn == lb.arn));
+    assert_eq!(snap.security_groups.len(), 1, "security groups: {:#?}", snap.security_groups);
+
+    let zone = snap.zones.iter().find(|z| z.name == ZONE).expect("zone");
+    assert_eq!(
+        zone.records.len(),
+        2,
+        "exactly the record and its TXT: {:#?}",
+        zone.records
+    );
+    let record = snap.record(ZONE, FQDN).expect("record");
+    let endpoint = lb.endpoint.clone().expect("active balancer has an endpoint");
+    match (&record.data, &endpoint) {
+        (triad::sim::SimRecordData::A(ips), triad::Endpoint::Ip { addresses }) => {
+            assert_eq!(ips, addresses)
+        }
+        (triad::sim::SimRecordData::Alias { name, .. }, triad::Endpoint::Hostname { name: n, .. }) => {
+            assert_eq!(name, n)
+        }
+        (triad::sim::SimRecordData::Cname(name), triad::Endpoint::Hostname { name: n, .. }) => {
+            assert_eq!(name, n)
+        }
+        (r, e) => panic!("record {r:?} does not point at {e:?}"),
+    }
+    let txt = snap.txt(ZONE, &format!("_triad.{FQDN}")).expect("ownership TXT");
+    assert!(
+        format!("{:?}", txt.data).contains("triad-cluster=rancher"),
+        "{txt:?}"
+    );
+}

@@ -1,0 +1,7 @@
+//! The orchestrator end to end on the simulated cloud, in virtual time.
+//! One test binary for the facade crate; each module is one concern.
+
+mod common;
+mod crash;
+mod e2e;
+mod secrets;
