@@ -231,6 +231,15 @@ impl SimSettings {
     /// Read and check the spec's `[sim]` section; defaults when there is none.
     pub fn from_spec(spec: &ValidSpec) -> Result<Self> {
         let settings = match spec.sim.as_ref() {
+            // The section is kept as JSON, which has no NaN or infinity: they arrive
+            // as null. Name the field rather than report a confusing type error.
+            Some(section) if section.0.get("time_scale").is_some_and(|v| v.is_null()) => {
+                return Err(Error::invalid(
+                    "sim.time_scale",
+                    "is not a finite number",
+                    "use a number above 0, e.g. 1.0 for real-world latencies or 0.01 for 100x faster",
+                ));
+            }
             Some(section) => section.parse::<SimSettings>("sim")?,
             None => SimSettings::default(),
         };
