@@ -65,6 +65,39 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Configuration
+//!
+//! [`SimConfig::realistic`] (API calls 100 ms, node 45 s + 60 s boot, balancer
+//! 150 s, DNS 40 s), [`SimConfig::instant`] (everything ready at once) and
+//! [`SimConfig::scaled`] cover most needs; the fields are public. From a spec,
+//! [`SimCloud::from_spec`] reads the `[sim]` section ([`SimSettings`]):
+//!
+//! ```toml
+//! [sim]
+//! time_scale = 0.01               # 100x faster than realistic
+//! balancer_endpoint = "hostname"  # "ip" (default) or "hostname" (alias/CNAME records)
+//! node_quota = 5                  # live nodes per cluster
+//! zones = ["a", "b", "c"]         # zone suffixes of every region
+//! ```
+//!
+//! ## What the sim is made of
+//!
+//! - Nodes are instances (`i-` + 17 hex, private address `10.<zone index>.x.y`) in a
+//!   per-cluster security group `<cluster>-nodes`, created with the first node and
+//!   removed by [`NodeProvider::cleanup`](triad_core::NodeProvider::cleanup).
+//! - A layer 4 balancer has target groups `<name>-tcp-80` and `<name>-tcp-443` with
+//!   the HTTP health check Rancher documents, and TCP listeners 80 and 443; a layer 7
+//!   one has `<name>-http-80`, an HTTPS listener on 443 with the certificate and an
+//!   HTTP listener on 80 redirecting to HTTPS. Endpoints appear once active.
+//! - Hosted zones hold record sets (A, CNAME, alias, TXT) changed in atomic batches;
+//!   triad's records have an ownership TXT at `_triad.<fqdn>`.
+//!
+//! ## Inspection
+//!
+//! [`SimCloud::snapshot`] returns every resource ([`SimSnapshot`]) for assertions
+//! such as "exactly three nodes, no orphan target group";
+//! [`SimCloud::stats`] counts calls per [`SimApi`] and mutating calls in total.
 #![warn(missing_docs)]
 
 mod config;
