@@ -1,0 +1,722 @@
+//! [`LoadBalancerProvider`] for the simulated cloud: target groups, a balancer and
+//! its listeners, shaped like an AWS NLB (l4) or ALB (l7).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use triad_core::labels::Role;
+use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerRequest, Node};
+use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
+use triad_core::{Error, FailureKind, LoadBalancerProvider, Result};
+
+use crate::config::{EndpointStyle, SimConfig};
+use crate::world::{
+    has_labels, ApiError, Balancer, SimHealthCheck, SimListener, SimListenerAction, SimTargetGroup,
+    World,
+};
+use crate::{SimApi, SimCloud, NAME};
+
+/// A target group the balancer needs.
+#[derive(Clone, Debug)]
+struct TgSpec {
+    name: String,
+    protocol: &'static str,
+    port: u16,
+}
+
+/// A listener the balancer needs.
+#[derive(Clone, Debug)]
+struct ListenerSpec {
+    port: u16,
+    protocol: &'static str,
+    /// Name of the target group it forwards to; `None` redirects to HTTPS.
+    forward_to: Option<String>,
+    certificate: Option<String>,
+}
+
+fn wanted(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
+    let n = &request.name;
+    match request.mode {
+        LbMode::L4 => {
+            let tgs = vec![
+                TgSpec {
+                    name: format!("{n}-tcp-80"),
+                    protocol: "TCP",
+                    port: 80,
+                },
+                TgSpec {
+                    name: format!("{n}-tcp-443"),
+                    protocol: "TCP",
+                    port: 443,
+                },
+            ];
+            let listeners = tgs
+                .iter()
+                .map(|tg| ListenerSpec {
+                    port: tg.port,
+                    protocol: "TCP",
+                    forward_to: Some(tg.name.clone()),
+                    certificate: None,
+                })
+                .collect();
+            (tgs, listeners)
+        }
+        LbMode::L7 => {
+            let tg = TgSpec {
+                name: format!("{n}-http-80"),
+                protocol: "HTTP",
+                port: 80,
+            };
+            let listeners = vec![
+                ListenerSpec {
+                    port: 80,
+                    protocol: "HTTP",
+                    forward_to: None,
+                    certificate: None,
+                },
+                ListenerSpec {
+                    port: 443,
+                    protocol: "HTTPS",
+                    forward_to: Some(tg.name.clone()),
+                    certificate: request.certificate.clone(),
+                },
+            ];
+            (vec![tg], listeners)
+        }
+    }
+}
+
+/// Everything the cluster's balancer is made of, as one discovery sees it.
+struct Parts {
+    balancer: Option<crate::world::SimBalancer>,
+    listeners: Vec<SimListener>,
+    target_groups: Vec<SimTargetGroup>,
+}
+
+fn tg_prefix(lb_name: &str) -> String {
+    format!("{lb_name}-")
+}
+
+fn build(parts: &Parts) -> Option<LoadBalancer> {
+    let b = parts.balancer.as_ref()?;
+    let prefix = tg_prefix(&b.name);
+    let tgs: Vec<&SimTargetGroup> = parts
+        .target_groups
+        .iter()
+        .filter(|t| t.name.starts_with(&prefix))
+        .collect();
+    let mut listeners: Vec<Listener> = parts
+        .listeners
+        .iter()
+        .filter(|l| l.balancer_arn == b.arn)
+        .map(|l| Listener {
+            port: l.port,
+            protocol: l.protocol.clone(),
+            target_port: match &l.action {
+                SimListenerAction::Forward(arn) => {
+                    tgs.iter().find(|t| &t.arn == arn).map(|t| t.port)
+                }
+                SimListenerAction::RedirectToHttps => None,
+            },
+        })
+        .collect();
+    listeners.sort_by_key(|l| l.port);
+    let targets: Vec<String> = match tgs.split_first() {
+        None => Vec::new(),
+        Some((first, rest)) => first
+            .targets
+            .iter()
+            .filter(|id| rest.iter().all(|t| t.targets.contains(*id)))
+            .cloned()
+            .collect(),
+    };
+    Some(LoadBalancer {
+        id: b.arn.clone(),
+        name: b.name.clone(),
+        mode: b.mode,
+        scheme: b.scheme,
+        state: b.state,
+        endpoint: b.endpoint.clone(),
+        listeners,
+        targets,
+    })
+}
+
+fn alias_zone_id(region: &str) -> String {
+    // FNV-1a of the region: a stable per-region canonical hosted zone id.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in region.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("ZSIM{:010X}", h & 0xff_ffff_ffff)
+}
+
+impl World {
+    fn cluster_target_groups(&self, cluster: &ClusterRef) -> Vec<SimTargetGroup> {
+        self.target_groups
+            .values()
+            .filter(|t| t.region == cluster.region && has_labels(&t.labels, cluster, Role::Lb))
+            .cloned()
+            .collect()
+    }
+
+    fn cluster_balancers(
+        &self,
+        cluster: &ClusterRef,
+        cfg: &SimConfig,
+        now: tokio::time::Instant,
+    ) -> Vec<crate::world::SimBalancer> {
+        self.balancers
+            .values()
+            .filter(|b| b.region == cluster.region && has_labels(&b.labels, cluster, Role::Lb))
+            .map(|b| b.view(cfg, now))
+            .collect()
+    }
+}
+
+impl SimCloud {
+    async fn describe_target_groups(&self, cluster: &ClusterRef) -> Result<Vec<SimTargetGroup>> {
+        let resource = format!("target groups of cluster {}", cluster.name);
+        self.call(SimApi::DescribeTargetGroups, &resource, |w, _, _| {
+            Ok(w.cluster_target_groups(cluster))
+        })
+        .await
+    }
+
+    async fn describe_balancers(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<Vec<crate::world::SimBalancer>> {
+        let resource = format!("load balancers of cluster {}", cluster.name);
+        self.call(SimApi::DescribeBalancers, &resource, |w, cfg, now| {
+            Ok(w.cluster_balancers(cluster, cfg, now))
+        })
+        .await
+    }
+
+    async fn describe_listeners(&self, balancer: &str, arn: &str) -> Result<Vec<SimListener>> {
+        let resource = format!("listeners of load balancer {balancer}");
+        self.call(SimApi::DescribeListeners, &resource, |w, _, _| {
+            Ok(w.listeners
+                .values()
+                .filter(|l| l.balancer_arn == arn)
+                .cloned()
+                .collect())
+        })
+        .await
+    }
+
+    /// Discover the balancer named `name` (or the cluster's first one) and its parts.
+    async fn discover_parts(&self, cluster: &ClusterRef, name: Option<&str>) -> Result<Parts> {
+        let balancers = self.describe_balancers(cluster).await?;
+        let balancer = match name {
+            Some(n) => balancers.into_iter().find(|b| b.name == n),
+            None => balancers.into_iter().min_by(|a, b| a.name.cmp(&b.name)),
+        };
+        let Some(balancer) = balancer else {
+            return Ok(Parts {
+                balancer: None,
+                listeners: Vec::new(),
+                target_groups: Vec::new(),
+            });
+        };
+        let listeners = self
+            .describe_listeners(&balancer.name, &balancer.arn)
+            .await?;
+        let target_groups = self.describe_target_groups(cluster).await?;
+        Ok(Parts {
+            balancer: Some(balancer),
+            listeners,
+            target_groups,
+        })
+    }
+
+    async fn create_target_group(
+        &self,
+        cluster: &ClusterRef,
+        spec: &TgSpec,
+        request: &LoadBalancerRequest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<SimTargetGroup> {
+        let resource = format!("target group {}", spec.name);
+        self.call(SimApi::CreateTargetGroup, &resource, |w, _, _| {
+            if let Some(t) = w
+                .target_groups
+                .values()
+                .find(|t| t.name == spec.name && t.region == cluster.region)
+            {
+                if !has_labels(&t.labels, cluster, Role::Lb) {
+                    return Err(ApiError::new(
+                        FailureKind::Conflict,
+                        format!(
+                            "a target group named `{}` exists and is not the cluster's",
+                            spec.name
+                        ),
+                    ));
+                }
+                return Ok(t.clone());
+            }
+            let arn = {
+                let hex = w.hex(16);
+                format!(
+                    "arn:sim:elb:{}:targetgroup/{}/{hex}",
+                    cluster.region, spec.name
+                )
+            };
+            let tg = SimTargetGroup {
+                arn: arn.clone(),
+                name: spec.name.clone(),
+                region: cluster.region.clone(),
+                protocol: spec.protocol.to_owned(),
+                port: spec.port,
+                health_check: SimHealthCheck {
+                    protocol: "HTTP".into(),
+                    path: request.health_check_path.clone(),
+                    port: 80,
+                    healthy_threshold: 3,
+                    unhealthy_threshold: 3,
+                    timeout: Duration::from_secs(6),
+                    interval: Duration::from_secs(10),
+                },
+                labels: labels.clone(),
+                targets: BTreeSet::new(),
+            };
+            w.target_groups.insert(arn, tg.clone());
+            Ok(tg)
+        })
+        .await
+    }
+
+    async fn create_balancer(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<crate::world::SimBalancer> {
+        let resource = format!("load balancer {}", request.name);
+        self.call(SimApi::CreateBalancer, &resource, |w, cfg, now| {
+            if let Some(b) = w
+                .balancers
+                .values()
+                .find(|b| b.name == request.name && b.region == cluster.region)
+            {
+                if !has_labels(&b.labels, cluster, Role::Lb) {
+                    return Err(ApiError::new(
+                        FailureKind::Conflict,
+                        format!(
+                            "a load balancer named `{}` exists and is not the cluster's",
+                            request.name
+                        ),
+                    ));
+                }
+                return Ok(b.view(cfg, now));
+            }
+            let zones = crate::nodes::region_zones(cfg, &cluster.region);
+            if let Some(z) = request.zones.iter().find(|z| !zones.contains(z)) {
+                return Err(ApiError::new(
+                    FailureKind::InvalidRequest,
+                    format!(
+                        "zone `{z}` is not in region `{}` (its zones: {})",
+                        cluster.region,
+                        zones.join(", ")
+                    ),
+                ));
+            }
+            let endpoint = match cfg.balancer_endpoint {
+                EndpointStyle::Ip => Endpoint::Ip {
+                    addresses: vec![w.balancer_ip().ok_or_else(|| {
+                        ApiError::new(
+                            FailureKind::Capacity,
+                            "no free address left in 203.0.113.0/24",
+                        )
+                    })?],
+                },
+                EndpointStyle::Hostname => Endpoint::Hostname {
+                    name: format!(
+                        "{}-{}.elb.{}.sim.invalid",
+                        request.name,
+                        w.hex(8),
+                        cluster.region
+                    ),
+                    alias_zone: Some(alias_zone_id(&cluster.region)),
+                },
+            };
+            let arn = {
+                let hex = w.hex(16);
+                format!(
+                    "arn:sim:elb:{}:loadbalancer/{}/{hex}",
+                    cluster.region, request.name
+                )
+            };
+            let b = Balancer {
+                arn: arn.clone(),
+                name: request.name.clone(),
+                region: cluster.region.clone(),
+                mode: request.mode,
+                scheme: request.scheme,
+                zones: if request.zones.is_empty() {
+                    zones
+                } else {
+                    request.zones.clone()
+                },
+                labels: labels.clone(),
+                endpoint,
+                created: now,
+            };
+            let view = b.view(cfg, now);
+            w.balancers.insert(arn, b);
+            Ok(view)
+        })
+        .await
+    }
+
+    async fn create_listener(
+        &self,
+        balancer: &crate::world::SimBalancer,
+        spec: &ListenerSpec,
+        tgs: &[SimTargetGroup],
+        labels: &BTreeMap<String, String>,
+    ) -> Result<SimListener> {
+        let resource = format!("listener {}:{}", balancer.name, spec.port);
+        let action = match &spec.forward_to {
+            Some(name) => {
+                let tg = tgs.iter().find(|t| &t.name == name).ok_or_else(|| {
+                    Error::provider(
+                        NAME,
+                        "create listener",
+                        &resource,
+                        FailureKind::NotFound,
+                        format!("target group {name} does not exist"),
+                    )
+                })?;
+                SimListenerAction::Forward(tg.arn.clone())
+            }
+            None => SimListenerAction::RedirectToHttps,
+        };
+        self.call(SimApi::CreateListener, &resource, |w, _, _| {
+            if !w.balancers.contains_key(&balancer.arn) {
+                return Err(ApiError::new(
+                    FailureKind::NotFound,
+                    format!("load balancer {} does not exist", balancer.arn),
+                ));
+            }
+            if let SimListenerAction::Forward(arn) = &action {
+                if !w.target_groups.contains_key(arn) {
+                    return Err(ApiError::new(
+                        FailureKind::NotFound,
+                        format!("target group {arn} does not exist"),
+                    ));
+                }
+            }
+            if spec.protocol == "HTTPS" && spec.certificate.is_none() {
+                return Err(ApiError::new(
+                    FailureKind::InvalidRequest,
+                    "an HTTPS listener needs a certificate",
+                ));
+            }
+            if let Some(l) = w
+                .listeners
+                .values()
+                .find(|l| l.balancer_arn == balancer.arn && l.port == spec.port)
+            {
+                if l.protocol == spec.protocol && l.action == action {
+                    return Ok(l.clone());
+                }
+                return Err(ApiError::new(
+                    FailureKind::Conflict,
+                    format!(
+                        "port {} already has a different listener ({})",
+                        spec.port, l.protocol
+                    ),
+                ));
+            }
+            let arn = {
+                let hex = w.hex(16);
+                format!("{}/listener/{}/{hex}", balancer.arn, spec.port)
+            };
+            let l = SimListener {
+                arn: arn.clone(),
+                balancer_arn: balancer.arn.clone(),
+                port: spec.port,
+                protocol: spec.protocol.to_owned(),
+                action: action.clone(),
+                certificate: spec.certificate.clone(),
+                labels: labels.clone(),
+            };
+            w.listeners.insert(arn, l.clone());
+            Ok(l)
+        })
+        .await
+    }
+
+    async fn change_targets(
+        &self,
+        api: SimApi,
+        tg: &SimTargetGroup,
+        ids: &BTreeSet<String>,
+    ) -> Result<()> {
+        let resource = format!("target group {}", tg.name);
+        let register = api == SimApi::RegisterTargets;
+        self.call(api, &resource, |w, cfg, now| {
+            if register {
+                for id in ids {
+                    let running = w.instances.get(id).and_then(|i| i.state(cfg, now))
+                        == Some(triad_core::model::NodeState::Running);
+                    if !running {
+                        return Err(ApiError::new(
+                            FailureKind::InvalidRequest,
+                            format!("instance {id} is not running and cannot be registered"),
+                        ));
+                    }
+                }
+            }
+            let t = w.target_groups.get_mut(&tg.arn).ok_or_else(|| {
+                ApiError::new(FailureKind::NotFound, format!("{} does not exist", tg.arn))
+            })?;
+            for id in ids {
+                if register {
+                    t.targets.insert(id.clone());
+                } else {
+                    t.targets.remove(id);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Run a delete call, treating "does not exist" as done. Returns whether it deleted.
+    async fn delete_part(
+        &self,
+        api: SimApi,
+        resource: &str,
+        effect: impl FnOnce(&mut World) -> std::result::Result<(), ApiError>,
+    ) -> Result<bool> {
+        match self.call(api, resource, |w, _, _| effect(w)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == Some(FailureKind::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn gone(what: &str) -> ApiError {
+    ApiError::new(FailureKind::NotFound, format!("{what} does not exist"))
+}
+
+#[async_trait]
+impl LoadBalancerProvider for SimCloud {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+        SimCloud::check_sim_section(spec)
+    }
+
+    async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
+        let parts = self.discover_parts(cluster, None).await?;
+        Ok(build(&parts))
+    }
+
+    async fn create_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        if request.mode == LbMode::L7 && request.certificate.is_none() {
+            return Err(Error::provider(
+                NAME,
+                "create load balancer",
+                format!("load balancer {}", request.name),
+                FailureKind::InvalidRequest,
+                "a layer 7 balancer needs a certificate (load_balancer.certificate)",
+            ));
+        }
+        let mut labels = request.labels.clone();
+        labels.extend(cluster.labels_for(Role::Lb));
+        let (tg_specs, listener_specs) = wanted(request);
+
+        // 1. Target groups, create-or-get by name.
+        let mut tgs = self.describe_target_groups(cluster).await?;
+        for spec in &tg_specs {
+            if !tgs.iter().any(|t| t.name == spec.name) {
+                let tg = self
+                    .create_target_group(cluster, spec, request, &labels)
+                    .await?;
+                tgs.push(tg);
+            }
+        }
+
+        // 2. The balancer.
+        let existing = self
+            .describe_balancers(cluster)
+            .await?
+            .into_iter()
+            .find(|b| b.name == request.name);
+        let balancer = match existing {
+            Some(b) => b,
+            None => self.create_balancer(cluster, request, &labels).await?,
+        };
+
+        // 3. Listeners, create-or-get by port.
+        let mut listeners = self
+            .describe_listeners(&balancer.name, &balancer.arn)
+            .await?;
+        for spec in &listener_specs {
+            if !listeners.iter().any(|l| l.port == spec.port) {
+                let l = self.create_listener(&balancer, spec, &tgs, &labels).await?;
+                listeners.push(l);
+            }
+        }
+
+        let parts = Parts {
+            balancer: Some(balancer),
+            listeners,
+            target_groups: tgs,
+        };
+        build(&parts).ok_or_else(|| {
+            Error::provider(
+                NAME,
+                "create load balancer",
+                format!("load balancer {}", request.name),
+                FailureKind::Other,
+                "the balancer vanished while it was being created",
+            )
+        })
+    }
+
+    async fn wait_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        timeout: Duration,
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        self.poll(&resource, "active", timeout, || async {
+            let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+            match build(&parts) {
+                None => Err(Error::provider(
+                    NAME,
+                    "wait for load balancer",
+                    &resource,
+                    FailureKind::NotFound,
+                    "the balancer was deleted while waiting for it to be active",
+                )),
+                Some(b) if b.state == LbState::Active && b.endpoint.is_some() => Ok(Some(b)),
+                Some(_) => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn set_targets(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        nodes: &[Node],
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        let prefix = tg_prefix(&lb.name);
+        let tgs: Vec<SimTargetGroup> = self
+            .describe_target_groups(cluster)
+            .await?
+            .into_iter()
+            .filter(|t| t.name.starts_with(&prefix))
+            .collect();
+        if tgs.is_empty() {
+            return Err(Error::provider(
+                NAME,
+                "set targets",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer has no target groups; create it first",
+            ));
+        }
+        let desired: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        for tg in &tgs {
+            let add: BTreeSet<String> = desired.difference(&tg.targets).cloned().collect();
+            let remove: BTreeSet<String> = tg.targets.difference(&desired).cloned().collect();
+            if !add.is_empty() {
+                self.change_targets(SimApi::RegisterTargets, tg, &add)
+                    .await?;
+            }
+            if !remove.is_empty() {
+                self.change_targets(SimApi::DeregisterTargets, tg, &remove)
+                    .await?;
+            }
+        }
+        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+        build(&parts).ok_or_else(|| {
+            Error::provider(
+                NAME,
+                "set targets",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer does not exist",
+            )
+        })
+    }
+
+    async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for b in self.describe_balancers(cluster).await? {
+            for l in self.describe_listeners(&b.name, &b.arn).await? {
+                let resource = format!("listener {}:{}", b.name, l.port);
+                let arn = l.arn.clone();
+                if self
+                    .delete_part(SimApi::DeleteListener, &resource, |w| {
+                        w.listeners
+                            .remove(&arn)
+                            .map(|_| ())
+                            .ok_or_else(|| gone(&arn))
+                    })
+                    .await?
+                {
+                    deleted.push(resource);
+                }
+            }
+            let resource = format!("load balancer {}", b.name);
+            let arn = b.arn.clone();
+            if self
+                .delete_part(SimApi::DeleteBalancer, &resource, |w| {
+                    w.balancers.remove(&arn).ok_or_else(|| gone(&arn))?;
+                    // Like ELB, deleting a balancer deletes whatever listeners remain.
+                    w.listeners.retain(|_, l| l.balancer_arn != arn);
+                    Ok(())
+                })
+                .await?
+            {
+                deleted.push(resource);
+            }
+        }
+        for tg in self.describe_target_groups(cluster).await? {
+            let resource = format!("target group {}", tg.name);
+            let arn = tg.arn.clone();
+            if self
+                .delete_part(SimApi::DeleteTargetGroup, &resource, |w| {
+                    if let Some(l) = w
+                        .listeners
+                        .values()
+                        .find(|l| l.action == SimListenerAction::Forward(arn.clone()))
+                    {
+                        return Err(ApiError::new(
+                            FailureKind::Conflict,
+                            format!("target group is in use by listener {}", l.arn),
+                        ));
+                    }
+                    w.target_groups
+                        .remove(&arn)
+                        .map(|_| ())
+                        .ok_or_else(|| gone(&arn))
+                })
+                .await?
+            {
+                deleted.push(resource);
+            }
+        }
+        Ok(deleted)
+    }
+}
