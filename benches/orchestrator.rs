@@ -66,7 +66,11 @@ fn schedule(nodes: u32) -> Schedule {
             .max(config.lb_provision + config.dns_sync);
         let sim = SimCloud::new(config).with_zone("example.com");
         let counter = CallCounter::new();
-        let p = Arc::new(Stack::new(Arc::new(sim.clone())).count(counter.clone()).build());
+        let p = Arc::new(
+            Stack::new(Arc::new(sim.clone()))
+                .count(counter.clone())
+                .build(),
+        );
         let o = Orchestrator::new(p.clone(), p.clone(), p);
         let spec = spec(nodes);
         let start = tokio::time::Instant::now();
@@ -134,7 +138,9 @@ http = "http://proxy.internal:3128"
 zone = "example.com"
 hostname = "rancher.example.com"
 "#;
-    let t = time(iters, || ClusterSpec::from_toml(text).unwrap().validate().unwrap());
+    let t = time(iters, || {
+        ClusterSpec::from_toml(text).unwrap().validate().unwrap()
+    });
     println!("| parse + validate a TOML spec | {t:.2?} |");
     let s3 = spec(3);
     let t = time(iters, || bootstrap::user_data(&s3, "rancher-2"));

@@ -29,7 +29,7 @@ use crate::events::{Event, NoopObserver, Observer, Resource};
 use crate::labels::Role;
 use crate::model::{
     DnsEntry, Endpoint, Inventory, LbState, LoadBalancer, LoadBalancerRequest, Node, NodeRequest,
-    Providers, Record, RecordKind, RecordRequest,
+    NodeState, Providers, Record, RecordKind, RecordRequest,
 };
 use crate::placement;
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
@@ -1012,7 +1012,8 @@ fn natural_key(name: &str) -> (String, u64) {
 fn plan_nodes(spec: &ValidSpec, zones: &[String], found: &[Node]) -> Vec<NodeAction> {
     let wanted = spec.node_names();
     let mut by_name: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
-    for n in found {
+    // Nodes on their way out are gone as far as the plan is concerned.
+    for n in found.iter().filter(|n| n.state != NodeState::Terminating) {
         by_name.entry(n.name.as_str()).or_default().push(n);
     }
     let mut actions = Vec::new();
@@ -1178,11 +1179,19 @@ fn desired_record(
             "use a name below the zone (rancher.example.com), or a DNS provider with alias records",
         ));
     }
+    // A CNAME names the host only; the alias zone means nothing there.
+    let target = match (kind, endpoint) {
+        (RecordKind::Cname, Endpoint::Hostname { name, .. }) => Endpoint::Hostname {
+            name,
+            alias_zone: None,
+        },
+        (_, endpoint) => endpoint,
+    };
     Ok(RecordRequest {
         fqdn: spec.fqdn(),
         zone: spec.dns.zone.trim_end_matches('.').to_ascii_lowercase(),
         kind,
-        target: endpoint,
+        target,
         ttl: spec.dns.ttl,
     })
 }
@@ -1190,7 +1199,7 @@ fn desired_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Listener, NodeState};
+    use crate::model::Listener;
     use crate::spec::{ClusterSpec, LbScheme};
 
     fn spec(extra: &str) -> ValidSpec {

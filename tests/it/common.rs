@@ -53,7 +53,9 @@ pub fn cloud() -> SimCloud {
 
 /// An orchestrator over `cloud`, every provider wrapped in a call counter.
 pub fn orchestrator(cloud: &SimCloud, counter: &CallCounter) -> Orchestrator {
-    let p = Stack::new(Arc::new(cloud.clone())).count(counter.clone()).build();
+    let p = Stack::new(Arc::new(cloud.clone()))
+        .count(counter.clone())
+        .build();
     let p = Arc::new(p);
     Orchestrator::new(p.clone(), p.clone(), p)
 }
@@ -88,7 +90,12 @@ pub fn assert_converged(snap: &SimSnapshot, n: usize) {
     ports.sort();
     assert_eq!(ports, vec![80, 443], "listeners: {:#?}", snap.listeners);
     assert!(snap.listeners.iter().all(|l| l.balancer_arn == lb.arn));
-    assert_eq!(snap.security_groups.len(), 1, "security groups: {:#?}", snap.security_groups);
+    assert_eq!(
+        snap.security_groups.len(),
+        1,
+        "security groups: {:#?}",
+        snap.security_groups
+    );
 
     let zone = snap.zones.iter().find(|z| z.name == ZONE).expect("zone");
     assert_eq!(
@@ -98,12 +105,18 @@ pub fn assert_converged(snap: &SimSnapshot, n: usize) {
         zone.records
     );
     let record = snap.record(ZONE, FQDN).expect("record");
-    let endpoint = lb.endpoint.clone().expect("active balancer has an endpoint");
+    let endpoint = lb
+        .endpoint
+        .clone()
+        .expect("active balancer has an endpoint");
     match (&record.data, &endpoint) {
         (triad::sim::SimRecordData::A(ips), triad::Endpoint::Ip { addresses }) => {
             assert_eq!(ips, addresses)
         }
-        (triad::sim::SimRecordData::Alias { name, .. }, triad::Endpoint::Hostname { name: n, .. }) => {
+        (
+            triad::sim::SimRecordData::Alias { name, .. },
+            triad::Endpoint::Hostname { name: n, .. },
+        ) => {
             assert_eq!(name, n)
         }
         (triad::sim::SimRecordData::Cname(name), triad::Endpoint::Hostname { name: n, .. }) => {
@@ -111,7 +124,9 @@ pub fn assert_converged(snap: &SimSnapshot, n: usize) {
         }
         (r, e) => panic!("record {r:?} does not point at {e:?}"),
     }
-    let txt = snap.txt(ZONE, &format!("_triad.{FQDN}")).expect("ownership TXT");
+    let txt = snap
+        .txt(ZONE, &format!("_triad.{FQDN}"))
+        .expect("ownership TXT");
     assert!(
         format!("{:?}", txt.data).contains("triad-cluster=rancher"),
         "{txt:?}"

@@ -13,7 +13,9 @@ use crate::common::*;
 /// The number of mutating cloud calls a clean apply of the test spec makes.
 async fn mutating_calls_of_a_clean_apply() -> u64 {
     let sim = cloud();
-    apply(&orchestrator(&sim, &CallCounter::new()), &spec()).await.unwrap();
+    apply(&orchestrator(&sim, &CallCounter::new()), &spec())
+        .await
+        .unwrap();
     sim.stats().mutating
 }
 
@@ -23,9 +25,9 @@ async fn fail_at_then_rerun(k: u64, fault: SimFault) {
     let o = orchestrator(&sim, &counter);
     sim.inject(fault.clone().nth(k).kind(FailureKind::Other));
 
-    let err = apply(&o, &spec())
-        .await
-        .expect_err(&format!("a fatal fault at mutating call {k} ({fault:?}) fails the apply"));
+    let err = apply(&o, &spec()).await.expect_err(&format!(
+        "a fatal fault at mutating call {k} ({fault:?}) fails the apply"
+    ));
     assert!(matches!(err, Error::Apply { .. }), "call {k}: {err}");
     assert_eq!(sim.stats().faults_fired, 1, "call {k}");
 
@@ -85,7 +87,11 @@ async fn an_orchestrator_dropped_mid_apply_is_resumed_by_another() {
 #[tokio::test(start_paused = true)]
 async fn retry_layer_rides_out_throttling_and_transient_faults() {
     let sim = cloud();
-    sim.inject(SimFault::on_any_call().probability(0.25).kind(FailureKind::Throttled));
+    sim.inject(
+        SimFault::on_any_call()
+            .probability(0.25)
+            .kind(FailureKind::Throttled),
+    );
     let counter = CallCounter::new();
     let p = Stack::new(std::sync::Arc::new(sim.clone()))
         .count(counter.clone())
@@ -94,7 +100,11 @@ async fn retry_layer_rides_out_throttling_and_transient_faults() {
     let p = std::sync::Arc::new(p);
     let o = Orchestrator::new(p.clone(), p.clone(), p);
     apply(&o, &spec()).await.unwrap();
-    assert!(sim.stats().faults_fired > 0, "faults fired: {:?}", sim.stats());
+    assert!(
+        sim.stats().faults_fired > 0,
+        "faults fired: {:?}",
+        sim.stats()
+    );
     assert!(counter.total_failures() > 0);
     assert_converged(&sim.snapshot(), 3);
 }
@@ -102,7 +112,11 @@ async fn retry_layer_rides_out_throttling_and_transient_faults() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_apply_names_what_it_left_and_destroy_removes_it() {
     let sim: SimCloud = cloud();
-    sim.inject(SimFault::on(triad::sim::SimApi::CreateListener).nth(1).kind(FailureKind::Permission));
+    sim.inject(
+        SimFault::on(triad::sim::SimApi::CreateListener)
+            .nth(1)
+            .kind(FailureKind::Permission),
+    );
     let o = orchestrator(&sim, &CallCounter::new());
     let err = apply(&o, &spec()).await.unwrap_err();
     let text = err.to_string();
@@ -111,5 +125,9 @@ async fn a_failed_apply_names_what_it_left_and_destroy_removes_it() {
         assert!(text.contains(n), "names {n}: {text}");
     }
     o.destroy(&spec().cluster()).await.unwrap();
-    assert!(sim.snapshot().is_clean_of("rancher"), "{:#?}", sim.snapshot());
+    assert!(
+        sim.snapshot().is_clean_of("rancher"),
+        "{:#?}",
+        sim.snapshot()
+    );
 }

@@ -31,8 +31,14 @@ async fn apply_makes_an_ha_cluster_and_rerun_changes_nothing() {
     // 3 nodes over 3 zones, running with private IPs.
     assert_eq!(inv.nodes.len(), 3);
     let zones: BTreeSet<&str> = inv.nodes.iter().map(|n| n.zone.as_str()).collect();
-    assert_eq!(zones, BTreeSet::from(["us-east-1a", "us-east-1b", "us-east-1c"]));
-    assert!(inv.nodes.iter().all(|n| n.state == NodeState::Running && n.private_ip.is_some()));
+    assert_eq!(
+        zones,
+        BTreeSet::from(["us-east-1a", "us-east-1b", "us-east-1c"])
+    );
+    assert!(inv
+        .nodes
+        .iter()
+        .all(|n| n.state == NodeState::Running && n.private_ip.is_some()));
     let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["rancher-1", "rancher-2", "rancher-3"]);
 
@@ -77,7 +83,10 @@ async fn apply_makes_an_ha_cluster_and_rerun_changes_nothing() {
 
     // Destroy leaves nothing of the cluster behind.
     let report = o.destroy(&spec.cluster()).await.unwrap();
-    assert!(report.deleted.iter().any(|d| d.contains("rancher-1")), "{report:?}");
+    assert!(
+        report.deleted.iter().any(|d| d.contains("rancher-1")),
+        "{report:?}"
+    );
     let snap = sim.snapshot();
     assert!(snap.is_clean_of("rancher"), "{snap:#?}");
     assert!(snap.record(ZONE, FQDN).is_none());
@@ -96,7 +105,10 @@ async fn apply_runs_nodes_and_balancer_concurrently() {
     // Sequential would be ≥ 105 s (nodes) + 150 s (balancer) + 40 s (DNS) = 295 s; the
     // concurrent critical path is 150 + 40 = 190 s plus API round trips. This is a
     // property of the schedule in virtual time, not a wall-clock timing.
-    assert!((190.0..200.0).contains(&took), "apply took {took} s of virtual time");
+    assert!(
+        (190.0..200.0).contains(&took),
+        "apply took {took} s of virtual time"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,13 +121,29 @@ async fn l7_has_https_listener_redirect_and_tls_external() {
     );
     let inv = apply(&o, &spec).await.unwrap();
     assert!(inv.tls_external);
-    let https = inv.load_balancer.listeners.iter().find(|l| l.port == 443).unwrap();
-    assert_eq!((https.protocol.as_str(), https.target_port), ("HTTPS", Some(80)));
-    let http = inv.load_balancer.listeners.iter().find(|l| l.port == 80).unwrap();
+    let https = inv
+        .load_balancer
+        .listeners
+        .iter()
+        .find(|l| l.port == 443)
+        .unwrap();
+    assert_eq!(
+        (https.protocol.as_str(), https.target_port),
+        ("HTTPS", Some(80))
+    );
+    let http = inv
+        .load_balancer
+        .listeners
+        .iter()
+        .find(|l| l.port == 80)
+        .unwrap();
     assert_eq!(http.target_port, None, "port 80 redirects to HTTPS");
     let snap = sim.snapshot();
     let l443 = snap.listeners.iter().find(|l| l.port == 443).unwrap();
-    assert_eq!(l443.certificate.as_deref(), Some("arn:aws:acm:us-east-1:123456789012:certificate/abc"));
+    assert_eq!(
+        l443.certificate.as_deref(),
+        Some("arn:aws:acm:us-east-1:123456789012:certificate/abc")
+    );
     let helm = triad::render::helm_install(&spec, &inv);
     assert!(helm.contains("tls=external"), "{helm}");
     assert!(o.plan(&spec).await.unwrap().is_noop());
@@ -123,12 +151,17 @@ async fn l7_has_https_listener_redirect_and_tls_external() {
 
 #[tokio::test(start_paused = true)]
 async fn hostname_endpoint_gets_an_alias_record_or_a_cname_on_request() {
-    let sim = SimCloud::new(SimConfig::realistic().with_balancer_endpoint(EndpointStyle::Hostname)).with_zone(ZONE);
+    let sim = SimCloud::new(SimConfig::realistic().with_balancer_endpoint(EndpointStyle::Hostname))
+        .with_zone(ZONE);
     let o = orchestrator(&sim, &CallCounter::new());
     let inv = apply(&o, &spec()).await.unwrap();
     assert_eq!(inv.dns.kind, RecordKind::Alias);
-    let Endpoint::Hostname { name, .. } = &inv.dns.target else { panic!("{:?}", inv.dns) };
-    assert!(matches!(&sim.snapshot().record(ZONE, FQDN).unwrap().data, SimRecordData::Alias { name: n, .. } if n == name));
+    let Endpoint::Hostname { name, .. } = &inv.dns.target else {
+        panic!("{:?}", inv.dns)
+    };
+    assert!(
+        matches!(&sim.snapshot().record(ZONE, FQDN).unwrap().data, SimRecordData::Alias { name: n, .. } if n == name)
+    );
 
     // Switching to a CNAME replaces the record in place, still owned by us.
     let cname = spec_with("", "").into_inner();
@@ -145,8 +178,14 @@ async fn hostname_endpoint_gets_an_alias_record_or_a_cname_on_request() {
 #[tokio::test(start_paused = true)]
 async fn a_foreign_record_stops_the_plan_before_anything_is_made() {
     let sim = cloud();
-    sim.put_foreign_record(ZONE, FQDN, Endpoint::Ip { addresses: vec!["198.51.100.1".parse().unwrap()] })
-        .unwrap();
+    sim.put_foreign_record(
+        ZONE,
+        FQDN,
+        Endpoint::Ip {
+            addresses: vec!["198.51.100.1".parse().unwrap()],
+        },
+    )
+    .unwrap();
     let o = orchestrator(&sim, &CallCounter::new());
     sim.reset_stats();
     let err = o.plan(&spec()).await.unwrap_err();
@@ -170,12 +209,18 @@ async fn hostname_change_is_refused_unless_allowed() {
     assert!(matches!(err, Error::HostnameChange { .. }), "{err}");
     assert!(err.to_string().contains("cannot change"), "{err}");
 
-    let o = o.with_options(Options { allow_hostname_change: true, ..Options::default() });
+    let o = o.with_options(Options {
+        allow_hostname_change: true,
+        ..Options::default()
+    });
     let inv = apply(&o, &moved).await.unwrap();
     assert_eq!(inv.dns.fqdn, "rancher2.example.com");
     let snap = sim.snapshot();
     assert!(snap.record(ZONE, FQDN).is_none(), "old record removed");
-    assert!(snap.txt(ZONE, &format!("_triad.{FQDN}")).is_none(), "old TXT removed");
+    assert!(
+        snap.txt(ZONE, &format!("_triad.{FQDN}")).is_none(),
+        "old TXT removed"
+    );
     assert!(snap.record(ZONE, "rancher2.example.com").is_some());
 }
 
@@ -220,13 +265,24 @@ async fn bad_zones_and_quota_are_clear_errors() {
     let err = o.plan(&foreign).await.unwrap_err();
     let problems = err.spec_problems().expect("a spec error");
     assert!(problems.names("zones[1]"), "{err}");
-    assert!(err.to_string().contains("us-east-1c"), "lists the region's zones: {err}");
+    assert!(
+        err.to_string().contains("us-east-1c"),
+        "lists the region's zones: {err}"
+    );
 
     // The third node exceeds the quota: apply fails naming what exists.
     let err = apply(&o, &spec()).await.unwrap_err();
-    let Error::Apply { existing, source, .. } = &err else { panic!("{err}") };
+    let Error::Apply {
+        existing, source, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
     assert_eq!(source.kind(), Some(triad::FailureKind::Capacity), "{err}");
-    assert!(existing.iter().filter(|e| e.starts_with("node ")).count() == 2, "{err}");
+    assert!(
+        existing.iter().filter(|e| e.starts_with("node ")).count() == 2,
+        "{err}"
+    );
     assert!(err.to_string().contains("rerun apply"), "{err}");
     // Destroy cleans up the partial cluster.
     o.destroy(&spec().cluster()).await.unwrap();

@@ -54,7 +54,11 @@ async fn proxy_password_stays_out_of_every_output() {
 
     let sim = cloud();
     // Make some calls fail so retries are logged and errors formatted.
-    sim.inject(SimFault::on_any_mutating().probability(0.3).kind(FailureKind::Transient));
+    sim.inject(
+        SimFault::on_any_mutating()
+            .probability(0.3)
+            .kind(FailureKind::Transient),
+    );
     let events = Arc::new(RecordingObserver::default());
     let p = Arc::new(
         Stack::new(Arc::new(sim.clone()))
@@ -68,7 +72,11 @@ async fn proxy_password_stays_out_of_every_output() {
     sim.clear_faults();
 
     // A failing apply, formatted every way.
-    sim.inject(SimFault::on(triad::sim::SimApi::RunInstance).always().kind(FailureKind::Permission));
+    sim.inject(
+        SimFault::on(triad::sim::SimApi::RunInstance)
+            .always()
+            .kind(FailureKind::Permission),
+    );
     let mut bigger = spec.clone().into_inner();
     bigger.nodes.count = 5;
     let bigger = bigger.validate().unwrap();
@@ -77,7 +85,10 @@ async fn proxy_password_stays_out_of_every_output() {
     o.destroy(&spec.cluster()).await.unwrap();
 
     let outputs = [
-        ("logs", String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()),
+        (
+            "logs",
+            String::from_utf8(logs.0.lock().unwrap().clone()).unwrap(),
+        ),
         ("spec debug", format!("{spec:?}")),
         ("spec json", serde_json::to_string(&*spec).unwrap()),
         ("plan display", plan.to_string()),
@@ -92,8 +103,15 @@ async fn proxy_password_stays_out_of_every_output() {
         ("error debug", format!("{err:?}")),
         ("orchestrator debug", format!("{o:?}")),
     ];
-    assert!(outputs[0].1.len() > 100, "logs were captured: {}", outputs[0].1);
+    assert!(
+        outputs[0].1.len() > 100,
+        "logs were captured: {}",
+        outputs[0].1
+    );
     for (what, text) in outputs {
-        assert!(!text.contains(PASSWORD), "{what} leaks the proxy password:\n{text}");
+        assert!(
+            !text.contains(PASSWORD),
+            "{what} leaks the proxy password:\n{text}"
+        );
     }
 }

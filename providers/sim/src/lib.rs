@@ -363,8 +363,15 @@ impl SimCloud {
             .poll_interval
             .max(Duration::from_millis(1));
         loop {
-            if let Some(v) = check().await? {
-                return Ok(v);
+            // Like a cloud SDK's waiter, a throttled or transient poll is not the
+            // end of the wait: poll again until the deadline.
+            match check().await {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => {}
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(resource, state, error = %e, "poll failed; polling again")
+                }
+                Err(e) => return Err(e),
             }
             let now = Instant::now();
             let left = match deadline {
