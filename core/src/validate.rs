@@ -110,15 +110,16 @@ fn nodes(p: &mut Problems, spec: &ClusterSpec) {
             "is 1, which is not highly available: losing the node loses Rancher",
             "use 3 (etcd keeps a majority when one node fails), or set nodes.allow_non_ha = true for a test install",
         ),
+        // Before the even check, so the fix never suggests a count over the maximum.
+        c if c > MAX_NODE_COUNT => p.add(
+            "nodes.count",
+            format!("is {c}, more than the maximum of {MAX_NODE_COUNT}"),
+            format!("use an odd count up to {MAX_NODE_COUNT}"),
+        ),
         c if c % 2 == 0 => p.add(
             "nodes.count",
             format!("is {c}, an even number: etcd needs a majority, so {c} nodes tolerate no more failures than {}", c - 1),
             format!("use {} or {}", c - 1, c + 1),
-        ),
-        c if c > MAX_NODE_COUNT => p.add(
-            "nodes.count",
-            format!("is {c}"),
-            format!("use an odd count up to {MAX_NODE_COUNT}"),
         ),
         _ => {}
     }
