@@ -402,7 +402,7 @@ impl ValidSpec {
         ClusterRef {
             name: self.name.clone(),
             region: self.region.clone(),
-            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_owned()),
+            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_ascii_lowercase()),
             labels: self.labels.clone(),
         }
     }
