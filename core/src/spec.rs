@@ -2,8 +2,8 @@
 //! validation into a [`ValidSpec`] before any cloud API is called.
 //!
 //! Validation reports **every** problem at once, each naming the field and the fix
-//! (see [`SpecProblem`](crate::error::SpecProblem)); unknown fields are errors, so a typo is never silently
-//! ignored.
+//! (see [`SpecProblem`](crate::error::SpecProblem)); unknown fields are errors, so a
+//! typo is never silently ignored.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -285,7 +285,7 @@ impl ProviderSection {
         serde_json::from_value(self.0.clone()).map_err(|e| {
             Error::invalid(
                 section,
-                e.to_string(),
+                mask_userinfo(&e.to_string()),
                 format!("fix the [{section}] section (see docs/spec.md)"),
             )
         })
@@ -297,7 +297,7 @@ impl ClusterSpec {
     pub fn from_toml(text: &str) -> Result<Self, Error> {
         toml::from_str(text).map_err(|e| Error::Parse {
             format: "TOML",
-            message: e.to_string(),
+            message: mask_userinfo(&e.to_string()),
         })
     }
 
@@ -305,7 +305,7 @@ impl ClusterSpec {
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
         serde_norway::from_str(text).map_err(|e| Error::Parse {
             format: "YAML",
-            message: e.to_string(),
+            message: mask_userinfo(&e.to_string()),
         })
     }
 
@@ -313,7 +313,7 @@ impl ClusterSpec {
     pub fn from_json(text: &str) -> Result<Self, Error> {
         serde_json::from_str(text).map_err(|e| Error::Parse {
             format: "JSON",
-            message: e.to_string(),
+            message: mask_userinfo(&e.to_string()),
         })
     }
 
@@ -350,6 +350,38 @@ impl ClusterSpec {
     }
 }
 
+/// `text` with the password of every `user:password@` in it replaced by `****`.
+///
+/// Parser messages quote the spec: TOML shows the offending line, and every format
+/// quotes a value of the wrong type (`proxy = "http://u:pw@host"` where a table
+/// belongs). Such text must not carry a proxy password into an error.
+fn mask_userinfo(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut masked: Vec<(usize, usize)> = Vec::new();
+    for (at, _) in text.match_indices('@') {
+        let start = bytes[..at]
+            .iter()
+            .rposition(|b| b.is_ascii_whitespace() || b"\"'`/([{,<=".contains(b))
+            .map_or(0, |i| i + 1);
+        if let Some(colon) = text[start..at].find(':') {
+            let from = start + colon + 1;
+            match masked.last_mut() {
+                Some(last) if last.0 == from => last.1 = at,
+                _ => masked.push((from, at)),
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    for (from, to) in masked {
+        out.push_str(&text[pos..from]);
+        out.push_str(crate::secret::REDACTED);
+        pos = to;
+    }
+    out.push_str(&text[pos..]);
+    out
+}
+
 /// A spec that passed [`ClusterSpec::validate`]. Dereferences to [`ClusterSpec`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(transparent)]
@@ -370,7 +402,7 @@ impl ValidSpec {
         ClusterRef {
             name: self.name.clone(),
             region: self.region.clone(),
-            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_owned()),
+            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_ascii_lowercase()),
             labels: self.labels.clone(),
         }
     }
@@ -427,5 +459,34 @@ impl ClusterRef {
         l.insert(labels::CLUSTER.to_owned(), self.name.clone());
         l.insert(labels::ROLE.to_owned(), role.as_str().to_owned());
         l
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_userinfo;
+
+    #[test]
+    fn mask_userinfo_hides_passwords_only() {
+        assert_eq!(
+            mask_userinfo(r#"invalid type: string "http://ops:pw@proxy:3128""#),
+            r#"invalid type: string "http://ops:****@proxy:3128""#
+        );
+        // A password containing `@`: everything up to the last `@` goes.
+        assert_eq!(
+            mask_userinfo("`ops:p@ss@proxy:3128` x"),
+            "`ops:****@proxy:3128` x"
+        );
+        // Two URLs on one line, one of them without a scheme.
+        assert_eq!(
+            mask_userinfo("a = 'https://u:1@h', b = 'v:2@k'"),
+            "a = 'https://u:****@h', b = 'v:****@k'"
+        );
+        // No `user:` before the `@`: left alone.
+        assert_eq!(
+            mask_userinfo("owner = \"ops@example.com\""),
+            "owner = \"ops@example.com\""
+        );
+        assert_eq!(mask_userinfo("näme: ü@x"), "näme: ü@x");
     }
 }

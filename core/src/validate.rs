@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use crate::error::SpecProblem;
 use crate::labels;
+use crate::secret::{ProxyUrl, REDACTED};
 use crate::spec::{ClusterSpec, LbMode, MAX_NAME_LEN, MAX_NODE_COUNT, MAX_TTL};
 
 struct Problems(Vec<SpecProblem>);
@@ -110,15 +111,16 @@ fn nodes(p: &mut Problems, spec: &ClusterSpec) {
             "is 1, which is not highly available: losing the node loses Rancher",
             "use 3 (etcd keeps a majority when one node fails), or set nodes.allow_non_ha = true for a test install",
         ),
+        // Before the even check, so the fix never suggests a count over the maximum.
+        c if c > MAX_NODE_COUNT => p.add(
+            "nodes.count",
+            format!("is {c}, more than the maximum of {MAX_NODE_COUNT}"),
+            format!("use an odd count up to {MAX_NODE_COUNT}"),
+        ),
         c if c % 2 == 0 => p.add(
             "nodes.count",
             format!("is {c}, an even number: etcd needs a majority, so {c} nodes tolerate no more failures than {}", c - 1),
             format!("use {} or {}", c - 1, c + 1),
-        ),
-        c if c > MAX_NODE_COUNT => p.add(
-            "nodes.count",
-            format!("is {c}"),
-            format!("use an odd count up to {MAX_NODE_COUNT}"),
         ),
         _ => {}
     }
@@ -198,11 +200,11 @@ pub(crate) fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 
 fn proxy(p: &mut Problems, spec: &ClusterSpec) {
     let Some(proxy) = &spec.proxy else { return };
-    if let Err(e) = proxy.http.parse() {
+    if let Err(e) = proxy_url(&proxy.http) {
         p.add("proxy.http", e, "write the proxy as http://host:port");
     }
     if let Some(https) = &proxy.https {
-        if let Err(e) = https.parse() {
+        if let Err(e) = proxy_url(https) {
             p.add("proxy.https", e, "write the proxy as http://host:port (most proxies take HTTPS through CONNECT on the same URL)");
         }
     }
@@ -223,6 +225,21 @@ fn proxy(p: &mut Problems, spec: &ClusterSpec) {
             }
         }
     }
+}
+
+/// Check a proxy URL. A URL without `://` is reported here, showing only what
+/// follows its last `@`: the `url` crate reads `user:password@host:port` as scheme
+/// `user` with an opaque path, so it would not recognise (nor hide) the password.
+fn proxy_url(url: &ProxyUrl) -> Result<(), String> {
+    let raw = url.expose();
+    if !raw.contains("://") {
+        let shown = match raw.rfind('@') {
+            Some(i) => format!("{REDACTED}@{}", &raw[i + 1..]),
+            None => raw.to_owned(),
+        };
+        return Err(format!("`{shown}` does not start with http:// or https://"));
+    }
+    url.parse().map(drop)
 }
 
 fn load_balancer(p: &mut Problems, spec: &ClusterSpec) {
