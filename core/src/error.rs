@@ -111,7 +111,7 @@ pub enum Error {
     InvalidSpec(SpecProblems),
 
     /// A spec document could not be parsed.
-    #[error("cannot parse the {format} spec: {message}")]
+    #[error("cannot parse the spec ({format}): {message}")]
     Parse {
         /// `TOML`, `YAML` or `JSON`.
         format: &'static str,

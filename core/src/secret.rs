@@ -80,9 +80,11 @@ impl ProxyUrl {
                 let rest = &self.0[self.0.find('@').map_or(0, |i| i + 1)..];
                 format!("{}://{user}:{replacement}@{rest}", url.scheme())
             }
-            Ok(_) => self.0.clone(),
-            // Unparseable: show nothing that might be a password.
-            Err(_) => match self.0.rfind('@') {
+            // `http://user@host`: no password to hide.
+            Ok(url) if url.has_host() => self.0.clone(),
+            // Unparseable, or parsed oddly (`user:pw@host:3128` reads as scheme
+            // `user`): show nothing before the `@` that might be a password.
+            _ => match self.0.rfind('@') {
                 Some(i) => format!("{REDACTED}@{}", &self.0[i + 1..]),
                 None => self.0.clone(),
             },
@@ -170,6 +172,17 @@ mod tests {
         let p = ProxyUrl::new("ht!tp://user:s3cr3t@proxy");
         assert!(!p.to_string().contains("s3cr3t"));
         assert!(!p.parse().unwrap_err().contains("s3cr3t"));
+    }
+
+    #[test]
+    fn schemeless_url_hides_userinfo() {
+        let p = ProxyUrl::new("ops:s3cr3t@proxy.corp:3128");
+        assert_eq!(p.to_string(), "****@proxy.corp:3128");
+        assert!(!format!("{p:?}").contains("s3cr3t"));
+        assert_eq!(
+            ProxyUrl::new("http://proxy:3128").to_string(),
+            "http://proxy:3128"
+        );
     }
 
     #[test]

@@ -325,12 +325,16 @@ impl ClusterSpec {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        match path.extension().and_then(|e| e.to_str()) {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
             Some("toml") => Self::from_toml(&text),
             Some("yaml" | "yml") => Self::from_yaml(&text),
             Some("json") => Self::from_json(&text),
             _ => Err(Error::Parse {
-                format: "spec",
+                format: "file",
                 message: format!(
                     "{}: unknown extension; name the file .toml, .yaml, .yml or .json",
                     path.display()
