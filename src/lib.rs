@@ -9,7 +9,7 @@
 //!
 //! | feature | crate | what |
 //! |---|---|---|
-//! | `sim` (default) | [`triad_sim`](sim) | the in-memory simulated cloud |
+//! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
 //!
 //! EC2, GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
 //! behind features of the same names.
