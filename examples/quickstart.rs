@@ -219,7 +219,15 @@ impl Observer for Progress {
         }
         match event {
             Event::Discovering => {}
-            Event::Started { resource, step } => self.bar(resource).set_message(format!("{step}…")),
+            Event::Started { resource, step } => {
+                let bar = self.bar(resource);
+                if bar.is_finished() {
+                    // A new step on a resource whose last step finished: restart the clock.
+                    bar.reset();
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                }
+                bar.set_message(format!("{step}…"));
+            }
             Event::Finished {
                 resource,
                 step,
@@ -229,7 +237,7 @@ impl Observer for Progress {
                     Some(d) => format!("✔ {step}: {d}"),
                     None => format!("✔ {step}"),
                 };
-                self.bar(resource).set_message(msg);
+                self.bar(resource).finish_with_message(msg);
             }
             Event::Failed {
                 resource,
