@@ -12,16 +12,14 @@
 //! cargo run --example quickstart -- --keep               # skip the destroy
 //! ```
 
-use std::collections::HashMap;
-use std::io::IsTerminal;
+mod common;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use clap::{Parser, ValueEnum};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use triad::events::{Event, Observer, Resource};
+use clap::Parser;
+use common::{Output, Progress};
 use triad::sim::SimCloud;
 use triad::spec::ProviderSection;
 use triad::{render, ClusterSpec, Orchestrator};
@@ -55,14 +53,6 @@ ttl = 60
 time_scale = 0.02
 "#;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Output {
-    /// The plan, progress, inventory and next steps for people.
-    Text,
-    /// The inventory as one JSON document on stdout (progress stays on stderr).
-    Json,
-}
-
 /// Provision (and then destroy) a highly available Rancher infrastructure on triad's
 /// in-memory simulated cloud.
 #[derive(Debug, Parser)]
@@ -84,13 +74,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    common::init_tracing();
     let args = Args::parse();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,107 +130,4 @@ async fn run(args: Args) -> triad::Result<()> {
         eprintln!("  - {what}");
     }
     Ok(())
-}
-
-/// Draws one spinner per resource on stderr from the orchestrator's events; prints
-/// plain lines instead when stderr is not a terminal (CI logs).
-struct Progress {
-    bars: MultiProgress,
-    by_resource: Mutex<HashMap<Resource, ProgressBar>>,
-    plain: bool,
-}
-
-impl Progress {
-    fn new() -> Self {
-        Self {
-            bars: MultiProgress::new(),
-            by_resource: Mutex::new(HashMap::new()),
-            plain: !std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn bar(&self, resource: &Resource) -> ProgressBar {
-        let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(resource.clone())
-            .or_insert_with(|| {
-                let bar = self.bars.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("{spinner:.cyan} {prefix:<34} {msg} ({elapsed})")
-                        .expect("static template"),
-                );
-                bar.set_prefix(resource.to_string());
-                bar.enable_steady_tick(Duration::from_millis(100));
-                bar
-            })
-            .clone()
-    }
-
-    fn clear(&self) {
-        let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, bar) in map.drain() {
-            if !bar.is_finished() {
-                bar.finish();
-            }
-        }
-        let _ = self.bars.clear();
-    }
-}
-
-impl Observer for Progress {
-    fn on_event(&self, event: &Event) {
-        if self.plain {
-            match event {
-                Event::Discovering => eprintln!("discovering existing resources"),
-                Event::Started { resource, step } => eprintln!("{resource}: {step}"),
-                Event::Finished {
-                    resource,
-                    step,
-                    detail,
-                } => match detail {
-                    Some(d) => eprintln!("{resource}: {step} ({d})"),
-                    None => eprintln!("{resource}: {step}"),
-                },
-                Event::Failed {
-                    resource,
-                    step,
-                    error,
-                } => {
-                    eprintln!("{resource}: {step} FAILED: {error}")
-                }
-                Event::Unchanged { resource } => eprintln!("{resource}: unchanged"),
-            }
-            return;
-        }
-        match event {
-            Event::Discovering => {}
-            Event::Started { resource, step } => {
-                let bar = self.bar(resource);
-                if bar.is_finished() {
-                    // A new step on a resource whose last step finished: restart the clock.
-                    bar.reset();
-                    bar.enable_steady_tick(Duration::from_millis(100));
-                }
-                bar.set_message(format!("{step}…"));
-            }
-            Event::Finished {
-                resource,
-                step,
-                detail,
-            } => {
-                let msg = match detail {
-                    Some(d) => format!("✔ {step}: {d}"),
-                    None => format!("✔ {step}"),
-                };
-                self.bar(resource).finish_with_message(msg);
-            }
-            Event::Failed {
-                resource,
-                step,
-                error,
-            } => self
-                .bar(resource)
-                .abandon_with_message(format!("✘ {step}: {error}")),
-            Event::Unchanged { resource } => self.bar(resource).finish_with_message("unchanged"),
-        }
-    }
 }

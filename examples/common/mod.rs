@@ -1,0 +1,233 @@
+//! What the example binaries share: logging set-up, the output choice, progress
+//! bars drawn from the orchestrator's events, and the plan / apply / destroy commands.
+//! (A module of the examples, not of the library: `examples/common/mod.rs` is not an
+//! example of its own.)
+#![allow(dead_code)] // each example uses a different part
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use triad::events::{Event, Observer, Resource};
+use triad::{render, Orchestrator, ValidSpec};
+
+/// Logs go to stderr, at WARN unless `RUST_LOG` says otherwise.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+}
+
+/// What to print on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// The plan, progress, inventory and next steps for people.
+    Text,
+    /// The inventory as one JSON document on stdout (progress stays on stderr).
+    Json,
+}
+
+/// The commands of a cloud example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Show what apply would do (read-only).
+    Plan,
+    /// Create or converge the infrastructure, then print the inventory and next steps.
+    Apply,
+    /// Delete everything carrying the cluster's ownership labels.
+    Destroy,
+}
+
+/// `<example> plan|apply|destroy --config FILE [--output json]`.
+#[derive(Debug, Parser)]
+pub struct CloudArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// The cluster spec (.toml, .yaml, .yml or .json).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// What to print on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+    /// Allow a plan that changes the Rancher hostname (only before Rancher is installed).
+    #[arg(long, global = true)]
+    pub allow_hostname_change: bool,
+}
+
+/// Load and validate `--config`, reporting every problem.
+pub fn load_spec(args: &CloudArgs) -> triad::Result<ValidSpec> {
+    let Some(path) = &args.config else {
+        return Err(triad::Error::invalid(
+            "--config",
+            "is missing",
+            "pass --config FILE with the cluster spec (see docs/spec.md)",
+        ));
+    };
+    triad::ClusterSpec::from_path(path)?.validate()
+}
+
+/// Run one command with progress on stderr and results on stdout.
+pub async fn run(
+    orchestrator: Orchestrator,
+    spec: &ValidSpec,
+    command: Command,
+    output: Output,
+) -> triad::Result<()> {
+    let progress = Arc::new(Progress::new());
+    let orchestrator = orchestrator.with_observer(progress.clone());
+    let text = output == Output::Text;
+    match command {
+        Command::Plan => {
+            let plan = orchestrator.plan(spec).await?;
+            if text {
+                println!("{plan}");
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).expect("a plan serializes")
+                );
+            }
+        }
+        Command::Apply => {
+            let plan = orchestrator.plan(spec).await?;
+            eprintln!("{plan}\n");
+            let inventory = orchestrator.apply(&plan).await?;
+            progress.clear();
+            if text {
+                println!("{}", render::next_steps(spec, &inventory));
+            } else {
+                println!("{}", render::inventory_json(&inventory));
+            }
+        }
+        Command::Destroy => {
+            let report = orchestrator.destroy(&spec.cluster()).await?;
+            progress.clear();
+            if text {
+                println!("Deleted {} resources:", report.deleted.len());
+                for what in &report.deleted {
+                    println!("  - {what}");
+                }
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serializes")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws one spinner per resource on stderr from the orchestrator's events; prints
+/// plain lines instead when stderr is not a terminal (CI logs).
+pub struct Progress {
+    bars: MultiProgress,
+    by_resource: Mutex<HashMap<Resource, ProgressBar>>,
+    plain: bool,
+}
+
+impl Progress {
+    /// Bars on a terminal, plain lines otherwise.
+    pub fn new() -> Self {
+        Self {
+            bars: MultiProgress::new(),
+            by_resource: Mutex::new(HashMap::new()),
+            plain: !std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn bar(&self, resource: &Resource) -> ProgressBar {
+        let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(resource.clone())
+            .or_insert_with(|| {
+                let bar = self.bars.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner:.cyan} {prefix:<34} {msg} ({elapsed})")
+                        .expect("static template"),
+                );
+                bar.set_prefix(resource.to_string());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                bar
+            })
+            .clone()
+    }
+
+    /// Finish and remove every bar.
+    pub fn clear(&self) {
+        let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, bar) in map.drain() {
+            if !bar.is_finished() {
+                bar.finish();
+            }
+        }
+        let _ = self.bars.clear();
+    }
+}
+
+impl Observer for Progress {
+    fn on_event(&self, event: &Event) {
+        if self.plain {
+            match event {
+                Event::Discovering => eprintln!("discovering existing resources"),
+                Event::Started { resource, step } => eprintln!("{resource}: {step}"),
+                Event::Finished {
+                    resource,
+                    step,
+                    detail,
+                } => match detail {
+                    Some(d) => eprintln!("{resource}: {step} ({d})"),
+                    None => eprintln!("{resource}: {step}"),
+                },
+                Event::Failed {
+                    resource,
+                    step,
+                    error,
+                } => {
+                    eprintln!("{resource}: {step} FAILED: {error}")
+                }
+                Event::Unchanged { resource } => eprintln!("{resource}: unchanged"),
+            }
+            return;
+        }
+        match event {
+            Event::Discovering => {}
+            Event::Started { resource, step } => {
+                let bar = self.bar(resource);
+                if bar.is_finished() {
+                    // A new step on a resource whose last step finished: restart the clock.
+                    bar.reset();
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                }
+                bar.set_message(format!("{step}…"));
+            }
+            Event::Finished {
+                resource,
+                step,
+                detail,
+            } => {
+                let msg = match detail {
+                    Some(d) => format!("✔ {step}: {d}"),
+                    None => format!("✔ {step}"),
+                };
+                self.bar(resource).finish_with_message(msg);
+            }
+            Event::Failed {
+                resource,
+                step,
+                error,
+            } => self
+                .bar(resource)
+                .abandon_with_message(format!("✘ {step}: {error}")),
+            Event::Unchanged { resource } => self.bar(resource).finish_with_message("unchanged"),
+        }
+    }
+}
