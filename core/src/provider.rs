@@ -7,6 +7,7 @@
 //!
 //! The traits are object safe: the orchestrator holds `Arc<dyn NodeProvider>` and so on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -178,210 +179,92 @@ pub fn parse_ownership(txt: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// Forwards every method to the shared provider, so `Arc<dyn NodeProvider>` (and
-/// `Arc<SomeProvider>`) can be wrapped by [`layers`](crate::layers) or passed wherever
-/// a `NodeProvider` is expected.
-#[async_trait]
-impl<T: NodeProvider + ?Sized> NodeProvider for std::sync::Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).zones(cluster).await
-    }
-    async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
-        (**self).discover_nodes(cluster).await
-    }
-    async fn create_node(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
-        (**self).create_node(cluster, request).await
-    }
-    async fn wait_node(
-        &self,
-        cluster: &ClusterRef,
-        node: &Node,
-        timeout: Duration,
-    ) -> Result<Node> {
-        (**self).wait_node(cluster, node, timeout).await
-    }
-    async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
-        (**self).delete_node(cluster, node).await
-    }
-    async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).cleanup(cluster).await
-    }
+// `Arc<T>` and `Box<T>` forward every method to the provider they hold, so
+// `Arc<dyn NodeProvider>` (and `Arc<SomeProvider>`) can be wrapped by
+// [`layers`](crate::layers) or passed wherever a provider is expected.
+macro_rules! forward_provider_traits {
+    ($($ptr:ident),+) => {$(
+        #[async_trait]
+        impl<T: NodeProvider + ?Sized> NodeProvider for $ptr<T> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+                (**self).check_spec(spec)
+            }
+            async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+                (**self).zones(cluster).await
+            }
+            async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
+                (**self).discover_nodes(cluster).await
+            }
+            async fn create_node(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
+                (**self).create_node(cluster, request).await
+            }
+            async fn wait_node(&self, cluster: &ClusterRef, node: &Node, timeout: Duration) -> Result<Node> {
+                (**self).wait_node(cluster, node, timeout).await
+            }
+            async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
+                (**self).delete_node(cluster, node).await
+            }
+            async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+                (**self).cleanup(cluster).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: LoadBalancerProvider + ?Sized> LoadBalancerProvider for $ptr<T> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+                (**self).check_spec(spec)
+            }
+            async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
+                (**self).discover_load_balancer(cluster).await
+            }
+            async fn create_load_balancer(&self, cluster: &ClusterRef, request: &LoadBalancerRequest) -> Result<LoadBalancer> {
+                (**self).create_load_balancer(cluster, request).await
+            }
+            async fn wait_load_balancer(&self, cluster: &ClusterRef, lb: &LoadBalancer, timeout: Duration) -> Result<LoadBalancer> {
+                (**self).wait_load_balancer(cluster, lb, timeout).await
+            }
+            async fn set_targets(&self, cluster: &ClusterRef, lb: &LoadBalancer, nodes: &[Node]) -> Result<LoadBalancer> {
+                (**self).set_targets(cluster, lb, nodes).await
+            }
+            async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+                (**self).delete_load_balancer(cluster).await
+            }
+        }
+
+        #[async_trait]
+        impl<T: DnsProvider + ?Sized> DnsProvider for $ptr<T> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn capabilities(&self) -> DnsCapabilities {
+                (**self).capabilities()
+            }
+            fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+                (**self).check_spec(spec)
+            }
+            async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
+                (**self).lookup(zone, fqdn).await
+            }
+            async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
+                (**self).owned_records(cluster, zone).await
+            }
+            async fn upsert_record(&self, cluster: &ClusterRef, request: &RecordRequest) -> Result<Record> {
+                (**self).upsert_record(cluster, request).await
+            }
+            async fn wait_record(&self, zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
+                (**self).wait_record(zone, fqdn, timeout).await
+            }
+            async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
+                (**self).delete_record(cluster, zone, fqdn).await
+            }
+        }
+    )+};
 }
 
-/// Forwards every method to the boxed provider.
-#[async_trait]
-impl<T: NodeProvider + ?Sized> NodeProvider for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).zones(cluster).await
-    }
-    async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
-        (**self).discover_nodes(cluster).await
-    }
-    async fn create_node(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
-        (**self).create_node(cluster, request).await
-    }
-    async fn wait_node(
-        &self,
-        cluster: &ClusterRef,
-        node: &Node,
-        timeout: Duration,
-    ) -> Result<Node> {
-        (**self).wait_node(cluster, node, timeout).await
-    }
-    async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
-        (**self).delete_node(cluster, node).await
-    }
-    async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).cleanup(cluster).await
-    }
-}
-
-/// Forwards every method to the shared provider.
-#[async_trait]
-impl<T: LoadBalancerProvider + ?Sized> LoadBalancerProvider for std::sync::Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
-        (**self).discover_load_balancer(cluster).await
-    }
-    async fn create_load_balancer(
-        &self,
-        cluster: &ClusterRef,
-        request: &LoadBalancerRequest,
-    ) -> Result<LoadBalancer> {
-        (**self).create_load_balancer(cluster, request).await
-    }
-    async fn wait_load_balancer(
-        &self,
-        cluster: &ClusterRef,
-        lb: &LoadBalancer,
-        timeout: Duration,
-    ) -> Result<LoadBalancer> {
-        (**self).wait_load_balancer(cluster, lb, timeout).await
-    }
-    async fn set_targets(
-        &self,
-        cluster: &ClusterRef,
-        lb: &LoadBalancer,
-        nodes: &[Node],
-    ) -> Result<LoadBalancer> {
-        (**self).set_targets(cluster, lb, nodes).await
-    }
-    async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).delete_load_balancer(cluster).await
-    }
-}
-
-/// Forwards every method to the boxed provider.
-#[async_trait]
-impl<T: LoadBalancerProvider + ?Sized> LoadBalancerProvider for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
-        (**self).discover_load_balancer(cluster).await
-    }
-    async fn create_load_balancer(
-        &self,
-        cluster: &ClusterRef,
-        request: &LoadBalancerRequest,
-    ) -> Result<LoadBalancer> {
-        (**self).create_load_balancer(cluster, request).await
-    }
-    async fn wait_load_balancer(
-        &self,
-        cluster: &ClusterRef,
-        lb: &LoadBalancer,
-        timeout: Duration,
-    ) -> Result<LoadBalancer> {
-        (**self).wait_load_balancer(cluster, lb, timeout).await
-    }
-    async fn set_targets(
-        &self,
-        cluster: &ClusterRef,
-        lb: &LoadBalancer,
-        nodes: &[Node],
-    ) -> Result<LoadBalancer> {
-        (**self).set_targets(cluster, lb, nodes).await
-    }
-    async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        (**self).delete_load_balancer(cluster).await
-    }
-}
-
-/// Forwards every method to the shared provider.
-#[async_trait]
-impl<T: DnsProvider + ?Sized> DnsProvider for std::sync::Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn capabilities(&self) -> DnsCapabilities {
-        (**self).capabilities()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
-        (**self).lookup(zone, fqdn).await
-    }
-    async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
-        (**self).owned_records(cluster, zone).await
-    }
-    async fn upsert_record(&self, cluster: &ClusterRef, request: &RecordRequest) -> Result<Record> {
-        (**self).upsert_record(cluster, request).await
-    }
-    async fn wait_record(&self, zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
-        (**self).wait_record(zone, fqdn, timeout).await
-    }
-    async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
-        (**self).delete_record(cluster, zone, fqdn).await
-    }
-}
-
-/// Forwards every method to the boxed provider.
-#[async_trait]
-impl<T: DnsProvider + ?Sized> DnsProvider for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn capabilities(&self) -> DnsCapabilities {
-        (**self).capabilities()
-    }
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        (**self).check_spec(spec)
-    }
-    async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
-        (**self).lookup(zone, fqdn).await
-    }
-    async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
-        (**self).owned_records(cluster, zone).await
-    }
-    async fn upsert_record(&self, cluster: &ClusterRef, request: &RecordRequest) -> Result<Record> {
-        (**self).upsert_record(cluster, request).await
-    }
-    async fn wait_record(&self, zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
-        (**self).wait_record(zone, fqdn, timeout).await
-    }
-    async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
-        (**self).delete_record(cluster, zone, fqdn).await
-    }
-}
+forward_provider_traits!(Arc, Box);
