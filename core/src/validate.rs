@@ -120,7 +120,11 @@ fn nodes(p: &mut Problems, spec: &ClusterSpec) {
         c if c % 2 == 0 => p.add(
             "nodes.count",
             format!("is {c}, an even number: etcd needs a majority, so {c} nodes tolerate no more failures than {}", c - 1),
-            format!("use {} or {}", c - 1, c + 1),
+            if c == 2 {
+                "use 3 (or 1 with nodes.allow_non_ha = true for a test install)".to_owned()
+            } else {
+                format!("use {} or {}", c - 1, c + 1)
+            },
         ),
         _ => {}
     }
