@@ -448,7 +448,8 @@ impl NginxProvider {
     async fn install(&self, content: &str, action: &str) -> Result<bool> {
         let resource = self.host_resource();
         let path = self.config_path();
-        if self.read_config(action).await?.as_deref() == Some(content) {
+        let previous = self.read_config(action).await?;
+        if previous.as_deref() == Some(content) {
             debug!(path = %path.display(), "configuration unchanged; not reloading");
             return Ok(false);
         }
@@ -494,15 +495,23 @@ impl NginxProvider {
                 c
             }
         };
-        self.run(&reload, action).await.map_err(|e| match e {
+        if let Err(e) = self.run(&reload, action).await {
+            // Put the old file back, so that a rerun finds a difference and reloads
+            // again instead of trusting a configuration nginx never loaded.
+            let _ = match &previous {
+                Some(old) => tokio::fs::write(path, old).await,
+                None => tokio::fs::remove_file(path).await,
+            };
+            return Err(match e {
             Error::Provider { message, .. } => err(
                 action,
                 &resource,
                 FailureKind::Other,
-                format!("the configuration is written but nginx did not reload — is it running? {message}"),
+                format!("nginx did not reload the new configuration (is it running?); the previous file was put back: {message}"),
             ),
             e => e,
-        })?;
+            });
+        }
         info!(path = %path.display(), "nginx configuration written and reloaded");
         Ok(true)
     }

@@ -320,7 +320,7 @@ pub fn render(c: &Config<'_>) -> String {
             );
             let _ = writeln!(
                 out,
-                "    server {{\n        listen {} ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};\n",
+                "    server {{\n        listen {} ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};\n        ssl_protocols TLSv1.2 TLSv1.3;\n",
                 listen(s, s.https_port)
             );
             out.push_str(concat!(
@@ -451,6 +451,7 @@ stream {
             "listen 127.0.0.1:8443 ssl;",
             "ssl_certificate /tls/cert.pem;",
             "ssl_certificate_key /tls/key.pem;",
+            "ssl_protocols TLSv1.2 TLSv1.3;",
             "proxy_set_header X-Forwarded-Proto $scheme;",
             "proxy_set_header X-Forwarded-Port $server_port;",
             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
