@@ -4,7 +4,7 @@
 //! signed with TSIG (RFC 8945): BIND, PowerDNS, Knot, Windows DNS. It writes the
 //! Rancher hostname as an A/AAAA record (to the balancer's addresses) or a CNAME
 //! (to its hostname), and the ownership TXT at
-//! [`ownership_name`](triad_core::provider::ownership_name) beside it.
+//! `triad_core::provider::ownership_name` beside it.
 //!
 //! **Never overwriting what is not ours.** Every update carries RFC 2136
 //! prerequisites, so the server itself refuses it when the name changed since we
@@ -67,12 +67,15 @@ pub const PROVIDER: &str = "rfc2136";
 /// How far the server's clock may be from ours (TSIG fudge), in seconds.
 const FUDGE: u16 = 300;
 
+/// What was last written at a name: kind, target, TTL.
+type Written = (RecordKind, Endpoint, u32);
+
 /// DNS by RFC 2136 dynamic update with TSIG. See the [crate documentation](crate).
 pub struct Rfc2136Provider {
     settings: Rfc2136Settings,
     signer: TSigner,
     /// The last state written per name, for `wait_record`: `None` after a delete.
-    written: Mutex<HashMap<String, Option<(RecordKind, Endpoint, u32)>>>,
+    written: Mutex<HashMap<String, Option<Written>>>,
 }
 
 impl std::fmt::Debug for Rfc2136Provider {
@@ -385,7 +388,7 @@ impl Rfc2136Provider {
         self.settings.zone.as_deref().unwrap_or(zone)
     }
 
-    fn note_written(&self, fqdn: &str, state: Option<(RecordKind, Endpoint, u32)>) {
+    fn note_written(&self, fqdn: &str, state: Option<Written>) {
         self.written
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -4,6 +4,7 @@
 //! `TRIAD_BIND_KEY_NAME` and `TRIAD_BIND_SECRET`.
 
 mod conformance;
+mod docs;
 mod e2e;
 mod errors;
 mod queries;
