@@ -10,9 +10,11 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
+//! | `nginx` | `triad-nginx` | an NGINX load balancer (l4 stream / l7 TLS), on a host you manage or a node of any node provider |
+//! | `rfc2136` | `triad-rfc2136` | DNS by RFC 2136 dynamic update signed with TSIG (BIND, PowerDNS, Knot, Windows DNS) |
 //!
-//! EC2, GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
-//! behind features of the same names.
+//! EC2, GCE and vSphere providers are planned as further crates behind features of
+//! the same names.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> triad::Result<()> {
@@ -44,6 +46,14 @@ pub use triad_core::*;
 /// The in-memory simulated cloud (feature `sim`).
 #[cfg(feature = "sim")]
 pub use triad_sim as sim;
+
+/// The NGINX load balancer (feature `nginx`).
+#[cfg(feature = "nginx")]
+pub use triad_nginx as nginx;
+
+/// DNS by RFC 2136 dynamic update with TSIG (feature `rfc2136`).
+#[cfg(feature = "rfc2136")]
+pub use triad_rfc2136 as rfc2136;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
