@@ -26,7 +26,8 @@ Control endpoints (not part of any Google API):
   POST /_fake/reset             forget every project
   POST /_fake/seed              {"project", "managedZones": [...], "sslCertificates": [...]}
   POST /_fake/fail-next         {"method": "compute.instances.insert" | "*", "code": 429,
-                                 "reason": "rateLimitExceeded", "count": 1}
+                                 "reason": "rateLimitExceeded", "count": 1,
+                                 "project": P (optional: only that project's calls)}
   GET  /_fake/violations        response-schema violations seen so far
   GET  /_fake/state?project=P   every resource of a project (for test assertions)
   GET  /_fake/calls?project=P   method ids called, in order
@@ -103,6 +104,7 @@ class Route:
         self.api = api
         self.id = method["id"]
         self.verb = method["httpMethod"]
+        self.api_version = method.get("apiVersion")
         self.request = (method.get("request") or {}).get("$ref")
         self.response = (method.get("response") or {}).get("$ref")
         self.params = dict(global_params)
@@ -199,9 +201,9 @@ class Cloud:
                                    "selfLink": COMPUTE + sub}
             self.resources[net]["subnetworks"].append(COMPUTE + sub)
 
-    def take_failure(self, method_id):
+    def take_failure(self, method_id, project):
         for f in self.failures:
-            if f["method"] in ("*", method_id):
+            if f["method"] in ("*", method_id) and f.get("project") in (None, project):
                 f["count"] -= 1
                 if f["count"] <= 0:
                     self.failures.remove(f)
@@ -802,6 +804,22 @@ def make_handler(cloud, api, routes, validators):
                     raise ApiError(404, "notFound", "No such method: %s %s" % (verb, url.path))
                 params = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
                 for key in query:
+                    if key == "$alt":
+                        # Google's system-parameter alias of `alt`, which the Rust
+                        # SDK sends as `json;enum-encoding=int`.
+                        if query[key].split(";")[0] != "json":
+                            raise ApiError(400, "invalid", "Invalid value for $alt: %r"
+                                           % query[key])
+                        continue
+                    if key == "$apiVersion":
+                        # A dated API version no newer than the method's `apiVersion`
+                        # in the discovery document (older clients pin older dates).
+                        if not re.match(r"^\d{4}-\d{2}-\d{2}$", query[key]) or (
+                                route.api_version and query[key] > route.api_version):
+                            raise ApiError(400, "invalid", "Unsupported $apiVersion %r for %s "
+                                           "(the discovery document says %r)"
+                                           % (query[key], route.id, route.api_version))
+                        continue
                     spec = route.params.get(key)
                     if spec is None or spec.get("location") != "query":
                         raise ApiError(400, "invalid", "Invalid JSON payload received. Unknown "
@@ -815,7 +833,7 @@ def make_handler(cloud, api, routes, validators):
                         raise ApiError(400, "invalid", "Invalid JSON payload received. "
                                        + "; ".join(problems))
                 with cloud.lock:
-                    failure = cloud.take_failure(route.id)
+                    failure = cloud.take_failure(route.id, params.get("project"))
                     if failure:
                         raise ApiError(failure.get("code", 429),
                                        failure.get("reason", "rateLimitExceeded"),
@@ -833,6 +851,8 @@ def make_handler(cloud, api, routes, validators):
                 self.send_json(200, result)
             except ApiError as e:
                 self.send_json(e.code, e.body())
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away
             except Exception as e:  # a bug in the fake
                 log("!!! internal error:", traceback.format_exc())
                 self.send_json(500, ApiError(500, "backendError", "fake bug: %r" % e).body())
@@ -901,6 +921,11 @@ def main():
     server = ThreadingHTTPServer((args.host, args.port),
                                  make_handler(cloud, Api(cloud), routes, validators))
     server.daemon_threads = True
+
+    def handle_error(request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            ThreadingHTTPServer.handle_error(server, request, client_address)
+    server.handle_error = handle_error
     server.verbose = args.verbose
     port = server.server_address[1]
     log("serving %d methods on http://%s:%d" % (len(routes), args.host, port))

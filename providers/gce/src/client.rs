@@ -222,7 +222,14 @@ pub(crate) fn request_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The last path segment of a self-link (`…/zones/us-central1-a` → `us-central1-a`).
@@ -245,7 +252,10 @@ mod tests {
 
     #[test]
     fn short_names() {
-        assert_eq!(short("https://x/projects/p/zones/us-central1-a"), "us-central1-a");
+        assert_eq!(
+            short("https://x/projects/p/zones/us-central1-a"),
+            "us-central1-a"
+        );
         assert_eq!(short("plain"), "plain");
     }
 }

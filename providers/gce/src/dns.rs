@@ -29,7 +29,11 @@ struct AtName {
 
 impl AtName {
     fn owner(&self) -> Option<String> {
-        self.txt.as_ref()?.rrdatas.iter().find_map(|v| parse_ownership(v))
+        self.txt
+            .as_ref()?
+            .rrdatas
+            .iter()
+            .find_map(|v| parse_ownership(v))
     }
 }
 
@@ -52,7 +56,14 @@ fn to_record(zone: &str, main: &ResourceRecordSet, owner: Option<String>) -> Opt
         ),
         _ => return None,
     };
-    Some(Record { fqdn, zone: zone.to_owned(), kind, target, ttl, owner })
+    Some(Record {
+        fqdn,
+        zone: zone.to_owned(),
+        kind,
+        target,
+        ttl,
+        owner,
+    })
 }
 
 fn rrset(name: &str, kind: &str, ttl: u32, rrdatas: Vec<String>) -> ResourceRecordSet {
@@ -115,7 +126,12 @@ impl GceProvider {
     /// The managed zone serving `zone` (a DNS name such as `example.com`).
     async fn managed_zone(&self, zone: &str) -> Result<String> {
         let key = dotted(zone);
-        if let Some(z) = self.zone_cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(z) = self
+            .zone_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(z.clone());
         }
         let p = &self.settings.project;
@@ -167,7 +183,11 @@ impl GceProvider {
                 .collect();
             // A public zone before private ones of the same name.
             zones.sort_by_key(|z| {
-                z.visibility.as_ref().and_then(|v| v.name()).map(|v| v != "public").unwrap_or(false)
+                z.visibility
+                    .as_ref()
+                    .and_then(|v| v.name())
+                    .map(|v| v != "public")
+                    .unwrap_or(false)
             });
             zones.into_iter().next().ok_or_else(|| {
                 Error::invalid(
@@ -234,9 +254,19 @@ impl GceProvider {
         let all = self.list_rrsets(&mz, None).await?;
         let mut out = Vec::new();
         for txt in all.iter().filter(|r| rtype(r) == "TXT") {
-            let Some(name) = txt.name.as_deref() else { continue };
-            let Some(fqdn) = name.strip_prefix("_triad.") else { continue };
-            if txt.rrdatas.iter().find_map(|v| parse_ownership(v)).as_deref() != Some(&cluster.name) {
+            let Some(name) = txt.name.as_deref() else {
+                continue;
+            };
+            let Some(fqdn) = name.strip_prefix("_triad.") else {
+                continue;
+            };
+            if txt
+                .rrdatas
+                .iter()
+                .find_map(|v| parse_ownership(v))
+                .as_deref()
+                != Some(&cluster.name)
+            {
                 continue;
             }
             if let Some(main) = all
@@ -269,7 +299,11 @@ impl GceProvider {
         Ok(())
     }
 
-    pub(crate) async fn dns_upsert(&self, cluster: &ClusterRef, req: &RecordRequest) -> Result<Record> {
+    pub(crate) async fn dns_upsert(
+        &self,
+        cluster: &ClusterRef,
+        req: &RecordRequest,
+    ) -> Result<Record> {
         let mz = self.managed_zone(&req.zone).await?;
         let (want_main, want_txt) = desired(&cluster.name, req)?;
         let at = self.at_name(&mz, &req.fqdn).await?;
@@ -297,7 +331,12 @@ impl GceProvider {
             tracing::info!(fqdn = %req.fqdn, "wrote DNS record");
         }
         to_record(&req.zone, &want_main, Some(cluster.name.clone())).ok_or_else(|| {
-            own("write record", &req.fqdn, FailureKind::Other, "unreadable record")
+            own(
+                "write record",
+                &req.fqdn,
+                FailureKind::Other,
+                "unreadable record",
+            )
         })
     }
 
@@ -308,7 +347,9 @@ impl GceProvider {
             .unwrap_or_else(|e| e.into_inner())
             .get(&dotted(fqdn))
             .cloned();
-        let Some((mz, id)) = pending else { return Ok(()) };
+        let Some((mz, id)) = pending else {
+            return Ok(());
+        };
         let start = tokio::time::Instant::now();
         loop {
             let c = self
@@ -322,7 +363,10 @@ impl GceProvider {
                 .await
                 .map_err(|e| error::sdk("get change", &format!("DNS record {fqdn}"), &e))?;
             if c.status.as_ref().and_then(|s| s.name()) == Some("done") {
-                self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&dotted(fqdn));
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&dotted(fqdn));
                 return Ok(());
             }
             if start.elapsed() >= timeout {
@@ -336,7 +380,12 @@ impl GceProvider {
         }
     }
 
-    pub(crate) async fn dns_delete(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
+    pub(crate) async fn dns_delete(
+        &self,
+        cluster: &ClusterRef,
+        zone: &str,
+        fqdn: &str,
+    ) -> Result<()> {
         let mz = self.managed_zone(zone).await?;
         let at = self.at_name(&mz, fqdn).await?;
         if at.main.is_none() && at.txt.is_none() {
@@ -355,7 +404,11 @@ impl GceProvider {
             });
         }
         let mut change = Change::default();
-        change.deletions = [&at.main, &at.txt].into_iter().flatten().map(bare).collect();
+        change.deletions = [&at.main, &at.txt]
+            .into_iter()
+            .flatten()
+            .map(bare)
+            .collect();
         self.apply_change(&mz, fqdn, change).await?;
         tracing::info!(fqdn, "deleted DNS record");
         Ok(())
@@ -380,25 +433,52 @@ mod tests {
     #[test]
     fn a_records_carry_an_ownership_txt() {
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
-        let (main, txt) = desired("rancher", &req(RecordKind::A, Endpoint::Ip { addresses: vec![ip] })).unwrap();
+        let (main, txt) = desired(
+            "rancher",
+            &req(
+                RecordKind::A,
+                Endpoint::Ip {
+                    addresses: vec![ip],
+                },
+            ),
+        )
+        .unwrap();
         assert_eq!(main.name.as_deref(), Some("rancher.example.com."));
         assert_eq!(main.rrdatas, vec!["192.0.2.10"]);
         assert_eq!(txt.name.as_deref(), Some("_triad.rancher.example.com."));
-        assert_eq!(txt.rrdatas, vec!["\"heritage=triad,triad-cluster=rancher,kind=a\""]);
-        let at = AtName { main: Some(main.clone()), txt: Some(txt) };
+        assert_eq!(
+            txt.rrdatas,
+            vec!["\"heritage=triad,triad-cluster=rancher,kind=a\""]
+        );
+        let at = AtName {
+            main: Some(main.clone()),
+            txt: Some(txt),
+        };
         assert_eq!(at.owner().as_deref(), Some("rancher"));
         let r = to_record("example.com", &main, at.owner()).unwrap();
         assert_eq!(r.fqdn, "rancher.example.com");
         assert_eq!(r.ttl, Some(60));
-        assert!(req(RecordKind::A, Endpoint::Ip { addresses: vec![ip] }).is_satisfied_by(&r));
+        assert!(req(
+            RecordKind::A,
+            Endpoint::Ip {
+                addresses: vec![ip]
+            }
+        )
+        .is_satisfied_by(&r));
     }
 
     #[test]
     fn cnames_are_dotted_and_aliases_refused() {
-        let target = Endpoint::Hostname { name: "lb.example.net".into(), alias_zone: None };
+        let target = Endpoint::Hostname {
+            name: "lb.example.net".into(),
+            alias_zone: None,
+        };
         let (main, _) = desired("rancher", &req(RecordKind::Cname, target.clone())).unwrap();
         assert_eq!(main.rrdatas, vec!["lb.example.net."]);
-        assert_eq!(to_record("example.com", &main, None).unwrap().target, target);
+        assert_eq!(
+            to_record("example.com", &main, None).unwrap().target,
+            target
+        );
         let e = desired("rancher", &req(RecordKind::Alias, target)).unwrap_err();
         assert_eq!(e.kind(), Some(FailureKind::InvalidRequest));
     }

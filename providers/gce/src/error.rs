@@ -119,10 +119,16 @@ pub(crate) fn sdk(action: &str, resource: &str, e: &GaxError) -> Error {
 
 /// A triad error for an operation that finished with errors.
 pub(crate) fn operation(action: &str, resource: &str, op: &Operation) -> Option<Error> {
-    let errors = op.error.as_ref().map(|e| e.errors.as_slice()).unwrap_or(&[]);
+    let errors = op
+        .error
+        .as_ref()
+        .map(|e| e.errors.as_slice())
+        .unwrap_or(&[]);
     let first = errors.first()?;
     let code = first.code.clone().unwrap_or_default();
-    let http = op.http_error_status_code.and_then(|c| u16::try_from(c).ok());
+    let http = op
+        .http_error_status_code
+        .and_then(|c| u16::try_from(c).ok());
     let kind = match classify(None, Some(&code)) {
         FailureKind::Other => classify(http, None),
         k => k,
@@ -137,11 +143,22 @@ pub(crate) fn operation(action: &str, resource: &str, op: &Operation) -> Option<
             )
         })
         .collect();
-    Some(Error::provider(PROVIDER, action, resource, kind, messages.join("; ")))
+    Some(Error::provider(
+        PROVIDER,
+        action,
+        resource,
+        kind,
+        messages.join("; "),
+    ))
 }
 
 /// A triad error the provider raises itself.
-pub(crate) fn own(action: &str, resource: &str, kind: FailureKind, message: impl Into<String>) -> Error {
+pub(crate) fn own(
+    action: &str,
+    resource: &str,
+    kind: FailureKind,
+    message: impl Into<String>,
+) -> Error {
     Error::provider(PROVIDER, action, resource, kind, message)
 }
 
@@ -151,20 +168,41 @@ mod tests {
 
     #[test]
     fn classification_follows_reason_then_status() {
-        assert_eq!(classify(Some(403), Some("rateLimitExceeded")), FailureKind::Throttled);
+        assert_eq!(
+            classify(Some(403), Some("rateLimitExceeded")),
+            FailureKind::Throttled
+        );
         assert_eq!(classify(Some(429), None), FailureKind::Throttled);
-        assert_eq!(classify(Some(503), Some("backendError")), FailureKind::Transient);
-        assert_eq!(classify(Some(403), Some("forbidden")), FailureKind::Permission);
+        assert_eq!(
+            classify(Some(503), Some("backendError")),
+            FailureKind::Transient
+        );
+        assert_eq!(
+            classify(Some(403), Some("forbidden")),
+            FailureKind::Permission
+        );
         assert_eq!(classify(Some(401), None), FailureKind::Permission);
         assert_eq!(classify(Some(404), Some("notFound")), FailureKind::NotFound);
-        assert_eq!(classify(Some(409), Some("alreadyExists")), FailureKind::Conflict);
+        assert_eq!(
+            classify(Some(409), Some("alreadyExists")),
+            FailureKind::Conflict
+        );
         assert_eq!(
             classify(Some(400), Some("resourceInUseByAnotherResource")),
             FailureKind::Conflict
         );
-        assert_eq!(classify(Some(400), Some("invalid")), FailureKind::InvalidRequest);
-        assert_eq!(classify(Some(403), Some("quotaExceeded")), FailureKind::Capacity);
-        assert_eq!(classify(None, Some("ZONE_RESOURCE_POOL_EXHAUSTED")), FailureKind::Capacity);
+        assert_eq!(
+            classify(Some(400), Some("invalid")),
+            FailureKind::InvalidRequest
+        );
+        assert_eq!(
+            classify(Some(403), Some("quotaExceeded")),
+            FailureKind::Capacity
+        );
+        assert_eq!(
+            classify(None, Some("ZONE_RESOURCE_POOL_EXHAUSTED")),
+            FailureKind::Capacity
+        );
         assert_eq!(classify(None, Some("transport")), FailureKind::Transient);
         assert_eq!(classify(None, None), FailureKind::Other);
     }

@@ -14,15 +14,13 @@ use google_cloud_compute_v1::model::{
     address, backend, backend_service, forwarding_rule, health_check, Address, Backend,
     BackendService, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
     InstanceGroup, InstanceGroupsAddInstancesRequest, InstanceGroupsListInstancesRequest,
-    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation,
-    TargetHttpProxy, TargetHttpsProxy, UrlMap,
+    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation, TargetHttpProxy,
+    TargetHttpsProxy, UrlMap,
 };
 use google_cloud_gax::error::Error as GaxError;
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
-use triad_core::model::{
-    Endpoint, LbState, Listener, LoadBalancer, LoadBalancerRequest, Node,
-};
+use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerRequest, Node};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use crate::client::{request_id, short, Scope};
@@ -71,12 +69,28 @@ impl Names {
 fn listeners(mode: LbMode) -> Vec<Listener> {
     match mode {
         LbMode::L4 => vec![
-            Listener { port: 80, protocol: "TCP".into(), target_port: Some(80) },
-            Listener { port: 443, protocol: "TCP".into(), target_port: Some(443) },
+            Listener {
+                port: 80,
+                protocol: "TCP".into(),
+                target_port: Some(80),
+            },
+            Listener {
+                port: 443,
+                protocol: "TCP".into(),
+                target_port: Some(443),
+            },
         ],
         LbMode::L7 => vec![
-            Listener { port: 80, protocol: "HTTP".into(), target_port: None },
-            Listener { port: 443, protocol: "HTTPS".into(), target_port: Some(80) },
+            Listener {
+                port: 80,
+                protocol: "HTTP".into(),
+                target_port: None,
+            },
+            Listener {
+                port: 443,
+                protocol: "HTTPS".into(),
+                target_port: Some(80),
+            },
         ],
     }
 }
@@ -255,7 +269,13 @@ impl GceProvider {
         hc
     }
 
-    fn backend_body(&self, cluster: &str, mode: LbMode, hc: &str, groups: &[String]) -> BackendService {
+    fn backend_body(
+        &self,
+        cluster: &str,
+        mode: LbMode,
+        hc: &str,
+        groups: &[String],
+    ) -> BackendService {
         let mut bs = BackendService::default();
         bs.name = Some(Names::new(cluster).backend_service);
         bs.description = Some(ownership(cluster, Role::Lb));
@@ -268,8 +288,9 @@ impl GceProvider {
                 bs.protocol = Some(backend_service::Protocol::from("TCP"));
             }
             LbMode::L7 => {
-                bs.load_balancing_scheme =
-                    Some(backend_service::LoadBalancingScheme::from("EXTERNAL_MANAGED"));
+                bs.load_balancing_scheme = Some(backend_service::LoadBalancingScheme::from(
+                    "EXTERNAL_MANAGED",
+                ));
                 bs.protocol = Some(backend_service::Protocol::from("HTTP"));
                 bs.port_name = Some("http".into());
                 bs.timeout_sec = Some(3600);
@@ -291,7 +312,11 @@ impl GceProvider {
         b
     }
 
-    async fn get_backend_service(&self, cluster: &ClusterRef, mode: LbMode) -> std::result::Result<BackendService, GaxError> {
+    async fn get_backend_service(
+        &self,
+        cluster: &ClusterRef,
+        mode: LbMode,
+    ) -> std::result::Result<BackendService, GaxError> {
         let name = Names::new(&cluster.name).backend_service;
         match mode {
             LbMode::L4 => {
@@ -337,7 +362,9 @@ impl GceProvider {
         let what = format!("backend service {name}");
         let mut patch = BackendService::default();
         patch.backends = bs.backends.clone();
-        patch.backends.extend(missing.iter().map(|g| self.backend(mode, g)));
+        patch
+            .backends
+            .extend(missing.iter().map(|g| self.backend(mode, g)));
         patch.fingerprint = bs.fingerprint.clone();
         let (op, scope) = match mode {
             LbMode::L4 => (
@@ -368,7 +395,14 @@ impl GceProvider {
         };
         let op = op.map_err(|e| error::sdk("add backends to", &what, &e))?;
         self.clients
-            .wait(self.project(), &scope, op, self.poll, "add backends to", &what)
+            .wait(
+                self.project(),
+                &scope,
+                op,
+                self.poll,
+                "add backends to",
+                &what,
+            )
             .await?;
         self.get_backend_service(cluster, mode)
             .await
@@ -411,7 +445,12 @@ impl GceProvider {
         })
     }
 
-    async fn create_l4(&self, cluster: &ClusterRef, request: &LoadBalancerRequest, groups: &[String]) -> Result<()> {
+    async fn create_l4(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        groups: &[String],
+    ) -> Result<()> {
         let n = Names::new(&cluster.name);
         let region = &cluster.region;
         let p = self.project();
@@ -420,14 +459,29 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Region(region.clone()),
-                || self.clients.addresses.get().set_project(p).set_region(region).set_address(&n.address).send(),
+                || {
+                    self.clients
+                        .addresses
+                        .get()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_address(&n.address)
+                        .send()
+                },
                 |rid| {
                     let mut a = Address::default();
                     a.name = Some(n.address.clone());
                     a.description = Some(ownership(&cluster.name, Role::Lb));
                     a.address_type = Some(address::AddressType::from("EXTERNAL"));
                     a.labels = request.labels.clone().into_iter().collect();
-                    self.clients.addresses.insert().set_project(p).set_region(region).set_request_id(rid).set_body(a).send()
+                    self.clients
+                        .addresses
+                        .insert()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_request_id(rid)
+                        .set_body(a)
+                        .send()
                 },
             )
             .await?;
@@ -439,10 +493,25 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Region(region.clone()),
-                || self.clients.region_health_checks.get().set_project(p).set_region(region).set_health_check(&n.health_check).send(),
+                || {
+                    self.clients
+                        .region_health_checks
+                        .get()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_health_check(&n.health_check)
+                        .send()
+                },
                 |rid| {
                     let hc = self.health_check_body(&cluster.name, request);
-                    self.clients.region_health_checks.insert().set_project(p).set_region(region).set_request_id(rid).set_body(hc).send()
+                    self.clients
+                        .region_health_checks
+                        .insert()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_request_id(rid)
+                        .set_body(hc)
+                        .send()
                 },
             )
             .await?;
@@ -455,17 +524,34 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Region(region.clone()),
-                || self.clients.region_backend_services.get().set_project(p).set_region(region).set_backend_service(&n.backend_service).send(),
+                || {
+                    self.clients
+                        .region_backend_services
+                        .get()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_backend_service(&n.backend_service)
+                        .send()
+                },
                 |rid| {
                     let bs = self.backend_body(&cluster.name, LbMode::L4, &hc_link, groups);
-                    self.clients.region_backend_services.insert().set_project(p).set_region(region).set_request_id(rid).set_body(bs).send()
+                    self.clients
+                        .region_backend_services
+                        .insert()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_request_id(rid)
+                        .set_body(bs)
+                        .send()
                 },
             )
             .await?;
         if !owned_by(bs.description.as_deref(), &cluster.name) {
             return Err(Self::not_ours(&what));
         }
-        let bs = self.ensure_backends(cluster, LbMode::L4, bs, groups).await?;
+        let bs = self
+            .ensure_backends(cluster, LbMode::L4, bs, groups)
+            .await?;
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.clone().unwrap_or_default();
         let what = format!("forwarding rule {}", n.l4_rule);
@@ -473,18 +559,34 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Region(region.clone()),
-                || self.clients.forwarding_rules.get().set_project(p).set_region(region).set_forwarding_rule(&n.l4_rule).send(),
+                || {
+                    self.clients
+                        .forwarding_rules
+                        .get()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_forwarding_rule(&n.l4_rule)
+                        .send()
+                },
                 |rid| {
                     let mut fr = ForwardingRule::default();
                     fr.name = Some(n.l4_rule.clone());
                     fr.description = Some(balancer_description(&cluster.name, &request.name));
-                    fr.load_balancing_scheme = Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
+                    fr.load_balancing_scheme =
+                        Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
                     fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
                     fr.ports = vec!["80".into(), "443".into()];
                     fr.backend_service = Some(bs_link.clone());
                     fr.ip_address = Some(ip.clone());
                     fr.labels = request.labels.clone().into_iter().collect();
-                    self.clients.forwarding_rules.insert().set_project(p).set_region(region).set_request_id(rid).set_body(fr).send()
+                    self.clients
+                        .forwarding_rules
+                        .insert()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_request_id(rid)
+                        .set_body(fr)
+                        .send()
                 },
             )
             .await?;
@@ -502,7 +604,12 @@ impl GceProvider {
         }
     }
 
-    async fn create_l7(&self, cluster: &ClusterRef, request: &LoadBalancerRequest, groups: &[String]) -> Result<()> {
+    async fn create_l7(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        groups: &[String],
+    ) -> Result<()> {
         let Some(cert) = &request.certificate else {
             return Err(Error::invalid(
                 "load_balancer.certificate",
@@ -518,14 +625,27 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Global,
-                || self.clients.global_addresses.get().set_project(p).set_address(&n.address).send(),
+                || {
+                    self.clients
+                        .global_addresses
+                        .get()
+                        .set_project(p)
+                        .set_address(&n.address)
+                        .send()
+                },
                 |rid| {
                     let mut a = Address::default();
                     a.name = Some(n.address.clone());
                     a.description = Some(ownership(c, Role::Lb));
                     a.address_type = Some(address::AddressType::from("EXTERNAL"));
                     a.labels = request.labels.clone().into_iter().collect();
-                    self.clients.global_addresses.insert().set_project(p).set_request_id(rid).set_body(a).send()
+                    self.clients
+                        .global_addresses
+                        .insert()
+                        .set_project(p)
+                        .set_request_id(rid)
+                        .set_body(a)
+                        .send()
                 },
             )
             .await?;
@@ -537,10 +657,23 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Global,
-                || self.clients.health_checks.get().set_project(p).set_health_check(&n.health_check).send(),
+                || {
+                    self.clients
+                        .health_checks
+                        .get()
+                        .set_project(p)
+                        .set_health_check(&n.health_check)
+                        .send()
+                },
                 |rid| {
                     let hc = self.health_check_body(c, request);
-                    self.clients.health_checks.insert().set_project(p).set_request_id(rid).set_body(hc).send()
+                    self.clients
+                        .health_checks
+                        .insert()
+                        .set_project(p)
+                        .set_request_id(rid)
+                        .set_body(hc)
+                        .send()
                 },
             )
             .await?;
@@ -553,17 +686,32 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Global,
-                || self.clients.backend_services.get().set_project(p).set_backend_service(&n.backend_service).send(),
+                || {
+                    self.clients
+                        .backend_services
+                        .get()
+                        .set_project(p)
+                        .set_backend_service(&n.backend_service)
+                        .send()
+                },
                 |rid| {
                     let bs = self.backend_body(c, LbMode::L7, &hc_link, groups);
-                    self.clients.backend_services.insert().set_project(p).set_request_id(rid).set_body(bs).send()
+                    self.clients
+                        .backend_services
+                        .insert()
+                        .set_project(p)
+                        .set_request_id(rid)
+                        .set_body(bs)
+                        .send()
                 },
             )
             .await?;
         if !owned_by(bs.description.as_deref(), c) {
             return Err(Self::not_ours(&what));
         }
-        let bs = self.ensure_backends(cluster, LbMode::L7, bs, groups).await?;
+        let bs = self
+            .ensure_backends(cluster, LbMode::L7, bs, groups)
+            .await?;
         let bs_link = bs.self_link.unwrap_or_default();
         let mut links = BTreeMap::new();
         for (map, redirect) in [(&n.url_map, false), (&n.redirect_map, true)] {
@@ -572,7 +720,14 @@ impl GceProvider {
                 .ensure(
                     &what,
                     Scope::Global,
-                    || self.clients.url_maps.get().set_project(p).set_url_map(map).send(),
+                    || {
+                        self.clients
+                            .url_maps
+                            .get()
+                            .set_project(p)
+                            .set_url_map(map)
+                            .send()
+                    },
                     |rid| {
                         let mut um = UrlMap::default();
                         um.name = Some(map.clone());
@@ -585,7 +740,13 @@ impl GceProvider {
                         } else {
                             um.default_service = Some(bs_link.clone());
                         }
-                        self.clients.url_maps.insert().set_project(p).set_request_id(rid).set_body(um).send()
+                        self.clients
+                            .url_maps
+                            .insert()
+                            .set_project(p)
+                            .set_request_id(rid)
+                            .set_body(um)
+                            .send()
                     },
                 )
                 .await?;
@@ -627,13 +788,26 @@ impl GceProvider {
             .ensure(
                 &what,
                 Scope::Global,
-                || self.clients.target_http_proxies.get().set_project(p).set_target_http_proxy(&n.http_proxy).send(),
+                || {
+                    self.clients
+                        .target_http_proxies
+                        .get()
+                        .set_project(p)
+                        .set_target_http_proxy(&n.http_proxy)
+                        .send()
+                },
                 |rid| {
                     let mut t = TargetHttpProxy::default();
                     t.name = Some(n.http_proxy.clone());
                     t.description = Some(ownership(c, Role::Lb));
                     t.url_map = Some(links[&true].clone());
-                    self.clients.target_http_proxies.insert().set_project(p).set_request_id(rid).set_body(t).send()
+                    self.clients
+                        .target_http_proxies
+                        .insert()
+                        .set_project(p)
+                        .set_request_id(rid)
+                        .set_body(t)
+                        .send()
                 },
             )
             .await?;
@@ -650,19 +824,33 @@ impl GceProvider {
                 .ensure(
                     &what,
                     Scope::Global,
-                    || self.clients.global_forwarding_rules.get().set_project(p).set_forwarding_rule(rule).send(),
+                    || {
+                        self.clients
+                            .global_forwarding_rules
+                            .get()
+                            .set_project(p)
+                            .set_forwarding_rule(rule)
+                            .send()
+                    },
                     |rid| {
                         let mut fr = ForwardingRule::default();
                         fr.name = Some(rule.clone());
                         fr.description = Some(balancer_description(c, &request.name));
-                        fr.load_balancing_scheme =
-                            Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL_MANAGED"));
+                        fr.load_balancing_scheme = Some(
+                            forwarding_rule::LoadBalancingScheme::from("EXTERNAL_MANAGED"),
+                        );
                         fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
                         fr.port_range = Some(port.into());
                         fr.target = Some(target.clone());
                         fr.ip_address = Some(ip.clone());
                         fr.labels = request.labels.clone().into_iter().collect();
-                        self.clients.global_forwarding_rules.insert().set_project(p).set_request_id(rid).set_body(fr).send()
+                        self.clients
+                            .global_forwarding_rules
+                            .insert()
+                            .set_project(p)
+                            .set_request_id(rid)
+                            .set_body(fr)
+                            .send()
                     },
                 )
                 .await?;
@@ -674,7 +862,10 @@ impl GceProvider {
     }
 
     /// The cluster's forwarding rules, regional (l4) and global (l7), by labels.
-    async fn labelled_rules(&self, cluster: &ClusterRef) -> Result<(Vec<ForwardingRule>, Vec<ForwardingRule>)> {
+    async fn labelled_rules(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<(Vec<ForwardingRule>, Vec<ForwardingRule>)> {
         let filter = label_filter(&cluster.name, Role::Lb);
         let regional = self
             .clients
@@ -685,7 +876,13 @@ impl GceProvider {
             .set_filter(&filter)
             .send()
             .await
-            .map_err(|e| error::sdk("list forwarding rules", &format!("region {}", cluster.region), &e))?;
+            .map_err(|e| {
+                error::sdk(
+                    "list forwarding rules",
+                    &format!("region {}", cluster.region),
+                    &e,
+                )
+            })?;
         let global = self
             .clients
             .global_forwarding_rules
@@ -694,36 +891,66 @@ impl GceProvider {
             .set_filter(&filter)
             .send()
             .await
-            .map_err(|e| error::sdk("list global forwarding rules", "global forwarding rules", &e))?;
+            .map_err(|e| {
+                error::sdk(
+                    "list global forwarding rules",
+                    "global forwarding rules",
+                    &e,
+                )
+            })?;
         Ok((regional.items, global.items))
     }
 
     pub(crate) async fn discover_lb(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         let n = Names::new(&cluster.name);
         let (regional, global) = self.labelled_rules(cluster).await?;
-        let (mode, rule) = if let Some(r) = regional.into_iter().find(|r| r.name.as_deref() == Some(&n.l4_rule)) {
+        let (mode, rule) = if let Some(r) = regional
+            .into_iter()
+            .find(|r| r.name.as_deref() == Some(&n.l4_rule))
+        {
             (LbMode::L4, r)
-        } else if let Some(r) = global.into_iter().find(|r| r.name.as_deref() == Some(&n.https_rule)) {
+        } else if let Some(r) = global
+            .into_iter()
+            .find(|r| r.name.as_deref() == Some(&n.https_rule))
+        {
             (LbMode::L7, r)
         } else {
             return Ok(None);
         };
         let targets = match self.get_backend_service(cluster, mode).await {
-            Ok(bs) => self.members(cluster, &bs).await?.into_values().collect::<BTreeSet<_>>().into_iter().collect(),
+            Ok(bs) => self
+                .members(cluster, &bs)
+                .await?
+                .into_values()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             Err(e) if Failure::of(&e).is_not_found() => Vec::new(),
-            Err(e) => return Err(error::sdk("get", &format!("backend service {}", n.backend_service), &e)),
+            Err(e) => {
+                return Err(error::sdk(
+                    "get",
+                    &format!("backend service {}", n.backend_service),
+                    &e,
+                ))
+            }
         };
         let endpoint = rule
             .ip_address
             .as_deref()
             .and_then(|ip| ip.parse().ok())
-            .map(|ip| Endpoint::Ip { addresses: vec![ip] });
+            .map(|ip| Endpoint::Ip {
+                addresses: vec![ip],
+            });
         Ok(Some(LoadBalancer {
             id: rule.self_link.clone().unwrap_or_default(),
             name: balancer_name(rule.description.as_deref(), &cluster.name),
             mode,
             scheme: LbScheme::InternetFacing,
-            state: if endpoint.is_some() { LbState::Active } else { LbState::Provisioning },
+            state: if endpoint.is_some() {
+                LbState::Active
+            } else {
+                LbState::Provisioning
+            },
             endpoint,
             listeners: listeners(mode),
             targets,
@@ -731,11 +958,21 @@ impl GceProvider {
     }
 
     /// The instances in the backend service's groups: (zone, name) → node id.
-    async fn members(&self, cluster: &ClusterRef, bs: &BackendService) -> Result<BTreeMap<(String, String), String>> {
+    async fn members(
+        &self,
+        cluster: &ClusterRef,
+        bs: &BackendService,
+    ) -> Result<BTreeMap<(String, String), String>> {
         let mut keys = Vec::new();
         for b in &bs.backends {
-            let Some(g) = b.group.as_deref() else { continue };
-            let zone = g.split("/zones/").nth(1).and_then(|r| r.split('/').next()).unwrap_or("");
+            let Some(g) = b.group.as_deref() else {
+                continue;
+            };
+            let zone = g
+                .split("/zones/")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or("");
             keys.extend(self.group_members(zone, short(g)).await?);
         }
         let zones: BTreeSet<&String> = keys.iter().map(|(z, _)| z).collect();
@@ -779,9 +1016,19 @@ impl GceProvider {
             {
                 Ok(p) => p,
                 Err(e) if Failure::of(&e).is_not_found() => return Ok(out),
-                Err(e) => return Err(error::sdk("list members of", &format!("instance group {group}"), &e)),
+                Err(e) => {
+                    return Err(error::sdk(
+                        "list members of",
+                        &format!("instance group {group}"),
+                        &e,
+                    ))
+                }
             };
-            out.extend(page.items.iter().filter_map(|i| i.instance.as_deref().and_then(instance_key)));
+            out.extend(
+                page.items
+                    .iter()
+                    .filter_map(|i| i.instance.as_deref().and_then(instance_key)),
+            );
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
                 _ => return Ok(out),
@@ -803,7 +1050,10 @@ impl GceProvider {
             .map_err(|e| error::sdk("get", &what, &e))?;
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for node in nodes {
-            wanted.entry(node.zone.clone()).or_default().insert(node.name.clone());
+            wanted
+                .entry(node.zone.clone())
+                .or_default()
+                .insert(node.name.clone());
         }
         // Groups for zones the backend service does not serve yet.
         let mut links = Vec::new();
@@ -814,8 +1064,15 @@ impl GceProvider {
         let bs = self.ensure_backends(cluster, lb.mode, bs, &links).await?;
         let p = self.project();
         for b in &bs.backends {
-            let Some(g) = b.group.as_deref() else { continue };
-            let zone = g.split("/zones/").nth(1).and_then(|r| r.split('/').next()).unwrap_or("").to_owned();
+            let Some(g) = b.group.as_deref() else {
+                continue;
+            };
+            let zone = g
+                .split("/zones/")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or("")
+                .to_owned();
             let group = short(g).to_owned();
             let current: BTreeSet<String> = self
                 .group_members(&zone, &group)
@@ -848,7 +1105,14 @@ impl GceProvider {
                     .await
                     .map_err(|e| error::sdk("add instances to", &gwhat, &e))?;
                 self.clients
-                    .wait(p, &Scope::Zone(zone.clone()), op, self.poll, "add instances to", &gwhat)
+                    .wait(
+                        p,
+                        &Scope::Zone(zone.clone()),
+                        op,
+                        self.poll,
+                        "add instances to",
+                        &gwhat,
+                    )
                     .await?;
             }
             if !remove.is_empty() {
@@ -867,14 +1131,24 @@ impl GceProvider {
                     .await
                     .map_err(|e| error::sdk("remove instances from", &gwhat, &e))?;
                 self.clients
-                    .wait(p, &Scope::Zone(zone.clone()), op, self.poll, "remove instances from", &gwhat)
+                    .wait(
+                        p,
+                        &Scope::Zone(zone.clone()),
+                        op,
+                        self.poll,
+                        "remove instances from",
+                        &gwhat,
+                    )
                     .await?;
             }
         }
         let mut targets: Vec<String> = self.members(cluster, &bs).await?.into_values().collect();
         targets.sort();
         targets.dedup();
-        Ok(LoadBalancer { targets, ..lb.clone() })
+        Ok(LoadBalancer {
+            targets,
+            ..lb.clone()
+        })
     }
 
     /// Delete every part of either form of the balancer, dependents first.
@@ -887,67 +1161,305 @@ impl GceProvider {
         let desc = |d: Option<&str>| owned_by(d, c);
         let mut done: Vec<Option<String>> = Vec::new();
         // Forwarding rules.
-        done.push(self.remove(format!("forwarding rule {}", n.l4_rule), rs(),
-            self.clients.forwarding_rules.get().set_project(p).set_region(region).set_forwarding_rule(&n.l4_rule).send(),
-            |f: &ForwardingRule| has_labels_of(&f.labels, c),
-            |rid| self.clients.forwarding_rules.delete().set_project(p).set_region(region).set_forwarding_rule(&n.l4_rule).set_request_id(rid).send()).await?);
-        for rule in [&n.https_rule, &n.http_rule] {
-            done.push(self.remove(format!("global forwarding rule {rule}"), Scope::Global,
-                self.clients.global_forwarding_rules.get().set_project(p).set_forwarding_rule(rule).send(),
+        done.push(
+            self.remove(
+                format!("forwarding rule {}", n.l4_rule),
+                rs(),
+                self.clients
+                    .forwarding_rules
+                    .get()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_forwarding_rule(&n.l4_rule)
+                    .send(),
                 |f: &ForwardingRule| has_labels_of(&f.labels, c),
-                |rid| self.clients.global_forwarding_rules.delete().set_project(p).set_forwarding_rule(rule).set_request_id(rid).send()).await?);
+                |rid| {
+                    self.clients
+                        .forwarding_rules
+                        .delete()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_forwarding_rule(&n.l4_rule)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        for rule in [&n.https_rule, &n.http_rule] {
+            done.push(
+                self.remove(
+                    format!("global forwarding rule {rule}"),
+                    Scope::Global,
+                    self.clients
+                        .global_forwarding_rules
+                        .get()
+                        .set_project(p)
+                        .set_forwarding_rule(rule)
+                        .send(),
+                    |f: &ForwardingRule| has_labels_of(&f.labels, c),
+                    |rid| {
+                        self.clients
+                            .global_forwarding_rules
+                            .delete()
+                            .set_project(p)
+                            .set_forwarding_rule(rule)
+                            .set_request_id(rid)
+                            .send()
+                    },
+                )
+                .await?,
+            );
         }
         // Proxies, then URL maps.
-        done.push(self.remove(format!("target HTTPS proxy {}", n.https_proxy), Scope::Global,
-            self.clients.target_https_proxies.get().set_project(p).set_target_https_proxy(&n.https_proxy).send(),
-            |t: &TargetHttpsProxy| desc(t.description.as_deref()),
-            |rid| self.clients.target_https_proxies.delete().set_project(p).set_target_https_proxy(&n.https_proxy).set_request_id(rid).send()).await?);
-        done.push(self.remove(format!("target HTTP proxy {}", n.http_proxy), Scope::Global,
-            self.clients.target_http_proxies.get().set_project(p).set_target_http_proxy(&n.http_proxy).send(),
-            |t: &TargetHttpProxy| desc(t.description.as_deref()),
-            |rid| self.clients.target_http_proxies.delete().set_project(p).set_target_http_proxy(&n.http_proxy).set_request_id(rid).send()).await?);
+        done.push(
+            self.remove(
+                format!("target HTTPS proxy {}", n.https_proxy),
+                Scope::Global,
+                self.clients
+                    .target_https_proxies
+                    .get()
+                    .set_project(p)
+                    .set_target_https_proxy(&n.https_proxy)
+                    .send(),
+                |t: &TargetHttpsProxy| desc(t.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .target_https_proxies
+                        .delete()
+                        .set_project(p)
+                        .set_target_https_proxy(&n.https_proxy)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        done.push(
+            self.remove(
+                format!("target HTTP proxy {}", n.http_proxy),
+                Scope::Global,
+                self.clients
+                    .target_http_proxies
+                    .get()
+                    .set_project(p)
+                    .set_target_http_proxy(&n.http_proxy)
+                    .send(),
+                |t: &TargetHttpProxy| desc(t.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .target_http_proxies
+                        .delete()
+                        .set_project(p)
+                        .set_target_http_proxy(&n.http_proxy)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
         for map in [&n.url_map, &n.redirect_map] {
-            done.push(self.remove(format!("URL map {map}"), Scope::Global,
-                self.clients.url_maps.get().set_project(p).set_url_map(map).send(),
-                |u: &UrlMap| desc(u.description.as_deref()),
-                |rid| self.clients.url_maps.delete().set_project(p).set_url_map(map).set_request_id(rid).send()).await?);
+            done.push(
+                self.remove(
+                    format!("URL map {map}"),
+                    Scope::Global,
+                    self.clients
+                        .url_maps
+                        .get()
+                        .set_project(p)
+                        .set_url_map(map)
+                        .send(),
+                    |u: &UrlMap| desc(u.description.as_deref()),
+                    |rid| {
+                        self.clients
+                            .url_maps
+                            .delete()
+                            .set_project(p)
+                            .set_url_map(map)
+                            .set_request_id(rid)
+                            .send()
+                    },
+                )
+                .await?,
+            );
         }
         // Backend services, health checks.
         let bs = &n.backend_service;
-        done.push(self.remove(format!("backend service {bs}"), rs(),
-            self.clients.region_backend_services.get().set_project(p).set_region(region).set_backend_service(bs).send(),
-            |b: &BackendService| desc(b.description.as_deref()),
-            |rid| self.clients.region_backend_services.delete().set_project(p).set_region(region).set_backend_service(bs).set_request_id(rid).send()).await?);
-        done.push(self.remove(format!("global backend service {bs}"), Scope::Global,
-            self.clients.backend_services.get().set_project(p).set_backend_service(bs).send(),
-            |b: &BackendService| desc(b.description.as_deref()),
-            |rid| self.clients.backend_services.delete().set_project(p).set_backend_service(bs).set_request_id(rid).send()).await?);
+        done.push(
+            self.remove(
+                format!("backend service {bs}"),
+                rs(),
+                self.clients
+                    .region_backend_services
+                    .get()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_backend_service(bs)
+                    .send(),
+                |b: &BackendService| desc(b.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .region_backend_services
+                        .delete()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_backend_service(bs)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        done.push(
+            self.remove(
+                format!("global backend service {bs}"),
+                Scope::Global,
+                self.clients
+                    .backend_services
+                    .get()
+                    .set_project(p)
+                    .set_backend_service(bs)
+                    .send(),
+                |b: &BackendService| desc(b.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .backend_services
+                        .delete()
+                        .set_project(p)
+                        .set_backend_service(bs)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
         let hc = &n.health_check;
-        done.push(self.remove(format!("health check {hc}"), rs(),
-            self.clients.region_health_checks.get().set_project(p).set_region(region).set_health_check(hc).send(),
-            |h: &HealthCheck| desc(h.description.as_deref()),
-            |rid| self.clients.region_health_checks.delete().set_project(p).set_region(region).set_health_check(hc).set_request_id(rid).send()).await?);
-        done.push(self.remove(format!("global health check {hc}"), Scope::Global,
-            self.clients.health_checks.get().set_project(p).set_health_check(hc).send(),
-            |h: &HealthCheck| desc(h.description.as_deref()),
-            |rid| self.clients.health_checks.delete().set_project(p).set_health_check(hc).set_request_id(rid).send()).await?);
+        done.push(
+            self.remove(
+                format!("health check {hc}"),
+                rs(),
+                self.clients
+                    .region_health_checks
+                    .get()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_health_check(hc)
+                    .send(),
+                |h: &HealthCheck| desc(h.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .region_health_checks
+                        .delete()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_health_check(hc)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        done.push(
+            self.remove(
+                format!("global health check {hc}"),
+                Scope::Global,
+                self.clients
+                    .health_checks
+                    .get()
+                    .set_project(p)
+                    .set_health_check(hc)
+                    .send(),
+                |h: &HealthCheck| desc(h.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .health_checks
+                        .delete()
+                        .set_project(p)
+                        .set_health_check(hc)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
         // Instance groups, one per zone.
         for zone in self.node_zones(cluster).await? {
             let g = n.group(&zone);
-            done.push(self.remove(format!("instance group {g}"), Scope::Zone(zone.clone()),
-                self.clients.instance_groups.get().set_project(p).set_zone(&zone).set_instance_group(&g).send(),
-                |i: &InstanceGroup| desc(i.description.as_deref()),
-                |rid| self.clients.instance_groups.delete().set_project(p).set_zone(&zone).set_instance_group(&g).set_request_id(rid).send()).await?);
+            done.push(
+                self.remove(
+                    format!("instance group {g}"),
+                    Scope::Zone(zone.clone()),
+                    self.clients
+                        .instance_groups
+                        .get()
+                        .set_project(p)
+                        .set_zone(&zone)
+                        .set_instance_group(&g)
+                        .send(),
+                    |i: &InstanceGroup| desc(i.description.as_deref()),
+                    |rid| {
+                        self.clients
+                            .instance_groups
+                            .delete()
+                            .set_project(p)
+                            .set_zone(&zone)
+                            .set_instance_group(&g)
+                            .set_request_id(rid)
+                            .send()
+                    },
+                )
+                .await?,
+            );
         }
         // Addresses last: the forwarding rules used them.
-        done.push(self.remove(format!("address {}", n.address), rs(),
-            self.clients.addresses.get().set_project(p).set_region(region).set_address(&n.address).send(),
-            |a: &Address| has_labels_of(&a.labels, c),
-            |rid| self.clients.addresses.delete().set_project(p).set_region(region).set_address(&n.address).set_request_id(rid).send()).await?);
-        done.push(self.remove(format!("global address {}", n.address), Scope::Global,
-            self.clients.global_addresses.get().set_project(p).set_address(&n.address).send(),
-            |a: &Address| has_labels_of(&a.labels, c),
-            |rid| self.clients.global_addresses.delete().set_project(p).set_address(&n.address).set_request_id(rid).send()).await?);
+        done.push(
+            self.remove(
+                format!("address {}", n.address),
+                rs(),
+                self.clients
+                    .addresses
+                    .get()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_address(&n.address)
+                    .send(),
+                |a: &Address| has_labels_of(&a.labels, c),
+                |rid| {
+                    self.clients
+                        .addresses
+                        .delete()
+                        .set_project(p)
+                        .set_region(region)
+                        .set_address(&n.address)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        done.push(
+            self.remove(
+                format!("global address {}", n.address),
+                Scope::Global,
+                self.clients
+                    .global_addresses
+                    .get()
+                    .set_project(p)
+                    .set_address(&n.address)
+                    .send(),
+                |a: &Address| has_labels_of(&a.labels, c),
+                |rid| {
+                    self.clients
+                        .global_addresses
+                        .delete()
+                        .set_project(p)
+                        .set_address(&n.address)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
         Ok(done.into_iter().flatten().collect())
     }
 }
@@ -961,7 +1473,9 @@ mod tests {
         let n = Names::new("rancher");
         assert_eq!(n.group("us-central1-a"), "rancher-us-central1-a");
         assert_eq!(n.l4_rule, "rancher-fr");
-        assert!(crate::settings::is_name(&Names::new("a-twenty-four-char-name1").group("northamerica-northeast1-a")));
+        assert!(crate::settings::is_name(
+            &Names::new("a-twenty-four-char-name1").group("northamerica-northeast1-a")
+        ));
     }
 
     #[test]
@@ -985,6 +1499,8 @@ mod tests {
     fn listeners_follow_the_mode() {
         assert!(listeners(LbMode::L4).iter().all(|l| l.protocol == "TCP"));
         let l7 = listeners(LbMode::L7);
-        assert!(l7.iter().any(|l| l.port == 443 && l.protocol == "HTTPS" && l.target_port == Some(80)));
+        assert!(l7
+            .iter()
+            .any(|l| l.port == 443 && l.protocol == "HTTPS" && l.target_port == Some(80)));
     }
 }

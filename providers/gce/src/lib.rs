@@ -46,7 +46,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use triad_core::error::{Error, Result, SpecProblems};
-use triad_core::model::{LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest};
+use triad_core::model::{
+    LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
+};
 use triad_core::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
 use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
 
@@ -86,7 +88,13 @@ impl GceProvider {
     /// [`Connection::from_env`]).
     pub async fn from_spec_with(spec: &ValidSpec, connection: Connection) -> Result<Self> {
         let settings = GceSettings::from_spec(spec)?;
-        Self::new(settings, spec.load_balancer.mode, spec.nodes.image.clone(), connection).await
+        Self::new(
+            settings,
+            spec.load_balancer.mode,
+            spec.nodes.image.clone(),
+            connection,
+        )
+        .await
     }
 
     /// The provider from explicit settings: `lb_mode` shapes the firewall rules
@@ -155,7 +163,12 @@ impl NodeProvider for GceProvider {
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
         let mut out = Vec::new();
         for zone in self.node_zones(cluster).await? {
-            out.extend(self.list_nodes_in(&cluster.name, &zone).await?.iter().map(nodes::to_node));
+            out.extend(
+                self.list_nodes_in(&cluster.name, &zone)
+                    .await?
+                    .iter()
+                    .map(nodes::to_node),
+            );
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -165,7 +178,12 @@ impl NodeProvider for GceProvider {
         self.create(cluster, request).await
     }
 
-    async fn wait_node(&self, _cluster: &ClusterRef, node: &Node, timeout: Duration) -> Result<Node> {
+    async fn wait_node(
+        &self,
+        _cluster: &ClusterRef,
+        node: &Node,
+        timeout: Duration,
+    ) -> Result<Node> {
         self.wait_running(node, timeout).await
     }
 

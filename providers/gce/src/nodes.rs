@@ -20,7 +20,14 @@ use crate::GceProvider;
 /// TCP ports the Rancher nodes open to each other (etcd, Kubernetes API, RKE2
 /// supervisor, kubelet, metrics, ingress admission, NodePorts).
 pub(crate) const INTERNAL_TCP: &[&str] = &[
-    "2376", "2379-2380", "6443", "9099", "9345", "10250", "10254", "30000-32767",
+    "2376",
+    "2379-2380",
+    "6443",
+    "9099",
+    "9345",
+    "10250",
+    "10254",
+    "30000-32767",
 ];
 /// UDP ports the nodes open to each other (VXLAN overlays, NodePorts).
 pub(crate) const INTERNAL_UDP: &[&str] = &["8472", "4789", "30000-32767"];
@@ -64,9 +71,9 @@ pub(crate) fn node_tag(cluster: &str) -> String {
 pub(crate) fn state_of(status: Option<&instance::Status>) -> NodeState {
     match status.and_then(|s| s.name()) {
         Some("RUNNING") => NodeState::Running,
-        Some("STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "PENDING_STOP") => {
-            NodeState::Stopped
-        }
+        Some(
+            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "PENDING_STOP",
+        ) => NodeState::Stopped,
         _ => NodeState::Pending,
     }
 }
@@ -90,7 +97,11 @@ pub(crate) fn to_node(i: &Instance) -> Node {
         state: state_of(i.status.as_ref()),
         private_ip,
         public_ip,
-        labels: i.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        labels: i
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
     }
 }
 
@@ -199,7 +210,14 @@ impl GceProvider {
             {
                 Ok(op) => {
                     self.clients
-                        .wait(project, &Scope::Global, op, self.poll, "create firewall rule", &what)
+                        .wait(
+                            project,
+                            &Scope::Global,
+                            op,
+                            self.poll,
+                            "create firewall rule",
+                            &what,
+                        )
                         .await?;
                     tracing::info!(rule = %rule.name, "created firewall rule");
                 }
@@ -306,7 +324,10 @@ impl GceProvider {
             Ok(_) => Ok(()),
             Err(e) if Failure::of(&e).is_not_found() => Err(Error::invalid(
                 "gce.network",
-                format!("network `{name}` does not exist in project `{}`", self.settings.project),
+                format!(
+                    "network `{name}` does not exist in project `{}`",
+                    self.settings.project
+                ),
                 "name an existing VPC network (gcloud compute networks list)",
             )),
             Err(e) => Err(error::sdk("get network", &format!("network {name}"), &e)),
@@ -326,36 +347,41 @@ impl GceProvider {
             .unwrap_or(&image)
             .trim_start_matches('/');
         let parts: Vec<&str> = path.split('/').collect();
-        let result = match parts.as_slice() {
-            ["projects", p, "global", "images", "family", f] => {
-                self.clients
-                    .images
-                    .get_from_family()
-                    .set_project(*p)
-                    .set_family(*f)
-                    .send()
-                    .await
-            }
-            ["projects", p, "global", "images", n] => {
-                self.clients.images.get().set_project(*p).set_image(*n).send().await
-            }
-            [n] => {
-                self.clients
-                    .images
-                    .get()
-                    .set_project(&self.settings.project)
-                    .set_image(*n)
-                    .send()
-                    .await
-            }
-            _ => {
-                return Err(Error::invalid(
+        let result =
+            match parts.as_slice() {
+                ["projects", p, "global", "images", "family", f] => {
+                    self.clients
+                        .images
+                        .get_from_family()
+                        .set_project(*p)
+                        .set_family(*f)
+                        .send()
+                        .await
+                }
+                ["projects", p, "global", "images", n] => {
+                    self.clients
+                        .images
+                        .get()
+                        .set_project(*p)
+                        .set_image(*n)
+                        .send()
+                        .await
+                }
+                [n] => {
+                    self.clients
+                        .images
+                        .get()
+                        .set_project(&self.settings.project)
+                        .set_image(*n)
+                        .send()
+                        .await
+                }
+                _ => return Err(Error::invalid(
                     field,
                     format!("`{image}` is not an image reference"),
                     "use projects/P/global/images/NAME or projects/P/global/images/family/FAMILY",
-                ))
-            }
-        };
+                )),
+            };
         match result {
             Ok(_) => Ok(()),
             Err(e) if Failure::of(&e).is_not_found() => Err(Error::invalid(
@@ -371,12 +397,21 @@ impl GceProvider {
         let machine_type = self
             .settings
             .machine_type_for(request.size.as_deref())
-            .map_err(|p| Error::invalid("nodes.size", p, "use a machine type like e2-standard-4"))?;
+            .map_err(|p| {
+                Error::invalid("nodes.size", p, "use a machine type like e2-standard-4")
+            })?;
         let mut i = Instance::default();
         i.name = Some(request.name.clone());
         i.description = Some(ownership(&cluster.name, Role::Node));
-        i.machine_type = Some(format!("zones/{}/machineTypes/{machine_type}", request.zone));
-        i.labels = request.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        i.machine_type = Some(format!(
+            "zones/{}/machineTypes/{machine_type}",
+            request.zone
+        ));
+        i.labels = request
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let mut item = metadata::Items::default();
         item.key = Some("user-data".into());
         item.value = Some(request.user_data.clone());
@@ -438,7 +473,8 @@ impl GceProvider {
             return Ok(to_node(&i));
         }
         self.preflight().await?;
-        self.ensure_firewalls(cluster, &request.ssh_allowed_cidrs).await?;
+        self.ensure_firewalls(cluster, &request.ssh_allowed_cidrs)
+            .await?;
         let body = self.instance_body(cluster, request)?;
         let rid = request_id();
         let project = &self.settings.project;
@@ -455,16 +491,31 @@ impl GceProvider {
         {
             Ok(op) => {
                 self.clients
-                    .wait(project, &Scope::Zone(request.zone.clone()), op, self.poll, "create node", &what)
+                    .wait(
+                        project,
+                        &Scope::Zone(request.zone.clone()),
+                        op,
+                        self.poll,
+                        "create node",
+                        &what,
+                    )
                     .await?;
                 tracing::info!(node = %request.name, zone = %request.zone, "created instance");
             }
             Err(e) if Failure::of(&e).is_conflict() => {}
             Err(e) => return Err(error::sdk("create node", &what, &e)),
         }
-        let i = self.get_instance(&request.zone, &request.name).await?.ok_or_else(|| {
-            own("create node", &what, FailureKind::NotFound, "the created instance is gone")
-        })?;
+        let i = self
+            .get_instance(&request.zone, &request.name)
+            .await?
+            .ok_or_else(|| {
+                own(
+                    "create node",
+                    &what,
+                    FailureKind::NotFound,
+                    "the created instance is gone",
+                )
+            })?;
         self.check_owner(cluster, &i)?;
         Ok(to_node(&i))
     }
@@ -489,7 +540,10 @@ impl GceProvider {
                     "wait for node",
                     &format!("instance {}", node.name),
                     FailureKind::Other,
-                    format!("the instance is {:?}, not starting", i.status.as_ref().and_then(|s| s.name())),
+                    format!(
+                        "the instance is {:?}, not starting",
+                        i.status.as_ref().and_then(|s| s.name())
+                    ),
                 ));
             }
             if start.elapsed() >= timeout {
@@ -520,7 +574,14 @@ impl GceProvider {
             Ok(op) => {
                 match self
                     .clients
-                    .wait(project, &Scope::Zone(node.zone.clone()), op, self.poll, "delete node", &what)
+                    .wait(
+                        project,
+                        &Scope::Zone(node.zone.clone()),
+                        op,
+                        self.poll,
+                        "delete node",
+                        &what,
+                    )
                     .await
                 {
                     Ok(_) => {}
@@ -579,7 +640,14 @@ impl GceProvider {
             {
                 Ok(op) => {
                     self.clients
-                        .wait(project, &Scope::Global, op, self.poll, "delete firewall rule", &what)
+                        .wait(
+                            project,
+                            &Scope::Global,
+                            op,
+                            self.poll,
+                            "delete firewall rule",
+                            &what,
+                        )
                         .await?;
                     deleted.push(what);
                 }
@@ -600,7 +668,10 @@ mod tests {
         let d = ownership("rancher", Role::Lb);
         assert!(owned_by(Some(&d), "rancher"));
         assert!(!owned_by(Some(&d), "ranch"));
-        assert!(!owned_by(Some(&ownership("rancher-other", Role::Lb)), "rancher"));
+        assert!(!owned_by(
+            Some(&ownership("rancher-other", Role::Lb)),
+            "rancher"
+        ));
         assert!(!owned_by(Some("hand made"), "rancher"));
         assert!(!owned_by(None, "rancher"));
     }
@@ -610,7 +681,8 @@ mod tests {
         let mut i = Instance::default();
         i.id = Some(42);
         i.name = Some("rancher-1".into());
-        i.zone = Some("https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b".into());
+        i.zone =
+            Some("https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b".into());
         i.status = Some(instance::Status::from("RUNNING"));
         let mut nic = NetworkInterface::default();
         nic.network_ip = Some("10.128.0.7".into());
@@ -620,7 +692,10 @@ mod tests {
         assert_eq!(n.id, "42");
         assert_eq!(n.zone, "us-central1-b");
         assert!(n.is_ready());
-        assert_eq!(n.labels.get("triad-cluster").map(String::as_str), Some("rancher"));
+        assert_eq!(
+            n.labels.get("triad-cluster").map(String::as_str),
+            Some("rancher")
+        );
         i.status = Some(instance::Status::from("STAGING"));
         assert_eq!(to_node(&i).state, NodeState::Pending);
         i.status = Some(instance::Status::from("TERMINATED"));

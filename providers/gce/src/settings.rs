@@ -115,7 +115,11 @@ impl GceSettings {
             );
         }
         if self.network.trim().is_empty() {
-            bad("gce.network", "is empty".into(), "name a VPC network, e.g. `default`");
+            bad(
+                "gce.network",
+                "is empty".into(),
+                "name a VPC network, e.g. `default`",
+            );
         }
         if self.poll_interval_ms == 0 || self.poll_interval_ms > 60_000 {
             bad(
@@ -139,7 +143,11 @@ impl GceSettings {
             } else {
                 "nodes.size"
             };
-            bad(field, p, "use a machine type like `e2-standard-4` or a size like `4cpu-16gb`");
+            bad(
+                field,
+                p,
+                "use a machine type like `e2-standard-4` or a size like `4cpu-16gb`",
+            );
         }
         for (i, z) in spec.zones.iter().enumerate() {
             if !z.starts_with(&format!("{}-", spec.region)) {
@@ -209,14 +217,18 @@ impl GceSettings {
                 }
             };
             if ![2, 4, 8, 16, 32].contains(&cpu) {
-                return Err(format!("`{size}`: E2 machine types have 2, 4, 8, 16 or 32 vCPUs"));
+                return Err(format!(
+                    "`{size}`: E2 machine types have 2, 4, 8, 16 or 32 vCPUs"
+                ));
             }
             return Ok(format!("e2-{family}-{cpu}"));
         }
         if is_name(size) && size.contains('-') {
             Ok(size.to_owned())
         } else {
-            Err(format!("`{size}` is neither a machine type nor a `<N>cpu-<M>gb` size"))
+            Err(format!(
+                "`{size}` is neither a machine type nor a `<N>cpu-<M>gb` size"
+            ))
         }
     }
 
@@ -241,7 +253,8 @@ pub fn is_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && !s.ends_with('-')
 }
 
@@ -270,7 +283,10 @@ mod tests {
         let s = GceSettings::from_spec(&spec("[gce]\nproject = \"my-project\"")).unwrap();
         assert_eq!(s, GceSettings::new("my-project"));
         assert_eq!(s.image_for(None), DEFAULT_IMAGE);
-        assert_eq!(s.image_for(Some("projects/x/global/images/y")), "projects/x/global/images/y");
+        assert_eq!(
+            s.image_for(Some("projects/x/global/images/y")),
+            "projects/x/global/images/y"
+        );
     }
 
     #[test]
@@ -308,16 +324,31 @@ mod tests {
     fn machine_types_map_from_sizes() {
         let s = GceSettings::new("my-project");
         assert_eq!(s.machine_type_for(None).unwrap(), "e2-standard-4");
-        assert_eq!(s.machine_type_for(Some("4cpu-16gb")).unwrap(), "e2-standard-4");
-        assert_eq!(s.machine_type_for(Some("8cpu-64gb")).unwrap(), "e2-highmem-8");
-        assert_eq!(s.machine_type_for(Some("2cpu-2gb")).unwrap(), "e2-highcpu-2");
-        assert_eq!(s.machine_type_for(Some("n2-standard-8")).unwrap(), "n2-standard-8");
+        assert_eq!(
+            s.machine_type_for(Some("4cpu-16gb")).unwrap(),
+            "e2-standard-4"
+        );
+        assert_eq!(
+            s.machine_type_for(Some("8cpu-64gb")).unwrap(),
+            "e2-highmem-8"
+        );
+        assert_eq!(
+            s.machine_type_for(Some("2cpu-2gb")).unwrap(),
+            "e2-highcpu-2"
+        );
+        assert_eq!(
+            s.machine_type_for(Some("n2-standard-8")).unwrap(),
+            "n2-standard-8"
+        );
         assert!(s.machine_type_for(Some("3cpu-12gb")).is_err());
         assert!(s.machine_type_for(Some("4cpu-10gb")).is_err());
         assert!(s.machine_type_for(Some("t3.xlarge")).is_err());
         let mut o = s.clone();
         o.machine_type = Some("c3-standard-4".into());
-        assert_eq!(o.machine_type_for(Some("t3.xlarge")).unwrap(), "c3-standard-4");
+        assert_eq!(
+            o.machine_type_for(Some("t3.xlarge")).unwrap(),
+            "c3-standard-4"
+        );
     }
 
     #[test]

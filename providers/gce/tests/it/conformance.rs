@@ -23,7 +23,11 @@ fn assert_empty(project: &str) {
         .as_object()
         .unwrap()
         .keys()
-        .filter(|k| !k.contains("/networks/") && !k.contains("/subnetworks/") && !k.contains("/sslCertificates/"))
+        .filter(|k| {
+            !k.contains("/networks/")
+                && !k.contains("/subnetworks/")
+                && !k.contains("/sslCertificates/")
+        })
         .collect();
     assert!(left.is_empty(), "left behind in {project}: {left:?}");
 }
@@ -74,7 +78,10 @@ async fn foreign_records_are_refused() {
     let fx = fixture("confdns");
     conformance::dns_refuses_foreign_record(&gce, &fx, "legacy.example.com").await;
     let mut cname = fixture("confcname");
-    cname.record_target = Endpoint::Hostname { name: "lb.elsewhere.invalid".into(), alias_zone: None };
+    cname.record_target = Endpoint::Hostname {
+        name: "lb.elsewhere.invalid".into(),
+        alias_zone: None,
+    };
     conformance::dns_upsert_ownership_delete(&gce, &cname).await;
     assert_no_violations();
 }

@@ -47,7 +47,10 @@ pub fn http(method: &str, path: &str, body: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -77,7 +80,11 @@ pub fn state(project: &str) -> serde_json::Value {
 pub fn assert_no_violations() {
     let (_, body) = http("GET", "/_fake/violations", "");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["violations"], serde_json::json!([]), "the fake broke a schema: {body}");
+    assert_eq!(
+        v["violations"],
+        serde_json::json!([]),
+        "the fake broke a schema: {body}"
+    );
 }
 
 /// Test settings for `project`: fast polling.
