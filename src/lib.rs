@@ -10,8 +10,9 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
+//! | `gce` | `triad-gce` | Compute Engine instances, passthrough NLB / HTTPS load balancer, Cloud DNS |
 //!
-//! EC2, GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
+//! EC2, vSphere, NGINX and RFC 2136 providers are planned as further crates
 //! behind features of the same names.
 //!
 //! ```
@@ -44,6 +45,10 @@ pub use triad_core::*;
 /// The in-memory simulated cloud (feature `sim`).
 #[cfg(feature = "sim")]
 pub use triad_sim as sim;
+
+/// Google Compute Engine: instances, load balancer and Cloud DNS (feature `gce`).
+#[cfg(feature = "gce")]
+pub use triad_gce as gce;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
