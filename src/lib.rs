@@ -12,8 +12,9 @@
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
 //! | `nginx` | `triad-nginx` | an NGINX load balancer (l4 stream / l7 TLS), on a host you manage or a node of any node provider |
 //! | `rfc2136` | `triad-rfc2136` | DNS by RFC 2136 dynamic update signed with TSIG (BIND, PowerDNS, Knot, Windows DNS) |
+//! | `gce` | `triad-gce` | Compute Engine instances, passthrough NLB / HTTPS load balancer, Cloud DNS |
 //!
-//! EC2, GCE and vSphere providers are planned as further crates behind features of
+//! EC2 and vSphere providers are planned as further crates behind features of
 //! the same names.
 //!
 //! ```
@@ -54,6 +55,10 @@ pub use triad_nginx as nginx;
 /// DNS by RFC 2136 dynamic update with TSIG (feature `rfc2136`).
 #[cfg(feature = "rfc2136")]
 pub use triad_rfc2136 as rfc2136;
+
+/// Google Compute Engine: instances, load balancer and Cloud DNS (feature `gce`).
+#[cfg(feature = "gce")]
+pub use triad_gce as gce;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

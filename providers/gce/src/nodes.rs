@@ -1,0 +1,712 @@
+//! Instances and the cluster's firewall rules.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use google_cloud_compute_v1::model::{
+    firewall, instance, metadata, AttachedDisk, AttachedDiskInitializeParams, Firewall, Instance,
+    Metadata, NetworkInterface, ServiceAccount, Tags,
+};
+use triad_core::error::{Error, FailureKind, Result};
+use triad_core::labels::{self, Role};
+use triad_core::model::{Node, NodeRequest, NodeState};
+use triad_core::spec::{ClusterRef, LbMode};
+
+use crate::client::{request_id, short, Scope};
+use crate::error::{self, own, Failure};
+use crate::settings::HEALTH_CHECK_RANGES;
+use crate::GceProvider;
+
+/// TCP ports the Rancher nodes open to each other (etcd, Kubernetes API, RKE2
+/// supervisor, kubelet, metrics, ingress admission, NodePorts).
+pub(crate) const INTERNAL_TCP: &[&str] = &[
+    "2376",
+    "2379-2380",
+    "6443",
+    "9099",
+    "9345",
+    "10250",
+    "10254",
+    "30000-32767",
+];
+/// UDP ports the nodes open to each other (VXLAN overlays, NodePorts).
+pub(crate) const INTERNAL_UDP: &[&str] = &["8472", "4789", "30000-32767"];
+
+/// The description that marks a label-less resource (firewall rule, health check,
+/// backend service, instance group, URL map, proxy) as the cluster's.
+pub(crate) fn ownership(cluster: &str, role: Role) -> String {
+    format!(
+        "managed by triad ({}={cluster}, {}={})",
+        labels::CLUSTER,
+        labels::ROLE,
+        role.as_str()
+    )
+}
+
+/// Whether a description says the resource is `cluster`'s.
+pub(crate) fn owned_by(description: Option<&str>, cluster: &str) -> bool {
+    let Some(d) = description else { return false };
+    let Some(rest) = d.split(&format!("{}=", labels::CLUSTER)).nth(1) else {
+        return false;
+    };
+    rest.split([',', ')']).next() == Some(cluster)
+}
+
+/// The label filter of a list call: `(labels.k = "v") AND …`.
+pub(crate) fn label_filter(cluster: &str, role: Role) -> String {
+    format!(
+        "(labels.{} = \"{cluster}\") AND (labels.{} = \"{}\")",
+        labels::CLUSTER,
+        labels::ROLE,
+        role.as_str()
+    )
+}
+
+/// The network tag every node carries; the firewall rules target it.
+pub(crate) fn node_tag(cluster: &str) -> String {
+    format!("{cluster}-node")
+}
+
+/// The state triad sees for a Compute Engine instance status.
+pub(crate) fn state_of(status: Option<&instance::Status>) -> NodeState {
+    match status.and_then(|s| s.name()) {
+        Some("RUNNING") => NodeState::Running,
+        Some(
+            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "PENDING_STOP",
+        ) => NodeState::Stopped,
+        _ => NodeState::Pending,
+    }
+}
+
+pub(crate) fn to_node(i: &Instance) -> Node {
+    let private_ip = i
+        .network_interfaces
+        .first()
+        .and_then(|n| n.network_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    let public_ip = i
+        .network_interfaces
+        .first()
+        .and_then(|n| n.access_configs.first())
+        .and_then(|a| a.nat_ip.as_deref())
+        .and_then(|ip| ip.parse().ok());
+    Node {
+        id: i.id.map(|id| id.to_string()).unwrap_or_default(),
+        name: i.name.clone().unwrap_or_default(),
+        zone: i.zone.as_deref().map(short).unwrap_or_default().to_owned(),
+        state: state_of(i.status.as_ref()),
+        private_ip,
+        public_ip,
+        labels: i
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// One firewall rule the cluster wants.
+struct Rule {
+    name: String,
+    tcp: Vec<String>,
+    udp: Vec<String>,
+    sources: Vec<String>,
+    source_tags: Vec<String>,
+}
+
+impl GceProvider {
+    fn rules(&self, cluster: &str, ssh: &[String]) -> Vec<Rule> {
+        let tag = node_tag(cluster);
+        let mut rules = vec![
+            Rule {
+                name: format!("{cluster}-health"),
+                tcp: vec!["80".into(), "443".into()],
+                udp: vec![],
+                sources: HEALTH_CHECK_RANGES.iter().map(|s| s.to_string()).collect(),
+                source_tags: vec![],
+            },
+            Rule {
+                name: format!("{cluster}-internal"),
+                tcp: INTERNAL_TCP.iter().map(|s| s.to_string()).collect(),
+                udp: INTERNAL_UDP.iter().map(|s| s.to_string()).collect(),
+                sources: vec![],
+                source_tags: vec![tag],
+            },
+        ];
+        if self.lb_mode == LbMode::L4 {
+            // A passthrough balancer keeps the client's address: 80/443 from anywhere.
+            rules.push(Rule {
+                name: format!("{cluster}-web"),
+                tcp: vec!["80".into(), "443".into()],
+                udp: vec![],
+                sources: vec!["0.0.0.0/0".into()],
+                source_tags: vec![],
+            });
+        }
+        if !ssh.is_empty() {
+            rules.push(Rule {
+                name: format!("{cluster}-ssh"),
+                tcp: vec!["22".into()],
+                udp: vec![],
+                sources: ssh.to_vec(),
+                source_tags: vec![],
+            });
+        }
+        rules
+    }
+
+    /// Create the cluster's firewall rules that are missing.
+    async fn ensure_firewalls(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<()> {
+        let project = &self.settings.project;
+        for rule in self.rules(&cluster.name, ssh) {
+            let what = format!("firewall rule {}", rule.name);
+            match self
+                .clients
+                .firewalls
+                .get()
+                .set_project(project)
+                .set_firewall(&rule.name)
+                .send()
+                .await
+            {
+                Ok(f) if owned_by(f.description.as_deref(), &cluster.name) => continue,
+                Ok(_) => {
+                    return Err(own(
+                        "create firewall rule",
+                        &what,
+                        FailureKind::Conflict,
+                        "a rule of that name exists and is not this cluster's",
+                    ))
+                }
+                Err(e) if Failure::of(&e).is_not_found() => {}
+                Err(e) => return Err(error::sdk("get firewall rule", &what, &e)),
+            }
+            let mut fw = Firewall::default();
+            fw.name = Some(rule.name.clone());
+            fw.description = Some(ownership(&cluster.name, Role::Network));
+            fw.network = Some(self.network_link_pub());
+            fw.direction = Some(firewall::Direction::from("INGRESS"));
+            fw.target_tags = vec![node_tag(&cluster.name)];
+            fw.source_ranges = rule.sources.clone();
+            fw.source_tags = rule.source_tags.clone();
+            for (proto, ports) in [("tcp", &rule.tcp), ("udp", &rule.udp)] {
+                if !ports.is_empty() {
+                    let mut a = firewall::Allowed::default();
+                    a.ip_protocol = Some(proto.into());
+                    a.ports = ports.clone();
+                    fw.allowed.push(a);
+                }
+            }
+            let rid = request_id();
+            match self
+                .clients
+                .firewalls
+                .insert()
+                .set_project(project)
+                .set_request_id(&rid)
+                .set_body(fw)
+                .send()
+                .await
+            {
+                Ok(op) => {
+                    self.clients
+                        .wait(
+                            project,
+                            &Scope::Global,
+                            op,
+                            self.poll,
+                            "create firewall rule",
+                            &what,
+                        )
+                        .await?;
+                    tracing::info!(rule = %rule.name, "created firewall rule");
+                }
+                Err(e) if Failure::of(&e).is_conflict() => {}
+                Err(e) => return Err(error::sdk("create firewall rule", &what, &e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn get_instance(&self, zone: &str, name: &str) -> Result<Option<Instance>> {
+        match self
+            .clients
+            .instances
+            .get()
+            .set_project(&self.settings.project)
+            .set_zone(zone)
+            .set_instance(name)
+            .send()
+            .await
+        {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if Failure::of(&e).is_not_found() => Ok(None),
+            Err(e) => Err(error::sdk("get instance", &format!("instance {name}"), &e)),
+        }
+    }
+
+    /// Every instance of the cluster in `zone`.
+    pub(crate) async fn list_nodes_in(&self, cluster: &str, zone: &str) -> Result<Vec<Instance>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .clients
+                .instances
+                .list()
+                .set_project(&self.settings.project)
+                .set_zone(zone)
+                .set_filter(label_filter(cluster, Role::Node))
+                .set_or_clear_page_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| error::sdk("list instances", &format!("zone {zone}"), &e))?;
+            out.extend(page.items);
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(crate) async fn node_zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let region = self
+            .clients
+            .regions
+            .get()
+            .set_project(&self.settings.project)
+            .set_region(&cluster.region)
+            .send()
+            .await
+            .map_err(|e| {
+                let f = Failure::of(&e);
+                if f.is_not_found() {
+                    Error::invalid(
+                        "region",
+                        format!(
+                            "`{}` is not a Compute Engine region of project `{}`",
+                            cluster.region, self.settings.project
+                        ),
+                        "use a region like `us-central1` (gcloud compute regions list)",
+                    )
+                } else {
+                    error::sdk("get region", &format!("region {}", cluster.region), &e)
+                }
+            })?;
+        let mut zones: Vec<String> = region.zones.iter().map(|z| short(z).to_owned()).collect();
+        zones.sort();
+        Ok(zones)
+    }
+
+    /// Check, once, that the image and the network exist, so a typo fails `plan`
+    /// with the field to fix instead of failing every insert.
+    pub(crate) async fn preflight(&self) -> Result<()> {
+        self.checked
+            .get_or_try_init(|| async {
+                self.check_network().await?;
+                self.check_image().await
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn check_network(&self) -> Result<()> {
+        let name = short(&self.settings.network).to_owned();
+        match self
+            .clients
+            .networks
+            .get()
+            .set_project(&self.settings.project)
+            .set_network(&name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if Failure::of(&e).is_not_found() => Err(Error::invalid(
+                "gce.network",
+                format!(
+                    "network `{name}` does not exist in project `{}`",
+                    self.settings.project
+                ),
+                "name an existing VPC network (gcloud compute networks list)",
+            )),
+            Err(e) => Err(error::sdk("get network", &format!("network {name}"), &e)),
+        }
+    }
+
+    async fn check_image(&self) -> Result<()> {
+        let image = self.settings.image_for(self.nodes_image.as_deref());
+        let field = if self.settings.image.is_some() {
+            "gce.image"
+        } else {
+            "nodes.image"
+        };
+        let path = image
+            .split("/compute/v1/")
+            .last()
+            .unwrap_or(&image)
+            .trim_start_matches('/');
+        let parts: Vec<&str> = path.split('/').collect();
+        let result =
+            match parts.as_slice() {
+                ["projects", p, "global", "images", "family", f] => {
+                    self.clients
+                        .images
+                        .get_from_family()
+                        .set_project(*p)
+                        .set_family(*f)
+                        .send()
+                        .await
+                }
+                ["projects", p, "global", "images", n] => {
+                    self.clients
+                        .images
+                        .get()
+                        .set_project(*p)
+                        .set_image(*n)
+                        .send()
+                        .await
+                }
+                [n] => {
+                    self.clients
+                        .images
+                        .get()
+                        .set_project(&self.settings.project)
+                        .set_image(*n)
+                        .send()
+                        .await
+                }
+                _ => return Err(Error::invalid(
+                    field,
+                    format!("`{image}` is not an image reference"),
+                    "use projects/P/global/images/NAME or projects/P/global/images/family/FAMILY",
+                )),
+            };
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if Failure::of(&e).is_not_found() => Err(Error::invalid(
+                field,
+                format!("image `{image}` does not exist"),
+                "name an existing image or image family (gcloud compute images list)",
+            )),
+            Err(e) => Err(error::sdk("get image", &format!("image {image}"), &e)),
+        }
+    }
+
+    fn instance_body(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Instance> {
+        let machine_type = self
+            .settings
+            .machine_type_for(request.size.as_deref())
+            .map_err(|p| {
+                Error::invalid("nodes.size", p, "use a machine type like e2-standard-4")
+            })?;
+        let mut i = Instance::default();
+        i.name = Some(request.name.clone());
+        i.description = Some(ownership(&cluster.name, Role::Node));
+        i.machine_type = Some(format!(
+            "zones/{}/machineTypes/{machine_type}",
+            request.zone
+        ));
+        i.labels = request
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut item = metadata::Items::default();
+        item.key = Some("user-data".into());
+        item.value = Some(request.user_data.clone());
+        let mut md = Metadata::default();
+        md.items = vec![item];
+        i.metadata = Some(md);
+        let mut tags = Tags::default();
+        tags.items = vec![node_tag(&cluster.name)];
+        i.tags = Some(tags);
+        let mut init = AttachedDiskInitializeParams::default();
+        init.source_image = Some(self.settings.image_for(request.image.as_deref()));
+        init.disk_size_gb = request.disk_gib.map(i64::from);
+        if let Some(t) = &self.settings.disk_type {
+            init.disk_type = Some(format!("zones/{}/diskTypes/{t}", request.zone));
+        }
+        init.labels = i.labels.clone();
+        let mut disk = AttachedDisk::default();
+        disk.boot = Some(true);
+        disk.auto_delete = Some(true);
+        disk.initialize_params = Some(init);
+        i.disks = vec![disk];
+        let mut nic = NetworkInterface::default();
+        nic.network = Some(self.network_link_pub());
+        nic.subnetwork = self.settings.subnetwork.as_ref().map(|s| {
+            if s.contains('/') {
+                s.clone()
+            } else {
+                format!("regions/{}/subnetworks/{s}", cluster.region)
+            }
+        });
+        // No access config: nodes reach the internet only through the proxy.
+        i.network_interfaces = vec![nic];
+        if let Some(sa) = &self.settings.service_account {
+            let mut s = ServiceAccount::default();
+            s.email = Some(sa.clone());
+            s.scopes = vec!["https://www.googleapis.com/auth/cloud-platform".into()];
+            i.service_accounts = vec![s];
+        }
+        Ok(i)
+    }
+
+    fn check_owner(&self, cluster: &ClusterRef, i: &Instance) -> Result<()> {
+        if i.labels.get(labels::CLUSTER) == Some(&cluster.name) {
+            Ok(())
+        } else {
+            Err(own(
+                "create node",
+                &format!("instance {}", i.name.as_deref().unwrap_or("")),
+                FailureKind::Conflict,
+                "an instance of that name exists and does not carry this cluster's labels",
+            ))
+        }
+    }
+
+    pub(crate) async fn create(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
+        let what = format!("instance {}", request.name);
+        if let Some(i) = self.get_instance(&request.zone, &request.name).await? {
+            self.check_owner(cluster, &i)?;
+            return Ok(to_node(&i));
+        }
+        self.preflight().await?;
+        self.ensure_firewalls(cluster, &request.ssh_allowed_cidrs)
+            .await?;
+        let body = self.instance_body(cluster, request)?;
+        let rid = request_id();
+        let project = &self.settings.project;
+        match self
+            .clients
+            .instances
+            .insert()
+            .set_project(project)
+            .set_zone(&request.zone)
+            .set_request_id(&rid)
+            .set_body(body)
+            .send()
+            .await
+        {
+            Ok(op) => {
+                self.clients
+                    .wait(
+                        project,
+                        &Scope::Zone(request.zone.clone()),
+                        op,
+                        self.poll,
+                        "create node",
+                        &what,
+                    )
+                    .await?;
+                tracing::info!(node = %request.name, zone = %request.zone, "created instance");
+            }
+            Err(e) if Failure::of(&e).is_conflict() => {}
+            Err(e) => return Err(error::sdk("create node", &what, &e)),
+        }
+        let i = self
+            .get_instance(&request.zone, &request.name)
+            .await?
+            .ok_or_else(|| {
+                own(
+                    "create node",
+                    &what,
+                    FailureKind::NotFound,
+                    "the created instance is gone",
+                )
+            })?;
+        self.check_owner(cluster, &i)?;
+        Ok(to_node(&i))
+    }
+
+    pub(crate) async fn wait_running(&self, node: &Node, timeout: Duration) -> Result<Node> {
+        let start = tokio::time::Instant::now();
+        loop {
+            let Some(i) = self.get_instance(&node.zone, &node.name).await? else {
+                return Err(own(
+                    "wait for node",
+                    &format!("instance {}", node.name),
+                    FailureKind::NotFound,
+                    "the instance disappeared while triad waited for it",
+                ));
+            };
+            let n = to_node(&i);
+            if n.is_ready() {
+                return Ok(n);
+            }
+            if n.state == NodeState::Stopped {
+                return Err(own(
+                    "wait for node",
+                    &format!("instance {}", node.name),
+                    FailureKind::Other,
+                    format!(
+                        "the instance is {:?}, not starting",
+                        i.status.as_ref().and_then(|s| s.name())
+                    ),
+                ));
+            }
+            if start.elapsed() >= timeout {
+                return Err(Error::Timeout {
+                    resource: format!("instance {}", node.name),
+                    state: "RUNNING with an internal IP".into(),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(self.poll.min(timeout)).await;
+        }
+    }
+
+    pub(crate) async fn delete(&self, node: &Node) -> Result<()> {
+        let what = format!("instance {}", node.name);
+        let project = &self.settings.project;
+        match self
+            .clients
+            .instances
+            .delete()
+            .set_project(project)
+            .set_zone(&node.zone)
+            .set_instance(&node.name)
+            .set_request_id(request_id())
+            .send()
+            .await
+        {
+            Ok(op) => {
+                match self
+                    .clients
+                    .wait(
+                        project,
+                        &Scope::Zone(node.zone.clone()),
+                        op,
+                        self.poll,
+                        "delete node",
+                        &what,
+                    )
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == Some(FailureKind::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+                tracing::info!(node = %node.name, "deleted instance");
+                Ok(())
+            }
+            Err(e) if Failure::of(&e).is_not_found() => Ok(()),
+            Err(e) => Err(error::sdk("delete node", &what, &e)),
+        }
+    }
+
+    /// Delete every firewall rule named `<cluster>-…` whose description marks it as
+    /// the cluster's.
+    pub(crate) async fn delete_firewalls(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let project = &self.settings.project;
+        let mut token: Option<String> = None;
+        let mut mine = Vec::new();
+        loop {
+            let page = self
+                .clients
+                .firewalls
+                .list()
+                .set_project(project)
+                .set_or_clear_page_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| error::sdk("list firewall rules", "firewall rules", &e))?;
+            for f in page.items {
+                let name = f.name.clone().unwrap_or_default();
+                if name.starts_with(&format!("{}-", cluster.name))
+                    && owned_by(f.description.as_deref(), &cluster.name)
+                {
+                    mine.push(name);
+                }
+            }
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => break,
+            }
+        }
+        let mut deleted = Vec::new();
+        for name in mine {
+            let what = format!("firewall rule {name}");
+            match self
+                .clients
+                .firewalls
+                .delete()
+                .set_project(project)
+                .set_firewall(&name)
+                .set_request_id(request_id())
+                .send()
+                .await
+            {
+                Ok(op) => {
+                    self.clients
+                        .wait(
+                            project,
+                            &Scope::Global,
+                            op,
+                            self.poll,
+                            "delete firewall rule",
+                            &what,
+                        )
+                        .await?;
+                    deleted.push(what);
+                }
+                Err(e) if Failure::of(&e).is_not_found() => {}
+                Err(e) => return Err(error::sdk("delete firewall rule", &what, &e)),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_descriptions_round_trip() {
+        let d = ownership("rancher", Role::Lb);
+        assert!(owned_by(Some(&d), "rancher"));
+        assert!(!owned_by(Some(&d), "ranch"));
+        assert!(!owned_by(
+            Some(&ownership("rancher-other", Role::Lb)),
+            "rancher"
+        ));
+        assert!(!owned_by(Some("hand made"), "rancher"));
+        assert!(!owned_by(None, "rancher"));
+    }
+
+    #[test]
+    fn instances_map_to_nodes() {
+        let mut i = Instance::default();
+        i.id = Some(42);
+        i.name = Some("rancher-1".into());
+        i.zone =
+            Some("https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-b".into());
+        i.status = Some(instance::Status::from("RUNNING"));
+        let mut nic = NetworkInterface::default();
+        nic.network_ip = Some("10.128.0.7".into());
+        i.network_interfaces = vec![nic];
+        i.labels.insert("triad-cluster".into(), "rancher".into());
+        let n = to_node(&i);
+        assert_eq!(n.id, "42");
+        assert_eq!(n.zone, "us-central1-b");
+        assert!(n.is_ready());
+        assert_eq!(
+            n.labels.get("triad-cluster").map(String::as_str),
+            Some("rancher")
+        );
+        i.status = Some(instance::Status::from("STAGING"));
+        assert_eq!(to_node(&i).state, NodeState::Pending);
+        i.status = Some(instance::Status::from("TERMINATED"));
+        assert_eq!(to_node(&i).state, NodeState::Stopped);
+    }
+
+    #[test]
+    fn filters_name_both_labels() {
+        assert_eq!(
+            label_filter("rancher", Role::Node),
+            "(labels.triad-cluster = \"rancher\") AND (labels.triad-role = \"node\")"
+        );
+    }
+}

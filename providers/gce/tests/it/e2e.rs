@@ -1,0 +1,195 @@
+//! The orchestrator end to end against the fake: plan → apply → read back → a rerun
+//! with zero mutating calls → destroy → nothing labelled left; for l4 and l7.
+
+use std::sync::Arc;
+
+use triad_core::layers::{CallCounter, Stack};
+use triad_core::spec::ClusterSpec;
+use triad_core::{Orchestrator, ValidSpec};
+use triad_gce::{Connection, GceProvider};
+
+use crate::{assert_no_violations, endpoint, http, seed, state};
+
+fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
+    let lb = if l7 {
+        "[load_balancer]\nmode = \"l7\"\ncertificate = \"rancher-cert\"\n"
+    } else {
+        ""
+    };
+    ClusterSpec::from_toml(&format!(
+        r#"
+name = "{name}"
+region = "us-central1"
+[nodes]
+count = 3
+size = "4cpu-16gb"
+image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+ssh_allowed_cidrs = ["203.0.113.0/24"]
+[proxy]
+http = "http://proxy.internal:3128"
+{lb}
+[dns]
+zone = "example.com"
+hostname = "{name}.example.com"
+[gce]
+project = "{project}"
+poll_interval_ms = 50
+"#
+    ))
+    .unwrap()
+    .validate()
+    .unwrap()
+}
+
+fn calls(project: &str) -> Vec<String> {
+    let (_, body) = http("GET", &format!("/_fake/calls?project={project}"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn is_mutation(method: &str) -> bool {
+    let verb = method.rsplit('.').next().unwrap_or("");
+    matches!(
+        verb,
+        "insert" | "delete" | "patch" | "addInstances" | "removeInstances" | "create"
+    )
+}
+
+async fn run(project: &str, name: &str, l7: bool) {
+    seed(project);
+    let spec = spec(project, name, l7);
+    let gce = Arc::new(
+        GceProvider::from_spec_with(&spec, Connection::fake(endpoint()))
+            .await
+            .unwrap(),
+    );
+    let counter = CallCounter::new();
+    let counted = Arc::new(Stack::new(gce.clone()).count(counter.clone()).build());
+    let triad = Orchestrator::new(counted.clone(), counted.clone(), counted.clone());
+
+    let plan = triad.plan(&spec).await.unwrap();
+    assert!(!plan.is_noop());
+    let inv = triad.apply(&plan).await.unwrap();
+    assert_eq!(inv.nodes.len(), 3);
+    assert_eq!(inv.tls_external, l7);
+
+    // Read everything back from the fake.
+    let s = state(project);
+    let res = s["resources"].as_object().unwrap();
+    let instances: Vec<&serde_json::Value> = res
+        .iter()
+        .filter(|(k, _)| k.contains("/instances/"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(instances.len(), 3);
+    let zones: std::collections::BTreeSet<&str> = instances
+        .iter()
+        .map(|i| i["zone"].as_str().unwrap())
+        .collect();
+    assert_eq!(zones.len(), 3, "nodes are spread over 3 zones");
+    for i in &instances {
+        assert_eq!(i["labels"]["triad-cluster"], name);
+        assert_eq!(i["status"], "RUNNING");
+        let ud = i["metadata"]["items"][0]["value"].as_str().unwrap();
+        assert!(ud.starts_with("#cloud-config"), "user-data is cloud-init");
+        assert!(ud.contains("proxy.internal:3128"));
+        assert!(
+            i["networkInterfaces"][0].get("accessConfigs").is_none(),
+            "no public IP"
+        );
+        assert!(i["machineType"]
+            .as_str()
+            .unwrap()
+            .ends_with("/e2-standard-4"));
+    }
+    let members: usize = s["members"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m.as_array().unwrap().len())
+        .sum();
+    assert_eq!(members, 3, "every node is in its zone's instance group");
+    let rule_key = if l7 {
+        format!("projects/{project}/global/forwardingRules/{name}-https")
+    } else {
+        format!("projects/{project}/regions/us-central1/forwardingRules/{name}-fr")
+    };
+    let rule = &res[&rule_key];
+    let ip = rule["IPAddress"].as_str().unwrap();
+    assert_eq!(inv.load_balancer.endpoint.as_ref().unwrap().to_string(), ip);
+    if l7 {
+        assert_eq!(rule["portRange"], "443");
+        assert!(res.contains_key(&format!(
+            "projects/{project}/global/forwardingRules/{name}-http"
+        )));
+        assert!(
+            res[&format!("projects/{project}/global/urlMaps/{name}-redirect")]
+                ["defaultUrlRedirect"]["httpsRedirect"]
+                .as_bool()
+                .unwrap()
+        );
+    } else {
+        assert_eq!(rule["ports"], serde_json::json!(["80", "443"]));
+        assert_eq!(rule["loadBalancingScheme"], "EXTERNAL");
+    }
+    let rrsets = s["zones"]["example"]["rrsets"].as_array().unwrap();
+    let a = rrsets
+        .iter()
+        .find(|r| r["name"] == format!("{name}.example.com.") && r["type"] == "A")
+        .unwrap();
+    assert_eq!(a["rrdatas"], serde_json::json!([ip]));
+    assert!(rrsets
+        .iter()
+        .any(|r| r["name"] == format!("_triad.{name}.example.com.") && r["type"] == "TXT"));
+
+    // A rerun changes nothing: no mutating trait call, no mutating API call.
+    counter.reset();
+    let before = calls(project).len();
+    let again = triad.plan(&spec).await.unwrap();
+    assert!(again.is_noop(), "second plan: {again}");
+    let inv2 = triad.apply(&again).await.unwrap();
+    assert_eq!(counter.mutating(), 0, "{:?}", counter.snapshot());
+    let api: Vec<String> = calls(project)[before..]
+        .iter()
+        .filter(|m| is_mutation(m))
+        .cloned()
+        .collect();
+    assert!(api.is_empty(), "the rerun mutated: {api:?}");
+    assert_eq!(inv2.load_balancer.endpoint, inv.load_balancer.endpoint);
+
+    // Destroy: nothing labelled left.
+    let report = triad.destroy(&spec.cluster()).await.unwrap();
+    assert!(report.deleted.len() >= 8, "{:?}", report.deleted);
+    let s = state(project);
+    let left: Vec<&String> = s["resources"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| {
+            !k.contains("/networks/")
+                && !k.contains("/subnetworks/")
+                && !k.contains("/sslCertificates/")
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let rrsets = s["zones"]["example"]["rrsets"].as_array().unwrap();
+    assert_eq!(rrsets.len(), 2, "only SOA and NS remain: {rrsets:?}");
+    assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testing/fake-gce; scripts/test starts it"]
+async fn layer4_apply_rerun_destroy() {
+    run("triad-e2e-l4", "rancher", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testing/fake-gce; scripts/test starts it"]
+async fn layer7_apply_rerun_destroy() {
+    run("triad-e2e-l7", "rancher7", true).await;
+}

@@ -1,0 +1,104 @@
+//! Integration tests of triad-gce against `testing/fake-gce`, which `scripts/test`
+//! starts and exports as `TRIAD_GCE_FAKE_ENDPOINT`.
+
+mod conformance;
+mod e2e;
+mod errors;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use triad_core::spec::LbMode;
+use triad_gce::{Connection, GceProvider, GceSettings};
+
+/// The DNS zone every test project gets.
+pub const ZONE: &str = "example.com";
+/// The region the fake serves.
+pub const REGION: &str = "us-central1";
+
+/// The fake's base URL; a clear failure when scripts/test did not start it.
+pub fn endpoint() -> String {
+    std::env::var("TRIAD_GCE_FAKE_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "TRIAD_GCE_FAKE_ENDPOINT is not set: these tests need testing/fake-gce; \
+             run them through scripts/test (or start the fake and export the variable)"
+        )
+    })
+}
+
+/// One raw HTTP/1.1 request to the fake; returns (status, body).
+pub fn http(method: &str, path: &str, body: &str) -> (u16, String) {
+    let base = endpoint();
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(addr).expect("connect to the fake");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Seed a project with the managed zone for [`ZONE`] and an SSL certificate `rancher-cert`.
+pub fn seed(project: &str) {
+    let (code, body) = http(
+        "POST",
+        "/_fake/seed",
+        &serde_json::json!({
+            "project": project,
+            "managedZones": [{"name": "example", "dnsName": "example.com.", "description": "test zone"}],
+            "sslCertificates": [{"name": "rancher-cert"}],
+        })
+        .to_string(),
+    );
+    assert_eq!(code, 200, "seeding the fake failed: {body}");
+}
+
+/// The fake's state of `project` as JSON.
+pub fn state(project: &str) -> serde_json::Value {
+    let (code, body) = http("GET", &format!("/_fake/state?project={project}"), "");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Asserts the fake never produced a response that violates Google's schemas.
+pub fn assert_no_violations() {
+    let (_, body) = http("GET", "/_fake/violations", "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["violations"],
+        serde_json::json!([]),
+        "the fake broke a schema: {body}"
+    );
+}
+
+/// Test settings for `project`: fast polling.
+pub fn settings(project: &str) -> GceSettings {
+    let mut s = GceSettings::new(project);
+    s.poll_interval_ms = 50;
+    s.image = Some("projects/debian-cloud/global/images/family/debian-12".into());
+    s
+}
+
+/// A provider against the fake for a freshly seeded `project`.
+pub async fn provider(project: &str, mode: LbMode) -> GceProvider {
+    seed(project);
+    GceProvider::new(settings(project), mode, None, Connection::fake(endpoint()))
+        .await
+        .expect("connect to the fake")
+}
