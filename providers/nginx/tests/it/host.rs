@@ -231,9 +231,15 @@ async fn layer7_terminates_tls_redirects_and_forwards_headers() {
         .add(CertificateDer::from(cert.cert.der().to_vec()))
         .unwrap();
     let config = Arc::new(
-        ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
+        // An explicit crypto provider: with every provider feature on, rustls may
+        // see more than one backend (ring, aws-lc-rs) and refuse to pick a default.
+        ClientConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
     );
     let mut seen = BTreeSet::new();
     for _ in 0..9 {
