@@ -10,8 +10,9 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
+//! | `ec2` | `triad-ec2` | AWS: EC2 nodes, an NLB (l4) or ALB (l7), Route 53 |
 //!
-//! EC2, GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
+//! GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
 //! behind features of the same names.
 //!
 //! ```
@@ -44,6 +45,10 @@ pub use triad_core::*;
 /// The in-memory simulated cloud (feature `sim`).
 #[cfg(feature = "sim")]
 pub use triad_sim as sim;
+
+/// AWS: EC2 nodes, an NLB or ALB, and Route 53 (feature `ec2`).
+#[cfg(feature = "ec2")]
+pub use triad_ec2 as ec2;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
