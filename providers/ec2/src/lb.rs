@@ -365,7 +365,13 @@ impl Ec2 {
         }
         let net = self.network().await?;
         let mut subnets = Vec::new();
-        for zone in &request.zones {
+        // No zones asked for: every zone the nodes may use.
+        let zones: Vec<String> = if request.zones.is_empty() {
+            net.node_subnets.iter().map(|(z, _)| z.clone()).collect()
+        } else {
+            request.zones.clone()
+        };
+        for zone in &zones {
             match net.lb_subnet(zone) {
                 Some(s) => subnets.push(s.to_owned()),
                 None => {
