@@ -31,7 +31,11 @@ fn build_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// The record a record set is, if it is of a kind triad makes.
-pub(crate) fn record_of(rrset: &ResourceRecordSet, zone: &str, owner: Option<String>) -> Option<Record> {
+pub(crate) fn record_of(
+    rrset: &ResourceRecordSet,
+    zone: &str,
+    owner: Option<String>,
+) -> Option<Record> {
     let fqdn = norm(rrset.name());
     let ttl = rrset.ttl().and_then(|t| u32::try_from(t).ok());
     let (kind, target, ttl) = match rrset.r#type() {
@@ -59,7 +63,11 @@ pub(crate) fn record_of(rrset: &ResourceRecordSet, zone: &str, owner: Option<Str
         RrType::Cname => (
             RecordKind::Cname,
             Endpoint::Hostname {
-                name: rrset.resource_records().first().map(|r| norm(r.value())).unwrap_or_default(),
+                name: rrset
+                    .resource_records()
+                    .first()
+                    .map(|r| norm(r.value()))
+                    .unwrap_or_default(),
                 alias_zone: None,
             },
             ttl,
@@ -81,16 +89,20 @@ pub(crate) fn rrset_for(request: &RecordRequest) -> Result<ResourceRecordSet> {
     let what = format!("record {}", request.fqdn);
     let b = ResourceRecordSet::builder().name(format!("{}.", request.fqdn));
     let b = match (request.kind, &request.target) {
-        (RecordKind::Alias, Endpoint::Hostname { name, alias_zone: Some(zone) }) => b
-            .r#type(RrType::A)
-            .alias_target(
-                AliasTarget::builder()
-                    .dns_name(name)
-                    .hosted_zone_id(zone)
-                    .evaluate_target_health(false)
-                    .build()
-                    .map_err(|e| build_err(&what, e))?,
-            ),
+        (
+            RecordKind::Alias,
+            Endpoint::Hostname {
+                name,
+                alias_zone: Some(zone),
+            },
+        ) => b.r#type(RrType::A).alias_target(
+            AliasTarget::builder()
+                .dns_name(name)
+                .hosted_zone_id(zone)
+                .evaluate_target_health(false)
+                .build()
+                .map_err(|e| build_err(&what, e))?,
+        ),
         (RecordKind::A, Endpoint::Ip { addresses }) => {
             let mut b = b.r#type(RrType::A).ttl(i64::from(request.ttl));
             for a in addresses {
@@ -141,7 +153,10 @@ fn txt_rrset(fqdn: &str, cluster: &str, kind: RecordKind, ttl: u32) -> Result<Re
 }
 
 fn txt_owner(rrset: &ResourceRecordSet) -> Option<String> {
-    rrset.resource_records().iter().find_map(|r| parse_ownership(r.value()))
+    rrset
+        .resource_records()
+        .iter()
+        .find_map(|r| parse_ownership(r.value()))
 }
 
 fn change(action: ChangeAction, rrset: ResourceRecordSet) -> Result<Change> {
@@ -162,25 +177,39 @@ impl Ec2 {
     /// The hosted zone id of `zone`: the setting, else the one zone of that name.
     async fn zone_id(&self, zone: &str) -> Result<String> {
         let zone = norm(zone);
-        if let Some(id) = self.hosted_zones.lock().unwrap_or_else(|e| e.into_inner()).get(&zone) {
+        if let Some(id) = self
+            .hosted_zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&zone)
+        {
             return Ok(id.clone());
         }
         let id = match &self.settings.hosted_zone_id {
             Some(id) => {
                 let id = id.trim_start_matches("/hostedzone/").to_owned();
-                let out = self.r53.get_hosted_zone().id(&id).send().await.map_err(|e| {
-                    let e = AwsError::from_sdk(e);
-                    if e.kind == FailureKind::NotFound {
-                        Error::invalid(
-                            "ec2.hosted_zone_id",
-                            format!("hosted zone `{id}` does not exist"),
-                            "check the id: aws route53 list-hosted-zones",
-                        )
-                    } else {
-                        e.into_error("read", format!("hosted zone {id}"))
-                    }
-                })?;
-                let name = out.hosted_zone().map(|z| norm(z.name())).unwrap_or_default();
+                let out = self
+                    .r53
+                    .get_hosted_zone()
+                    .id(&id)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let e = AwsError::from_sdk(e);
+                        if e.kind == FailureKind::NotFound {
+                            Error::invalid(
+                                "ec2.hosted_zone_id",
+                                format!("hosted zone `{id}` does not exist"),
+                                "check the id: aws route53 list-hosted-zones",
+                            )
+                        } else {
+                            e.into_error("read", format!("hosted zone {id}"))
+                        }
+                    })?;
+                let name = out
+                    .hosted_zone()
+                    .map(|z| norm(z.name()))
+                    .unwrap_or_default();
                 if name != zone {
                     return Err(Error::invalid(
                         "ec2.hosted_zone_id",
@@ -221,7 +250,11 @@ impl Ec2 {
                     many => {
                         return Err(Error::invalid(
                             "ec2.hosted_zone_id",
-                            format!("is not set and {} hosted zones are named {zone}: {}", many.len(), many.join(", ")),
+                            format!(
+                                "is not set and {} hosted zones are named {zone}: {}",
+                                many.len(),
+                                many.join(", ")
+                            ),
                             "set ec2.hosted_zone_id to the one to use",
                         ))
                     }
@@ -271,7 +304,13 @@ impl Ec2 {
         Ok(AtName { record, txt })
     }
 
-    async fn submit(&self, zone_id: &str, fqdn: &str, changes: Vec<Change>, comment: &str) -> Result<()> {
+    async fn submit(
+        &self,
+        zone_id: &str,
+        fqdn: &str,
+        changes: Vec<Change>,
+        comment: &str,
+    ) -> Result<()> {
         let batch = ChangeBatch::builder()
             .set_changes(Some(changes))
             .comment(comment)
@@ -286,7 +325,13 @@ impl Ec2 {
             .await
             .map_err(|e| {
                 let e = AwsError::from_sdk(e);
-                Error::provider(DNS_PROVIDER, "change", format!("record {fqdn}"), e.kind, e.message)
+                Error::provider(
+                    DNS_PROVIDER,
+                    "change",
+                    format!("record {fqdn}"),
+                    e.kind,
+                    e.message,
+                )
             })?;
         if let Some(info) = out.change_info() {
             let id = info.id().trim_start_matches("/change/").to_owned();
@@ -327,7 +372,11 @@ impl DnsProvider for Ec2 {
 
     async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
         let zone_id = self.zone_id(zone).await?;
-        Ok(self.at_name(zone, &zone_id, fqdn).await?.record.map(|(_, r)| r))
+        Ok(self
+            .at_name(zone, &zone_id, fqdn)
+            .await?
+            .record
+            .map(|(_, r)| r))
     }
 
     async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
@@ -335,18 +384,32 @@ impl DnsProvider for Ec2 {
         let mut all = Vec::new();
         let mut next: Option<(String, RrType, Option<String>)> = None;
         loop {
-            let mut req = self.r53.list_resource_record_sets().hosted_zone_id(&zone_id);
+            let mut req = self
+                .r53
+                .list_resource_record_sets()
+                .hosted_zone_id(&zone_id);
             if let Some((name, kind, ident)) = next.take() {
                 req = req
                     .start_record_name(name)
                     .start_record_type(kind)
                     .set_start_record_identifier(ident);
             }
-            let out = req.send().await.map_err(sdk("list records of", format!("zone {zone}")))?;
+            let out = req
+                .send()
+                .await
+                .map_err(sdk("list records of", format!("zone {zone}")))?;
             all.extend(out.resource_record_sets().iter().cloned());
-            match (out.is_truncated(), out.next_record_name(), out.next_record_type()) {
+            match (
+                out.is_truncated(),
+                out.next_record_name(),
+                out.next_record_type(),
+            ) {
                 (true, Some(n), Some(t)) => {
-                    next = Some((n.to_owned(), t.clone(), out.next_record_identifier().map(str::to_owned)))
+                    next = Some((
+                        n.to_owned(),
+                        t.clone(),
+                        out.next_record_identifier().map(str::to_owned),
+                    ))
                 }
                 _ => break,
             }
@@ -414,32 +477,45 @@ impl DnsProvider for Ec2 {
         }
         changes.push(change(ChangeAction::Upsert, want)?);
         changes.push(change(ChangeAction::Upsert, want_txt)?);
-        self.submit(&zone_id, &fqdn, changes, &format!("triad cluster {}", cluster.name))
-            .await?;
+        self.submit(
+            &zone_id,
+            &fqdn,
+            changes,
+            &format!("triad cluster {}", cluster.name),
+        )
+        .await?;
         tracing::info!(fqdn, kind = %request.kind, "wrote DNS record");
         Ok(written)
     }
 
     async fn wait_record(&self, _zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
         let fqdn = norm(fqdn);
-        let id = self.changes.lock().unwrap_or_else(|e| e.into_inner()).get(&fqdn).cloned();
+        let id = self
+            .changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fqdn)
+            .cloned();
         let Some(id) = id else {
             return Ok(());
         };
         let resource = format!("DNS change {id} of {fqdn}");
         self.poll
             .until(timeout, &resource, "INSYNC", || async {
-                let out = self
-                    .r53
-                    .get_change()
-                    .id(&id)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        let e = AwsError::from_sdk(e);
-                        Error::provider(DNS_PROVIDER, "wait for", resource.clone(), e.kind, e.message)
-                    })?;
-                Ok((out.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync)).then_some(()))
+                let out = self.r53.get_change().id(&id).send().await.map_err(|e| {
+                    let e = AwsError::from_sdk(e);
+                    Error::provider(
+                        DNS_PROVIDER,
+                        "wait for",
+                        resource.clone(),
+                        e.kind,
+                        e.message,
+                    )
+                })?;
+                Ok(
+                    (out.change_info().map(|c| c.status()) == Some(&ChangeStatus::Insync))
+                        .then_some(()),
+                )
             })
             .await?;
         let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
@@ -472,7 +548,12 @@ impl DnsProvider for Ec2 {
             return Ok(());
         }
         match self
-            .submit(&zone_id, &fqdn, changes, &format!("triad cluster {} destroy", cluster.name))
+            .submit(
+                &zone_id,
+                &fqdn,
+                changes,
+                &format!("triad cluster {} destroy", cluster.name),
+            )
             .await
         {
             Ok(()) => {
@@ -548,7 +629,9 @@ mod tests {
     fn ownership_txt_is_quoted_and_parsed() {
         let t = txt_rrset("rancher.example.com", "prod", RecordKind::Alias, 60).unwrap();
         assert_eq!(t.name(), "_triad.rancher.example.com.");
-        assert!(t.resource_records()[0].value().starts_with("\"heritage=triad,"));
+        assert!(t.resource_records()[0]
+            .value()
+            .starts_with("\"heritage=triad,"));
         assert_eq!(txt_owner(&t).as_deref(), Some("prod"));
     }
 }

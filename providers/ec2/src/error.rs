@@ -23,34 +23,66 @@ pub const PROVIDER: &str = "ec2";
 pub fn classify(code: Option<&str>, status: Option<u16>) -> FailureKind {
     if let Some(code) = code {
         match code {
-            "Throttling" | "ThrottlingException" | "ThrottledException" | "RequestLimitExceeded"
-            | "TooManyRequestsException" | "RequestThrottled" | "RequestThrottledException"
-            | "PriorRequestNotComplete" | "SlowDown" | "EC2ThrottledException" => {
-                return FailureKind::Throttled
-            }
-            "InternalError" | "InternalFailure" | "InternalServerError" | "ServiceUnavailable"
-            | "Unavailable" | "ServiceUnavailableException" | "RequestTimeout"
-            | "RequestTimeoutException" | "IDPCommunicationError" => return FailureKind::Transient,
-            "InsufficientInstanceCapacity" | "InsufficientCapacity" | "InsufficientHostCapacity"
-            | "InsufficientReservedInstanceCapacity" | "InstanceLimitExceeded"
-            | "VcpuLimitExceeded" | "MaxSpotInstanceCountExceeded" | "RulesPerSecurityGroupLimitExceeded"
-            | "SecurityGroupLimitExceeded" | "TooManyLoadBalancers" | "TooManyTargetGroups"
-            | "TooManyListeners" | "TooManyTargets" | "TooManyRegistrationsForTargetId"
-            | "TooManyTags" | "ResourceLimitExceeded" | "LimitExceeded" => {
-                return FailureKind::Capacity
-            }
-            "UnauthorizedOperation" | "AccessDenied" | "AccessDeniedException" | "AuthFailure"
-            | "InvalidClientTokenId" | "SignatureDoesNotMatch" | "ExpiredToken"
-            | "ExpiredTokenException" | "UnrecognizedClientException" | "OptInRequired"
-            | "Blocked" | "MissingAuthenticationToken" | "NotAuthorizedException" => {
-                return FailureKind::Permission
-            }
-            "DependencyViolation" | "ResourceInUse" | "InvalidGroup.Duplicate"
-            | "DuplicateLoadBalancerName" | "DuplicateTargetGroupName" | "DuplicateListener"
-            | "IdempotentParameterMismatch" | "IncorrectState" | "IncorrectInstanceState"
-            | "OperationNotPermitted" | "InvalidPermission.Duplicate" => {
-                return FailureKind::Conflict
-            }
+            "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "PriorRequestNotComplete"
+            | "SlowDown"
+            | "EC2ThrottledException" => return FailureKind::Throttled,
+            "InternalError"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "Unavailable"
+            | "ServiceUnavailableException"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
+            | "IDPCommunicationError" => return FailureKind::Transient,
+            "InsufficientInstanceCapacity"
+            | "InsufficientCapacity"
+            | "InsufficientHostCapacity"
+            | "InsufficientReservedInstanceCapacity"
+            | "InstanceLimitExceeded"
+            | "VcpuLimitExceeded"
+            | "MaxSpotInstanceCountExceeded"
+            | "RulesPerSecurityGroupLimitExceeded"
+            | "SecurityGroupLimitExceeded"
+            | "TooManyLoadBalancers"
+            | "TooManyTargetGroups"
+            | "TooManyListeners"
+            | "TooManyTargets"
+            | "TooManyRegistrationsForTargetId"
+            | "TooManyTags"
+            | "ResourceLimitExceeded"
+            | "LimitExceeded" => return FailureKind::Capacity,
+            "UnauthorizedOperation"
+            | "AccessDenied"
+            | "AccessDeniedException"
+            | "AuthFailure"
+            | "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "UnrecognizedClientException"
+            | "OptInRequired"
+            | "Blocked"
+            | "MissingAuthenticationToken"
+            | "NotAuthorizedException" => return FailureKind::Permission,
+            "DependencyViolation"
+            | "ResourceInUse"
+            | "InvalidGroup.Duplicate"
+            | "DuplicateLoadBalancerName"
+            | "DuplicateTargetGroupName"
+            | "DuplicateListener"
+            | "IdempotentParameterMismatch"
+            | "IncorrectState"
+            | "IncorrectInstanceState"
+            | "OperationNotPermitted"
+            | "InvalidPermission.Duplicate" => return FailureKind::Conflict,
             c if c.ends_with(".NotFound")
                 || c.ends_with("NotFound")
                 || c.ends_with("NotFoundException")
@@ -167,7 +199,10 @@ fn chain(err: &dyn StdError) -> String {
 }
 
 /// Map an SDK error for `action` on `resource`.
-pub(crate) fn sdk<E>(action: &str, resource: impl Into<String>) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error
+pub(crate) fn sdk<E>(
+    action: &str,
+    resource: impl Into<String>,
+) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
@@ -176,7 +211,12 @@ where
 }
 
 /// A provider error made here (not by AWS).
-pub(crate) fn fail(action: &str, resource: impl Into<String>, kind: FailureKind, message: impl Into<String>) -> Error {
+pub(crate) fn fail(
+    action: &str,
+    resource: impl Into<String>,
+    kind: FailureKind,
+    message: impl Into<String>,
+) -> Error {
     Error::provider(PROVIDER, action, resource, kind, message)
 }
 

@@ -76,7 +76,11 @@ fn elb_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
 
 /// Whether the tags mark a resource of `cluster`'s balancer.
 fn owned(tags: &[Tag], cluster: &str) -> bool {
-    let get = |k: &str| tags.iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+    let get = |k: &str| {
+        tags.iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+    };
     get(labels::CLUSTER) == Some(cluster) && get(labels::ROLE) == Some(Role::Lb.as_str())
 }
 
@@ -127,7 +131,10 @@ fn listeners_of(listeners: &[AwsListener], groups: &[TargetGroup]) -> Vec<Listen
                 .and_then(|p| u16::try_from(p).ok());
             Listener {
                 port: l.port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
-                protocol: l.protocol().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+                protocol: l
+                    .protocol()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
                 target_port,
             }
         })
@@ -182,7 +189,9 @@ impl Ec2 {
                     if e.kind == FailureKind::NotFound {
                         continue;
                     }
-                    return Err(e.into_error("read tags of", format!("balancer parts of {cluster}")));
+                    return Err(
+                        e.into_error("read tags of", format!("balancer parts of {cluster}"))
+                    );
                 }
             };
             for d in tags.tag_descriptions() {
@@ -202,13 +211,21 @@ impl Ec2 {
             let page = page.map_err(sdk("list", "load balancers"))?;
             all.extend(page.load_balancers().iter().cloned());
         }
-        let arns = all.iter().filter_map(|l| l.load_balancer_arn().map(str::to_owned)).collect();
+        let arns = all
+            .iter()
+            .filter_map(|l| l.load_balancer_arn().map(str::to_owned))
+            .collect();
         let mine = self.owned_arns(arns, &cluster.name).await?;
         let mut out: Vec<AwsLb> = all
             .into_iter()
             .filter(|l| l.load_balancer_arn().is_some_and(|a| mine.contains(a)))
             .collect();
-        out.sort_by_key(|l| (l.created_time().map(|t| t.as_nanos()), l.load_balancer_arn().map(str::to_owned)));
+        out.sort_by_key(|l| {
+            (
+                l.created_time().map(|t| t.as_nanos()),
+                l.load_balancer_arn().map(str::to_owned),
+            )
+        });
         Ok(out)
     }
 
@@ -220,7 +237,10 @@ impl Ec2 {
             let page = page.map_err(sdk("list", "target groups"))?;
             all.extend(page.target_groups().iter().cloned());
         }
-        let arns = all.iter().filter_map(|g| g.target_group_arn().map(str::to_owned)).collect();
+        let arns = all
+            .iter()
+            .filter_map(|g| g.target_group_arn().map(str::to_owned))
+            .collect();
         let mine = self.owned_arns(arns, &cluster.name).await?;
         Ok(all
             .into_iter()
@@ -265,7 +285,10 @@ impl Ec2 {
             .iter()
             .filter_map(|s| {
                 let want = s.name(name);
-                found.groups.iter().find(|g| g.target_group_name() == Some(want.as_str()))
+                found
+                    .groups
+                    .iter()
+                    .find(|g| g.target_group_name() == Some(want.as_str()))
             })
             .collect()
     }
@@ -297,7 +320,9 @@ impl Ec2 {
             return Ok(None);
         };
         let groups = self.owned_groups_elb(cluster).await?;
-        let listeners = self.listeners(lb.load_balancer_arn().unwrap_or_default()).await?;
+        let listeners = self
+            .listeners(lb.load_balancer_arn().unwrap_or_default())
+            .await?;
         Ok(Some(Found {
             lb,
             groups,
@@ -308,7 +333,11 @@ impl Ec2 {
     /// The 80/443 rules: on the nodes' group for l4 (from `ingress` and the VPC, for
     /// health checks), or on the balancer's group for l7 with the nodes' group open
     /// on 80 to the balancer's group only. Returns the balancer's group for l7.
-    async fn web_rules(&self, cluster: &ClusterRef, request: &LoadBalancerRequest) -> Result<Option<String>> {
+    async fn web_rules(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+    ) -> Result<Option<String>> {
         let net = self.network().await?;
         let ingress: Vec<String> = match (&self.settings.ingress_cidrs, request.scheme) {
             (Some(c), _) => c.clone(),
@@ -338,13 +367,19 @@ impl Ec2 {
                 }
                 self.converge_rules(&alb_sg, &want, |_| true).await?;
                 let nodes_want = BTreeSet::from([Rule::tcp(80, Source::Group(alb_id.clone()))]);
-                self.converge_rules(&nodes_sg, &nodes_want, Rule::is_web).await?;
+                self.converge_rules(&nodes_sg, &nodes_want, Rule::is_web)
+                    .await?;
                 Ok(Some(alb_id))
             }
         }
     }
 
-    async fn ensure_lb(&self, cluster: &ClusterRef, request: &LoadBalancerRequest, alb_sg: Option<&str>) -> Result<AwsLb> {
+    async fn ensure_lb(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        alb_sg: Option<&str>,
+    ) -> Result<AwsLb> {
         let resource = format!("load balancer {}", request.name);
         if let Some(lb) = self.owned_lbs(cluster).await?.into_iter().next() {
             if mode_of(&lb) != request.mode || scheme_of(&lb) != request.scheme {
@@ -376,7 +411,11 @@ impl Ec2 {
                 Some(s) => subnets.push(s.to_owned()),
                 None => {
                     return Err(Error::invalid(
-                        if self.settings.lb_subnets.is_empty() { "ec2.subnets" } else { "ec2.lb_subnets" },
+                        if self.settings.lb_subnets.is_empty() {
+                            "ec2.subnets"
+                        } else {
+                            "ec2.lb_subnets"
+                        },
                         format!("has no subnet in zone {zone}, where nodes are"),
                         "give the balancer a subnet in every zone of the nodes",
                     ))
@@ -409,9 +448,18 @@ impl Ec2 {
         match out {
             Ok(out) => {
                 let lb = out.load_balancers().first().cloned().ok_or_else(|| {
-                    fail("create", &resource, FailureKind::Other, "CreateLoadBalancer returned nothing")
+                    fail(
+                        "create",
+                        &resource,
+                        FailureKind::Other,
+                        "CreateLoadBalancer returned nothing",
+                    )
                 })?;
-                tracing::info!(lb = request.name, arn = lb.load_balancer_arn(), "created load balancer");
+                tracing::info!(
+                    lb = request.name,
+                    arn = lb.load_balancer_arn(),
+                    "created load balancer"
+                );
                 Ok(lb)
             }
             Err(e) => {
@@ -444,7 +492,10 @@ impl Ec2 {
         let name = spec.name(&request.name);
         let resource = format!("target group {name}");
         let path = request.health_check_path.clone();
-        if let Some(g) = owned.iter().find(|g| g.target_group_name() == Some(name.as_str())) {
+        if let Some(g) = owned
+            .iter()
+            .find(|g| g.target_group_name() == Some(name.as_str()))
+        {
             let healthy = g.health_check_path() == Some(path.as_str())
                 && g.health_check_port() == Some("80")
                 && g.health_check_protocol() == Some(&ProtocolEnum::Http)
@@ -496,7 +547,12 @@ impl Ec2 {
             Ok(out) => {
                 tracing::info!(group = name, "created target group");
                 out.target_groups().first().cloned().ok_or_else(|| {
-                    fail("create", &resource, FailureKind::Other, "CreateTargetGroup returned nothing")
+                    fail(
+                        "create",
+                        &resource,
+                        FailureKind::Other,
+                        "CreateTargetGroup returned nothing",
+                    )
                 })
             }
             Err(e) => {
@@ -586,7 +642,14 @@ impl Ec2 {
                         "use the ARN of an issued ACM certificate of this account and region",
                     )
                 } else {
-                    e.into_error(if existing.is_some() { "update" } else { "create" }, resource.clone())
+                    e.into_error(
+                        if existing.is_some() {
+                            "update"
+                        } else {
+                            "create"
+                        },
+                        resource.clone(),
+                    )
                 }
             };
             match existing {
@@ -594,10 +657,14 @@ impl Ec2 {
                     let same_action = l.default_actions().len() == 1
                         && l.default_actions()[0].r#type() == action.r#type()
                         && l.default_actions()[0].target_group_arn() == action.target_group_arn()
-                        && l.default_actions()[0].redirect_config().map(|r| (r.protocol(), r.port()))
+                        && l.default_actions()[0]
+                            .redirect_config()
+                            .map(|r| (r.protocol(), r.port()))
                             == action.redirect_config().map(|r| (r.protocol(), r.port()));
                     let same_cert = !tls
-                        || l.certificates().iter().any(|c| c.certificate_arn() == cert.as_deref());
+                        || l.certificates()
+                            .iter()
+                            .any(|c| c.certificate_arn() == cert.as_deref());
                     let same_policy = !tls || l.ssl_policy() == Some(self.settings.ssl_policy());
                     if l.protocol() == Some(&protocol) && same_action && same_cert && same_policy {
                         continue;
@@ -650,7 +717,13 @@ impl Ec2 {
     async fn wait_gone(&self, arn: &str, what: &str) -> Result<()> {
         self.poll
             .until(self.cleanup_timeout, what, "deleted", || async {
-                match self.elb.describe_load_balancers().load_balancer_arns(arn).send().await {
+                match self
+                    .elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(arn)
+                    .send()
+                    .await
+                {
                     Ok(out) if out.load_balancers().is_empty() => Ok(Some(())),
                     Ok(_) => Ok(None),
                     Err(e) => {
@@ -684,10 +757,15 @@ impl LoadBalancerProvider for Ec2 {
         }
     }
 
-    async fn create_load_balancer(&self, cluster: &ClusterRef, request: &LoadBalancerRequest) -> Result<LoadBalancer> {
+    async fn create_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
         if request.mode == LbMode::L7 {
             let cert = request.certificate.as_deref().unwrap_or("");
-            if let Err((problem, fix)) = crate::settings::check_certificate_arn(cert, &self.region) {
+            if let Err((problem, fix)) = crate::settings::check_certificate_arn(cert, &self.region)
+            {
                 return Err(Error::invalid("load_balancer.certificate", problem, fix));
             }
         }
@@ -696,19 +774,28 @@ impl LoadBalancerProvider for Ec2 {
         let owned = self.owned_groups_elb(cluster).await?;
         let mut groups = Vec::new();
         for spec in groups_for(request.mode) {
-            let g = self.ensure_group_elb(cluster, request, &spec, &owned).await?;
+            let g = self
+                .ensure_group_elb(cluster, request, &spec, &owned)
+                .await?;
             groups.push((spec, g));
         }
         self.ensure_listeners(&lb, request, &groups).await?;
         let found = Found {
-            listeners: self.listeners(lb.load_balancer_arn().unwrap_or_default()).await?,
+            listeners: self
+                .listeners(lb.load_balancer_arn().unwrap_or_default())
+                .await?,
             groups: groups.into_iter().map(|(_, g)| g).collect(),
             lb,
         };
         self.model(&found).await
     }
 
-    async fn wait_load_balancer(&self, _cluster: &ClusterRef, lb: &LoadBalancer, timeout: Duration) -> Result<LoadBalancer> {
+    async fn wait_load_balancer(
+        &self,
+        _cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        timeout: Duration,
+    ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
         let active = self
             .poll
@@ -731,7 +818,10 @@ impl LoadBalancerProvider for Ec2 {
                         FailureKind::Other,
                         format!(
                             "the balancer failed to provision: {}",
-                            found.state().and_then(|s| s.reason()).unwrap_or("no reason given")
+                            found
+                                .state()
+                                .and_then(|s| s.reason())
+                                .unwrap_or("no reason given")
                         ),
                     )),
                     _ => Ok(None),
@@ -745,7 +835,12 @@ impl LoadBalancerProvider for Ec2 {
         })
     }
 
-    async fn set_targets(&self, cluster: &ClusterRef, lb: &LoadBalancer, nodes: &[Node]) -> Result<LoadBalancer> {
+    async fn set_targets(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        nodes: &[Node],
+    ) -> Result<LoadBalancer> {
         let groups = self.owned_groups_elb(cluster).await?;
         let want: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let mut per_group = Vec::new();
@@ -759,7 +854,9 @@ impl LoadBalancerProvider for Ec2 {
                         "set targets of",
                         format!("load balancer {}", lb.name),
                         FailureKind::NotFound,
-                        format!("target group {name} is missing; rerun apply to complete the balancer"),
+                        format!(
+                            "target group {name} is missing; rerun apply to complete the balancer"
+                        ),
                     )
                 })?;
             let arn = g.target_group_arn().unwrap_or_default();
@@ -792,7 +889,10 @@ impl LoadBalancerProvider for Ec2 {
                 {
                     let e = AwsError::from_sdk(e);
                     if e.kind != FailureKind::NotFound && !e.is("InvalidTarget") {
-                        return Err(e.into_error("deregister targets from", format!("target group {name}")));
+                        return Err(e.into_error(
+                            "deregister targets from",
+                            format!("target group {name}"),
+                        ));
                     }
                 }
             }
@@ -808,9 +908,18 @@ impl LoadBalancerProvider for Ec2 {
         let mut deleted = Vec::new();
         for lb in self.owned_lbs(cluster).await? {
             let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
-            let what = format!("load balancer {} ({arn})", lb.load_balancer_name().unwrap_or(""));
+            let what = format!(
+                "load balancer {} ({arn})",
+                lb.load_balancer_name().unwrap_or("")
+            );
             // Deleting the balancer deletes its listeners.
-            if let Err(e) = self.elb.delete_load_balancer().load_balancer_arn(&arn).send().await {
+            if let Err(e) = self
+                .elb
+                .delete_load_balancer()
+                .load_balancer_arn(&arn)
+                .send()
+                .await
+            {
                 let e = AwsError::from_sdk(e);
                 if e.kind != FailureKind::NotFound {
                     return Err(e.into_error("delete", what));
@@ -825,7 +934,13 @@ impl LoadBalancerProvider for Ec2 {
             let what = format!("target group {}", g.target_group_name().unwrap_or(&arn));
             self.poll
                 .until(self.cleanup_timeout, &what, "deleted", || async {
-                    match self.elb.delete_target_group().target_group_arn(&arn).send().await {
+                    match self
+                        .elb
+                        .delete_target_group()
+                        .target_group_arn(&arn)
+                        .send()
+                        .await
+                    {
                         Ok(_) => Ok(Some(())),
                         Err(e) => {
                             let e = AwsError::from_sdk(e);
@@ -861,7 +976,10 @@ mod tests {
         assert!(l4.iter().all(|g| g.protocol == ProtocolEnum::Tcp));
         let l7 = groups_for(LbMode::L7);
         assert_eq!(l7.len(), 1);
-        assert_eq!((l7[0].protocol.clone(), l7[0].port), (ProtocolEnum::Http, 80));
+        assert_eq!(
+            (l7[0].protocol.clone(), l7[0].port),
+            (ProtocolEnum::Http, 80)
+        );
         // The longest cluster name still fits AWS's 32-character limit.
         let longest = "a".repeat(triad_core::spec::MAX_NAME_LEN);
         assert!(l4.iter().chain(&l7).all(|g| g.name(&longest).len() <= 32));
@@ -870,9 +988,15 @@ mod tests {
     #[test]
     fn inconsistent_targets_never_look_converged() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
-        let same = [("a".to_string(), s(&["i-1", "i-2"])), ("b".to_string(), s(&["i-1", "i-2"]))];
+        let same = [
+            ("a".to_string(), s(&["i-1", "i-2"])),
+            ("b".to_string(), s(&["i-1", "i-2"])),
+        ];
         assert_eq!(targets_of(&same), ["i-1", "i-2"]);
-        let differ = [("a".to_string(), s(&["i-1", "i-2"])), ("b".to_string(), s(&["i-1"]))];
+        let differ = [
+            ("a".to_string(), s(&["i-1", "i-2"])),
+            ("b".to_string(), s(&["i-1"])),
+        ];
         assert_eq!(targets_of(&differ), ["a:i-1", "a:i-2", "b:i-1"]);
         assert!(targets_of(&[]).is_empty());
     }
@@ -901,8 +1025,16 @@ mod tests {
         assert_eq!(
             listeners_of(&[l, r], &[g]),
             [
-                Listener { port: 80, protocol: "HTTP".into(), target_port: None },
-                Listener { port: 443, protocol: "HTTPS".into(), target_port: Some(80) },
+                Listener {
+                    port: 80,
+                    protocol: "HTTP".into(),
+                    target_port: None
+                },
+                Listener {
+                    port: 443,
+                    protocol: "HTTPS".into(),
+                    target_port: Some(80)
+                },
             ]
         );
     }

@@ -76,7 +76,9 @@ impl Rule {
             .to_port(self.to);
         match &self.source {
             Source::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
-            Source::Group(g) => b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build()),
+            Source::Group(g) => {
+                b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+            }
         }
         .build()
     }
@@ -100,7 +102,12 @@ pub(crate) fn rules_of(sg: &SecurityGroup) -> BTreeSet<Rule> {
         }
         for g in p.user_id_group_pairs() {
             if let Some(id) = g.group_id() {
-                out.insert(Rule::range(&protocol, from, to, Source::Group(id.to_owned())));
+                out.insert(Rule::range(
+                    &protocol,
+                    from,
+                    to,
+                    Source::Group(id.to_owned()),
+                ));
             }
         }
     }
@@ -163,7 +170,9 @@ impl Ec2 {
     /// the settings name (or discover), the VPC. Every problem is reported at once
     /// as [`Error::InvalidSpec`] naming the `[ec2]` field, before anything is made.
     pub(crate) async fn network(&self) -> Result<&Network> {
-        self.network.get_or_try_init(|| self.resolve_network()).await
+        self.network
+            .get_or_try_init(|| self.resolve_network())
+            .await
     }
 
     async fn resolve_network(&self) -> Result<Network> {
@@ -175,7 +184,10 @@ impl Ec2 {
             let subnets = self
                 .checked_subnets(&s.subnets, "subnets", None, &mut problems)
                 .await?;
-            let vpc = subnets.first().map(|(_, _, v)| v.clone()).unwrap_or_default();
+            let vpc = subnets
+                .first()
+                .map(|(_, _, v)| v.clone())
+                .unwrap_or_default();
             (vpc, subnets)
         } else {
             let vpc = match &s.vpc {
@@ -185,13 +197,16 @@ impl Ec2 {
             (vpc.clone(), self.discover_subnets(&vpc).await?)
         };
         let vpc_cidrs = self.vpc_cidrs(&vpc_id, &mut problems).await?;
-        let node_subnets: Vec<(String, String)> = node_subnets
-            .into_iter()
-            .map(|(z, id, _)| (z, id))
-            .collect();
+        let node_subnets: Vec<(String, String)> =
+            node_subnets.into_iter().map(|(z, id, _)| (z, id)).collect();
         if node_subnets.is_empty() && problems.is_empty() {
             problems.push(problem(
-                if s.vpc.is_some() { "ec2.vpc" } else { "ec2.subnets" }.into(),
+                if s.vpc.is_some() {
+                    "ec2.vpc"
+                } else {
+                    "ec2.subnets"
+                }
+                .into(),
                 format!("VPC {vpc_id} has no subnet in region {}", self.region),
                 "create subnets (one per zone) or list them in ec2.subnets",
             ));
@@ -404,7 +419,11 @@ impl Ec2 {
     /// The cluster's security group for `part` (`nodes` or `alb`), made the first
     /// time. Its name `<cluster>-<part>` is unique in the VPC, so two runs at once
     /// cannot make two.
-    pub(crate) async fn ensure_group(&self, cluster: &ClusterRef, part: &str) -> Result<SecurityGroup> {
+    pub(crate) async fn ensure_group(
+        &self,
+        cluster: &ClusterRef,
+        part: &str,
+    ) -> Result<SecurityGroup> {
         let net = self.network().await?;
         let name = format!("{}-{part}", cluster.name);
         let _guard = self.sg_lock.lock().await;
@@ -450,7 +469,12 @@ impl Ec2 {
             })
     }
 
-    async fn find_group(&self, cluster: &ClusterRef, vpc: &str, name: &str) -> Result<Option<SecurityGroup>> {
+    async fn find_group(
+        &self,
+        cluster: &ClusterRef,
+        vpc: &str,
+        name: &str,
+    ) -> Result<Option<SecurityGroup>> {
         let out = self
             .ec2
             .describe_security_groups()
@@ -530,8 +554,14 @@ impl Ec2 {
         let out = self
             .ec2
             .describe_security_groups()
-            .filters(filter(&format!("tag:{}", labels::CLUSTER), &[&cluster.name]))
-            .filters(filter(&format!("tag:{}", labels::ROLE), &[Role::Network.as_str()]))
+            .filters(filter(
+                &format!("tag:{}", labels::CLUSTER),
+                &[&cluster.name],
+            ))
+            .filters(filter(
+                &format!("tag:{}", labels::ROLE),
+                &[Role::Network.as_str()],
+            ))
             .send()
             .await
             .map_err(sdk("list", format!("security groups of {}", cluster.name)))?;
@@ -553,6 +583,11 @@ mod tests {
         assert_eq!(rules_of(&sg), want);
         assert!(want.iter().all(|r| !r.is_web()));
         assert!(Rule::tcp(443, Source::Cidr("0.0.0.0/0".into())).is_web());
-        assert!(want.contains(&Rule::range("udp", 8472, 8472, Source::Group("sg-1".into()))));
+        assert!(want.contains(&Rule::range(
+            "udp",
+            8472,
+            8472,
+            Source::Group("sg-1".into())
+        )));
     }
 }

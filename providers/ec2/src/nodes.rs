@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
-    Instance, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName,
-    InstanceType, ResourceType, VolumeType,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, VolumeType,
 };
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
@@ -93,7 +93,9 @@ pub(crate) fn node_of(i: &Instance) -> Node {
             .unwrap_or_default()
             .to_owned(),
         state,
-        private_ip: i.private_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
+        private_ip: i
+            .private_ip_address()
+            .and_then(|a| a.parse::<IpAddr>().ok()),
         public_ip: i.public_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
         labels,
     }
@@ -109,12 +111,23 @@ fn is_terminated(i: &Instance) -> bool {
 impl Ec2 {
     /// Instances of the cluster's nodes in `states`; optionally only those named
     /// `name`. Oldest first.
-    async fn instances(&self, cluster: &ClusterRef, name: Option<&str>, states: &[&str]) -> Result<Vec<Instance>> {
+    async fn instances(
+        &self,
+        cluster: &ClusterRef,
+        name: Option<&str>,
+        states: &[&str],
+    ) -> Result<Vec<Instance>> {
         let mut req = self
             .ec2
             .describe_instances()
-            .filters(filter(&format!("tag:{}", labels::CLUSTER), &[&cluster.name]))
-            .filters(filter(&format!("tag:{}", labels::ROLE), &[Role::Node.as_str()]))
+            .filters(filter(
+                &format!("tag:{}", labels::CLUSTER),
+                &[&cluster.name],
+            ))
+            .filters(filter(
+                &format!("tag:{}", labels::ROLE),
+                &[Role::Node.as_str()],
+            ))
             .filters(filter("instance-state-name", states));
         if let Some(n) = name {
             req = req.filters(filter("tag:Name", &[n]));
@@ -196,7 +209,14 @@ impl NodeProvider for Ec2 {
             .instances(
                 cluster,
                 Some(&request.name),
-                &["pending", "running", "stopping", "stopped", "shutting-down", "terminated"],
+                &[
+                    "pending",
+                    "running",
+                    "stopping",
+                    "stopped",
+                    "shutting-down",
+                    "terminated",
+                ],
             )
             .await?;
         let live: Vec<&Instance> = all
@@ -229,7 +249,11 @@ impl NodeProvider for Ec2 {
             )
         })?;
         let image = request.image.as_deref().ok_or_else(|| {
-            Error::invalid("nodes.image", "is missing; EC2 needs an AMI id", "set nodes.image")
+            Error::invalid(
+                "nodes.image",
+                "is missing; EC2 needs an AMI id",
+                "set nodes.image",
+            )
         })?;
         let instance_type = request.size.as_deref().unwrap_or(DEFAULT_INSTANCE_TYPE);
         let sg = self.node_group(cluster, &request.ssh_allowed_cidrs).await?;
@@ -247,7 +271,9 @@ impl NodeProvider for Ec2 {
             .subnet_id(subnet)
             .security_group_ids(&sg)
             .client_token(&token)
-            .user_data(aws_smithy_types::base64::encode(request.user_data.as_bytes()))
+            .user_data(aws_smithy_types::base64::encode(
+                request.user_data.as_bytes(),
+            ))
             .metadata_options(
                 InstanceMetadataOptionsRequest::builder()
                     .http_tokens(HttpTokensState::Required)
@@ -298,13 +324,24 @@ impl NodeProvider for Ec2 {
                 } else {
                     e.message
                 };
-                return Err(Error::provider(PROVIDER, "create", resource, e.kind, message));
+                return Err(Error::provider(
+                    PROVIDER, "create", resource, e.kind, message,
+                ));
             }
         };
         let instance = out.instances().first().ok_or_else(|| {
-            fail("create", &resource, FailureKind::Other, "RunInstances returned no instance")
+            fail(
+                "create",
+                &resource,
+                FailureKind::Other,
+                "RunInstances returned no instance",
+            )
         })?;
-        tracing::info!(node = request.name, id = instance.instance_id(), "ran instance");
+        tracing::info!(
+            node = request.name,
+            id = instance.instance_id(),
+            "ran instance"
+        );
         let mut node = node_of(instance);
         // RunInstances echoes the tags only sometimes; they were asked for.
         if node.name.is_empty() {
@@ -317,11 +354,22 @@ impl NodeProvider for Ec2 {
         Ok(node)
     }
 
-    async fn wait_node(&self, _cluster: &ClusterRef, node: &Node, timeout: Duration) -> Result<Node> {
+    async fn wait_node(
+        &self,
+        _cluster: &ClusterRef,
+        node: &Node,
+        timeout: Duration,
+    ) -> Result<Node> {
         let resource = format!("node {} ({})", node.name, node.id);
         self.poll
             .until(timeout, &resource, "running with a private IP", || async {
-                let out = match self.ec2.describe_instances().instance_ids(&node.id).send().await {
+                let out = match self
+                    .ec2
+                    .describe_instances()
+                    .instance_ids(&node.id)
+                    .send()
+                    .await
+                {
                     Ok(out) => out,
                     Err(e) => {
                         let e = AwsError::from_sdk(e);
@@ -345,7 +393,9 @@ impl NodeProvider for Ec2 {
                         format!(
                             "the instance is {:?} instead of starting: {}",
                             n.state,
-                            i.state_reason().and_then(|r| r.message()).unwrap_or("no reason given")
+                            i.state_reason()
+                                .and_then(|r| r.message())
+                                .unwrap_or("no reason given")
                         ),
                     )),
                     _ => Ok(None),
@@ -355,7 +405,13 @@ impl NodeProvider for Ec2 {
     }
 
     async fn delete_node(&self, _cluster: &ClusterRef, node: &Node) -> Result<()> {
-        match self.ec2.terminate_instances().instance_ids(&node.id).send().await {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(&node.id)
+            .send()
+            .await
+        {
             Ok(_) => {
                 tracing::info!(node = node.name, id = node.id, "terminating instance");
                 Ok(())
@@ -439,20 +495,62 @@ mod tests {
 
     #[test]
     fn client_tokens_are_stable_short_and_follow_what_matters() {
-        let a = client_token("rancher", &request("#cloud-config\n"), "t3.xlarge", "subnet-1", 0);
+        let a = client_token(
+            "rancher",
+            &request("#cloud-config\n"),
+            "t3.xlarge",
+            "subnet-1",
+            0,
+        );
         // The same in every build: a rerun with a new binary must find the same token.
         assert_eq!(
             a,
-            client_token("rancher", &request("#cloud-config\n"), "t3.xlarge", "subnet-1", 0)
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                0
+            )
         );
         assert!(a.len() <= 64 && a.is_ascii(), "{a}");
         assert!(a.starts_with("triad-") && a.ends_with("-rancher-1"), "{a}");
         for other in [
-            client_token("rancher", &request("#cloud-config\nx"), "t3.xlarge", "subnet-1", 0),
-            client_token("rancher", &request("#cloud-config\n"), "m5.xlarge", "subnet-1", 0),
-            client_token("rancher", &request("#cloud-config\n"), "t3.xlarge", "subnet-2", 0),
-            client_token("rancher", &request("#cloud-config\n"), "t3.xlarge", "subnet-1", 1),
-            client_token("other", &request("#cloud-config\n"), "t3.xlarge", "subnet-1", 0),
+            client_token(
+                "rancher",
+                &request("#cloud-config\nx"),
+                "t3.xlarge",
+                "subnet-1",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "m5.xlarge",
+                "subnet-1",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-2",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                1,
+            ),
+            client_token(
+                "other",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                0,
+            ),
         ] {
             assert_ne!(a, other);
         }
@@ -467,7 +565,11 @@ mod tests {
         use aws_sdk_ec2::types::{InstanceState, Placement, Tag};
         let i = Instance::builder()
             .instance_id("i-1")
-            .state(InstanceState::builder().name(InstanceStateName::ShuttingDown).build())
+            .state(
+                InstanceState::builder()
+                    .name(InstanceStateName::ShuttingDown)
+                    .build(),
+            )
             .placement(Placement::builder().availability_zone("us-east-1b").build())
             .private_ip_address("10.0.1.5")
             .tags(Tag::builder().key("Name").value("rancher-2").build())

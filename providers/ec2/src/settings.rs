@@ -236,7 +236,9 @@ pub fn spec_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
         let ok = size.split_once('.').is_some_and(|(family, sz)| {
             !family.is_empty()
                 && !sz.is_empty()
-                && family.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
                 && sz.chars().all(|c| c.is_ascii_alphanumeric())
         });
         if !ok {
@@ -359,9 +361,7 @@ mod tests {
         };
         assert_eq!(fields(&spec("")), ["nodes.image"]);
         assert_eq!(
-            fields(&spec(
-                "[nodes]\nimage = \"ubuntu\"\nsize = \"xlarge\"\n"
-            )),
+            fields(&spec("[nodes]\nimage = \"ubuntu\"\nsize = \"xlarge\"\n")),
             ["nodes.image", "nodes.size"]
         );
     }

@@ -37,13 +37,23 @@ async fn default_subnets(aws: &Ec2) -> BTreeMap<String, String> {
     let out = aws
         .ec2_client()
         .describe_subnets()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("default-for-az").values("true").build())
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("default-for-az")
+                .values("true")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
     out.subnets()
         .iter()
-        .map(|s| (s.availability_zone().unwrap().to_owned(), s.subnet_id().unwrap().to_owned()))
+        .map(|s| {
+            (
+                s.availability_zone().unwrap().to_owned(),
+                s.subnet_id().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -72,7 +82,10 @@ async fn an_unknown_subnet_is_named_and_nothing_is_made() {
     let (aws, spec, triad) = setup(settings, "").await;
     let err = triad.plan(&spec).await.unwrap_err();
     assert!(fields(&err).contains(&"ec2.subnets[1]".to_owned()), "{err}");
-    assert!(err.to_string().contains("subnet-0123456789abcdef0"), "{err}");
+    assert!(
+        err.to_string().contains("subnet-0123456789abcdef0"),
+        "{err}"
+    );
     assert!(tagged(&aws, &spec.name).await.is_empty());
 }
 
@@ -123,7 +136,10 @@ async fn an_unknown_certificate_fails_apply_and_reports_what_exists() {
     let Error::Apply { existing, .. } = &err else {
         panic!("expected Error::Apply, got {err}")
     };
-    assert!(existing.iter().any(|e| e.starts_with("node ")), "{existing:?}");
+    assert!(
+        existing.iter().any(|e| e.starts_with("node ")),
+        "{existing:?}"
+    );
     assert!(!tagged(&aws, &spec.name).await.is_empty());
     triad.destroy(&spec.cluster()).await.unwrap();
     let left = tagged(&aws, &spec.name).await;
@@ -148,7 +164,12 @@ async fn a_record_owned_by_someone_else_is_refused_before_anything_is_made() {
                                 .name(format!("{}.", spec.fqdn()))
                                 .r#type(RrType::A)
                                 .ttl(300)
-                                .resource_records(ResourceRecord::builder().value("198.51.100.7").build().unwrap())
+                                .resource_records(
+                                    ResourceRecord::builder()
+                                        .value("198.51.100.7")
+                                        .build()
+                                        .unwrap(),
+                                )
                                 .build()
                                 .unwrap(),
                         )
@@ -163,6 +184,9 @@ async fn a_record_owned_by_someone_else_is_refused_before_anything_is_made() {
         .unwrap();
     let err = triad.plan(&spec).await.unwrap_err();
     assert!(matches!(err, Error::NotOwned { .. }), "{err}");
-    assert!(err.to_string().contains("without triad's ownership TXT"), "{err}");
+    assert!(
+        err.to_string().contains("without triad's ownership TXT"),
+        "{err}"
+    );
     assert!(tagged(&aws, &spec.name).await.is_empty());
 }

@@ -16,9 +16,13 @@ async fn fixture(aws: &triad_ec2::Ec2, prefix: &str) -> Fixture {
     let name = unique(prefix);
     let zone = format!("{name}.test");
     hosted_zone(aws.route53_client(), &zone).await;
-    let mut fx = Fixture::new(ClusterRef::new(&name, REGION), &zone, format!("rancher.{zone}"))
-        .with_timeout(Duration::from_secs(60))
-        .with_poll_interval(Duration::from_millis(20));
+    let mut fx = Fixture::new(
+        ClusterRef::new(&name, REGION),
+        &zone,
+        format!("rancher.{zone}"),
+    )
+    .with_timeout(Duration::from_secs(60))
+    .with_poll_interval(Duration::from_millis(20));
     fx.node.image = Some(ubuntu_ami(aws.ec2_client()).await);
     fx.node.size = Some("t3.micro".into());
     fx.node.ssh_allowed_cidrs = vec!["203.0.113.0/24".into()];
@@ -52,10 +56,17 @@ async fn conformance_alias_records_and_l7_balancer() {
     conformance::load_balancer_create_is_idempotent(&aws, &fx).await;
     // The security groups are cluster plumbing (the last check made them again):
     // cleanup removes them, and then nothing is left.
-    let removed = triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster).await.unwrap();
+    let removed = triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster)
+        .await
+        .unwrap();
     assert_eq!(removed.len(), 2, "{removed:?}");
-    assert!(removed[0].contains("-nodes"), "the nodes' group goes first: {removed:?}");
-    let again = triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster).await.unwrap();
+    assert!(
+        removed[0].contains("-nodes"),
+        "the nodes' group goes first: {removed:?}"
+    );
+    let again = triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster)
+        .await
+        .unwrap();
     assert!(again.is_empty(), "{again:?}");
     let left = crate::e2e::tagged(&aws, &fx.cluster.name).await;
     assert!(left.is_empty(), "left behind: {left:?}");
@@ -83,7 +94,10 @@ async fn conformance_foreign_record_is_left_alone() {
                                 .r#type(RrType::Cname)
                                 .ttl(300)
                                 .resource_records(
-                                    ResourceRecord::builder().value("example.org").build().unwrap(),
+                                    ResourceRecord::builder()
+                                        .value("example.org")
+                                        .build()
+                                        .unwrap(),
                                 )
                                 .build()
                                 .unwrap(),
@@ -124,10 +138,16 @@ async fn a_fresh_balancer_is_discovered_with_both_listeners() {
     let mut req = fx.lb.clone();
     req.zones = crate::ZONES.iter().map(|z| z.to_string()).collect();
     let lb = aws.create_load_balancer(&fx.cluster, &req).await.unwrap();
-    let found = aws.discover_load_balancer(&fx.cluster).await.unwrap().unwrap();
+    let found = aws
+        .discover_load_balancer(&fx.cluster)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, lb.id);
     assert_eq!(found.listeners.len(), 2);
     assert_ne!(found.state, LbState::Failed);
     aws.delete_load_balancer(&fx.cluster).await.unwrap();
-    triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster).await.unwrap();
+    triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster)
+        .await
+        .unwrap();
 }

@@ -71,7 +71,11 @@ pub async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    out.extend(sgs.security_groups().iter().map(|g| format!("sg {}", g.group_id().unwrap())));
+    out.extend(
+        sgs.security_groups()
+            .iter()
+            .map(|g| format!("sg {}", g.group_id().unwrap())),
+    );
     let vols = ec2
         .describe_volumes()
         .filters(tag_filter("triad-cluster", name))
@@ -87,9 +91,17 @@ pub async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
     let elb = aws.elb_client();
     let mut arns: Vec<String> = Vec::new();
     let lbs = elb.describe_load_balancers().send().await.unwrap();
-    arns.extend(lbs.load_balancers().iter().filter_map(|l| l.load_balancer_arn().map(String::from)));
+    arns.extend(
+        lbs.load_balancers()
+            .iter()
+            .filter_map(|l| l.load_balancer_arn().map(String::from)),
+    );
     let tgs = elb.describe_target_groups().send().await.unwrap();
-    arns.extend(tgs.target_groups().iter().filter_map(|g| g.target_group_arn().map(String::from)));
+    arns.extend(
+        tgs.target_groups()
+            .iter()
+            .filter_map(|g| g.target_group_arn().map(String::from)),
+    );
     for chunk in arns.chunks(20) {
         let tags = elb
             .describe_tags()
@@ -98,7 +110,10 @@ pub async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
             .await
             .unwrap();
         for d in tags.tag_descriptions() {
-            if d.tags().iter().any(|t| t.key() == Some("triad-cluster") && t.value() == Some(name)) {
+            if d.tags()
+                .iter()
+                .any(|t| t.key() == Some("triad-cluster") && t.value() == Some(name))
+            {
                 out.push(format!("elb {}", d.resource_arn().unwrap()));
             }
         }
@@ -126,11 +141,20 @@ async fn full_flow(lb_section: &str, l7: bool) {
     let out = ec2
         .describe_instances()
         .filters(tag_filter("triad-cluster", &name))
-        .filters(Filter::builder().name("instance-state-name").values("running").build())
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("running")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
-    let instances: Vec<_> = out.reservations().iter().flat_map(|r| r.instances()).collect();
+    let instances: Vec<_> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .collect();
     assert_eq!(instances.len(), 3);
     let zones: BTreeSet<&str> = instances
         .iter()
@@ -141,14 +165,21 @@ async fn full_flow(lb_section: &str, l7: bool) {
     for i in &instances {
         let id = i.instance_id().unwrap();
         node_ids.insert(id.to_owned());
-        let tag = |k: &str| i.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+        let tag = |k: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+        };
         assert_eq!(tag("triad-cluster"), Some(name.as_str()));
         assert_eq!(tag("triad-role"), Some("node"));
         assert_eq!(tag("team"), Some("platform"));
         assert!(tag("Name").unwrap().starts_with(&format!("{name}-")));
         assert_eq!(i.instance_type().unwrap().as_str(), "t3.large");
         assert_eq!(
-            i.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()),
+            i.metadata_options()
+                .and_then(|m| m.http_tokens())
+                .map(|t| t.as_str()),
             Some("required"),
             "IMDSv2 must be required"
         );
@@ -162,19 +193,29 @@ async fn full_flow(lb_section: &str, l7: bool) {
         let b64 = ud.user_data().and_then(|u| u.value()).expect("user data");
         let text = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
         assert!(text.starts_with("#cloud-config"), "{text}");
-        assert!(text.contains("http://proxy.corp.test:3128"), "proxy missing: {text}");
+        assert!(
+            text.contains("http://proxy.corp.test:3128"),
+            "proxy missing: {text}"
+        );
         assert!(text.contains("corp.test"), "no_proxy missing");
         // Volumes carry the tags too.
         let vols = ec2
             .describe_volumes()
-            .filters(Filter::builder().name("attachment.instance-id").values(id).build())
+            .filters(
+                Filter::builder()
+                    .name("attachment.instance-id")
+                    .values(id)
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
         assert!(!vols.volumes().is_empty());
         for v in vols.volumes() {
             assert!(
-                v.tags().iter().any(|t| t.key() == Some("triad-cluster") && t.value() == Some(name.as_str())),
+                v.tags()
+                    .iter()
+                    .any(|t| t.key() == Some("triad-cluster") && t.value() == Some(name.as_str())),
                 "volume {:?} of {id} is not tagged: {:?}",
                 v.volume_id(),
                 v.tags()
@@ -204,10 +245,19 @@ async fn full_flow(lb_section: &str, l7: bool) {
             .filter(|p| p.ip_protocol() == Some(proto) && p.from_port() == Some(from))
             .collect::<Vec<_>>()
     };
-    for (proto, port) in [("tcp", 2379), ("tcp", 6443), ("tcp", 9345), ("tcp", 10250), ("udp", 8472)] {
+    for (proto, port) in [
+        ("tcp", 2379),
+        ("tcp", 6443),
+        ("tcp", 9345),
+        ("tcp", 10250),
+        ("udp", 8472),
+    ] {
         let p = perm(proto, port);
         assert!(
-            p.iter().any(|p| p.user_id_group_pairs().iter().any(|g| g.group_id() == Some(sg_id))),
+            p.iter().any(|p| p
+                .user_id_group_pairs()
+                .iter()
+                .any(|g| g.group_id() == Some(sg_id))),
             "{proto}/{port} not open between nodes: {:?}",
             nodes_sg.ip_permissions()
         );
@@ -229,7 +279,10 @@ async fn full_flow(lb_section: &str, l7: bool) {
         .unwrap()
         .load_balancers()[0]
         .clone();
-    assert_eq!(lb.r#type().unwrap().as_str(), if l7 { "application" } else { "network" });
+    assert_eq!(
+        lb.r#type().unwrap().as_str(),
+        if l7 { "application" } else { "network" }
+    );
     assert_eq!(lb.scheme().unwrap().as_str(), "internet-facing");
     let tgs = elb
         .describe_target_groups()
@@ -242,7 +295,12 @@ async fn full_flow(lb_section: &str, l7: bool) {
     } else {
         &[("tcp-443", "TCP", 443), ("tcp-80", "TCP", 80)]
     };
-    assert_eq!(tgs.target_groups().len(), want_groups.len(), "{:?}", tgs.target_groups());
+    assert_eq!(
+        tgs.target_groups().len(),
+        want_groups.len(),
+        "{:?}",
+        tgs.target_groups()
+    );
     for (part, proto, port) in want_groups {
         let g = tgs
             .target_groups()
@@ -278,17 +336,29 @@ async fn full_flow(lb_section: &str, l7: bool) {
         .send()
         .await
         .unwrap();
-    let by_port = |p: i32| listeners.listeners().iter().find(|l| l.port() == Some(p)).unwrap();
+    let by_port = |p: i32| {
+        listeners
+            .listeners()
+            .iter()
+            .find(|l| l.port() == Some(p))
+            .unwrap()
+    };
     if l7 {
         let https = by_port(443);
         assert_eq!(https.protocol(), Some(&ProtocolEnum::Https));
         assert_eq!(https.certificates()[0].certificate_arn(), Some(CERT));
-        assert_eq!(https.ssl_policy(), Some(triad_ec2::settings::DEFAULT_SSL_POLICY));
+        assert_eq!(
+            https.ssl_policy(),
+            Some(triad_ec2::settings::DEFAULT_SSL_POLICY)
+        );
         let http = by_port(80);
         assert_eq!(http.protocol(), Some(&ProtocolEnum::Http));
         let redirect = &http.default_actions()[0];
         assert_eq!(redirect.r#type(), Some(&ActionTypeEnum::Redirect));
-        assert_eq!(redirect.redirect_config().unwrap().protocol(), Some("HTTPS"));
+        assert_eq!(
+            redirect.redirect_config().unwrap().protocol(),
+            Some("HTTPS")
+        );
         // The ALB has its own group; the nodes take port 80 only from it.
         let alb_sg = lb.security_groups()[0].clone();
         let web: Vec<_> = nodes_sg
@@ -297,15 +367,26 @@ async fn full_flow(lb_section: &str, l7: bool) {
             .filter(|p| matches!(p.from_port(), Some(80 | 443)))
             .collect();
         assert_eq!(web.len(), 1, "{web:?}");
-        assert_eq!(web[0].user_id_group_pairs()[0].group_id(), Some(alb_sg.as_str()));
+        assert_eq!(
+            web[0].user_id_group_pairs()[0].group_id(),
+            Some(alb_sg.as_str())
+        );
         assert!(web[0].ip_ranges().is_empty());
     } else {
         for p in [80, 443] {
             let l = by_port(p);
             assert_eq!(l.protocol(), Some(&ProtocolEnum::Tcp));
             let tg = l.default_actions()[0].target_group_arn().unwrap();
-            let g = tgs.target_groups().iter().find(|g| g.target_group_arn() == Some(tg)).unwrap();
-            assert_eq!(g.port(), Some(p), "listener {p} forwards to the group of port {p}");
+            let g = tgs
+                .target_groups()
+                .iter()
+                .find(|g| g.target_group_arn() == Some(tg))
+                .unwrap();
+            assert_eq!(
+                g.port(),
+                Some(p),
+                "listener {p} forwards to the group of port {p}"
+            );
         }
         // An internet-facing NLB keeps client addresses: the nodes take 80/443 from
         // the world (the spec's default ingress).
@@ -337,7 +418,10 @@ async fn full_flow(lb_section: &str, l7: bool) {
         alias.dns_name().trim_end_matches('.').to_ascii_lowercase(),
         lb.dns_name().unwrap().to_ascii_lowercase()
     );
-    assert_eq!(alias.hosted_zone_id(), lb.canonical_hosted_zone_id().unwrap());
+    assert_eq!(
+        alias.hosted_zone_id(),
+        lb.canonical_hosted_zone_id().unwrap()
+    );
     let txt = sets
         .resource_record_sets()
         .iter()
@@ -348,14 +432,25 @@ async fn full_flow(lb_section: &str, l7: bool) {
         format!("\"heritage=triad,triad-cluster={name},kind=alias\"")
     );
     assert_eq!(inv.dns.kind, RecordKind::Alias);
-    assert!(matches!(&inv.dns.target, Endpoint::Hostname { alias_zone: Some(_), .. }));
+    assert!(matches!(
+        &inv.dns.target,
+        Endpoint::Hostname {
+            alias_zone: Some(_),
+            ..
+        }
+    ));
 
     // Again: nothing to do, and not one mutating call.
     counter.reset();
     let again = triad.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");
     let inv2 = triad.apply(&again).await.unwrap();
-    assert_eq!(counter.mutating(), 0, "a rerun mutated: {:?}", counter.snapshot());
+    assert_eq!(
+        counter.mutating(),
+        0,
+        "a rerun mutated: {:?}",
+        counter.snapshot()
+    );
     assert_eq!(inv2.load_balancer.id, inv.load_balancer.id);
 
     // Destroy: nothing tagged is left.
@@ -371,7 +466,9 @@ async fn full_flow(lb_section: &str, l7: bool) {
         .await
         .unwrap();
     assert!(
-        sets.resource_record_sets().iter().all(|r| !r.name().contains("rancher")),
+        sets.resource_record_sets()
+            .iter()
+            .all(|r| !r.name().contains("rancher")),
         "records left: {:?}",
         sets.resource_record_sets()
     );

@@ -38,9 +38,19 @@ async fn child() {
     let cluster = ClusterRef::new(unique("proxy"), REGION);
     let zones = aws.zones(&cluster).await.expect("EC2 through the proxy");
     assert!(!zones.is_empty());
-    assert!(aws.discover_load_balancer(&cluster).await.expect("ELBv2 through the proxy").is_none());
-    let err = aws.lookup("no-such-zone.test", "x.no-such-zone.test").await.unwrap_err();
-    assert!(err.to_string().contains("no hosted zone"), "Route 53 answered: {err}");
+    assert!(aws
+        .discover_load_balancer(&cluster)
+        .await
+        .expect("ELBv2 through the proxy")
+        .is_none());
+    let err = aws
+        .lookup("no-such-zone.test", "x.no-such-zone.test")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no hosted zone"),
+        "Route 53 answered: {err}"
+    );
 }
 
 fn requests_to(log: &str, host_port: &str) -> usize {
@@ -54,22 +64,28 @@ fn requests_to(log: &str, host_port: &str) -> usize {
 fn run_child(proxy: &str, no_proxy: Option<&str>) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
-    cmd.args([TEST, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("HTTP_PROXY", proxy)
-        .env("HTTPS_PROXY", proxy)
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_ENDPOINT_URL", moto_url())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_REGION", REGION)
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+    cmd.args([
+        TEST,
+        "--exact",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD, "1")
+    .env("HTTP_PROXY", proxy)
+    .env("HTTPS_PROXY", proxy)
+    .env_remove("http_proxy")
+    .env_remove("https_proxy")
+    .env_remove("NO_PROXY")
+    .env_remove("no_proxy")
+    .env_remove("AWS_PROFILE")
+    .env("AWS_ENDPOINT_URL", moto_url())
+    .env("AWS_ACCESS_KEY_ID", "testing")
+    .env("AWS_SECRET_ACCESS_KEY", "testing")
+    .env("AWS_REGION", REGION)
+    .env("AWS_EC2_METADATA_DISABLED", "true")
+    .env("AWS_CONFIG_FILE", "/dev/null")
+    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
     if let Some(n) = no_proxy {
         cmd.env("NO_PROXY", n);
     }
@@ -90,7 +106,10 @@ async fn parent() {
         panic!("TRIAD_TINYPROXY_LOG is not set: this test needs tinyproxy's log; run scripts/test")
     });
     let moto = moto_url();
-    let host_port = moto.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let host_port = moto
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
 
     let before = requests_to(&log, &host_port);
     run_child(&proxy, None);

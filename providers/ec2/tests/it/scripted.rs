@@ -44,7 +44,11 @@ impl Calls {
 }
 
 fn action_of(req: &HttpRequest) -> String {
-    let body = req.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+    let body = req
+        .body()
+        .bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
     if let Some(rest) = body.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
         return rest.to_owned();
     }
@@ -94,10 +98,9 @@ impl HttpConnector for Interceptor {
             *n - 1
         };
         match (self.rule)(&action, nth) {
-            Some(Fault::Respond(status, body)) => HttpConnectorFuture::ready(Ok(HttpResponse::new(
-                StatusCode::try_from(status).unwrap(),
-                SdkBody::from(body),
-            ))),
+            Some(Fault::Respond(status, body)) => HttpConnectorFuture::ready(Ok(
+                HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body)),
+            )),
             Some(Fault::Rewrite(pairs)) => {
                 let fut = self.forward.call(request);
                 HttpConnectorFuture::new(async move {
@@ -121,7 +124,9 @@ impl HttpConnector for Interceptor {
     }
 }
 
-async fn scripted(rule: impl Fn(&str, u32) -> Option<Fault> + Send + Sync + 'static) -> (Ec2, Calls) {
+async fn scripted(
+    rule: impl Fn(&str, u32) -> Option<Fault> + Send + Sync + 'static,
+) -> (Ec2, Calls) {
     let calls = Calls::default();
     let http = intercepting(Arc::new(rule), calls.clone());
     let config = sdk_config(&moto_url(), Some(http), 3).await;
@@ -141,7 +146,11 @@ async fn fixture(aws: &Ec2, prefix: &str) -> Fixture {
     let name = unique(prefix);
     let zone = format!("{name}.test");
     hosted_zone(aws.route53_client(), &zone).await;
-    let mut fx = Fixture::new(ClusterRef::new(&name, REGION), &zone, format!("rancher.{zone}"));
+    let mut fx = Fixture::new(
+        ClusterRef::new(&name, REGION),
+        &zone,
+        format!("rancher.{zone}"),
+    );
     fx.node.image = Some(ubuntu_ami(aws.ec2_client()).await);
     fx.node.size = Some("t3.micro".into());
     fx
@@ -170,15 +179,28 @@ async fn a_pending_instance_is_waited_for() {
         .unwrap();
     assert_eq!(calls.get("DescribeInstances"), 1, "create_node looked once");
     let seen = aws.discover_nodes(&fx.cluster).await.unwrap();
-    assert!(seen.iter().all(|n| n.state == NodeState::Pending), "{seen:?}");
-    let ready = aws.wait_node(&fx.cluster, &node, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        seen.iter().all(|n| n.state == NodeState::Pending),
+        "{seen:?}"
+    );
+    let ready = aws
+        .wait_node(&fx.cluster, &node, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(ready.is_ready(), "{ready:?}");
-    assert!(calls.get("DescribeInstances") >= 5, "the wait polled {} times", calls.get("DescribeInstances"));
+    assert!(
+        calls.get("DescribeInstances") >= 5,
+        "the wait polled {} times",
+        calls.get("DescribeInstances")
+    );
 
     // A node that never gets running times out with a clear error.
     let (stuck, _) = scripted(|action, _| {
         (action == "DescribeInstances").then(|| {
-            Fault::Rewrite(vec![("<name>running</name>".into(), "<name>pending</name>".into())])
+            Fault::Rewrite(vec![(
+                "<name>running</name>".into(),
+                "<name>pending</name>".into(),
+            )])
         })
     })
     .await;
@@ -205,23 +227,41 @@ async fn a_provisioning_balancer_is_waited_for() {
 
     let (slow, slow_calls) = scripted(move |action, nth| {
         (action == "DescribeLoadBalancers" && nth < 2).then(|| {
-            Fault::Rewrite(vec![("<Code>active</Code>".into(), "<Code>provisioning</Code>".into())])
+            Fault::Rewrite(vec![(
+                "<Code>active</Code>".into(),
+                "<Code>provisioning</Code>".into(),
+            )])
         })
     })
     .await;
-    let active = slow.wait_load_balancer(&fx.cluster, &lb, Duration::from_secs(30)).await.unwrap();
+    let active = slow
+        .wait_load_balancer(&fx.cluster, &lb, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(active.state, LbState::Active);
-    assert!(matches!(active.endpoint, Some(Endpoint::Hostname { alias_zone: Some(_), .. })));
+    assert!(matches!(
+        active.endpoint,
+        Some(Endpoint::Hostname {
+            alias_zone: Some(_),
+            ..
+        })
+    ));
     assert_eq!(slow_calls.get("DescribeLoadBalancers"), 3);
 
     // A balancer that fails to provision is an error, not an endless wait.
     let (failed, _) = scripted(|action, _| {
         (action == "DescribeLoadBalancers").then(|| {
-            Fault::Rewrite(vec![("<Code>active</Code>".into(), "<Code>failed</Code>".into())])
+            Fault::Rewrite(vec![(
+                "<Code>active</Code>".into(),
+                "<Code>failed</Code>".into(),
+            )])
         })
     })
     .await;
-    let err = failed.wait_load_balancer(&fx.cluster, &lb, Duration::from_secs(30)).await.unwrap_err();
+    let err = failed
+        .wait_load_balancer(&fx.cluster, &lb, Duration::from_secs(30))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("failed to provision"), "{err}");
 
     aws.delete_load_balancer(&fx.cluster).await.unwrap();
@@ -233,9 +273,8 @@ async fn a_provisioning_balancer_is_waited_for() {
 #[ignore = "needs moto; scripts/test starts it"]
 async fn a_pending_route53_change_is_waited_for() {
     let (aws, calls) = scripted(|action, nth| {
-        (action == "GetChange" && (nth < 2 || nth >= 3)).then(|| {
-            Fault::Rewrite(vec![("INSYNC".into(), "PENDING".into())])
-        })
+        (action == "GetChange" && (nth < 2 || nth >= 3))
+            .then(|| Fault::Rewrite(vec![("INSYNC".into(), "PENDING".into())]))
     })
     .await;
     let fx = fixture(&aws, "r53p").await;
@@ -248,10 +287,14 @@ async fn a_pending_route53_change_is_waited_for() {
         ttl: 60,
     };
     aws.upsert_record(&cluster, &req).await.unwrap();
-    aws.wait_record(&fx.dns_zone, &fx.fqdn, Duration::from_secs(30)).await.unwrap();
+    aws.wait_record(&fx.dns_zone, &fx.fqdn, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(calls.get("GetChange"), 3, "PENDING, PENDING, INSYNC");
 
-    aws.delete_record(&cluster, &fx.dns_zone, &fx.fqdn).await.unwrap();
+    aws.delete_record(&cluster, &fx.dns_zone, &fx.fqdn)
+        .await
+        .unwrap();
     let err = aws
         .wait_record(&fx.dns_zone, &fx.fqdn, Duration::from_millis(100))
         .await
@@ -272,7 +315,11 @@ async fn throttling_is_retried_by_the_sdk_alone() {
     let cluster = ClusterRef::new(unique("thr"), REGION);
     let zones = aws.zones(&cluster).await.unwrap();
     assert!(zones.len() >= 3);
-    assert_eq!(calls.get("DescribeAvailabilityZones"), 3, "2 throttled + 1 answered");
+    assert_eq!(
+        calls.get("DescribeAvailabilityZones"),
+        3,
+        "2 throttled + 1 answered"
+    );
 
     let (aws, calls) = scripted(|action, _| {
         (action == "DescribeAvailabilityZones")
@@ -282,7 +329,11 @@ async fn throttling_is_retried_by_the_sdk_alone() {
     let err = aws.zones(&cluster).await.unwrap_err();
     assert_eq!(err.kind(), Some(FailureKind::Throttled), "{err}");
     assert!(err.is_retryable());
-    assert_eq!(calls.get("DescribeAvailabilityZones"), 3, "no retry on top of the SDK's");
+    assert_eq!(
+        calls.get("DescribeAvailabilityZones"),
+        3,
+        "no retry on top of the SDK's"
+    );
 }
 
 /// A 5xx without a parsable body is Transient, after the SDK's attempts.
@@ -305,18 +356,29 @@ async fn server_errors_are_transient() {
 #[ignore = "needs moto; scripts/test starts it"]
 async fn no_capacity_is_reported_clearly() {
     let (aws, calls) = scripted(|action, _| {
-        (action == "RunInstances").then(|| Fault::Respond(400, ec2_error("InsufficientInstanceCapacity")))
+        (action == "RunInstances")
+            .then(|| Fault::Respond(400, ec2_error("InsufficientInstanceCapacity")))
     })
     .await;
     let fx = fixture(&aws, "cap").await;
     let err = aws
-        .create_node(&fx.cluster, &fx.node_request(&fx.node_name(1), "us-east-1b"))
+        .create_node(
+            &fx.cluster,
+            &fx.node_request(&fx.node_name(1), "us-east-1b"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), Some(FailureKind::Capacity), "{err}");
     let text = err.to_string();
-    assert!(text.contains("us-east-1b") && text.contains("t3.micro"), "{text}");
-    assert_eq!(calls.get("RunInstances"), 1, "capacity errors are not retried");
+    assert!(
+        text.contains("us-east-1b") && text.contains("t3.micro"),
+        "{text}"
+    );
+    assert_eq!(
+        calls.get("RunInstances"),
+        1,
+        "capacity errors are not retried"
+    );
     assert!(aws.discover_nodes(&fx.cluster).await.unwrap().is_empty());
     aws.cleanup(&fx.cluster).await.unwrap();
 }
