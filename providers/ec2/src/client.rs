@@ -73,3 +73,18 @@ pub async fn load_sdk_config(region: &str, max_attempts: u32) -> SdkConfig {
         .load()
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_is_the_sdks_standard_mode_or_off() {
+        let r = retry_config(5);
+        assert_eq!(r.max_attempts(), 5);
+        assert_eq!(r.initial_backoff(), Duration::from_millis(500));
+        assert_eq!(retry_config(1).max_attempts(), 1, "1 attempt: no SDK retry");
+        let t = timeout_config();
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(10)));
+    }
+}

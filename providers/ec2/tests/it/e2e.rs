@@ -455,7 +455,8 @@ async fn full_flow(lb_section: &str, l7: bool) {
 
     // Destroy: nothing tagged is left.
     let report = triad.destroy(&spec.cluster()).await.unwrap();
-    assert!(report.deleted.len() >= 3 + 2 + 1, "{:?}", report.deleted);
+    // 3 nodes, the balancer, its target groups, the record, the security groups.
+    assert_eq!(report.deleted.len(), 8, "{:?}", report.deleted);
     let left = tagged(&aws, &name).await;
     assert!(left.is_empty(), "left behind: {left:?}");
     let sets = aws

@@ -112,6 +112,7 @@ async fn parent() {
         .to_owned();
 
     let before = requests_to(&log, &host_port);
+    let r53_before = requests_to(&log, "/2013-04-01/hostedzonesbyname");
     run_child(&proxy, None);
     let mut after = requests_to(&log, &host_port);
     for _ in 0..50 {
@@ -125,6 +126,11 @@ async fn parent() {
         after >= before + 3,
         "tinyproxy's log ({log}) shows {} requests to {host_port}, expected at least 3 (EC2, ELBv2, Route 53)",
         after - before
+    );
+
+    assert!(
+        requests_to(&log, "/2013-04-01/hostedzonesbyname") > r53_before,
+        "Route 53's call did not go through the proxy"
     );
 
     // NO_PROXY is honoured: the same calls go straight to moto.
