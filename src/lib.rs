@@ -10,12 +10,12 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
+//! | `ec2` | `triad-ec2` | AWS: EC2 nodes, an NLB (l4) or ALB (l7), Route 53 |
 //! | `nginx` | `triad-nginx` | an NGINX load balancer (l4 stream / l7 TLS), on a host you manage or a node of any node provider |
 //! | `rfc2136` | `triad-rfc2136` | DNS by RFC 2136 dynamic update signed with TSIG (BIND, PowerDNS, Knot, Windows DNS) |
 //! | `gce` | `triad-gce` | Compute Engine instances, passthrough NLB / HTTPS load balancer, Cloud DNS |
 //!
-//! EC2 and vSphere providers are planned as further crates behind features of
-//! the same names.
+//! A vSphere provider is planned as a further crate behind a feature of the same name.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> triad::Result<()> {
@@ -59,6 +59,10 @@ pub use triad_rfc2136 as rfc2136;
 /// Google Compute Engine: instances, load balancer and Cloud DNS (feature `gce`).
 #[cfg(feature = "gce")]
 pub use triad_gce as gce;
+
+/// AWS: EC2 nodes, an NLB or ALB, and Route 53 (feature `ec2`).
+#[cfg(feature = "ec2")]
+pub use triad_ec2 as ec2;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -1,0 +1,586 @@
+//! Nodes: EC2 instances, one per `create_node`, never two.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Instance,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    ResourceType, VolumeType,
+};
+use triad_core::error::{Error, FailureKind, Result};
+use triad_core::labels::{self, Role};
+use triad_core::model::{Node, NodeRequest, NodeState};
+use triad_core::provider::NodeProvider;
+use triad_core::spec::{ClusterRef, ValidSpec};
+
+use crate::error::{fail, sdk, AwsError, PROVIDER};
+use crate::network::{filter, node_rules, tag_spec, tag_value, Rule};
+use crate::settings::DEFAULT_INSTANCE_TYPE;
+use crate::Ec2;
+
+/// The states of an instance that still exists (everything but `terminated`).
+const LIVE: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
+
+/// 128-bit FNV-1a: a hash that is the same in every build and on every machine, for
+/// client tokens that must survive a restart with a new binary.
+pub(crate) fn fnv128(parts: &[&str]) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h = OFFSET;
+    for p in parts {
+        for b in p.bytes().chain([0xff]) {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    h
+}
+
+/// The `RunInstances` client token of a node: the cluster, the node, everything
+/// that shapes the instance, and the node's generation (how many instances of that
+/// name were terminated before) — so a retried or rerun create returns the same
+/// instance, a changed spec does not collide with an old token
+/// (`IdempotentParameterMismatch`), and a node made again after a delete is new.
+/// At most 64 ASCII characters, as EC2 requires.
+pub(crate) fn client_token(
+    cluster: &str,
+    request: &NodeRequest,
+    instance_type: &str,
+    subnet: &str,
+    generation: usize,
+) -> String {
+    let generation = generation.to_string();
+    let disk = request.disk_gib.map(|d| d.to_string()).unwrap_or_default();
+    let h = fnv128(&[
+        cluster,
+        &request.name,
+        &request.zone,
+        instance_type,
+        request.image.as_deref().unwrap_or(""),
+        &disk,
+        subnet,
+        &request.user_data,
+        &generation,
+    ]);
+    let mut t = format!("triad-{:032x}-{}", h, request.name);
+    t.truncate(64);
+    t
+}
+
+pub(crate) fn node_of(i: &Instance) -> Node {
+    let tags = i.tags();
+    let state = match i.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Running) => NodeState::Running,
+        Some(InstanceStateName::Stopping | InstanceStateName::Stopped) => NodeState::Stopped,
+        Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated) => {
+            NodeState::Terminating
+        }
+        _ => NodeState::Pending,
+    };
+    let labels: BTreeMap<String, String> = tags
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+        .collect();
+    Node {
+        id: i.instance_id().unwrap_or_default().to_owned(),
+        name: tag_value(tags, "Name").unwrap_or_default().to_owned(),
+        zone: i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_owned(),
+        state,
+        private_ip: i
+            .private_ip_address()
+            .and_then(|a| a.parse::<IpAddr>().ok()),
+        public_ip: i.public_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
+        labels,
+    }
+}
+
+fn is_terminated(i: &Instance) -> bool {
+    matches!(
+        i.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Terminated)
+    )
+}
+
+impl Ec2 {
+    /// Instances of the cluster's nodes in `states`; optionally only those named
+    /// `name`. Oldest first.
+    async fn instances(
+        &self,
+        cluster: &ClusterRef,
+        name: Option<&str>,
+        states: &[&str],
+    ) -> Result<Vec<Instance>> {
+        let mut req = self
+            .ec2
+            .describe_instances()
+            .filters(filter(
+                &format!("tag:{}", labels::CLUSTER),
+                &[&cluster.name],
+            ))
+            .filters(filter(
+                &format!("tag:{}", labels::ROLE),
+                &[Role::Node.as_str()],
+            ))
+            .filters(filter("instance-state-name", states));
+        if let Some(n) = name {
+            req = req.filters(filter("tag:Name", &[n]));
+        }
+        let mut pages = req.into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk("list", format!("nodes of {}", cluster.name)))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().cloned());
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.launch_time().map(|t| t.as_nanos()), a.instance_id())
+                .cmp(&(b.launch_time().map(|t| t.as_nanos()), b.instance_id()))
+        });
+        Ok(out)
+    }
+
+    /// The nodes' security group with the inter-node rules and SSH from `ssh`.
+    async fn node_group(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<String> {
+        let sg = self.ensure_group(cluster, "nodes").await?;
+        let id = sg.group_id().unwrap_or_default().to_owned();
+        self.converge_rules(&sg, &node_rules(&id, ssh), |r: &Rule| !r.is_web())
+            .await?;
+        Ok(id)
+    }
+
+    async fn root_device(&self, image: &str) -> Result<String> {
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(image)
+            .send()
+            .await
+            .map_err(sdk("read", format!("image {image}")))?;
+        out.images()
+            .first()
+            .and_then(|i| i.root_device_name())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "nodes.image",
+                    format!("AMI `{image}` does not exist in region {}", self.region),
+                    "use an AMI of the cluster's region",
+                )
+            })
+    }
+}
+
+#[async_trait]
+impl NodeProvider for Ec2 {
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+
+    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+        self.check(spec)
+    }
+
+    /// The zones of the region that have a subnet for the nodes, in AWS's order.
+    async fn zones(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
+        let net = self.network().await?;
+        Ok(net.node_subnets.iter().map(|(z, _)| z.clone()).collect())
+    }
+
+    async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
+        Ok(self
+            .instances(cluster, None, &LIVE)
+            .await?
+            .iter()
+            .map(node_of)
+            .collect())
+    }
+
+    async fn create_node(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
+        let resource = format!("node {}", request.name);
+        let all = self
+            .instances(
+                cluster,
+                Some(&request.name),
+                &[
+                    "pending",
+                    "running",
+                    "stopping",
+                    "stopped",
+                    "shutting-down",
+                    "terminated",
+                ],
+            )
+            .await?;
+        let live: Vec<&Instance> = all
+            .iter()
+            .filter(|i| {
+                !matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+                )
+            })
+            .collect();
+        if let Some(first) = live.first() {
+            if live.len() > 1 {
+                tracing::warn!(
+                    node = request.name,
+                    count = live.len(),
+                    "several instances carry this node's name; the oldest is kept, plan deletes the others"
+                );
+            }
+            return Ok(node_of(first));
+        }
+        let generation = all.iter().filter(|i| is_terminated(i)).count();
+
+        let net = self.network().await?;
+        let subnet = net.node_subnet(&request.zone).ok_or_else(|| {
+            Error::invalid(
+                "zones",
+                format!("zone `{}` has no subnet for the nodes", request.zone),
+                "add a subnet of that zone to ec2.subnets",
+            )
+        })?;
+        let image = request.image.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "nodes.image",
+                "is missing; EC2 needs an AMI id",
+                "set nodes.image",
+            )
+        })?;
+        let instance_type = request.size.as_deref().unwrap_or(DEFAULT_INSTANCE_TYPE);
+        let sg = self.node_group(cluster, &request.ssh_allowed_cidrs).await?;
+        let token = client_token(&cluster.name, request, instance_type, subnet, generation);
+
+        let mut tags = request.labels.clone();
+        tags.insert("Name".into(), request.name.clone());
+        let mut run = self
+            .ec2
+            .run_instances()
+            .image_id(image)
+            .instance_type(InstanceType::from(instance_type))
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(subnet)
+            .security_group_ids(&sg)
+            .client_token(&token)
+            .user_data(aws_smithy_types::base64::encode(
+                request.user_data.as_bytes(),
+            ))
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .http_put_response_hop_limit(2)
+                    .build(),
+            )
+            .tag_specifications(tag_spec(ResourceType::Instance, &tags))
+            .tag_specifications(tag_spec(ResourceType::Volume, &tags))
+            .tag_specifications(tag_spec(ResourceType::NetworkInterface, &tags));
+        if let Some(gib) = request.disk_gib {
+            let device = self.root_device(image).await?;
+            run = run.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(device)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(i32::try_from(gib).unwrap_or(i32::MAX))
+                            .volume_type(VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .encrypted(true)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        if let Some(p) = &self.settings.instance_profile {
+            let spec = if p.starts_with("arn:") {
+                IamInstanceProfileSpecification::builder().arn(p)
+            } else {
+                IamInstanceProfileSpecification::builder().name(p)
+            };
+            run = run.iam_instance_profile(spec.build());
+        }
+        if let Some(k) = &self.settings.key_name {
+            run = run.key_name(k);
+        }
+        let out = match run.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = AwsError::from_sdk(e);
+                let message = if e.kind == FailureKind::Capacity {
+                    format!(
+                        "zone {} cannot run {instance_type} now ({}); choose another size, \
+                         or list other zones in `zones` so the node goes elsewhere",
+                        request.zone, e.message
+                    )
+                } else {
+                    e.message
+                };
+                return Err(Error::provider(
+                    PROVIDER, "create", resource, e.kind, message,
+                ));
+            }
+        };
+        let instance = out.instances().first().ok_or_else(|| {
+            fail(
+                "create",
+                &resource,
+                FailureKind::Other,
+                "RunInstances returned no instance",
+            )
+        })?;
+        tracing::info!(
+            node = request.name,
+            id = instance.instance_id(),
+            "ran instance"
+        );
+        let mut node = node_of(instance);
+        // RunInstances echoes the tags only sometimes; they were asked for.
+        if node.name.is_empty() {
+            node.name = request.name.clone();
+            node.labels = tags;
+        }
+        if node.zone.is_empty() {
+            node.zone = request.zone.clone();
+        }
+        Ok(node)
+    }
+
+    async fn wait_node(
+        &self,
+        _cluster: &ClusterRef,
+        node: &Node,
+        timeout: Duration,
+    ) -> Result<Node> {
+        let resource = format!("node {} ({})", node.name, node.id);
+        self.poll
+            .until(timeout, &resource, "running with a private IP", || async {
+                let out = match self
+                    .ec2
+                    .describe_instances()
+                    .instance_ids(&node.id)
+                    .send()
+                    .await
+                {
+                    Ok(out) => out,
+                    Err(e) => {
+                        let e = AwsError::from_sdk(e);
+                        // Just made: EC2 may not know the id yet (eventual consistency).
+                        if e.is("InvalidInstanceID.NotFound") {
+                            return Ok(None);
+                        }
+                        return Err(e.into_error("wait for", resource.clone()));
+                    }
+                };
+                let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
+                    return Ok(None);
+                };
+                let n = node_of(i);
+                match n.state {
+                    NodeState::Running if n.private_ip.is_some() => Ok(Some(n)),
+                    NodeState::Terminating | NodeState::Stopped => Err(fail(
+                        "wait for",
+                        resource.clone(),
+                        FailureKind::Other,
+                        format!(
+                            "the instance is {:?} instead of starting: {}",
+                            n.state,
+                            i.state_reason()
+                                .and_then(|r| r.message())
+                                .unwrap_or("no reason given")
+                        ),
+                    )),
+                    _ => Ok(None),
+                }
+            })
+            .await
+    }
+
+    async fn delete_node(&self, _cluster: &ClusterRef, node: &Node) -> Result<()> {
+        match self
+            .ec2
+            .terminate_instances()
+            .instance_ids(&node.id)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node = node.name, id = node.id, "terminating instance");
+                Ok(())
+            }
+            Err(e) => {
+                let e = AwsError::from_sdk(e);
+                if e.kind == FailureKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e.into_error("delete", format!("node {} ({})", node.name, node.id)))
+                }
+            }
+        }
+    }
+
+    /// Wait until no instance of the cluster is shutting down (their network
+    /// interfaces hold the security groups), then delete the cluster's security
+    /// groups: the nodes' first (it refers to the balancer's).
+    async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let mut groups = self.owned_groups(cluster).await?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.poll
+            .until(
+                self.cleanup_timeout,
+                &format!("nodes of {}", cluster.name),
+                "terminated",
+                || async {
+                    let left = self.instances(cluster, None, &LIVE).await?;
+                    Ok(left.is_empty().then_some(()))
+                },
+            )
+            .await?;
+        groups.sort_by_key(|g| tag_value(g.tags(), crate::network::PART) != Some("nodes"));
+        let mut deleted = Vec::new();
+        for g in groups {
+            let id = g.group_id().unwrap_or_default().to_owned();
+            let what = format!("security group {} ({id})", g.group_name().unwrap_or(""));
+            self.poll
+                .until(self.cleanup_timeout, &what, "deleted", || async {
+                    match self.ec2.delete_security_group().group_id(&id).send().await {
+                        Ok(_) => Ok(Some(())),
+                        Err(e) => {
+                            let e = AwsError::from_sdk(e);
+                            if e.kind == FailureKind::NotFound {
+                                Ok(Some(()))
+                            } else if e.is("DependencyViolation") {
+                                tracing::debug!(group = id, "still in use; waiting");
+                                Ok(None)
+                            } else {
+                                Err(e.into_error("delete", what.clone()))
+                            }
+                        }
+                    }
+                })
+                .await?;
+            tracing::info!(group = id, "deleted security group");
+            deleted.push(what);
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(user_data: &str) -> NodeRequest {
+        NodeRequest {
+            name: "rancher-1".into(),
+            zone: "us-east-1a".into(),
+            size: None,
+            image: Some("ami-1".into()),
+            disk_gib: Some(100),
+            ssh_allowed_cidrs: vec![],
+            labels: BTreeMap::new(),
+            user_data: user_data.into(),
+        }
+    }
+
+    #[test]
+    fn client_tokens_are_stable_short_and_follow_what_matters() {
+        let a = client_token(
+            "rancher",
+            &request("#cloud-config\n"),
+            "t3.xlarge",
+            "subnet-1",
+            0,
+        );
+        // The same in every build: a rerun with a new binary must find the same token.
+        assert_eq!(
+            a,
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                0
+            )
+        );
+        assert!(a.len() <= 64 && a.is_ascii(), "{a}");
+        assert!(a.starts_with("triad-") && a.ends_with("-rancher-1"), "{a}");
+        for other in [
+            client_token(
+                "rancher",
+                &request("#cloud-config\nx"),
+                "t3.xlarge",
+                "subnet-1",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "m5.xlarge",
+                "subnet-1",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-2",
+                0,
+            ),
+            client_token(
+                "rancher",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                1,
+            ),
+            client_token(
+                "other",
+                &request("#cloud-config\n"),
+                "t3.xlarge",
+                "subnet-1",
+                0,
+            ),
+        ] {
+            assert_ne!(a, other);
+        }
+        // Field boundaries matter: ("ab","c") and ("a","bc") differ.
+        assert_ne!(fnv128(&["ab", "c"]), fnv128(&["a", "bc"]));
+        // A known value pins the algorithm.
+        assert_eq!(fnv128(&[]), 0x6c62272e07bb014262b821756295c58d);
+    }
+
+    #[test]
+    fn instances_become_nodes() {
+        use aws_sdk_ec2::types::{InstanceState, Placement, Tag};
+        let i = Instance::builder()
+            .instance_id("i-1")
+            .state(
+                InstanceState::builder()
+                    .name(InstanceStateName::ShuttingDown)
+                    .build(),
+            )
+            .placement(Placement::builder().availability_zone("us-east-1b").build())
+            .private_ip_address("10.0.1.5")
+            .tags(Tag::builder().key("Name").value("rancher-2").build())
+            .tags(Tag::builder().key("triad-cluster").value("rancher").build())
+            .build();
+        let n = node_of(&i);
+        assert_eq!(
+            (n.id.as_str(), n.name.as_str(), n.zone.as_str(), n.state),
+            ("i-1", "rancher-2", "us-east-1b", NodeState::Terminating)
+        );
+        assert_eq!(n.private_ip, Some("10.0.1.5".parse().unwrap()));
+        assert_eq!(n.labels["triad-cluster"], "rancher");
+    }
+}
