@@ -10,8 +10,9 @@
 //! | feature | crate | what |
 //! |---|---|---|
 //! | `sim` (default) | `triad-sim` | the in-memory simulated cloud |
+//! | `vsphere` | `triad-vsphere` | vSphere nodes: VMs cloned from a template over failure domains |
 //!
-//! EC2, GCE, vSphere, NGINX and RFC 2136 providers are planned as further crates
+//! EC2, GCE, NGINX and RFC 2136 providers are planned as further crates
 //! behind features of the same names.
 //!
 //! ```
@@ -44,6 +45,10 @@ pub use triad_core::*;
 /// The in-memory simulated cloud (feature `sim`).
 #[cfg(feature = "sim")]
 pub use triad_sim as sim;
+
+/// vSphere nodes (feature `vsphere`).
+#[cfg(feature = "vsphere")]
+pub use triad_vsphere as vsphere;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]
