@@ -13,7 +13,6 @@ use triad_core::{Error, FailureKind, NodeProvider, Result};
 use vim_rs::core::client::{unmarshal, Transport};
 use vim_rs::core::pc_retrieve::ObjectRetriever;
 use vim_rs::mo::{CustomFieldsManager, VirtualMachine};
-use vim_rs::types::as_any::AsAny;
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::enums::{TaskInfoStateEnum, VirtualMachinePowerStateEnum};
 use vim_rs::types::structs::{
@@ -82,7 +81,11 @@ impl From<VmProps> for VmInfo {
         }
         let mut custom = BTreeMap::new();
         for c in p.custom_value.iter().flatten() {
-            if let Some(s) = c.as_any_ref().downcast_ref::<CustomFieldStringValue>() {
+            if let Some(s) = c
+                .as_ref()
+                .as_any_ref()
+                .downcast_ref::<CustomFieldStringValue>()
+            {
                 custom.insert(c.key, s.value.clone());
             }
         }
@@ -444,17 +447,9 @@ impl VsphereProvider {
 
     /// Bring an existing VM to what the request asks: labels, CPU and memory,
     /// powered on.
-    async fn converge(
-        &self,
-        vm: VmInfo,
-        request: &NodeRequest,
-        fields: &BTreeMap<i32, String>,
-    ) -> Result<VmInfo> {
+    async fn converge(&self, vm: VmInfo, request: &NodeRequest) -> Result<VmInfo> {
         let resource = format!("node {}", request.name);
-        let mut wanted = request.labels.clone();
-        wanted.remove(KEY_ZONE);
-        self.converge_labels(&vm, &wanted).await?;
-        let _ = fields;
+        self.converge_labels(&vm, &request.labels).await?;
         let (cpus, memory) = self.settings.shape(request.size.as_deref());
         let stub = VirtualMachine::new(self.client.clone(), &vm.moref.value);
         let shape_differs = vm.cpus != Some(cpus as i32) || vm.memory_mb != Some(memory as i32);
@@ -578,11 +573,9 @@ impl VsphereProvider {
     }
 
     async fn create_node_impl(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
-        let inv = self.inventory().await?;
         let resource = format!("node {}", request.name);
         let dc_name = self.settings.datacenter.trim_matches('/');
         let uuid = instance_uuid(dc_name, &cluster.name, &request.name);
-        let _ = inv;
         let vm = match self.find_vm(&uuid).await? {
             Some(vm) => vm,
             None => {
@@ -611,7 +604,7 @@ impl VsphereProvider {
                 ),
             ));
         }
-        let vm = self.converge(vm, request, &fields).await?;
+        let vm = self.converge(vm, request).await?;
         let fields = self.fields().await?;
         vm.to_node(&fields).ok_or_else(|| {
             errors::other(

@@ -1,6 +1,9 @@
 //! Wrong settings and failing tasks give clear errors naming the field.
 
+use triad_core::conformance::Fixture;
 use triad_core::secret::Secret;
+use triad_core::spec::ClusterRef;
+use triad_core::NodeProvider;
 use triad_core::{Error, FailureKind};
 use triad_vsphere::VsphereProvider;
 use vim_rs::mo::VirtualMachine;
@@ -102,19 +105,39 @@ async fn untrusted_certificate_needs_ca_or_opt_in() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs vcsim; scripts/test starts it"]
 async fn failed_task_carries_the_fault() {
-    let p = provider("bad-").await;
-    let template = p
-        .find_path("DC0/vm/ubuntu-template")
+    let p = provider("task-").await;
+    let fx = Fixture::new(
+        ClusterRef::new("taskfail", "dc0"),
+        "example.com",
+        "x.example.com",
+    );
+    let node = p
+        .create_node(&fx.cluster, &fx.node_request("taskfail-1", "task-a"))
+        .await
+        .expect("create a node");
+    let vm = p
+        .find_path("DC0/vm/taskfail-1")
         .await
         .unwrap()
-        .expect("the template exists");
-    // Powering on a template is refused by vCenter (and vcsim) in the task.
-    let task = VirtualMachine::new(p.client().clone(), &template.value)
-        .power_on_vm_task(None)
+        .expect("the VM exists");
+    // Destroying a powered-on VM is refused by vCenter (and vcsim) in the task.
+    let task = VirtualMachine::new(p.client().clone(), &vm.value)
+        .destroy_task()
         .await
         .expect("the task starts");
-    let e = p.wait_task(task, "power on", "template").await.unwrap_err();
+    let e = p
+        .wait_task(task, "destroy", "VM taskfail-1")
+        .await
+        .unwrap_err();
     let text = e.to_string();
+    p.delete_node(&fx.cluster, &node)
+        .await
+        .expect("delete the node");
     assert!(text.contains("task failed"), "{text}");
-    assert!(text.contains("power on template"), "{text}");
+    assert!(text.contains("destroy VM taskfail-1"), "{text}");
+    assert!(
+        text.contains("InvalidPowerState") || text.contains("InvalidState"),
+        "{text}"
+    );
+    assert!(p.find_path("DC0/vm/taskfail-1").await.unwrap().is_none());
 }

@@ -1,9 +1,14 @@
-//! The whole orchestrator against vcsim: vSphere nodes, with the simulated cloud's
-//! balancer and DNS (vSphere has neither).
+//! The whole orchestrator against vcsim: vSphere nodes, the simulated cloud's DNS, and
+//! an in-memory balancer (vSphere has neither; the sim's balancer only targets sim
+//! instances, so a balancer that accepts any node stands in until triad-nginx).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 use std::time::Duration;
+use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerRequest};
+use triad_core::spec::ClusterRef;
 
 use base64::Engine as _;
 use triad_core::layers::{CallCounter, Stack};
@@ -14,7 +19,6 @@ use triad_core::{DnsProvider, LoadBalancerProvider, NodeProvider, Orchestrator};
 use triad_sim::{SimCloud, SimConfig};
 use triad_vsphere::VsphereProvider;
 use vim_rs::core::pc_retrieve::ObjectRetriever;
-use vim_rs::types::as_any::AsAny;
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::structs::CustomFieldStringValue;
 use vim_rs::types::vim_any::VimAny;
@@ -116,8 +120,9 @@ async fn apply_rerun_destroy() {
     let counter = CallCounter::new();
     let nodes: Arc<dyn NodeProvider> =
         Arc::new(Stack::new(vsphere.clone()).count(counter.clone()).build());
+    let balancer = Arc::new(MemoryBalancer::default());
     let lb: Arc<dyn LoadBalancerProvider> =
-        Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
+        Arc::new(Stack::new(balancer.clone()).count(counter.clone()).build());
     let dns: Arc<dyn DnsProvider> =
         Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
     let triad = Orchestrator::new(nodes, lb, dns).with_options(Options {
@@ -206,7 +211,10 @@ async fn apply_rerun_destroy() {
             .iter()
             .flatten()
             .filter_map(|c| {
-                let s = c.as_any_ref().downcast_ref::<CustomFieldStringValue>()?;
+                let s = c
+                    .as_ref()
+                    .as_any_ref()
+                    .downcast_ref::<CustomFieldStringValue>()?;
                 Some((field_names.get(&c.key)?.clone(), s.value.clone()))
             })
             .collect();
@@ -221,7 +229,12 @@ async fn apply_rerun_destroy() {
             "{custom:?}"
         );
     }
-    let lb = sim_balancer_targets(&sim, &triad, &spec).await;
+    let lb = balancer
+        .discover_load_balancer(&spec.cluster())
+        .await
+        .unwrap()
+        .expect("the balancer exists")
+        .targets;
     let mut ids: Vec<String> = inventory.nodes.iter().map(|n| n.id.clone()).collect();
     ids.sort();
     assert_eq!(lb, ids, "the balancer targets the three VMs");
@@ -260,14 +273,75 @@ async fn apply_rerun_destroy() {
     );
 }
 
-async fn sim_balancer_targets(
-    sim: &Arc<SimCloud>,
-    _triad: &Orchestrator,
-    spec: &triad_core::spec::ValidSpec,
-) -> Vec<String> {
-    sim.discover_load_balancer(&spec.cluster())
-        .await
-        .unwrap()
-        .expect("the balancer exists")
-        .targets
+/// A balancer kept in memory that targets whatever nodes it is given.
+#[derive(Default)]
+struct MemoryBalancer(Mutex<Option<LoadBalancer>>);
+
+#[async_trait]
+impl LoadBalancerProvider for MemoryBalancer {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    async fn discover_load_balancer(
+        &self,
+        _: &ClusterRef,
+    ) -> triad_core::Result<Option<LoadBalancer>> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    async fn create_load_balancer(
+        &self,
+        _: &ClusterRef,
+        r: &LoadBalancerRequest,
+    ) -> triad_core::Result<LoadBalancer> {
+        let mut lb = self.0.lock().unwrap();
+        let tcp = |port| Listener {
+            port,
+            protocol: "TCP".into(),
+            target_port: Some(port),
+        };
+        Ok(lb
+            .get_or_insert_with(|| LoadBalancer {
+                id: format!("mem-{}", r.name),
+                name: r.name.clone(),
+                mode: r.mode,
+                scheme: r.scheme,
+                state: LbState::Active,
+                endpoint: Some(Endpoint::Ip {
+                    addresses: vec!["192.0.2.10".parse().unwrap()],
+                }),
+                listeners: vec![tcp(80), tcp(443)],
+                targets: Vec::new(),
+            })
+            .clone())
+    }
+    async fn wait_load_balancer(
+        &self,
+        _: &ClusterRef,
+        lb: &LoadBalancer,
+        _: Duration,
+    ) -> triad_core::Result<LoadBalancer> {
+        Ok(lb.clone())
+    }
+    async fn set_targets(
+        &self,
+        _: &ClusterRef,
+        _: &LoadBalancer,
+        nodes: &[triad_core::model::Node],
+    ) -> triad_core::Result<LoadBalancer> {
+        let mut guard = self.0.lock().unwrap();
+        let lb = guard.as_mut().expect("set_targets before create");
+        lb.targets = nodes.iter().map(|n| n.id.clone()).collect();
+        lb.targets.sort();
+        Ok(lb.clone())
+    }
+    async fn delete_load_balancer(&self, _: &ClusterRef) -> triad_core::Result<Vec<String>> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .take()
+            .map(|lb| lb.name)
+            .into_iter()
+            .collect())
+    }
 }
