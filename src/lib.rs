@@ -14,8 +14,7 @@
 //! | `nginx` | `triad-nginx` | an NGINX load balancer (l4 stream / l7 TLS), on a host you manage or a node of any node provider |
 //! | `rfc2136` | `triad-rfc2136` | DNS by RFC 2136 dynamic update signed with TSIG (BIND, PowerDNS, Knot, Windows DNS) |
 //! | `gce` | `triad-gce` | Compute Engine instances, passthrough NLB / HTTPS load balancer, Cloud DNS |
-//!
-//! A vSphere provider is planned as a further crate behind a feature of the same name.
+//! | `vsphere` | `triad-vsphere` | vSphere nodes: VMs cloned from a template over failure domains |
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> triad::Result<()> {
@@ -63,6 +62,10 @@ pub use triad_gce as gce;
 /// AWS: EC2 nodes, an NLB or ALB, and Route 53 (feature `ec2`).
 #[cfg(feature = "ec2")]
 pub use triad_ec2 as ec2;
+
+/// vSphere nodes (feature `vsphere`).
+#[cfg(feature = "vsphere")]
+pub use triad_vsphere as vsphere;
 
 /// The README's code examples, compiled as doc tests so they stay true.
 #[cfg(doctest)]

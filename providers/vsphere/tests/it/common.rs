@@ -1,0 +1,73 @@
+//! Settings and providers for vcsim.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use triad_core::model::NodeRequest;
+use triad_core::secret::Secret;
+use triad_vsphere::{Transport, VsphereProvider, VsphereSettings};
+
+/// Why a backend test needs scripts/test.
+pub const NEEDS: &str = "needs vcsim; scripts/test starts it";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run these tests through scripts/test, which builds and starts vcsim")
+    })
+}
+
+/// Settings for vcsim's VPX model as testing/vcsim launches it, with the zones
+/// `<prefix>a`, `<prefix>b`, `<prefix>c` on the clusters DC0_C0..2, TLS verified
+/// against the launcher's CA.
+pub fn settings(zone_prefix: &str) -> VsphereSettings {
+    let failure_domains: BTreeMap<String, String> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{zone_prefix}{s}"), format!("DC0_C{i}")))
+        .collect();
+    VsphereSettings {
+        url: env("TRIAD_VCSIM_URL"),
+        username: Some(env("TRIAD_VCSIM_USER")),
+        password: Some(Secret::new(env("TRIAD_VCSIM_PASSWORD"))),
+        insecure: false,
+        ca_file: Some(PathBuf::from(env("TRIAD_VCSIM_CA"))),
+        transport: Transport::Soap,
+        datacenter: "DC0".into(),
+        template: "ubuntu-template".into(),
+        datastore: "LocalDS_0".into(),
+        network: "DC0_DVPG0".into(),
+        folder: None,
+        cpus: Some(2),
+        memory_mib: Some(4096),
+        failure_domains,
+        extra_config: BTreeMap::from([("disk.EnableUUID".to_owned(), "TRUE".to_owned())]),
+    }
+}
+
+/// A distinct 10.x.y.z address per node name (FNV-1a), for vcsim's
+/// `SET.guest.ipAddress`: vcsim reports no guest IP otherwise.
+pub fn fake_ip(name: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    format!(
+        "10.{}.{}.{}",
+        (h >> 16) & 0xff,
+        (h >> 8) & 0xff,
+        (h & 0xff).clamp(1, 254)
+    )
+}
+
+/// A provider logged in to vcsim, giving each node a fake guest IP.
+pub async fn provider(zone_prefix: &str) -> VsphereProvider {
+    VsphereProvider::connect(settings(zone_prefix))
+        .await
+        .expect("log in to vcsim")
+        .with_node_extra_config(|r: &NodeRequest| {
+            vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
+        })
+        .with_poll_interval(Duration::from_millis(200))
+}
