@@ -19,29 +19,19 @@ use std::sync::Arc;
 use clap::Parser;
 use common::CloudArgs;
 use triad::ec2::Ec2;
-use triad::orchestrator::Options;
 use triad::Orchestrator;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(args).await)
 }
 
 async fn run(args: CloudArgs) -> triad::Result<()> {
     let spec = common::load_spec(&args)?;
     let aws = Arc::new(Ec2::from_spec(&spec).await?);
     // No retry layer: the AWS SDK retries throttled and transient calls itself.
-    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws).with_options(Options {
-        allow_hostname_change: args.allow_hostname_change,
-        ..Options::default()
-    });
+    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws).with_options(args.options());
     common::run(triad, &spec, args.command, args.output).await
 }

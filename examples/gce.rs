@@ -26,13 +26,7 @@ use triad::Orchestrator;
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run(args).await)
 }
 
 async fn run(args: CloudArgs) -> triad::Result<()> {
@@ -42,6 +36,7 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
         eprintln!("using the test endpoint {endpoint} without credentials ($TRIAD_GCE_ENDPOINT)");
     }
     let gce = Arc::new(GceProvider::from_spec_with(&spec, connection).await?);
-    let orchestrator = Orchestrator::new(gce.clone(), gce.clone(), gce);
+    let orchestrator =
+        Orchestrator::new(gce.clone(), gce.clone(), gce).with_options(args.options());
     common::run(orchestrator, &spec, args.command, args.output).await
 }

@@ -7,12 +7,14 @@
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use triad::events::{Event, Observer, Resource};
+use triad::orchestrator::Options;
 use triad::{render, Orchestrator, ValidSpec};
 
 /// Logs go to stderr, at WARN unless `RUST_LOG` says otherwise.
@@ -61,6 +63,28 @@ pub struct CloudArgs {
     /// Allow a plan that changes the Rancher hostname (only before Rancher is installed).
     #[arg(long, global = true)]
     pub allow_hostname_change: bool,
+}
+
+impl CloudArgs {
+    /// The orchestrator options these arguments ask for.
+    pub fn options(&self) -> Options {
+        Options {
+            allow_hostname_change: self.allow_hostname_change,
+            ..Options::default()
+        }
+    }
+}
+
+/// The process's exit code for `result`, printing the error (every spec problem, or
+/// what failed and what exists) on stderr.
+pub fn exit(result: triad::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Load and validate `--config`, reporting every problem.
@@ -178,14 +202,14 @@ impl Observer for Progress {
         if self.plain {
             match event {
                 Event::Discovering => eprintln!("discovering existing resources"),
-                Event::Started { resource, step } => eprintln!("{resource}: {step}"),
+                Event::Started { resource, step } => eprintln!("{resource}: {step}…"),
                 Event::Finished {
                     resource,
                     step,
                     detail,
                 } => match detail {
-                    Some(d) => eprintln!("{resource}: {step} ({d})"),
-                    None => eprintln!("{resource}: {step}"),
+                    Some(d) => eprintln!("{resource}: {step} ✔ ({d})"),
+                    None => eprintln!("{resource}: {step} ✔"),
                 },
                 Event::Failed {
                     resource,
