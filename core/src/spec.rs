@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::error::{Error, SpecProblem, SpecProblems};
 use crate::labels;
 use crate::secret::ProxyUrl;
 
@@ -279,6 +279,43 @@ fn default_ttl() -> u32 {
 pub struct ProviderSection(pub serde_json::Value);
 
 impl ProviderSection {
+    /// Parse a section a provider cannot work without, then run the provider's own
+    /// checks: a missing section is a spec problem naming it (`fix` says what to add),
+    /// and every problem `check` finds is reported at once.
+    ///
+    /// ```
+    /// use triad_core::spec::{ClusterSpec, ProviderSection};
+    /// #[derive(serde::Deserialize)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Sim { time_scale: f64 }
+    /// let spec = ClusterSpec::from_toml("name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"e.com\"\nhostname = \"r.e.com\"")
+    ///     .unwrap().validate().unwrap();
+    /// let err = ProviderSection::parse_required::<Sim>(spec.sim.as_ref(), "sim", "add [sim]", |_| vec![])
+    ///     .err().unwrap();
+    /// assert!(err.spec_problems().unwrap().names("sim"));
+    /// ```
+    pub fn parse_required<T: serde::de::DeserializeOwned>(
+        section: Option<&ProviderSection>,
+        name: &str,
+        fix: &str,
+        check: impl FnOnce(&T) -> Vec<SpecProblem>,
+    ) -> Result<T, Error> {
+        let Some(section) = section else {
+            return Err(Error::invalid(
+                name,
+                format!("the spec has no [{name}] section"),
+                fix,
+            ));
+        };
+        let settings: T = section.parse(name)?;
+        let problems = check(&settings);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(Error::InvalidSpec(SpecProblems(problems)))
+        }
+    }
+
     /// Deserialize the section into a provider's settings type. `section` names it
     /// in errors (`"ec2"`); use `#[serde(deny_unknown_fields)]` on `T` so typos fail.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, section: &str) -> Result<T, Error> {

@@ -1,8 +1,8 @@
 //! The `[gce]` section of the spec.
 
 use serde::{Deserialize, Serialize};
-use triad_core::error::{Error, SpecProblem, SpecProblems};
-use triad_core::spec::{LbScheme, ValidSpec};
+use triad_core::error::{Error, SpecProblem};
+use triad_core::spec::{LbScheme, ProviderSection, ValidSpec};
 
 /// The image used when neither `gce.image` nor `nodes.image` names one.
 pub const DEFAULT_IMAGE: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts";
@@ -81,20 +81,12 @@ impl GceSettings {
 
     /// Read `[gce]` from the spec; a missing section is an error naming it.
     pub fn from_spec(spec: &ValidSpec) -> Result<Self, Error> {
-        let Some(section) = &spec.gce else {
-            return Err(Error::invalid(
-                "gce",
-                "is missing",
-                "add a [gce] section with at least `project = \"my-project\"`",
-            ));
-        };
-        let settings: Self = section.parse("gce")?;
-        let problems = settings.problems(spec);
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(Error::InvalidSpec(SpecProblems(problems)))
-        }
+        ProviderSection::parse_required(
+            spec.gce.as_ref(),
+            "gce",
+            "add a [gce] section with at least `project = \"my-project\"`",
+            |settings: &Self| settings.problems(spec),
+        )
     }
 
     /// Every problem of these settings together with the rest of the spec.

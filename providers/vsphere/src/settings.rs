@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use triad_core::error::{SpecProblem, SpecProblems};
+use triad_core::error::SpecProblem;
 use triad_core::secret::Secret;
-use triad_core::spec::ValidSpec;
+use triad_core::spec::{ProviderSection, ValidSpec};
 use triad_core::Error;
 
 /// Environment variable read for the user name when `[vsphere] username` is absent.
@@ -123,20 +123,12 @@ impl VsphereSettings {
     /// Read `[vsphere]` from the spec: a missing section or a wrong field is an
     /// [`Error::InvalidSpec`] naming the field.
     pub fn from_spec(spec: &ValidSpec) -> Result<Self, Error> {
-        let Some(section) = &spec.vsphere else {
-            return Err(Error::invalid(
-                "vsphere",
-                "the spec has no [vsphere] section",
-                "add [vsphere] with url, datacenter, template, datastore, network and failure_domains (see docs/vsphere.md)",
-            ));
-        };
-        let settings: Self = section.parse("vsphere")?;
-        let problems = settings.problems(spec);
-        if problems.is_empty() {
-            Ok(settings)
-        } else {
-            Err(Error::InvalidSpec(SpecProblems(problems)))
-        }
+        ProviderSection::parse_required(
+            spec.vsphere.as_ref(),
+            "vsphere",
+            "add [vsphere] with url, datacenter, template, datastore, network and failure_domains (see docs/vsphere.md)",
+            |settings: &Self| settings.problems(spec),
+        )
     }
 
     /// Every problem of these settings, alone and together with the spec.
