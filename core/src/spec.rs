@@ -2,7 +2,7 @@
 //! validation into a [`ValidSpec`] before any cloud API is called.
 //!
 //! Validation reports **every** problem at once, each naming the field and the fix
-//! (see [`SpecProblem`](crate::error::SpecProblem)); unknown fields are errors, so a
+//! (see [`SpecProblem`]); unknown fields are errors, so a
 //! typo is never silently ignored.
 
 use std::collections::BTreeMap;
