@@ -85,7 +85,7 @@ async fn run(args: Args) -> triad::Result<()> {
         None => ClusterSpec::from_toml(BUILT_IN_SPEC)?,
     };
     if spec.sim.is_none() {
-        spec.sim = Some(ProviderSection(
+        spec.sim = Some(ProviderSection::new(
             serde_json::json!({ "time_scale": args.time_scale }),
         ));
     }

@@ -186,6 +186,11 @@ pub struct Plan {
     pub dns_delete: Vec<Record>,
     /// What discovery found.
     pub discovered: Discovered,
+    /// Security trade-offs of the spec the operator should know about before
+    /// applying (a proxy password readable from the nodes' metadata, nodes open to
+    /// the internet): the providers' [`NodeProvider::plan_warnings`] and core's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip)]
     spec: ValidSpec,
 }
@@ -319,12 +324,39 @@ impl fmt::Display for Plan {
             del += 1;
             writeln!(f, "  - DNS {} {} (hostname change)", r.kind, r.fqdn)?;
         }
+        for w in &self.warnings {
+            writeln!(f, "  ! warning: {w}")?;
+        }
         if self.is_noop() {
             write!(f, "No changes: the cluster is as the spec says.")
         } else {
             write!(f, "{add} to create, {change} to change, {del} to delete.")
         }
     }
+}
+
+/// Core's warnings about `spec`, then the node and balancer providers'.
+fn plan_warnings(
+    spec: &ValidSpec,
+    nodes: &dyn NodeProvider,
+    lb: &dyn LoadBalancerProvider,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(proxy) = &spec.proxy {
+        if proxy.http.has_password() || proxy.https.as_ref().is_some_and(|u| u.has_password()) {
+            out.push(
+                "the proxy URL carries a password: it goes into every node's user data, which                  any process on the node can read from the metadata service (EC2 IMDS, the GCE                  metadata server, vSphere guestinfo); prefer a proxy that admits the nodes by                  address, or a credential only for these nodes (see the provider's guide,                  \"Egress\")"
+                    .to_owned(),
+            );
+        }
+    }
+    out.extend(nodes.plan_warnings(spec));
+    for w in lb.plan_warnings(spec) {
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 /// What [`Orchestrator::destroy`] removed.
@@ -573,6 +605,7 @@ impl Orchestrator {
                 load_balancer: lb,
                 records: owned,
             },
+            warnings: plan_warnings(spec, &*self.nodes, &*self.lb),
             spec: spec.clone(),
         })
     }

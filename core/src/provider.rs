@@ -31,6 +31,12 @@ pub trait NodeProvider: Send + Sync {
         Ok(())
     }
 
+    /// Warnings about `spec` the plan shows (a security trade-off the spec makes, such
+    /// as nodes open to the internet), without calling the cloud. None by default.
+    fn plan_warnings(&self, _spec: &ValidSpec) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The zones of the cluster's region, in the cloud's order.
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>>;
 
@@ -64,6 +70,12 @@ pub trait LoadBalancerProvider: Send + Sync {
     /// accepts everything.
     fn check_spec(&self, _spec: &ValidSpec) -> Result<()> {
         Ok(())
+    }
+
+    /// Warnings about `spec` the plan shows (see [`NodeProvider::plan_warnings`]).
+    /// None by default.
+    fn plan_warnings(&self, _spec: &ValidSpec) -> Vec<String> {
+        Vec::new()
     }
 
     /// The cluster's balancer, found by its labels, with its current targets.
@@ -192,6 +204,9 @@ macro_rules! forward_provider_traits {
             fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
                 (**self).check_spec(spec)
             }
+            fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+                (**self).plan_warnings(spec)
+            }
             async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
                 (**self).zones(cluster).await
             }
@@ -219,6 +234,9 @@ macro_rules! forward_provider_traits {
             }
             fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
                 (**self).check_spec(spec)
+            }
+            fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+                (**self).plan_warnings(spec)
             }
             async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
                 (**self).discover_load_balancer(cluster).await

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, SpecProblem, SpecProblems};
 use crate::labels;
-use crate::secret::ProxyUrl;
+use crate::secret::{ProxyUrl, Secret, REDACTED};
 
 /// Rancher's recommended node count: etcd on three nodes survives the loss of one.
 pub const DEFAULT_NODE_COUNT: u32 = 3;
@@ -219,6 +219,12 @@ pub struct LoadBalancerSpec {
     /// ingress, `/ping` for Traefik.
     #[serde(default = "default_health_path")]
     pub health_check_path: String,
+    /// TLS policy of an `l7` balancer, provider-specific: the name of an existing
+    /// Compute Engine SSL policy (by default triad makes `<name>-tls`, profile
+    /// `MODERN`, TLS 1.2 and later), or an ELB security policy on EC2 (by default
+    /// `ELBSecurityPolicy-TLS13-1-2-2021-06`, TLS 1.2 and 1.3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_policy: Option<String>,
 }
 
 fn default_health_path() -> String {
@@ -232,6 +238,7 @@ impl Default for LoadBalancerSpec {
             scheme: LbScheme::InternetFacing,
             certificate: None,
             health_check_path: default_health_path(),
+            ssl_policy: None,
         }
     }
 }
@@ -274,9 +281,140 @@ fn default_ttl() -> u32 {
 
 /// A provider's own section of the spec (`[ec2]`, `[sim]`, …), kept as data until
 /// the provider reads it with [`ProviderSection::parse`] into its own type.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ProviderSection(pub serde_json::Value);
+///
+/// The value of every key that names a secret ([`is_secret_key`]: `password`,
+/// `secret`, `token`, `key`, `*_key`, …, at any depth) is held as a [`Secret`] from
+/// the moment the section is parsed. `Debug` and `Serialize` show it as `****`, so a
+/// serialized spec does **not** round-trip secrets (as with [`ProxyUrl`]); only
+/// [`ProviderSection::parse`] hands the values to the provider's settings type,
+/// whose fields for them should be [`Secret`]s.
+///
+/// ```
+/// use triad_core::secret::Secret;
+/// use triad_core::spec::ProviderSection;
+/// let s = ProviderSection::new(serde_json::json!({"user": "ops", "password": "hunter2"}));
+/// assert!(!format!("{s:?}").contains("hunter2"));
+/// assert_eq!(serde_json::to_string(&s).unwrap(), r#"{"password":"****","user":"ops"}"#);
+/// #[derive(serde::Deserialize)]
+/// struct Login { user: String, password: Secret }
+/// assert_eq!(s.parse::<Login>("x").unwrap().password.expose(), "hunter2");
+/// ```
+#[derive(Clone, Default, PartialEq)]
+pub struct ProviderSection {
+    /// The section with every secret value replaced by `****`.
+    shown: serde_json::Value,
+    /// JSON pointer of each secret value → the value as JSON text.
+    secrets: Vec<(String, Secret)>,
+}
+
+/// Whether a provider-section key names a secret: its last word (split at `_`,
+/// `-` and `.`), case-insensitive, is `password`, `passwd`, `passphrase`, `secret`,
+/// `token`, `key`, `apikey` or `credentials`. So `password`, `client_secret`,
+/// `api_token`, `key`, `access_key` and `private-key` are secrets; `key_name`,
+/// `secret_file` and `secret_env` (which name where a secret is) are not.
+///
+/// A provider declares a field secret by giving it such a name (and the type
+/// [`Secret`]).
+///
+/// ```
+/// use triad_core::spec::is_secret_key;
+/// assert!(is_secret_key("password") && is_secret_key("secret") && is_secret_key("Access_Key"));
+/// assert!(!is_secret_key("key_name") && !is_secret_key("secret_file") && !is_secret_key("username"));
+/// ```
+pub fn is_secret_key(key: &str) -> bool {
+    const WORDS: [&str; 8] = [
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "key",
+        "apikey",
+        "credentials",
+    ];
+    let last = key.rsplit(['_', '-', '.']).next().unwrap_or(key);
+    WORDS.iter().any(|w| last.eq_ignore_ascii_case(w))
+}
+
+impl ProviderSection {
+    /// A section from its data; secret values are taken out of `value` at once.
+    pub fn new(value: serde_json::Value) -> Self {
+        let mut shown = value;
+        let mut secrets = Vec::new();
+        take_secrets(&mut shown, String::new(), &mut secrets);
+        Self { shown, secrets }
+    }
+
+    /// The section with every secret value shown as `****`.
+    pub fn redacted(&self) -> &serde_json::Value {
+        &self.shown
+    }
+
+    /// Text with every secret value of this section replaced by `****`.
+    fn mask(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (_, secret) in &self.secrets {
+            let json = secret.expose();
+            let plain: Option<String> = serde_json::from_str(json).ok();
+            for value in [Some(json.to_owned()), plain].into_iter().flatten() {
+                if !value.is_empty() {
+                    out = out.replace(&value, REDACTED);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Move the value of every secret key in `value` (at any depth) into `out`, keyed by
+/// its JSON pointer, leaving `****` in its place.
+fn take_secrets(value: &mut serde_json::Value, at: String, out: &mut Vec<(String, Secret)>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let path = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                if is_secret_key(k) && !v.is_null() {
+                    let taken = std::mem::replace(v, serde_json::Value::from(REDACTED));
+                    out.push((path, Secret::new(taken.to_string())));
+                } else {
+                    take_secrets(v, path, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                take_secrets(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl From<serde_json::Value> for ProviderSection {
+    fn from(value: serde_json::Value) -> Self {
+        Self::new(value)
+    }
+}
+
+impl fmt::Debug for ProviderSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProviderSection({:?})", self.shown)
+    }
+}
+
+/// Serialized with every secret value as `****`: a serialized spec does not
+/// round-trip secrets.
+impl Serialize for ProviderSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.shown.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(d).map(Self::new)
+    }
+}
 
 impl ProviderSection {
     /// Parse a section a provider cannot work without, then run the provider's own
@@ -319,10 +457,16 @@ impl ProviderSection {
     /// Deserialize the section into a provider's settings type. `section` names it
     /// in errors (`"ec2"`); use `#[serde(deny_unknown_fields)]` on `T` so typos fail.
     pub fn parse<T: serde::de::DeserializeOwned>(&self, section: &str) -> Result<T, Error> {
-        serde_json::from_value(self.0.clone()).map_err(|e| {
+        let mut full = self.shown.clone();
+        for (path, secret) in &self.secrets {
+            if let Some(slot) = full.pointer_mut(path) {
+                *slot = serde_json::from_str(secret.expose()).unwrap_or_default();
+            }
+        }
+        serde_json::from_value(full).map_err(|e| {
             Error::invalid(
                 section,
-                mask_userinfo(&e.to_string()),
+                self.mask(&mask_userinfo(&e.to_string())),
                 format!("fix the [{section}] section (see docs/spec.md)"),
             )
         })
@@ -332,26 +476,17 @@ impl ProviderSection {
 impl ClusterSpec {
     /// Parse a TOML document.
     pub fn from_toml(text: &str) -> Result<Self, Error> {
-        toml::from_str(text).map_err(|e| Error::Parse {
-            format: "TOML",
-            message: mask_userinfo(&e.to_string()),
-        })
+        toml::from_str(text).map_err(|e| parse_error("TOML", &e.to_string(), text))
     }
 
     /// Parse a YAML document.
     pub fn from_yaml(text: &str) -> Result<Self, Error> {
-        serde_norway::from_str(text).map_err(|e| Error::Parse {
-            format: "YAML",
-            message: mask_userinfo(&e.to_string()),
-        })
+        serde_norway::from_str(text).map_err(|e| parse_error("YAML", &e.to_string(), text))
     }
 
     /// Parse a JSON document.
     pub fn from_json(text: &str) -> Result<Self, Error> {
-        serde_json::from_str(text).map_err(|e| Error::Parse {
-            format: "JSON",
-            message: mask_userinfo(&e.to_string()),
-        })
+        serde_json::from_str(text).map_err(|e| parse_error("JSON", &e.to_string(), text))
     }
 
     /// Read a spec file; the format follows the extension (`.toml`, `.yaml`/`.yml`,
@@ -391,6 +526,15 @@ impl ClusterSpec {
     }
 }
 
+/// A parse error whose message shows neither a secret key's value nor a proxy
+/// password.
+fn parse_error(format: &'static str, message: &str, source: &str) -> Error {
+    Error::Parse {
+        format,
+        message: mask_userinfo(&redact_secret_lines(message, source)),
+    }
+}
+
 /// `text` with the password of every `user:password@` in it replaced by `****`.
 ///
 /// Parser messages quote the spec: TOML shows the offending line, and every format
@@ -416,11 +560,81 @@ fn mask_userinfo(text: &str) -> String {
     let mut pos = 0;
     for (from, to) in masked {
         out.push_str(&text[pos..from]);
-        out.push_str(crate::secret::REDACTED);
+        out.push_str(REDACTED);
         pos = to;
     }
     out.push_str(&text[pos..]);
     out
+}
+
+/// `message` (a parser's error about `source`) with every source line that assigns a
+/// secret key ([`is_secret_key`]) shown as `key = ****`, and that key's value
+/// replaced wherever else the message quotes it.
+///
+/// TOML errors quote the offending line, and every format quotes a value of the
+/// wrong type: a typo on a `password =` line must not print the password.
+fn redact_secret_lines(message: &str, source: &str) -> String {
+    let mut out = message.to_owned();
+    for line in source.lines() {
+        let Some(value_at) = secret_value_start(line) else {
+            continue;
+        };
+        let value = line[value_at..].trim();
+        if value.is_empty() {
+            continue;
+        }
+        let shown = format!("{} {REDACTED}", line[..value_at].trim_end());
+        out = out.replace(line.trim_end(), &shown);
+        for v in [value, first_value(value)] {
+            // Short values would match ordinary words; the line itself is gone already.
+            if v.chars().count() >= 4 {
+                out = out.replace(v, REDACTED);
+            }
+        }
+    }
+    out
+}
+
+/// The first value in `text`: a quoted string's contents, else up to a `,`, `}`, `]`,
+/// `#` or white space.
+fn first_value(text: &str) -> &str {
+    match text.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let rest = &text[1..];
+            rest.find(q).map_or(rest, |end| &rest[..end])
+        }
+        _ => text
+            .find(|c: char| matches!(c, ',' | '}' | ']' | '#') || c.is_whitespace())
+            .map_or(text, |end| &text[..end]),
+    }
+}
+
+/// Where the value of the first secret key assigned on `line` starts (just after its
+/// `=` or `:`), for TOML (`password = "…"`, inline tables), YAML (`password: …`) and
+/// JSON (`"password": "…"`).
+fn secret_value_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    for (sep, _) in line.match_indices(['=', ':']) {
+        let mut end = sep;
+        while end > 0 && bytes[end - 1] == b' ' {
+            end -= 1;
+        }
+        let quoted = end > 0 && matches!(bytes[end - 1], b'"' | b'\'');
+        if quoted {
+            end -= 1;
+        }
+        let start = bytes[..end]
+            .iter()
+            .rposition(|&b| {
+                let key_char = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+                !(key_char || quoted && b == b' ')
+            })
+            .map_or(0, |i| i + 1);
+        if start < end && is_secret_key(&line[start..end]) {
+            return Some(sep + 1);
+        }
+    }
+    None
 }
 
 /// A spec that passed [`ClusterSpec::validate`]. Dereferences to [`ClusterSpec`].
@@ -505,7 +719,36 @@ impl ClusterRef {
 
 #[cfg(test)]
 mod tests {
-    use super::mask_userinfo;
+    use super::{mask_userinfo, redact_secret_lines};
+
+    #[test]
+    fn secret_lines_are_redacted_in_parse_messages() {
+        let source = "name = \"r\"\n[vsphere]\npassword = \"TopSecret-1\\q\"\nx = { api_token = 'Tok3n-xyz', a = 1 }\n";
+        let message = "TOML parse error at line 3, column 22\n  |\n3 | password = \"TopSecret-1\\q\"\n  |       ^\ninvalid escape\n\
+                       4 | x = { api_token = 'Tok3n-xyz', a = 1 }\nstring \"Tok3n-xyz\"";
+        let out = redact_secret_lines(message, source);
+        assert!(!out.contains("TopSecret"), "{out}");
+        assert!(!out.contains("Tok3n"), "{out}");
+        assert!(out.contains("3 | password = ****"), "{out}");
+        assert!(
+            out.contains("line 3, column 22") && out.contains("invalid escape"),
+            "{out}"
+        );
+        // YAML and JSON keys, quoted or not.
+        for (source, line) in [
+            ("password: Hunter2-x\n", "password: Hunter2-x"),
+            ("  \"secret\": \"aHVudGVy\",\n", "\"secret\": \"aHVudGVy\""),
+        ] {
+            let out = redact_secret_lines(&format!("at {line} here"), source);
+            assert!(
+                !out.contains("Hunter2") && !out.contains("aHVudGVy"),
+                "{out}"
+            );
+        }
+        // Lines without a secret key are kept.
+        let out = redact_secret_lines("1 | key_name = \"ops-key\"", "key_name = \"ops-key\"\n");
+        assert_eq!(out, "1 | key_name = \"ops-key\"");
+    }
 
     #[test]
     fn mask_userinfo_hides_passwords_only() {

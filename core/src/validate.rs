@@ -248,6 +248,19 @@ fn proxy_url(url: &ProxyUrl) -> Result<(), String> {
 
 fn load_balancer(p: &mut Problems, spec: &ClusterSpec) {
     let lb = &spec.load_balancer;
+    match (&lb.mode, &lb.ssl_policy) {
+        (_, Some(sp)) if sp.trim().is_empty() => p.add(
+            "load_balancer.ssl_policy",
+            "is empty",
+            "name a TLS policy, or leave the field out for triad's TLS 1.2+ default",
+        ),
+        (LbMode::L4, Some(_)) => p.add(
+            "load_balancer.ssl_policy",
+            "is set but mode is l4, which passes TLS through to the nodes",
+            "leave ssl_policy out, or use mode = \"l7\"",
+        ),
+        _ => {}
+    }
     match (&lb.mode, &lb.certificate) {
         (LbMode::L7, None) => p.add(
             "load_balancer.certificate",

@@ -331,6 +331,10 @@ impl<P: NodeProvider, L: Layer> NodeProvider for Layered<P, L> {
         self.inner.check_spec(spec)
     }
 
+    fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+        self.inner.plan_warnings(spec)
+    }
+
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         let resource = format!("region {}", cluster.region);
         let call = || self.inner.zones(cluster);
@@ -381,6 +385,10 @@ impl<P: LoadBalancerProvider, L: Layer> LoadBalancerProvider for Layered<P, L> {
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
         self.inner.check_spec(spec)
+    }
+
+    fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+        self.inner.plan_warnings(spec)
     }
 
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {

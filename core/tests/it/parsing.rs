@@ -134,8 +134,8 @@ fn toml_yaml_and_json_load_to_equal_specs() {
         "http://proxy.corp.example:3129"
     );
     let sim = toml.sim.as_ref().unwrap();
-    assert_eq!(sim.0["balancer_endpoint"], "hostname");
-    assert_eq!(sim.0["node_quota"], 7);
+    assert_eq!(sim.redacted()["balancer_endpoint"], "hostname");
+    assert_eq!(sim.redacted()["node_quota"], 7);
     assert!(toml.ec2.is_none());
     toml.validate().expect("the full spec is valid");
 }

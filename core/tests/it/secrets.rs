@@ -1,5 +1,6 @@
 //! Proxy passwords never reach `Debug` output, error text or serialized specs.
 
+use triad_core::secret::Secret;
 use triad_core::spec::ClusterSpec;
 
 use crate::common::{merged, spec_with};
@@ -118,4 +119,96 @@ fn parse_errors_keep_text_that_is_not_a_password() {
 
 fn minimal_toml() -> &'static str {
     "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"example.com\"\nhostname = \"r.example.com\"\n"
+}
+
+#[test]
+fn provider_section_secrets_are_held_apart_and_reach_the_parser() {
+    let spec = spec_with(&format!(
+        "[vsphere]\nurl = \"https://vc\"\npassword = \"{PASSWORD}\"\n\
+         [rfc2136]\nkey_name = \"k\"\nsecret = \"{PASSWORD}x\"\nsecret_file = \"/etc/tsig\"\n\
+         [nginx.addon]\napi_token = \"{PASSWORD}y\"\nkeys = [{{ access_key = \"{PASSWORD}z\" }}]"
+    ));
+    for (what, text) in [
+        ("Debug", format!("{spec:?}")),
+        ("JSON", serde_json::to_string(&spec).unwrap()),
+        ("section Debug", format!("{:?}", spec.vsphere)),
+    ] {
+        assert_hidden(what, &text);
+    }
+    // What names where a secret is stays visible.
+    let rfc = serde_json::to_value(spec.rfc2136.as_ref().unwrap()).unwrap();
+    assert_eq!(rfc["secret_file"], "/etc/tsig");
+    assert_eq!(rfc["secret"], "****");
+    // The provider's settings type gets every value, at any depth.
+    #[derive(serde::Deserialize)]
+    struct Vs {
+        password: Secret,
+    }
+    let vs: Vs = spec.vsphere.as_ref().unwrap().parse("vsphere").unwrap();
+    assert_eq!(vs.password.expose(), PASSWORD);
+    let nginx: serde_json::Value = spec.nginx.as_ref().unwrap().parse("nginx").unwrap();
+    assert_eq!(nginx["addon"]["api_token"], format!("{PASSWORD}y"));
+    assert_eq!(
+        nginx["addon"]["keys"][0]["access_key"],
+        format!("{PASSWORD}z")
+    );
+    // A value of the wrong type is not quoted back.
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Wrong {
+        password: u32,
+    }
+    let err = spec
+        .vsphere
+        .as_ref()
+        .unwrap()
+        .parse::<Wrong>("vsphere")
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid type"), "{err}");
+    assert_hidden("section error", &err.to_string());
+    assert_hidden("section error debug", &format!("{err:?}"));
+}
+
+#[test]
+fn parse_errors_never_quote_a_secret_line() {
+    let base = format!(
+        "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"example.com\"\nhostname = \"r.example.com\"\n\
+         [vsphere]\nurl = \"https://vc\"\npassword = \"{PASSWORD}\"\n"
+    );
+    for (what, doc) in [
+        (
+            "bad escape",
+            base.replace(PASSWORD, &format!("{PASSWORD}\\q")),
+        ),
+        (
+            "unterminated",
+            base.replace(&format!("{PASSWORD}\""), PASSWORD),
+        ),
+        (
+            "duplicate key",
+            format!("{base}password = \"{PASSWORD}\"\n"),
+        ),
+        (
+            "inline table",
+            format!(
+                "name = \"r\"\nregion = \"x\"\nvsphere = {{ password = \"{PASSWORD}\", url = }}\n\
+                 [dns]\nzone = \"example.com\"\nhostname = \"r.example.com\"\n"
+            ),
+        ),
+    ] {
+        let err = ClusterSpec::from_toml(&doc).expect_err(what);
+        let text = err.to_string();
+        assert_hidden(what, &text);
+        assert_hidden(what, &format!("{err:?}"));
+        assert!(text.contains("line"), "{what}: {text}");
+    }
+    let yaml = format!(
+        "name: r\nregion: x\ndns: {{zone: example.com, hostname: r.example.com}}\n\
+         vsphere:\n  password: \"{PASSWORD}\\q\"\n"
+    );
+    let err = ClusterSpec::from_yaml(&yaml).unwrap_err();
+    assert_hidden("YAML", &err.to_string());
+    let json = format!("{{\"name\": \"r\", \"vsphere\": {{\"password\": \"{PASSWORD}\\q\"}}}}");
+    let err = ClusterSpec::from_json(&json).unwrap_err();
+    assert_hidden("JSON", &err.to_string());
 }
