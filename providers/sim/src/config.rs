@@ -233,7 +233,12 @@ impl SimSettings {
         let settings = match spec.sim.as_ref() {
             // The section is kept as JSON, which has no NaN or infinity: they arrive
             // as null. Name the field rather than report a confusing type error.
-            Some(section) if section.0.get("time_scale").is_some_and(|v| v.is_null()) => {
+            Some(section)
+                if section
+                    .redacted()
+                    .get("time_scale")
+                    .is_some_and(|v| v.is_null()) =>
+            {
                 return Err(Error::invalid(
                     "sim.time_scale",
                     "is not a finite number",
