@@ -887,6 +887,23 @@ mod tests {
     }
 
     #[test]
+    fn the_secret_reaches_the_settings_from_the_spec_and_nothing_else() {
+        let spec = triad_core::ClusterSpec::from_toml(
+            "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"example.com\"\nhostname = \"r.example.com\"\n\
+             [rfc2136]\nserver = \"127.0.0.1:53\"\nkey_name = \"k\"\nsecret = \"aHVudGVyMg==\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert!(!format!("{spec:?}").contains("aHVudGVyMg"));
+        let settings = Rfc2136Provider::settings_from_spec(&spec).unwrap();
+        assert_eq!(
+            settings.secret.as_ref().map(Secret::expose),
+            Some("aHVudGVyMg==")
+        );
+    }
+
+    #[test]
     fn records_from_answers() {
         let n = wire::name("r.example.com").unwrap();
         let recs = wire::target_records(
