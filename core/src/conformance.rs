@@ -868,3 +868,108 @@ pub async fn run_all(
     load_balancer_create_is_idempotent(lb, fx).await;
     dns_upsert_ownership_delete(dns, fx).await;
 }
+
+/// Helpers for the "operator behind a proxy" tests every cloud provider runs: a real
+/// tinyproxy (started by `scripts/test`, named by `TRIAD_TINYPROXY_URL` and
+/// `TRIAD_TINYPROXY_LOG`) in front of the emulator, and the test binary run again as
+/// a child process with the proxy variables set (they are process-wide).
+///
+/// ```text
+/// #[tokio::test]
+/// async fn calls_go_through_the_proxy() {
+///     if tinyproxy::is_child() { return child().await; }
+///     let (proxy, log) = tinyproxy::from_env();
+///     let before = tinyproxy::requests(&log, "127.0.0.1:5000");
+///     tinyproxy::run_child(TEST, &proxy, None, &[]);
+///     assert!(tinyproxy::wait_for(&log, "127.0.0.1:5000", before + 1).await > before);
+/// }
+/// ```
+pub mod tinyproxy {
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Set in the child process.
+    pub const CHILD: &str = "TRIAD_PROXY_CHILD";
+
+    /// Whether this process is the child [`run_child`] started.
+    pub fn is_child() -> bool {
+        std::env::var_os(CHILD).is_some()
+    }
+
+    /// tinyproxy's URL and request log, or a panic naming the missing variable.
+    pub fn from_env() -> (String, String) {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: this test needs tinyproxy; run scripts/test")
+            })
+        };
+        (var("TRIAD_TINYPROXY_URL"), var("TRIAD_TINYPROXY_LOG"))
+    }
+
+    /// How many requests tinyproxy logged whose line contains `needle` (a
+    /// `host:port`, or a path of a plain HTTP request).
+    pub fn requests(log: &str, needle: &str) -> usize {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Request (") && l.contains(needle))
+            .count()
+    }
+
+    /// [`requests`] once it reaches `at_least` (tinyproxy writes its log a little
+    /// after answering), or after 5 s whatever it is.
+    pub async fn wait_for(log: &str, needle: &str, at_least: usize) -> usize {
+        for _ in 0..50 {
+            let n = requests(log, needle);
+            if n >= at_least {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        requests(log, needle)
+    }
+
+    /// Run the test `test` of this binary again in a child process with
+    /// `HTTP_PROXY` and `HTTPS_PROXY` set to `proxy`, `NO_PROXY` to `no_proxy` (or
+    /// unset), and `env` (a `None` value removes the variable); panic with the
+    /// child's output when it fails.
+    pub fn run_child(
+        test: &str,
+        proxy: &str,
+        no_proxy: Option<&str>,
+        env: &[(&str, Option<&str>)],
+    ) {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut cmd = Command::new(exe);
+        cmd.args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env("HTTP_PROXY", proxy)
+        .env("HTTPS_PROXY", proxy)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+        if let Some(n) = no_proxy {
+            cmd.env("NO_PROXY", n);
+        }
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let out = cmd.output().expect("run the test binary again");
+        assert!(
+            out.status.success(),
+            "the child failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

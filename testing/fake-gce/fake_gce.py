@@ -31,6 +31,9 @@ Control endpoints (not part of any Google API):
   GET  /_fake/violations        response-schema violations seen so far
   GET  /_fake/state?project=P   every resource of a project (for test assertions)
   GET  /_fake/calls?project=P   method ids called, in order
+  POST /_fake/token             an OAuth token endpoint (any grant -> a bearer token),
+                                for the `token_uri` of a test credentials file
+  GET  /_fake/tokens            how many tokens were handed out
 
 Usage: fake_gce.py --discovery DIR [--host 127.0.0.1] [--port 0] [--port-file F]
 """
@@ -56,6 +59,12 @@ IMAGES = {
     "debian-cloud": [("debian-12-bookworm-v20250101", "debian-12")],
     "ubuntu-os-cloud": [("ubuntu-2204-jammy-v20250101", "ubuntu-2204-lts"),
                         ("ubuntu-2404-noble-amd64-v20250101", "ubuntu-2404-lts-amd64")],
+}
+# Cipher suites each SSL policy profile enables (abridged from Google's list).
+SSL_FEATURES = {
+    "COMPATIBLE": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_CBC_SHA"],
+    "MODERN": ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"],
+    "RESTRICTED": ["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"],
 }
 OP_POLLS = 2          # operation GETs answered RUNNING before DONE
 OP_SECONDS = 3.0      # ... or this long after the insert, whichever comes first
@@ -174,6 +183,7 @@ class Cloud:
             self.failures = []        # pending injected failures
             self.violations = []
             self.calls = {}           # project -> [method id]
+            self.token_requests = 0   # POSTs to /_fake/token
 
     # -- projects and seeds
     def ensure_project(self, project):
@@ -291,7 +301,7 @@ REFS = {
     "backendServices": [("healthChecks", True), ("backends[].group", False)],
     "forwardingRules": [("backendService", False), ("target", False)],
     "urlMaps": [("defaultService", False)],
-    "targetHttpsProxies": [("urlMap", False), ("sslCertificates", True)],
+    "targetHttpsProxies": [("urlMap", False), ("sslCertificates", True), ("sslPolicy", False)],
     "targetHttpProxies": [("urlMap", False)],
 }
 
@@ -383,6 +393,7 @@ class Api:
                       "urlMaps": "urlMap", "targetHttpsProxies": "targetHttpsProxy",
                       "targetHttpProxies": "targetHttpProxy", "networks": "network",
                       "images": "image", "sslCertificates": "sslCertificate",
+                      "sslPolicies": "sslPolicy",
                       "subnetworks": "subnetwork"}.get(base)
         if verb == "get":
             path = "%s/%s" % (prefix, params[name_param])
@@ -399,6 +410,18 @@ class Api:
         if verb == "delete":
             return self.delete(base, project, scope, "%s/%s" % (prefix, params[name_param]),
                                query)
+        if verb == "setSslPolicy" and base == "targetHttpsProxies":
+            path = "%s/%s" % (prefix, params[name_param])
+            res = c.resources.get(path)
+            if res is None:
+                raise not_found(path)
+            ref = body.get("sslPolicy")
+            if ref:
+                res["sslPolicy"] = c.check_ref(project, ref, "sslPolicy")
+            else:
+                res.pop("sslPolicy", None)
+            res["fingerprint"] = "%016x" % random.getrandbits(64)
+            return c.operation(project, scope, base, path, "setSslPolicy", query.get("requestId"))
         if verb == "patch" and base == "backendServices":
             path = "%s/%s" % (prefix, params[name_param])
             res = c.resources.get(path)
@@ -463,7 +486,8 @@ class Api:
                                           "firewalls": "firewall",
                                           "targetHttpsProxies": "targetHttpsProxy",
                                           "targetHttpProxies": "targetHttpProxy",
-                                          "sslCertificates": "sslCertificate"}[base],
+                                          "sslCertificates": "sslCertificate",
+                                          "sslPolicies": "sslPolicy"}[base],
                     "id": new_id(), "creationTimestamp": now_rfc3339(),
                     "selfLink": COMPUTE + path})
         if scope.startswith("zones/"):
@@ -488,6 +512,16 @@ class Api:
             res["fingerprint"] = "%016x" % random.getrandbits(64)
             c.members[path] = set()
         elif base in ("backendServices", "urlMaps"):
+            res["fingerprint"] = "%016x" % random.getrandbits(64)
+        elif base == "sslPolicies":
+            # Google's defaults, and the features a profile enables (output only).
+            res.setdefault("profile", "COMPATIBLE")
+            res.setdefault("minTlsVersion", "TLS_1_0")
+            if res["profile"] == "CUSTOM" and not res.get("customFeatures"):
+                raise ApiError(400, "invalid", "Invalid value for field "
+                               "'resource.customFeatures': a CUSTOM profile needs features")
+            res["enabledFeatures"] = SSL_FEATURES[res["profile"]] \
+                if res["profile"] != "CUSTOM" else list(res["customFeatures"])
             res["fingerprint"] = "%016x" % random.getrandbits(64)
         if "labels" in res:
             res["labelFingerprint"] = "%016x" % random.getrandbits(64)
@@ -555,7 +589,8 @@ class Api:
         if users:
             raise ApiError(400, "resourceInUseByAnotherResource",
                            "The %s resource '%s' is already being used by '%s'"
-                           % (base[:-1], path, users[0]))
+                           % (base[:-3] + "y" if base.endswith("ies") else base[:-1],
+                              path, users[0]))
         if base == "instances":
             if res.get("status") == "STOPPING":
                 # Google answers a second delete with another operation.
@@ -791,6 +826,13 @@ def make_handler(cloud, api, routes, validators):
             url = urllib.parse.urlsplit(self.path)
             query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
             try:
+                if url.path == "/_fake/token" and verb == "POST":
+                    # An OAuth 2.0 token endpoint (a form-encoded refresh or JWT
+                    # grant in, a bearer token out), for `token_uri` in test ADC files.
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    cloud.token_requests += 1
+                    return self.send_json(200, {"access_token": "fake-access-token",
+                                                "expires_in": 3600, "token_type": "Bearer"})
                 body = self.read_body()
                 if url.path.startswith("/_fake/"):
                     return self.control(verb, url.path, query, body)
@@ -873,6 +915,8 @@ def make_handler(cloud, api, routes, validators):
                     f.setdefault("count", 1)
                     cloud.failures.append(f)
                     return self.send_json(200, {"ok": True})
+                if path == "/_fake/tokens":
+                    return self.send_json(200, {"tokens": cloud.token_requests})
                 if path == "/_fake/violations":
                     return self.send_json(200, {"violations": cloud.violations})
                 if path == "/_fake/calls":

@@ -330,9 +330,13 @@ impl Ec2 {
         }))
     }
 
-    /// The 80/443 rules: on the nodes' group for l4 (from `ingress` and the VPC, for
-    /// health checks), or on the balancer's group for l7 with the nodes' group open
-    /// on 80 to the balancer's group only. Returns the balancer's group for l7.
+    /// The 80/443 rules. Every balancer has its own security group that admits
+    /// `ingress` (`<cluster>-nlb` for l4, `<cluster>-alb` for l7), and the nodes'
+    /// group admits 80/443 (l4) or 80 (l7) from that group only, so the nodes are
+    /// never open to the internet themselves, even though an NLB keeps the clients'
+    /// addresses. An NLB made without a security group (by an older triad) cannot
+    /// get one: for it the nodes' group admits `ingress` itself, with a warning.
+    /// Returns the balancer's group, for a new balancer.
     async fn web_rules(
         &self,
         cluster: &ClusterRef,
@@ -345,8 +349,20 @@ impl Ec2 {
             (None, LbScheme::Internal) => net.vpc_cidrs.clone(),
         };
         let nodes_sg = self.ensure_group(cluster, "nodes").await?;
-        match request.mode {
-            LbMode::L4 => {
+        let (part, node_ports) = match request.mode {
+            LbMode::L4 => ("nlb", &[80, 443][..]),
+            LbMode::L7 => ("alb", &[80][..]),
+        };
+        if request.mode == LbMode::L4 {
+            let existing = self.owned_lbs(cluster).await?;
+            if existing.first().is_some_and(|lb| lb.security_groups().is_empty()) {
+                tracing::warn!(
+                    lb = request.name,
+                    "the NLB has no security group (made by an older triad): the nodes' \
+                     security group admits {} on 80/443 itself; delete the balancer and apply \
+                     to give it one",
+                    ingress.join(", ")
+                );
                 let mut want = BTreeSet::new();
                 for port in [80, 443] {
                     for c in ingress.iter().chain(&net.vpc_cidrs) {
@@ -354,31 +370,32 @@ impl Ec2 {
                     }
                 }
                 self.converge_rules(&nodes_sg, &want, Rule::is_web).await?;
-                Ok(None)
-            }
-            LbMode::L7 => {
-                let alb_sg = self.ensure_group(cluster, "alb").await?;
-                let alb_id = alb_sg.group_id().unwrap_or_default().to_owned();
-                let mut want = BTreeSet::new();
-                for port in [80, 443] {
-                    for c in &ingress {
-                        want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
-                    }
-                }
-                self.converge_rules(&alb_sg, &want, |_| true).await?;
-                let nodes_want = BTreeSet::from([Rule::tcp(80, Source::Group(alb_id.clone()))]);
-                self.converge_rules(&nodes_sg, &nodes_want, Rule::is_web)
-                    .await?;
-                Ok(Some(alb_id))
+                return Ok(None);
             }
         }
+        let lb_sg = self.ensure_group(cluster, part).await?;
+        let lb_id = lb_sg.group_id().unwrap_or_default().to_owned();
+        let mut want = BTreeSet::new();
+        for port in [80, 443] {
+            for c in &ingress {
+                want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
+            }
+        }
+        self.converge_rules(&lb_sg, &want, |_| true).await?;
+        let nodes_want: BTreeSet<Rule> = node_ports
+            .iter()
+            .map(|&p| Rule::tcp(p, Source::Group(lb_id.clone())))
+            .collect();
+        self.converge_rules(&nodes_sg, &nodes_want, Rule::is_web)
+            .await?;
+        Ok(Some(lb_id))
     }
 
     async fn ensure_lb(
         &self,
         cluster: &ClusterRef,
         request: &LoadBalancerRequest,
-        alb_sg: Option<&str>,
+        lb_sg: Option<&str>,
     ) -> Result<AwsLb> {
         let resource = format!("load balancer {}", request.name);
         if let Some(lb) = self.owned_lbs(cluster).await?.into_iter().next() {
@@ -441,7 +458,7 @@ impl Ec2 {
             .r#type(kind)
             .scheme(scheme)
             .set_subnets(Some(subnets))
-            .set_security_groups(alb_sg.map(|s| vec![s.to_owned()]))
+            .set_security_groups(lb_sg.map(|s| vec![s.to_owned()]))
             .set_tags(Some(elb_tags(&tags)))
             .send()
             .await;
@@ -750,6 +767,22 @@ impl LoadBalancerProvider for Ec2 {
         self.check(spec)
     }
 
+    fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+        let lb = &spec.load_balancer;
+        if lb.mode != LbMode::L4 || lb.scheme != LbScheme::InternetFacing {
+            return Vec::new();
+        }
+        let ingress = match &self.settings.ingress_cidrs {
+            Some(c) => c.join(", "),
+            None => "0.0.0.0/0".to_owned(),
+        };
+        vec![format!(
+            "the internet-facing NLB passes client addresses through to the nodes: its own \
+             security group admits {ingress} on 80/443, and the nodes' group admits 80/443 \
+             only from that group (narrow it with ec2.ingress_cidrs)"
+        )]
+    }
+
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         match self.find(cluster).await? {
             Some(found) => Ok(Some(self.model(&found).await?)),
@@ -769,8 +802,8 @@ impl LoadBalancerProvider for Ec2 {
                 return Err(Error::invalid("load_balancer.certificate", problem, fix));
             }
         }
-        let alb_sg = self.web_rules(cluster, request).await?;
-        let lb = self.ensure_lb(cluster, request, alb_sg.as_deref()).await?;
+        let lb_sg = self.web_rules(cluster, request).await?;
+        let lb = self.ensure_lb(cluster, request, lb_sg.as_deref()).await?;
         let owned = self.owned_groups_elb(cluster).await?;
         let mut groups = Vec::new();
         for spec in groups_for(request.mode) {

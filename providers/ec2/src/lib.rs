@@ -103,7 +103,10 @@ impl Ec2 {
         if !problems.is_empty() {
             return Err(Error::InvalidSpec(SpecProblems(problems)));
         }
-        let settings = Ec2Settings::from_spec(spec)?;
+        let mut settings = Ec2Settings::from_spec(spec)?;
+        if settings.ssl_policy.is_none() {
+            settings.ssl_policy = spec.load_balancer.ssl_policy.clone();
+        }
         let config = client::load_sdk_config(&spec.region, settings.max_attempts()).await;
         Ok(Self::from_sdk_config(&config, &spec.region, settings).with_zones(spec.zones.clone()))
     }

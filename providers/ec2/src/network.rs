@@ -41,6 +41,29 @@ fn find<'a>(v: &'a [(String, String)], zone: &str) -> Option<&'a str> {
     v.iter().find(|(z, _)| z == zone).map(|(_, s)| s.as_str())
 }
 
+/// A subnet found for the nodes or the balancer: (zone, id, VPC, whether it gives
+/// instances a public IP on launch).
+type Candidate = (String, String, String, bool);
+
+/// The internet gateway routes of a VPC's route tables.
+#[derive(Debug, Default)]
+struct Routes {
+    /// The main route table's internet gateway, for subnets without their own table.
+    main: Option<String>,
+    /// Subnet → its route table's internet gateway.
+    explicit: BTreeMap<String, Option<String>>,
+}
+
+impl Routes {
+    /// The internet gateway `subnet` sends `0.0.0.0/0` to, if any.
+    fn internet_gateway(&self, subnet: &str) -> Option<&str> {
+        match self.explicit.get(subnet) {
+            Some(igw) => igw.as_deref(),
+            None => self.main.as_deref(),
+        }
+    }
+}
+
 /// One security group rule, flattened: protocol, port range and one source.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Rule {
@@ -180,25 +203,32 @@ impl Ec2 {
         let mut problems = Vec::new();
         let s = &self.settings;
 
-        let (vpc_id, node_subnets) = if !s.subnets.is_empty() {
+        let explicit = !s.subnets.is_empty();
+        let (vpc_id, routes, node_subnets) = if explicit {
             let subnets = self
                 .checked_subnets(&s.subnets, "subnets", None, &mut problems)
                 .await?;
             let vpc = subnets
                 .first()
-                .map(|(_, _, v)| v.clone())
+                .map(|(_, _, v, _)| v.clone())
                 .unwrap_or_default();
-            (vpc, subnets)
+            let routes = self.routes(&vpc).await?;
+            (vpc, routes, subnets)
         } else {
             let vpc = match &s.vpc {
                 Some(v) => v.clone(),
                 None => self.default_vpc().await?,
             };
-            (vpc.clone(), self.discover_subnets(&vpc).await?)
+            let routes = self.routes(&vpc).await?;
+            let subnets = self.discover_subnets(&vpc, &routes).await?;
+            (vpc, routes, subnets)
         };
+        if !s.allow_direct_egress {
+            problems.extend(self.egress_problems(&node_subnets, &routes));
+        }
         let vpc_cidrs = self.vpc_cidrs(&vpc_id, &mut problems).await?;
         let node_subnets: Vec<(String, String)> =
-            node_subnets.into_iter().map(|(z, id, _)| (z, id)).collect();
+            node_subnets.into_iter().map(|(z, id, _, _)| (z, id)).collect();
         if node_subnets.is_empty() && problems.is_empty() {
             problems.push(problem(
                 if s.vpc.is_some() {
@@ -217,7 +247,7 @@ impl Ec2 {
             self.checked_subnets(&s.lb_subnets, "lb_subnets", Some(&vpc_id), &mut problems)
                 .await?
                 .into_iter()
-                .map(|(z, id, _)| (z, id))
+                .map(|(z, id, _, _)| (z, id))
                 .collect()
         };
         let order = |v: Vec<(String, String)>| -> Vec<(String, String)> {
@@ -272,15 +302,15 @@ impl Ec2 {
             .collect())
     }
 
-    /// The listed subnets as (zone, id, vpc), each checked to exist, one per zone,
-    /// all in one VPC.
+    /// The listed subnets as (zone, id, vpc, public IP on launch), each checked to
+    /// exist, one per zone, all in one VPC.
     async fn checked_subnets(
         &self,
         ids: &[String],
         field: &str,
         vpc: Option<&str>,
         problems: &mut Vec<SpecProblem>,
-    ) -> Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<Candidate>> {
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let found = self
             .ec2
@@ -294,7 +324,7 @@ impl Ec2 {
             .iter()
             .filter_map(|s| Some((s.subnet_id()?, s)))
             .collect();
-        let mut out: Vec<(String, String, String)> = Vec::new();
+        let mut out: Vec<Candidate> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let field = format!("ec2.{field}[{i}]");
             let Some(s) = by_id.get(id.as_str()) else {
@@ -307,7 +337,7 @@ impl Ec2 {
             };
             let zone = s.availability_zone().unwrap_or_default().to_owned();
             let s_vpc = s.vpc_id().unwrap_or_default().to_owned();
-            let want_vpc = vpc.or(out.first().map(|(_, _, v)| v.as_str()));
+            let want_vpc = vpc.or(out.first().map(|(_, _, v, _)| v.as_str()));
             if let Some(v) = want_vpc {
                 if v != s_vpc {
                     problems.push(problem(
@@ -318,7 +348,7 @@ impl Ec2 {
                     continue;
                 }
             }
-            if let Some((_, other, _)) = out.iter().find(|(z, _, _)| *z == zone) {
+            if let Some((_, other, _, _)) = out.iter().find(|(z, _, _, _)| *z == zone) {
                 problems.push(problem(
                     field,
                     format!("subnet `{id}` is in zone {zone}, like `{other}`"),
@@ -326,7 +356,8 @@ impl Ec2 {
                 ));
                 continue;
             }
-            out.push((zone, id.clone(), s_vpc));
+            let public = s.map_public_ip_on_launch().unwrap_or(false);
+            out.push((zone, id.clone(), s_vpc, public));
         }
         Ok(out)
     }
@@ -352,9 +383,10 @@ impl Ec2 {
             })
     }
 
-    /// One subnet per zone of `vpc`: the zone's default subnet, else the one with
-    /// the lowest id.
-    async fn discover_subnets(&self, vpc: &str) -> Result<Vec<(String, String, String)>> {
+    /// One subnet per zone of `vpc`: the zone's private subnets first (no public IP
+    /// on launch, no route to an internet gateway), then its default subnet, else the
+    /// one with the lowest id.
+    async fn discover_subnets(&self, vpc: &str, routes: &Routes) -> Result<Vec<Candidate>> {
         let out = self
             .ec2
             .describe_subnets()
@@ -362,12 +394,14 @@ impl Ec2 {
             .send()
             .await
             .map_err(sdk("list subnets of", format!("VPC {vpc}")))?;
-        let mut by_zone: BTreeMap<String, (bool, String)> = BTreeMap::new();
+        let mut by_zone: BTreeMap<String, (bool, bool, String, bool)> = BTreeMap::new();
         for s in out.subnets() {
             let (Some(zone), Some(id)) = (s.availability_zone(), s.subnet_id()) else {
                 continue;
             };
-            let cand = (!s.default_for_az().unwrap_or(false), id.to_owned());
+            let public = s.map_public_ip_on_launch().unwrap_or(false);
+            let direct = public || routes.internet_gateway(id).is_some();
+            let cand = (direct, !s.default_for_az().unwrap_or(false), id.to_owned(), public);
             match by_zone.get(zone) {
                 Some(best) if *best <= cand => {}
                 _ => {
@@ -377,8 +411,107 @@ impl Ec2 {
         }
         Ok(by_zone
             .into_iter()
-            .map(|(z, (_, id))| (z, id, vpc.to_owned()))
+            .map(|(z, (_, _, id, public))| (z, id, vpc.to_owned(), public))
             .collect())
+    }
+
+    /// Which subnets of `vpc` route `0.0.0.0/0` (or `::/0`) to an internet gateway.
+    async fn routes(&self, vpc: &str) -> Result<Routes> {
+        let mut routes = Routes::default();
+        if vpc.is_empty() {
+            return Ok(routes);
+        }
+        let mut pages = self
+            .ec2
+            .describe_route_tables()
+            .filters(filter("vpc-id", &[vpc]))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk("read", format!("route tables of VPC {vpc}")))?;
+            for table in page.route_tables() {
+                let igw = table
+                    .routes()
+                    .iter()
+                    .filter(|r| {
+                        r.destination_cidr_block() == Some("0.0.0.0/0")
+                            || r.destination_ipv6_cidr_block() == Some("::/0")
+                    })
+                    .filter(|r| r.state().is_none_or(|s| s.as_str() != "blackhole"))
+                    .find_map(|r| r.gateway_id().filter(|g| g.starts_with("igw-")))
+                    .map(str::to_owned);
+                for a in table.associations() {
+                    if a.main() == Some(true) {
+                        routes.main.clone_from(&igw);
+                    } else if let Some(subnet) = a.subnet_id() {
+                        routes.explicit.insert(subnet.to_owned(), igw.clone());
+                    }
+                }
+            }
+        }
+        Ok(routes)
+    }
+
+    /// The node subnets where nodes could reach the internet around the proxy: a
+    /// public IP on launch, or a route to an internet gateway. Each listed subnet is
+    /// named (`ec2.subnets[i]`); discovered ones are reported together.
+    fn egress_problems(&self, subnets: &[Candidate], routes: &Routes) -> Vec<SpecProblem> {
+        let s = &self.settings;
+        let why = |id: &str, public: bool| -> Option<String> {
+            let igw = routes.internet_gateway(id);
+            let mut parts = Vec::new();
+            if public {
+                parts.push("gives instances a public IP on launch".to_owned());
+            }
+            if let Some(igw) = igw {
+                parts.push(format!("routes 0.0.0.0/0 to internet gateway {igw}"));
+            }
+            (!parts.is_empty()).then(|| parts.join(" and "))
+        };
+        const ALLOW: &str = "or set `allow_direct_egress = true` in [ec2] to accept it \
+                             (nodes still get no public IP)";
+        if s.subnets.is_empty() {
+            let direct: Vec<String> = subnets
+                .iter()
+                .filter_map(|(zone, id, _, public)| {
+                    why(id, *public).map(|w| format!("`{id}` ({zone}) {w}"))
+                })
+                .collect();
+            if direct.is_empty() {
+                return Vec::new();
+            }
+            let (field, whose) = match &s.vpc {
+                Some(v) => ("ec2.vpc", format!("VPC {v}")),
+                None => ("ec2.subnets", "the default VPC".to_owned()),
+            };
+            return vec![problem(
+                field.into(),
+                format!(
+                    "{} triad would use {whose}, whose subnets are public: {}; nodes would \
+                     bypass the proxy",
+                    if s.vpc.is_some() { "is given, so" } else { "is empty, so" },
+                    direct.join("; ")
+                ),
+                format!(
+                    "list private subnets (one per zone, no internet gateway route, internet \
+                     only through the proxy) in ec2.subnets, {ALLOW}"
+                ),
+            )];
+        }
+        subnets
+            .iter()
+            .filter_map(|(zone, id, _, public)| {
+                let w = why(id, *public)?;
+                let i = s.subnets.iter().position(|x| x == id)?;
+                Some(problem(
+                    format!("ec2.subnets[{i}]"),
+                    format!("subnet `{id}` ({zone}) {w}: nodes would bypass the proxy"),
+                    format!(
+                        "use a private subnet of {zone} (internet only through the proxy), {ALLOW}"
+                    ),
+                ))
+            })
+            .collect()
     }
 
     async fn vpc_cidrs(&self, vpc: &str, problems: &mut Vec<SpecProblem>) -> Result<Vec<String>> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Instance,
-    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
+    InstanceMetadataEndpointState, InstanceNetworkInterfaceSpecification, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
     ResourceType, VolumeType,
 };
 use triad_core::error::{Error, FailureKind, Result};
@@ -40,19 +40,23 @@ pub(crate) fn fnv128(parts: &[&str]) -> u128 {
 }
 
 /// The `RunInstances` client token of a node: the cluster, the node, everything
-/// that shapes the instance, and the node's generation (how many instances of that
-/// name were terminated before) — so a retried or rerun create returns the same
-/// instance, a changed spec does not collide with an old token
-/// (`IdempotentParameterMismatch`), and a node made again after a delete is new.
-/// At most 64 ASCII characters, as EC2 requires.
+/// that shapes the instance, and the node's generation — so a retried or rerun
+/// create returns the same instance, a changed spec does not collide with an old
+/// token (`IdempotentParameterMismatch`), and a node made again after a delete is
+/// new. At most 64 ASCII characters, as EC2 requires.
+///
+/// EC2 honours a token for at least 24 hours after its instance is terminated, far
+/// longer than terminated instances stay listed (about an hour), so the generation
+/// ([`generation`]) is built from what survives: the id of the nodes' security group
+/// (a new one after `destroy`), the terminated instances still listed, and the ids
+/// of instances an old token brought back.
 pub(crate) fn client_token(
     cluster: &str,
     request: &NodeRequest,
     instance_type: &str,
     subnet: &str,
-    generation: usize,
+    generation: &str,
 ) -> String {
-    let generation = generation.to_string();
     let disk = request.disk_gib.map(|d| d.to_string()).unwrap_or_default();
     let h = fnv128(&[
         cluster,
@@ -63,7 +67,7 @@ pub(crate) fn client_token(
         &disk,
         subnet,
         &request.user_data,
-        &generation,
+        generation,
     ]);
     let mut t = format!("triad-{:032x}-{}", h, request.name);
     t.truncate(64);
@@ -99,6 +103,26 @@ pub(crate) fn node_of(i: &Instance) -> Node {
         public_ip: i.public_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
         labels,
     }
+}
+
+/// A node's token generation: its security group, how many of its instances are
+/// listed as terminated, and the instances old tokens brought back (`replayed`).
+pub(crate) fn generation(security_group: &str, terminated: usize, replayed: &[String]) -> String {
+    let mut g = format!("{security_group}/{terminated}");
+    for id in replayed {
+        g.push('/');
+        g.push_str(id);
+    }
+    g
+}
+
+/// Whether EC2 answered `RunInstances` with an instance that is gone or going: the
+/// token was used before, by an instance terminated since.
+fn is_gone(i: &Instance) -> bool {
+    matches!(
+        i.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Terminated | InstanceStateName::ShuttingDown)
+    )
 }
 
 fn is_terminated(i: &Instance) -> bool {
@@ -156,6 +180,43 @@ impl Ec2 {
         Ok(id)
     }
 
+    /// Send one `RunInstances` and return its instance; a capacity error names the
+    /// zone and what to do.
+    async fn run_instance(
+        &self,
+        run: aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder,
+        request: &NodeRequest,
+        instance_type: &str,
+    ) -> Result<Instance> {
+        let resource = format!("node {}", request.name);
+        let out = match run.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let e = AwsError::from_sdk(e);
+                let message = if e.kind == FailureKind::Capacity {
+                    format!(
+                        "zone {} cannot run {instance_type} now ({}); choose another size, \
+                         or list other zones in `zones` so the node goes elsewhere",
+                        request.zone, e.message
+                    )
+                } else {
+                    e.message
+                };
+                return Err(Error::provider(
+                    PROVIDER, "create", resource, e.kind, message,
+                ));
+            }
+        };
+        out.instances().first().cloned().ok_or_else(|| {
+            fail(
+                "create",
+                &resource,
+                FailureKind::Other,
+                "RunInstances returned no instance",
+            )
+        })
+    }
+
     async fn root_device(&self, image: &str) -> Result<String> {
         let out = self
             .ec2
@@ -186,6 +247,25 @@ impl NodeProvider for Ec2 {
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
         self.check(spec)
+    }
+
+    fn plan_warnings(&self, _spec: &ValidSpec) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.settings.allow_direct_egress {
+            out.push(
+                "ec2.allow_direct_egress is set: nodes in subnets that route to an internet \
+                 gateway can reach the internet around the proxy (they still get no public IP)"
+                    .to_owned(),
+            );
+        }
+        let hops = self.settings.imds_hop_limit();
+        if hops > 1 {
+            out.push(format!(
+                "ec2.imds_hop_limit is {hops}: pods can read the nodes' instance metadata, \
+                 user data (and a proxy password in it) and role credentials"
+            ));
+        }
+        out
     }
 
     /// The zones of the region that have a subnet for the nodes, in AWS's order.
@@ -238,7 +318,7 @@ impl NodeProvider for Ec2 {
             }
             return Ok(node_of(first));
         }
-        let generation = all.iter().filter(|i| is_terminated(i)).count();
+        let terminated = all.iter().filter(|i| is_terminated(i)).count();
 
         let net = self.network().await?;
         let subnet = net.node_subnet(&request.zone).ok_or_else(|| {
@@ -257,7 +337,6 @@ impl NodeProvider for Ec2 {
         })?;
         let instance_type = request.size.as_deref().unwrap_or(DEFAULT_INSTANCE_TYPE);
         let sg = self.node_group(cluster, &request.ssh_allowed_cidrs).await?;
-        let token = client_token(&cluster.name, request, instance_type, subnet, generation);
 
         let mut tags = request.labels.clone();
         tags.insert("Name".into(), request.name.clone());
@@ -268,9 +347,17 @@ impl NodeProvider for Ec2 {
             .instance_type(InstanceType::from(instance_type))
             .min_count(1)
             .max_count(1)
-            .subnet_id(subnet)
-            .security_group_ids(&sg)
-            .client_token(&token)
+            // Never a public address, whatever the subnet's MapPublicIpOnLaunch says:
+            // the nodes reach the internet through the proxy only.
+            .network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(subnet)
+                    .groups(&sg)
+                    .associate_public_ip_address(false)
+                    .delete_on_termination(true)
+                    .build(),
+            )
             .user_data(aws_smithy_types::base64::encode(
                 request.user_data.as_bytes(),
             ))
@@ -278,7 +365,7 @@ impl NodeProvider for Ec2 {
                 InstanceMetadataOptionsRequest::builder()
                     .http_tokens(HttpTokensState::Required)
                     .http_endpoint(InstanceMetadataEndpointState::Enabled)
-                    .http_put_response_hop_limit(2)
+                    .http_put_response_hop_limit(i32::from(self.settings.imds_hop_limit()))
                     .build(),
             )
             .tag_specifications(tag_spec(ResourceType::Instance, &tags))
@@ -311,38 +398,46 @@ impl NodeProvider for Ec2 {
         if let Some(k) = &self.settings.key_name {
             run = run.key_name(k);
         }
-        let out = match run.send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let e = AwsError::from_sdk(e);
-                let message = if e.kind == FailureKind::Capacity {
-                    format!(
-                        "zone {} cannot run {instance_type} now ({}); choose another size, \
-                         or list other zones in `zones` so the node goes elsewhere",
-                        request.zone, e.message
-                    )
-                } else {
-                    e.message
-                };
-                return Err(Error::provider(
-                    PROVIDER, "create", resource, e.kind, message,
+        // An old token (same spec, node deleted less than a day ago) makes EC2 return
+        // the terminated instance: ask again with a generation that names it.
+        let mut replayed: Vec<String> = Vec::new();
+        let instance = loop {
+            let generation_now = generation(&sg, terminated, &replayed);
+            let token = client_token(
+                &cluster.name,
+                request,
+                instance_type,
+                subnet,
+                &generation_now,
+            );
+            let instance = self
+                .run_instance(run.clone().client_token(&token), request, instance_type)
+                .await?;
+            if !is_gone(&instance) {
+                break instance;
+            }
+            let id = instance.instance_id().unwrap_or_default().to_owned();
+            tracing::warn!(
+                node = request.name,
+                id = %id,
+                "RunInstances returned a terminated instance of an earlier client token; running a new one"
+            );
+            if replayed.contains(&id) || replayed.len() >= 3 {
+                return Err(fail(
+                    "create",
+                    &resource,
+                    FailureKind::Other,
+                    format!("RunInstances keeps returning terminated instances ({})", replayed.join(", ")),
                 ));
             }
+            replayed.push(id);
         };
-        let instance = out.instances().first().ok_or_else(|| {
-            fail(
-                "create",
-                &resource,
-                FailureKind::Other,
-                "RunInstances returned no instance",
-            )
-        })?;
         tracing::info!(
             node = request.name,
             id = instance.instance_id(),
             "ran instance"
         );
-        let mut node = node_of(instance);
+        let mut node = node_of(&instance);
         // RunInstances echoes the tags only sometimes; they were asked for.
         if node.name.is_empty() {
             node.name = request.name.clone();
@@ -500,7 +595,7 @@ mod tests {
             &request("#cloud-config\n"),
             "t3.xlarge",
             "subnet-1",
-            0,
+            "0",
         );
         // The same in every build: a rerun with a new binary must find the same token.
         assert_eq!(
@@ -510,7 +605,7 @@ mod tests {
                 &request("#cloud-config\n"),
                 "t3.xlarge",
                 "subnet-1",
-                0
+                "0"
             )
         );
         assert!(a.len() <= 64 && a.is_ascii(), "{a}");
@@ -521,39 +616,49 @@ mod tests {
                 &request("#cloud-config\nx"),
                 "t3.xlarge",
                 "subnet-1",
-                0,
+                "0",
             ),
             client_token(
                 "rancher",
                 &request("#cloud-config\n"),
                 "m5.xlarge",
                 "subnet-1",
-                0,
+                "0",
             ),
             client_token(
                 "rancher",
                 &request("#cloud-config\n"),
                 "t3.xlarge",
                 "subnet-2",
-                0,
+                "0",
             ),
             client_token(
                 "rancher",
                 &request("#cloud-config\n"),
                 "t3.xlarge",
                 "subnet-1",
-                1,
+                "1",
             ),
             client_token(
                 "other",
                 &request("#cloud-config\n"),
                 "t3.xlarge",
                 "subnet-1",
-                0,
+                "0",
             ),
         ] {
             assert_ne!(a, other);
         }
+        // A new security group (after destroy) or an instance an old token brought
+        // back makes a new generation.
+        let g = generation("sg-1", 0, &[]);
+        assert_eq!(g, generation("sg-1", 0, &[]));
+        assert_ne!(g, generation("sg-2", 0, &[]));
+        assert_ne!(g, generation("sg-1", 0, &["i-old".into()]));
+        assert_ne!(
+            generation("sg-1", 0, &["i-a".into()]),
+            generation("sg-1", 0, &["i-a".into(), "i-b".into()])
+        );
         // Field boundaries matter: ("ab","c") and ("a","bc") differ.
         assert_ne!(fnv128(&["ab", "c"]), fnv128(&["a", "bc"]));
         // A known value pins the algorithm.

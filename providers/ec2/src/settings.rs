@@ -11,6 +11,8 @@ use triad_core::spec::{LbMode, ValidSpec};
 pub const DEFAULT_INSTANCE_TYPE: &str = "t3.xlarge";
 /// The TLS policy of the layer 7 HTTPS listener when `ssl_policy` is not given.
 pub const DEFAULT_SSL_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+/// The IMDSv2 hop limit when `imds_hop_limit` is not given: the node itself only.
+pub const DEFAULT_IMDS_HOP_LIMIT: u8 = 1;
 /// How many times the AWS SDK tries one call (the first try included) by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
@@ -64,6 +66,18 @@ pub struct Ec2Settings {
     /// retry off. [`DEFAULT_MAX_ATTEMPTS`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// Accept node subnets that give instances a public IP on launch or route
+    /// `0.0.0.0/0` to an internet gateway, where nodes could reach the internet
+    /// around the proxy. Off by default: plan refuses such subnets (naming
+    /// `ec2.subnets[i]`). Nodes never get a public IP either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_direct_egress: bool,
+    /// The instance metadata service's PUT response hop limit (IMDSv2):
+    /// [`DEFAULT_IMDS_HOP_LIMIT`] (1) when absent, so pods (one hop further) cannot
+    /// read the node's metadata and user data. Raise it to 2 only when something in a
+    /// pod needs IMDS (the AWS cloud controller or an add-on without IRSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imds_hop_limit: Option<u8>,
 }
 
 impl Ec2Settings {
@@ -83,6 +97,11 @@ impl Ec2Settings {
     /// Tries per AWS call.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// The IMDSv2 PUT response hop limit of the nodes.
+    pub fn imds_hop_limit(&self) -> u8 {
+        self.imds_hop_limit.unwrap_or(DEFAULT_IMDS_HOP_LIMIT)
     }
 
     /// Every problem in these settings, each naming its field (`ec2.subnets[1]`).
@@ -175,6 +194,15 @@ impl Ec2Settings {
                 );
             }
         }
+        if let Some(n) = self.imds_hop_limit {
+            if !(1..=64).contains(&n) {
+                problem(
+                    "ec2.imds_hop_limit".into(),
+                    format!("is {n}"),
+                    "use 1 (the node only, the default) to 64; 2 lets pods reach IMDS",
+                );
+            }
+        }
         if let Some(n) = self.max_attempts {
             if !(1..=10).contains(&n) {
                 problem(
@@ -246,6 +274,22 @@ pub fn spec_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
                 field: "nodes.size".into(),
                 problem: format!("`{size}` is not an EC2 instance type"),
                 fix: format!("use an instance type like {DEFAULT_INSTANCE_TYPE}"),
+            });
+        }
+    }
+    if let Some(policy) = &spec.load_balancer.ssl_policy {
+        let ec2 = Ec2Settings::from_spec(spec).ok().and_then(|s| s.ssl_policy);
+        if !policy.starts_with("ELBSecurityPolicy-") {
+            out.push(SpecProblem {
+                field: "load_balancer.ssl_policy".into(),
+                problem: format!("`{policy}` is not an ELB security policy"),
+                fix: format!("use a policy like {DEFAULT_SSL_POLICY}, or leave it out"),
+            });
+        } else if ec2.as_ref().is_some_and(|e| e != policy) {
+            out.push(SpecProblem {
+                field: "load_balancer.ssl_policy".into(),
+                problem: "differs from ec2.ssl_policy".into(),
+                fix: "give the policy once (load_balancer.ssl_policy)".into(),
             });
         }
     }

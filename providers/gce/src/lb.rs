@@ -14,8 +14,8 @@ use google_cloud_compute_v1::model::{
     address, backend, backend_service, forwarding_rule, health_check, Address, Backend,
     BackendService, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
     InstanceGroup, InstanceGroupsAddInstancesRequest, InstanceGroupsListInstancesRequest,
-    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation, TargetHttpProxy,
-    TargetHttpsProxy, UrlMap,
+    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation, ssl_policy,
+    SslPolicy, SslPolicyReference, TargetHttpProxy, TargetHttpsProxy, UrlMap,
 };
 use google_cloud_gax::error::Error as GaxError;
 use triad_core::error::{Error, FailureKind, Result};
@@ -38,6 +38,7 @@ pub(crate) struct Names {
     pub redirect_map: String,
     pub https_proxy: String,
     pub http_proxy: String,
+    pub ssl_policy: String,
     pub https_rule: String,
     pub http_rule: String,
     cluster: String,
@@ -54,6 +55,7 @@ impl Names {
             redirect_map: format!("{cluster}-redirect"),
             https_proxy: format!("{cluster}-https"),
             http_proxy: format!("{cluster}-http"),
+            ssl_policy: format!("{cluster}-tls"),
             https_rule: format!("{cluster}-https"),
             http_rule: format!("{cluster}-http"),
             cluster: cluster.to_owned(),
@@ -198,6 +200,56 @@ impl GceProvider {
             Err(e) if Failure::of(&e).is_not_found() => Ok(None),
             Err(e) => Err(error::sdk("delete", &what, &e)),
         }
+    }
+
+    /// The SSL policy of the HTTPS proxy: `gce.ssl_policy` (or
+    /// `load_balancer.ssl_policy`) when given, else `<cluster>-tls`, made here with
+    /// profile `MODERN` and TLS 1.2 at least (Google's default policy still admits
+    /// TLS 1.0). Returns its link.
+    async fn ensure_ssl_policy(&self, c: &str, n: &Names) -> Result<String> {
+        let p = self.project();
+        if let Some(policy) = &self.settings.ssl_policy {
+            return Ok(if policy.contains('/') {
+                policy.clone()
+            } else {
+                format!("projects/{p}/global/sslPolicies/{policy}")
+            });
+        }
+        let what = format!("SSL policy {}", n.ssl_policy);
+        let policy = self
+            .ensure(
+                &what,
+                Scope::Global,
+                || {
+                    self.clients
+                        .ssl_policies
+                        .get()
+                        .set_project(p)
+                        .set_ssl_policy(&n.ssl_policy)
+                        .send()
+                },
+                |rid| {
+                    let mut sp = SslPolicy::default();
+                    sp.name = Some(n.ssl_policy.clone());
+                    sp.description = Some(ownership(c, Role::Lb));
+                    sp.profile = Some(ssl_policy::Profile::Modern);
+                    sp.min_tls_version = Some(ssl_policy::MinTlsVersion::Tls12);
+                    self.clients
+                        .ssl_policies
+                        .insert()
+                        .set_project(p)
+                        .set_request_id(rid)
+                        .set_body(sp)
+                        .send()
+                },
+            )
+            .await?;
+        if !owned_by(policy.description.as_deref(), c) {
+            return Err(Self::not_ours(&what));
+        }
+        Ok(policy
+            .self_link
+            .unwrap_or_else(|| format!("projects/{p}/global/sslPolicies/{}", n.ssl_policy)))
     }
 
     fn not_ours(what: &str) -> Error {
@@ -755,6 +807,7 @@ impl GceProvider {
             }
             links.insert(redirect, um.self_link.unwrap_or_default());
         }
+        let policy_link = self.ensure_ssl_policy(c, &n).await?;
         let what = format!("target HTTPS proxy {}", n.https_proxy);
         let cert_link = self.certificate_link(cert);
         let https = self
@@ -768,6 +821,7 @@ impl GceProvider {
                     t.description = Some(ownership(c, Role::Lb));
                     t.url_map = Some(links[&false].clone());
                     t.ssl_certificates = vec![cert_link.clone()];
+                    t.ssl_policy = Some(policy_link.clone());
                     self.clients.target_https_proxies.insert().set_project(p).set_request_id(rid).set_body(t).send()
                 },
             )
@@ -782,6 +836,23 @@ impl GceProvider {
             })?;
         if !owned_by(https.description.as_deref(), c) {
             return Err(Self::not_ours(&what));
+        }
+        if https.ssl_policy.as_deref().map(short) != Some(short(&policy_link)) {
+            let op = self
+                .clients
+                .target_https_proxies
+                .set_ssl_policy()
+                .set_project(p)
+                .set_target_https_proxy(&n.https_proxy)
+                .set_request_id(request_id())
+                .set_body(SslPolicyReference::new().set_ssl_policy(policy_link.clone()))
+                .send()
+                .await
+                .map_err(|e| error::sdk("set the SSL policy of", &what, &e))?;
+            self.clients
+                .wait(p, &Scope::Global, op, self.poll, "set the SSL policy of", &what)
+                .await?;
+            tracing::info!(resource = %what, policy = %policy_link, "set SSL policy");
         }
         let what = format!("target HTTP proxy {}", n.http_proxy);
         let http = self
@@ -1229,6 +1300,30 @@ impl GceProvider {
                         .delete()
                         .set_project(p)
                         .set_target_https_proxy(&n.https_proxy)
+                        .set_request_id(rid)
+                        .send()
+                },
+            )
+            .await?,
+        );
+        // The SSL policy triad made, once the HTTPS proxy no longer uses it.
+        done.push(
+            self.remove(
+                format!("SSL policy {}", n.ssl_policy),
+                Scope::Global,
+                self.clients
+                    .ssl_policies
+                    .get()
+                    .set_project(p)
+                    .set_ssl_policy(&n.ssl_policy)
+                    .send(),
+                |t: &SslPolicy| desc(t.description.as_deref()),
+                |rid| {
+                    self.clients
+                        .ssl_policies
+                        .delete()
+                        .set_project(p)
+                        .set_ssl_policy(&n.ssl_policy)
                         .set_request_id(rid)
                         .send()
                 },

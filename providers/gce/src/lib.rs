@@ -87,7 +87,10 @@ impl GceProvider {
     /// override and anonymous credentials for a test server, e.g.
     /// [`Connection::from_env`]).
     pub async fn from_spec_with(spec: &ValidSpec, connection: Connection) -> Result<Self> {
-        let settings = GceSettings::from_spec(spec)?;
+        let mut settings = GceSettings::from_spec(spec)?;
+        if settings.ssl_policy.is_none() {
+            settings.ssl_policy = spec.load_balancer.ssl_policy.clone();
+        }
         Self::new(
             settings,
             spec.load_balancer.mode,

@@ -53,6 +53,11 @@ pub struct GceSettings {
     /// How often operations and instances are polled, in milliseconds (default 2000).
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// An existing SSL policy (name or self-link) for the `l7` HTTPS proxy instead of
+    /// the one triad makes (`<cluster>-tls`: profile `MODERN`, TLS 1.2 and later);
+    /// `load_balancer.ssl_policy` sets it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_policy: Option<String>,
 }
 
 fn default_network() -> String {
@@ -76,6 +81,7 @@ impl GceSettings {
             managed_zone: None,
             service_account: None,
             poll_interval_ms: default_poll_ms(),
+            ssl_policy: None,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::conformance::hosted_zone_id;
 use crate::e2e::tagged;
 use crate::{hosted_zone, provider, ubuntu_ami, unique};
 
-async fn setup(settings: Ec2Settings, extra: &str) -> (Arc<Ec2>, ValidSpec, Orchestrator) {
+pub(crate) async fn setup(settings: Ec2Settings, extra: &str) -> (Arc<Ec2>, ValidSpec, Orchestrator) {
     let aws = Arc::new(provider(settings).await);
     let name = unique("bad");
     let zone = format!("{name}.test");
@@ -57,7 +57,7 @@ async fn default_subnets(aws: &Ec2) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn fields(e: &Error) -> Vec<String> {
+pub(crate) fn fields(e: &Error) -> Vec<String> {
     e.spec_problems()
         .unwrap_or_else(|| panic!("expected spec problems, got: {e}"))
         .0
@@ -69,7 +69,7 @@ fn fields(e: &Error) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn an_unknown_subnet_is_named_and_nothing_is_made() {
-    let probe = provider(Ec2Settings::default()).await;
+    let probe = provider(crate::default_vpc()).await;
     let subnets = default_subnets(&probe).await;
     let settings = Ec2Settings {
         subnets: vec![
@@ -77,7 +77,7 @@ async fn an_unknown_subnet_is_named_and_nothing_is_made() {
             "subnet-0123456789abcdef0".into(),
             subnets["us-east-1c"].clone(),
         ],
-        ..Ec2Settings::default()
+        ..crate::default_vpc()
     };
     let (aws, spec, triad) = setup(settings, "").await;
     let err = triad.plan(&spec).await.unwrap_err();
@@ -92,11 +92,11 @@ async fn an_unknown_subnet_is_named_and_nothing_is_made() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn a_zone_without_subnet_is_named_and_nothing_is_made() {
-    let probe = provider(Ec2Settings::default()).await;
+    let probe = provider(crate::default_vpc()).await;
     let subnets = default_subnets(&probe).await;
     let settings = Ec2Settings {
         subnets: vec![subnets["us-east-1a"].clone(), subnets["us-east-1b"].clone()],
-        ..Ec2Settings::default()
+        ..crate::default_vpc()
     };
     let (aws, spec, triad) = setup(settings, "").await;
     let err = triad.plan(&spec).await.unwrap_err();
@@ -109,7 +109,7 @@ async fn a_zone_without_subnet_is_named_and_nothing_is_made() {
 #[ignore = "needs moto; scripts/test starts it"]
 async fn a_certificate_of_another_region_is_refused_before_anything_is_made() {
     let (aws, spec, triad) = setup(
-        Ec2Settings::default(),
+        crate::default_vpc(),
         "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:eu-west-1:123456789012:certificate/abc\"",
     )
     .await;
@@ -125,7 +125,7 @@ async fn a_certificate_of_another_region_is_refused_before_anything_is_made() {
 #[ignore = "needs moto; scripts/test starts it"]
 async fn an_unknown_certificate_fails_apply_and_reports_what_exists() {
     let (aws, spec, triad) = setup(
-        Ec2Settings::default(),
+        crate::default_vpc(),
         "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000\"",
     )
     .await;
@@ -149,7 +149,7 @@ async fn an_unknown_certificate_fails_apply_and_reports_what_exists() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn a_record_owned_by_someone_else_is_refused_before_anything_is_made() {
-    let (aws, spec, triad) = setup(Ec2Settings::default(), "").await;
+    let (aws, spec, triad) = setup(crate::default_vpc(), "").await;
     let zone_id = hosted_zone_id(&aws, &spec.dns.zone).await;
     aws.route53_client()
         .change_resource_record_sets()

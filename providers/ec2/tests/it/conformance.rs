@@ -8,7 +8,7 @@ use aws_sdk_route53::types::{
 use triad_core::conformance::{self, Fixture};
 use triad_core::model::{Endpoint, LbState};
 use triad_core::spec::{ClusterRef, LbMode};
-use triad_ec2::{Ec2Settings, LoadBalancerProvider};
+use triad_ec2::LoadBalancerProvider;
 
 use crate::{hosted_zone, provider, ubuntu_ami, unique, REGION};
 
@@ -32,7 +32,7 @@ async fn fixture(aws: &triad_ec2::Ec2, prefix: &str) -> Fixture {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn conformance_suite_passes_against_moto() {
-    let aws = provider(Ec2Settings::default()).await;
+    let aws = provider(crate::default_vpc()).await;
     let fx = fixture(&aws, "conf").await;
     conformance::run_all(&aws, &aws, &aws, &fx).await;
 }
@@ -42,7 +42,7 @@ async fn conformance_suite_passes_against_moto() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn conformance_alias_records_and_l7_balancer() {
-    let aws = provider(Ec2Settings::default()).await;
+    let aws = provider(crate::default_vpc()).await;
     let mut fx = fixture(&aws, "conf7").await;
     fx.record_target = Endpoint::Hostname {
         name: "r-0123456789.elb.us-east-1.amazonaws.com".into(),
@@ -76,7 +76,7 @@ async fn conformance_alias_records_and_l7_balancer() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn conformance_foreign_record_is_left_alone() {
-    let aws = provider(Ec2Settings::default()).await;
+    let aws = provider(crate::default_vpc()).await;
     let fx = fixture(&aws, "conff").await;
     let zone_id = hosted_zone_id(&aws, &fx.dns_zone).await;
     let foreign = format!("www.{}", fx.dns_zone);
@@ -133,7 +133,7 @@ pub async fn hosted_zone_id(aws: &triad_ec2::Ec2, zone: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn a_fresh_balancer_is_discovered_with_both_listeners() {
-    let aws = provider(Ec2Settings::default()).await;
+    let aws = provider(crate::default_vpc()).await;
     let fx = fixture(&aws, "disc").await;
     let mut req = fx.lb.clone();
     req.zones = crate::ZONES.iter().map(|z| z.to_string()).collect();

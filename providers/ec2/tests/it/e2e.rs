@@ -10,7 +10,7 @@ use triad_core::layers::{CallCounter, Stack};
 use triad_core::model::{Endpoint, RecordKind};
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::Orchestrator;
-use triad_ec2::{Ec2, Ec2Settings};
+use triad_ec2::Ec2;
 
 use crate::conformance::hosted_zone_id;
 use crate::{hosted_zone, provider, ubuntu_ami, unique};
@@ -122,7 +122,7 @@ pub async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
 }
 
 async fn full_flow(lb_section: &str, l7: bool) {
-    let aws = Arc::new(provider(Ec2Settings::default()).await);
+    let aws = Arc::new(provider(crate::default_vpc()).await);
     let name = unique(if l7 { "e2e7" } else { "e2e4" });
     let zone = format!("{name}.test");
     hosted_zone(aws.route53_client(), &zone).await;
@@ -182,6 +182,21 @@ async fn full_flow(lb_section: &str, l7: bool) {
                 .map(|t| t.as_str()),
             Some("required"),
             "IMDSv2 must be required"
+        );
+        assert_eq!(
+            i.metadata_options()
+                .and_then(|m| m.http_put_response_hop_limit()),
+            Some(1),
+            "IMDS must not be reachable from pods"
+        );
+        // No public address, though the default subnet maps one on launch.
+        assert_eq!(i.public_ip_address(), None, "{id} has a public IP");
+        assert!(
+            i.network_interfaces()
+                .iter()
+                .all(|n| n.association().and_then(|a| a.public_ip()).is_none()),
+            "{id}: {:?}",
+            i.network_interfaces()
         );
         let ud = ec2
             .describe_instance_attribute()
@@ -349,7 +364,8 @@ async fn full_flow(lb_section: &str, l7: bool) {
         assert_eq!(https.certificates()[0].certificate_arn(), Some(CERT));
         assert_eq!(
             https.ssl_policy(),
-            Some(triad_ec2::settings::DEFAULT_SSL_POLICY)
+            Some("ELBSecurityPolicy-TLS13-1-2-2021-06"),
+            "TLS 1.2 and 1.3 only"
         );
         let http = by_port(80);
         assert_eq!(http.protocol(), Some(&ProtocolEnum::Http));
@@ -359,19 +375,6 @@ async fn full_flow(lb_section: &str, l7: bool) {
             redirect.redirect_config().unwrap().protocol(),
             Some("HTTPS")
         );
-        // The ALB has its own group; the nodes take port 80 only from it.
-        let alb_sg = lb.security_groups()[0].clone();
-        let web: Vec<_> = nodes_sg
-            .ip_permissions()
-            .iter()
-            .filter(|p| matches!(p.from_port(), Some(80 | 443)))
-            .collect();
-        assert_eq!(web.len(), 1, "{web:?}");
-        assert_eq!(
-            web[0].user_id_group_pairs()[0].group_id(),
-            Some(alb_sg.as_str())
-        );
-        assert!(web[0].ip_ranges().is_empty());
     } else {
         for p in [80, 443] {
             let l = by_port(p);
@@ -388,15 +391,36 @@ async fn full_flow(lb_section: &str, l7: bool) {
                 "listener {p} forwards to the group of port {p}"
             );
         }
-        // An internet-facing NLB keeps client addresses: the nodes take 80/443 from
-        // the world (the spec's default ingress).
-        let world: Vec<_> = perm("tcp", 443)
-            .iter()
-            .flat_map(|p| p.ip_ranges())
-            .filter_map(|r| r.cidr_ip())
-            .collect();
-        assert!(world.contains(&"0.0.0.0/0"), "{world:?}");
     }
+    // The balancer has its own group, open to the world (the spec's default ingress);
+    // the nodes take 80 (l7) or 80/443 (l4, where the NLB keeps client addresses) from
+    // that group only, never from a CIDR.
+    let lb_sg = lb.security_groups().first().expect("the balancer has a security group");
+    let web: Vec<_> = nodes_sg
+        .ip_permissions()
+        .iter()
+        .filter(|p| matches!(p.from_port(), Some(80 | 443)))
+        .collect();
+    assert_eq!(web.len(), if l7 { 1 } else { 2 }, "{web:?}");
+    for p in &web {
+        assert!(p.ip_ranges().is_empty(), "nodes open to a CIDR: {p:?}");
+        let sources: Vec<_> = p.user_id_group_pairs().iter().map(|g| g.group_id()).collect();
+        assert_eq!(sources, [Some(lb_sg.as_str())], "{p:?}");
+    }
+    let lb_group = ec2
+        .describe_security_groups()
+        .group_ids(lb_sg)
+        .send()
+        .await
+        .unwrap();
+    let world: Vec<_> = lb_group.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter(|p| p.from_port() == Some(443))
+        .flat_map(|p| p.ip_ranges())
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    assert_eq!(world, ["0.0.0.0/0"]);
 
     // Route 53: alias to the balancer, and the ownership TXT.
     let zone_id = hosted_zone_id(&aws, &zone).await;
@@ -455,8 +479,9 @@ async fn full_flow(lb_section: &str, l7: bool) {
 
     // Destroy: nothing tagged is left.
     let report = triad.destroy(&spec.cluster()).await.unwrap();
-    // 3 nodes, the balancer, its target groups, the record, the security groups.
-    assert_eq!(report.deleted.len(), 8, "{:?}", report.deleted);
+    // 3 nodes, the balancer, its target groups (1 or 2), the record, the security
+    // groups of the nodes and of the balancer.
+    assert_eq!(report.deleted.len(), if l7 { 8 } else { 9 }, "{:?}", report.deleted);
     let left = tagged(&aws, &name).await;
     assert!(left.is_empty(), "left behind: {left:?}");
     let sets = aws

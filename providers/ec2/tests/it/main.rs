@@ -8,6 +8,7 @@
 mod bad_input;
 mod conformance;
 mod e2e;
+mod egress;
 mod proxy;
 mod scripted;
 
@@ -57,6 +58,16 @@ pub async fn sdk_config(url: &str, http: Option<SharedHttpClient>, attempts: u32
         );
     loader = loader.http_client(http.unwrap_or_else(triad_ec2::client::http_client));
     loader.load().await
+}
+
+/// Settings for moto's default VPC, whose default subnets give instances public
+/// IPs: direct egress accepted (nodes still get no public IP), as most tests are
+/// about something else. `egress.rs` tests the refusal.
+pub fn default_vpc() -> Ec2Settings {
+    Ec2Settings {
+        allow_direct_egress: true,
+        ..Ec2Settings::default()
+    }
 }
 
 /// The provider against moto with `settings`, polling every few milliseconds.

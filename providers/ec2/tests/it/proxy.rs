@@ -6,21 +6,20 @@
 //! process with them set (and the endpoint and credentials in the standard AWS
 //! variables, as an operator's shell would have them).
 
-use std::process::Command;
 use std::time::Duration;
 
+use triad_core::conformance::tinyproxy;
 use triad_core::spec::ClusterRef;
-use triad_ec2::{DnsProvider, Ec2, Ec2Settings, LoadBalancerProvider, NodeProvider};
+use triad_ec2::{DnsProvider, Ec2, LoadBalancerProvider, NodeProvider};
 
 use crate::{moto_url, unique, REGION};
 
 const TEST: &str = "proxy::sdk_calls_go_through_the_proxy_from_the_environment";
-const CHILD: &str = "TRIAD_PROXY_CHILD";
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto and tinyproxy; scripts/test starts them"]
 async fn sdk_calls_go_through_the_proxy_from_the_environment() {
-    if std::env::var_os(CHILD).is_some() {
+    if tinyproxy::is_child() {
         child().await
     } else {
         parent().await
@@ -34,7 +33,7 @@ async fn sdk_calls_go_through_the_proxy_from_the_environment() {
 async fn child() {
     let config =
         triad_ec2::client::load_sdk_config(REGION, triad_ec2::settings::DEFAULT_MAX_ATTEMPTS).await;
-    let aws = Ec2::from_sdk_config(&config, REGION, Ec2Settings::default());
+    let aws = Ec2::from_sdk_config(&config, REGION, crate::default_vpc());
     let cluster = ClusterRef::new(unique("proxy"), REGION);
     let zones = aws.zones(&cluster).await.expect("EC2 through the proxy");
     assert!(!zones.is_empty());
@@ -53,75 +52,37 @@ async fn child() {
     );
 }
 
-fn requests_to(log: &str, host_port: &str) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("Request (") && l.contains(host_port))
-        .count()
-}
-
 fn run_child(proxy: &str, no_proxy: Option<&str>) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(exe);
-    cmd.args([
+    let moto = moto_url();
+    tinyproxy::run_child(
         TEST,
-        "--exact",
-        "--include-ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD, "1")
-    .env("HTTP_PROXY", proxy)
-    .env("HTTPS_PROXY", proxy)
-    .env_remove("http_proxy")
-    .env_remove("https_proxy")
-    .env_remove("NO_PROXY")
-    .env_remove("no_proxy")
-    .env_remove("AWS_PROFILE")
-    .env("AWS_ENDPOINT_URL", moto_url())
-    .env("AWS_ACCESS_KEY_ID", "testing")
-    .env("AWS_SECRET_ACCESS_KEY", "testing")
-    .env("AWS_REGION", REGION)
-    .env("AWS_EC2_METADATA_DISABLED", "true")
-    .env("AWS_CONFIG_FILE", "/dev/null")
-    .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
-    if let Some(n) = no_proxy {
-        cmd.env("NO_PROXY", n);
-    }
-    let out = cmd.output().expect("run the test binary again");
-    assert!(
-        out.status.success(),
-        "the child failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        proxy,
+        no_proxy,
+        &[
+            ("AWS_PROFILE", None),
+            ("AWS_ENDPOINT_URL", Some(&moto)),
+            ("AWS_ACCESS_KEY_ID", Some("testing")),
+            ("AWS_SECRET_ACCESS_KEY", Some("testing")),
+            ("AWS_REGION", Some(REGION)),
+            ("AWS_EC2_METADATA_DISABLED", Some("true")),
+            ("AWS_CONFIG_FILE", Some("/dev/null")),
+            ("AWS_SHARED_CREDENTIALS_FILE", Some("/dev/null")),
+        ],
     );
 }
 
 async fn parent() {
-    let proxy = std::env::var("TRIAD_TINYPROXY_URL").unwrap_or_else(|_| {
-        panic!("TRIAD_TINYPROXY_URL is not set: this test needs tinyproxy; run scripts/test")
-    });
-    let log = std::env::var("TRIAD_TINYPROXY_LOG").unwrap_or_else(|_| {
-        panic!("TRIAD_TINYPROXY_LOG is not set: this test needs tinyproxy's log; run scripts/test")
-    });
+    let (proxy, log) = tinyproxy::from_env();
     let moto = moto_url();
     let host_port = moto
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
 
-    let before = requests_to(&log, &host_port);
-    let r53_before = requests_to(&log, "/2013-04-01/hostedzonesbyname");
+    let before = tinyproxy::requests(&log, &host_port);
+    let r53_before = tinyproxy::requests(&log, "/2013-04-01/hostedzonesbyname");
     run_child(&proxy, None);
-    let mut after = requests_to(&log, &host_port);
-    for _ in 0..50 {
-        if after >= before + 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        after = requests_to(&log, &host_port);
-    }
+    let after = tinyproxy::wait_for(&log, &host_port, before + 3).await;
     assert!(
         after >= before + 3,
         "tinyproxy's log ({log}) shows {} requests to {host_port}, expected at least 3 (EC2, ELBv2, Route 53)",
@@ -129,7 +90,7 @@ async fn parent() {
     );
 
     assert!(
-        requests_to(&log, "/2013-04-01/hostedzonesbyname") > r53_before,
+        tinyproxy::requests(&log, "/2013-04-01/hostedzonesbyname") > r53_before,
         "Route 53's call did not go through the proxy"
     );
 
@@ -137,7 +98,7 @@ async fn parent() {
     run_child(&proxy, Some("127.0.0.1,localhost"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        requests_to(&log, &host_port),
+        tinyproxy::requests(&log, &host_port),
         after,
         "with NO_PROXY=127.0.0.1 nothing may go through the proxy"
     );

@@ -18,7 +18,7 @@ use triad_core::error::{Error, FailureKind};
 use triad_core::model::{LbState, NodeState, RecordKind, RecordRequest};
 use triad_core::spec::ClusterRef;
 use triad_core::{conformance::Fixture, Endpoint};
-use triad_ec2::{DnsProvider, Ec2, Ec2Settings, LoadBalancerProvider, NodeProvider};
+use triad_ec2::{DnsProvider, Ec2, LoadBalancerProvider, NodeProvider};
 
 use crate::{hosted_zone, moto_url, sdk_config, ubuntu_ami, unique, REGION};
 
@@ -33,13 +33,28 @@ enum Fault {
 
 type Rule = dyn Fn(&str, u32) -> Option<Fault> + Send + Sync;
 
-/// Counts every call by action (retries included) and applies the rule.
+/// Counts every call by action (retries included) and applies the rule; keeps the
+/// request bodies of `RunInstances`.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<HashMap<String, u32>>>);
+struct Calls(Arc<Mutex<HashMap<String, u32>>>, Arc<Mutex<Vec<String>>>);
 
 impl Calls {
     fn get(&self, action: &str) -> u32 {
         self.0.lock().unwrap().get(action).copied().unwrap_or(0)
+    }
+
+    /// The `ClientToken` of every `RunInstances` sent, in order.
+    fn client_tokens(&self) -> Vec<String> {
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|body| {
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix("ClientToken="))
+                    .map(str::to_owned)
+            })
+            .collect()
     }
 }
 
@@ -91,6 +106,14 @@ impl std::fmt::Debug for Interceptor {
 impl HttpConnector for Interceptor {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let action = action_of(&request);
+        if action == "RunInstances" {
+            let body = request.body().bytes().map(String::from_utf8_lossy);
+            self.calls
+                .1
+                .lock()
+                .unwrap()
+                .push(body.unwrap_or_default().into_owned());
+        }
         let nth = {
             let mut m = self.calls.0.lock().unwrap();
             let n = m.entry(action.clone()).or_insert(0);
@@ -130,7 +153,7 @@ async fn scripted(
     let calls = Calls::default();
     let http = intercepting(Arc::new(rule), calls.clone());
     let config = sdk_config(&moto_url(), Some(http), 3).await;
-    let aws = Ec2::from_sdk_config(&config, REGION, Ec2Settings::default())
+    let aws = Ec2::from_sdk_config(&config, REGION, crate::default_vpc())
         .with_poll_interval(Duration::from_millis(5), Duration::from_millis(20));
     (aws, calls)
 }
@@ -381,4 +404,82 @@ async fn no_capacity_is_reported_clearly() {
     );
     assert!(aws.discover_nodes(&fx.cluster).await.unwrap().is_empty());
     aws.cleanup(&fx.cluster).await.unwrap();
+}
+
+/// EC2 honours a client token for at least a day after its instance is terminated,
+/// while terminated instances stay listed for about an hour. A node deleted and made
+/// again after they vanish from the listing (scripted: DescribeInstances empty, and
+/// RunInstances answering with the old, terminated instance, as AWS does for a
+/// reused token) still gets a new instance; after a destroy (new security group) the
+/// token is new from the start.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn a_node_made_again_within_a_day_gets_a_new_instance() {
+    let (aws, calls) = scripted(|_, _| None).await;
+    let fx = fixture(&aws, "tok").await;
+    let zones = aws.zones(&fx.cluster).await.unwrap();
+    let request = fx.node_request(&fx.node_name(1), &zones[0]);
+    let first = aws.create_node(&fx.cluster, &request).await.unwrap();
+    let first_token = calls.client_tokens()[0].clone();
+    aws.delete_node(&fx.cluster, &first).await.unwrap();
+
+    let old = first.id.clone();
+    let (again, calls) = scripted(move |action, nth| match (action, nth) {
+        // The terminated instance is no longer listed…
+        ("DescribeInstances", 0) => Some(Fault::Respond(200, EMPTY_DESCRIBE.into())),
+        // …but the token brings it back.
+        ("RunInstances", 0) => Some(Fault::Respond(200, replayed_run(&old))),
+        _ => None,
+    })
+    .await;
+    let node = again.create_node(&fx.cluster, &request).await.unwrap();
+    let tokens = calls.client_tokens();
+    assert_eq!(tokens.len(), 2, "{tokens:?}");
+    assert_eq!(tokens[0], first_token, "the same spec and group: the old token first");
+    assert_ne!(tokens[1], first_token, "then a token naming the replayed instance");
+    assert_ne!(node.id, first.id);
+    let state = aws
+        .ec2_client()
+        .describe_instances()
+        .instance_ids(&node.id)
+        .send()
+        .await
+        .unwrap();
+    let i = &state.reservations()[0].instances()[0];
+    assert_eq!(
+        i.state().and_then(|s| s.name()).map(|s| s.as_str()),
+        Some("running")
+    );
+    aws.delete_node(&fx.cluster, &node).await.unwrap();
+
+    // Destroy (the security group goes), then make the node again: a new generation,
+    // so a new token at the first try.
+    aws.cleanup(&fx.cluster).await.unwrap();
+    let (fresh, calls) = scripted(|action, nth| {
+        (action == "DescribeInstances" && nth == 0)
+            .then(|| Fault::Respond(200, EMPTY_DESCRIBE.into()))
+    })
+    .await;
+    let node = fresh.create_node(&fx.cluster, &request).await.unwrap();
+    let tokens = calls.client_tokens();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_ne!(tokens[0], first_token);
+    fresh.delete_node(&fx.cluster, &node).await.unwrap();
+    fresh.cleanup(&fx.cluster).await.unwrap();
+}
+
+const EMPTY_DESCRIBE: &str = "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+     <requestId>req-1</requestId><reservationSet/></DescribeInstancesResponse>";
+
+/// What RunInstances answers for a token already used: the old reservation, its
+/// instance terminated.
+fn replayed_run(id: &str) -> String {
+    format!(
+        "<RunInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+         <requestId>req-2</requestId><reservationId>r-0old</reservationId><ownerId>123456789012</ownerId>\
+         <instancesSet><item><instanceId>{id}</instanceId><instanceState><code>48</code>\
+         <name>terminated</name></instanceState><instanceType>t3.micro</instanceType>\
+         <placement><availabilityZone>us-east-1a</availabilityZone></placement></item></instancesSet>\
+         </RunInstancesResponse>"
+    )
 }

@@ -56,7 +56,13 @@ fn is_mutation(method: &str) -> bool {
     let verb = method.rsplit('.').next().unwrap_or("");
     matches!(
         verb,
-        "insert" | "delete" | "patch" | "addInstances" | "removeInstances" | "create"
+        "insert"
+            | "delete"
+            | "patch"
+            | "addInstances"
+            | "removeInstances"
+            | "create"
+            | "setSslPolicy"
     )
 }
 
@@ -132,6 +138,18 @@ async fn run(project: &str, name: &str, l7: bool) {
                 ["defaultUrlRedirect"]["httpsRedirect"]
                 .as_bool()
                 .unwrap()
+        );
+        // TLS 1.2 at least: triad's SSL policy, attached to the HTTPS proxy.
+        let policy_path = format!("projects/{project}/global/sslPolicies/{name}-tls");
+        let policy = &res[&policy_path];
+        assert_eq!(policy["minTlsVersion"], "TLS_1_2", "{policy}");
+        assert_eq!(policy["profile"], "MODERN", "{policy}");
+        let proxy = &res[&format!("projects/{project}/global/targetHttpsProxies/{name}-https")];
+        assert!(
+            proxy["sslPolicy"]
+                .as_str()
+                .is_some_and(|l| l.ends_with(&policy_path)),
+            "{proxy}"
         );
     } else {
         assert_eq!(rule["ports"], serde_json::json!(["80", "443"]));

@@ -4,6 +4,7 @@
 mod conformance;
 mod e2e;
 mod errors;
+mod proxy;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

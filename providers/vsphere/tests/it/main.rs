@@ -6,3 +6,4 @@ mod bad_input;
 mod common;
 mod conformance;
 mod e2e;
+mod proxy;
