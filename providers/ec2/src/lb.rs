@@ -355,7 +355,10 @@ impl Ec2 {
         };
         if request.mode == LbMode::L4 {
             let existing = self.owned_lbs(cluster).await?;
-            if existing.first().is_some_and(|lb| lb.security_groups().is_empty()) {
+            if existing
+                .first()
+                .is_some_and(|lb| lb.security_groups().is_empty())
+            {
                 tracing::warn!(
                     lb = request.name,
                     "the NLB has no security group (made by an older triad): the nodes' \

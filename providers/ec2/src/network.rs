@@ -227,8 +227,10 @@ impl Ec2 {
             problems.extend(self.egress_problems(&node_subnets, &routes));
         }
         let vpc_cidrs = self.vpc_cidrs(&vpc_id, &mut problems).await?;
-        let node_subnets: Vec<(String, String)> =
-            node_subnets.into_iter().map(|(z, id, _, _)| (z, id)).collect();
+        let node_subnets: Vec<(String, String)> = node_subnets
+            .into_iter()
+            .map(|(z, id, _, _)| (z, id))
+            .collect();
         if node_subnets.is_empty() && problems.is_empty() {
             problems.push(problem(
                 if s.vpc.is_some() {
@@ -401,7 +403,12 @@ impl Ec2 {
             };
             let public = s.map_public_ip_on_launch().unwrap_or(false);
             let direct = public || routes.internet_gateway(id).is_some();
-            let cand = (direct, !s.default_for_az().unwrap_or(false), id.to_owned(), public);
+            let cand = (
+                direct,
+                !s.default_for_az().unwrap_or(false),
+                id.to_owned(),
+                public,
+            );
             match by_zone.get(zone) {
                 Some(best) if *best <= cand => {}
                 _ => {
@@ -489,7 +496,11 @@ impl Ec2 {
                 format!(
                     "{} triad would use {whose}, whose subnets are public: {}; nodes would \
                      bypass the proxy",
-                    if s.vpc.is_some() { "is given, so" } else { "is empty, so" },
+                    if s.vpc.is_some() {
+                        "is given, so"
+                    } else {
+                        "is empty, so"
+                    },
                     direct.join("; ")
                 ),
                 format!(

@@ -7,8 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification, Instance,
-    InstanceMetadataEndpointState, InstanceNetworkInterfaceSpecification, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    ResourceType, VolumeType,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceStateName, InstanceType, ResourceType,
+    VolumeType,
 };
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
@@ -427,7 +428,10 @@ impl NodeProvider for Ec2 {
                     "create",
                     &resource,
                     FailureKind::Other,
-                    format!("RunInstances keeps returning terminated instances ({})", replayed.join(", ")),
+                    format!(
+                        "RunInstances keeps returning terminated instances ({})",
+                        replayed.join(", ")
+                    ),
                 ));
             }
             replayed.push(id);

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use google_cloud_compute_v1::model::{
-    address, backend, backend_service, forwarding_rule, health_check, Address, Backend,
+    address, backend, backend_service, forwarding_rule, health_check, ssl_policy, Address, Backend,
     BackendService, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
     InstanceGroup, InstanceGroupsAddInstancesRequest, InstanceGroupsListInstancesRequest,
-    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation, ssl_policy,
-    SslPolicy, SslPolicyReference, TargetHttpProxy, TargetHttpsProxy, UrlMap,
+    InstanceGroupsRemoveInstancesRequest, InstanceReference, NamedPort, Operation, SslPolicy,
+    SslPolicyReference, TargetHttpProxy, TargetHttpsProxy, UrlMap,
 };
 use google_cloud_gax::error::Error as GaxError;
 use triad_core::error::{Error, FailureKind, Result};
@@ -850,7 +850,14 @@ impl GceProvider {
                 .await
                 .map_err(|e| error::sdk("set the SSL policy of", &what, &e))?;
             self.clients
-                .wait(p, &Scope::Global, op, self.poll, "set the SSL policy of", &what)
+                .wait(
+                    p,
+                    &Scope::Global,
+                    op,
+                    self.poll,
+                    "set the SSL policy of",
+                    &what,
+                )
                 .await?;
             tracing::info!(resource = %what, policy = %policy_link, "set SSL policy");
         }

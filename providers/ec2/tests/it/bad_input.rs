@@ -15,7 +15,10 @@ use crate::conformance::hosted_zone_id;
 use crate::e2e::tagged;
 use crate::{hosted_zone, provider, ubuntu_ami, unique};
 
-pub(crate) async fn setup(settings: Ec2Settings, extra: &str) -> (Arc<Ec2>, ValidSpec, Orchestrator) {
+pub(crate) async fn setup(
+    settings: Ec2Settings,
+    extra: &str,
+) -> (Arc<Ec2>, ValidSpec, Orchestrator) {
     let aws = Arc::new(provider(settings).await);
     let name = unique("bad");
     let zone = format!("{name}.test");

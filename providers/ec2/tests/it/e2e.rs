@@ -395,7 +395,10 @@ async fn full_flow(lb_section: &str, l7: bool) {
     // The balancer has its own group, open to the world (the spec's default ingress);
     // the nodes take 80 (l7) or 80/443 (l4, where the NLB keeps client addresses) from
     // that group only, never from a CIDR.
-    let lb_sg = lb.security_groups().first().expect("the balancer has a security group");
+    let lb_sg = lb
+        .security_groups()
+        .first()
+        .expect("the balancer has a security group");
     let web: Vec<_> = nodes_sg
         .ip_permissions()
         .iter()
@@ -404,7 +407,11 @@ async fn full_flow(lb_section: &str, l7: bool) {
     assert_eq!(web.len(), if l7 { 1 } else { 2 }, "{web:?}");
     for p in &web {
         assert!(p.ip_ranges().is_empty(), "nodes open to a CIDR: {p:?}");
-        let sources: Vec<_> = p.user_id_group_pairs().iter().map(|g| g.group_id()).collect();
+        let sources: Vec<_> = p
+            .user_id_group_pairs()
+            .iter()
+            .map(|g| g.group_id())
+            .collect();
         assert_eq!(sources, [Some(lb_sg.as_str())], "{p:?}");
     }
     let lb_group = ec2
@@ -481,7 +488,12 @@ async fn full_flow(lb_section: &str, l7: bool) {
     let report = triad.destroy(&spec.cluster()).await.unwrap();
     // 3 nodes, the balancer, its target groups (1 or 2), the record, the security
     // groups of the nodes and of the balancer.
-    assert_eq!(report.deleted.len(), if l7 { 8 } else { 9 }, "{:?}", report.deleted);
+    assert_eq!(
+        report.deleted.len(),
+        if l7 { 8 } else { 9 },
+        "{:?}",
+        report.deleted
+    );
     let left = tagged(&aws, &name).await;
     assert!(left.is_empty(), "left behind: {left:?}");
     let sets = aws

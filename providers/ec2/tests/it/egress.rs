@@ -113,7 +113,12 @@ async fn subnets_with_direct_egress_are_refused_at_plan_unless_allowed() {
     let tables = probe
         .ec2_client()
         .describe_route_tables()
-        .filters(Filter::builder().name("association.subnet-id").values(&routed).build())
+        .filters(
+            Filter::builder()
+                .name("association.subnet-id")
+                .values(&routed)
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -130,21 +135,35 @@ async fn subnets_with_direct_egress_are_refused_at_plan_unless_allowed() {
     let text = err.to_string();
     assert!(text.contains("nodes would bypass the proxy"), "{text}");
     assert!(text.contains(&igw) && text.contains(&routed), "{text}");
-    assert!(text.contains("public IP on launch") && text.contains(&mapping), "{text}");
+    assert!(
+        text.contains("public IP on launch") && text.contains(&mapping),
+        "{text}"
+    );
     assert!(text.contains("allow_direct_egress = true"), "{text}");
     assert!(tagged(&aws, &spec.name).await.is_empty(), "nothing is made");
 
     // Private subnets: accepted.
-    let (_, spec, triad) = setup(settings(&[&private[0], &private[1], &private[2]], false), "").await;
+    let (_, spec, triad) = setup(
+        settings(&[&private[0], &private[1], &private[2]], false),
+        "",
+    )
+    .await;
     let plan = triad.plan(&spec).await.unwrap();
     assert_eq!(plan.zones.len(), 3, "{plan}");
-    assert!(plan.warnings.iter().all(|w| !w.contains("allow_direct_egress")), "{plan}");
+    assert!(
+        plan.warnings
+            .iter()
+            .all(|w| !w.contains("allow_direct_egress")),
+        "{plan}"
+    );
 
     // Allowed: accepted, and the plan says what it means.
     let (_, spec, triad) = setup(settings(&[&private[0], &routed, &mapping], true), "").await;
     let plan = triad.plan(&spec).await.unwrap();
     assert!(
-        plan.warnings.iter().any(|w| w.contains("allow_direct_egress")),
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("allow_direct_egress")),
         "{plan}"
     );
     assert!(plan.to_string().contains("! warning"), "{plan}");
@@ -159,7 +178,13 @@ async fn the_default_vpc_is_refused_without_allow_direct_egress() {
     let err = triad.plan(&spec).await.unwrap_err();
     assert_eq!(fields(&err), ["ec2.subnets"], "{err}");
     let text = err.to_string();
-    assert!(text.contains("default VPC") && text.contains("bypass the proxy"), "{text}");
-    assert!(text.contains("list private subnets") && text.contains("allow_direct_egress"), "{text}");
+    assert!(
+        text.contains("default VPC") && text.contains("bypass the proxy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("list private subnets") && text.contains("allow_direct_egress"),
+        "{text}"
+    );
     assert!(tagged(&aws, &spec.name).await.is_empty());
 }

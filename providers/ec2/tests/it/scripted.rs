@@ -435,8 +435,14 @@ async fn a_node_made_again_within_a_day_gets_a_new_instance() {
     let node = again.create_node(&fx.cluster, &request).await.unwrap();
     let tokens = calls.client_tokens();
     assert_eq!(tokens.len(), 2, "{tokens:?}");
-    assert_eq!(tokens[0], first_token, "the same spec and group: the old token first");
-    assert_ne!(tokens[1], first_token, "then a token naming the replayed instance");
+    assert_eq!(
+        tokens[0], first_token,
+        "the same spec and group: the old token first"
+    );
+    assert_ne!(
+        tokens[1], first_token,
+        "then a token naming the replayed instance"
+    );
     assert_ne!(node.id, first.id);
     let state = aws
         .ec2_client()
@@ -468,7 +474,8 @@ async fn a_node_made_again_within_a_day_gets_a_new_instance() {
     fresh.cleanup(&fx.cluster).await.unwrap();
 }
 
-const EMPTY_DESCRIBE: &str = "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+const EMPTY_DESCRIBE: &str =
+    "<DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
      <requestId>req-1</requestId><reservationSet/></DescribeInstancesResponse>";
 
 /// What RunInstances answers for a token already used: the old reservation, its

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use triad_core::conformance::tinyproxy;
-use triad_core::spec::{ClusterRef, LbMode};
 use triad_core::provider::{DnsProvider, NodeProvider};
+use triad_core::spec::{ClusterRef, LbMode};
 use triad_gce::{Connection, GceProvider};
 
 use crate::{endpoint, http, seed, settings, REGION, ZONE};
@@ -42,7 +42,10 @@ async fn child() {
         .await
         .expect("connect with ADC");
     let cluster = ClusterRef::new("proxy", REGION);
-    let zones = gce.zones(&cluster).await.expect("Compute Engine through the proxy");
+    let zones = gce
+        .zones(&cluster)
+        .await
+        .expect("Compute Engine through the proxy");
     assert_eq!(zones.len(), 3, "{zones:?}");
     let record = gce
         .lookup(ZONE, &format!("nothing.{ZONE}"))
@@ -84,7 +87,10 @@ async fn parent() {
         .to_string(),
     )
     .unwrap();
-    let host_port = fake.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let host_port = fake
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let count = |needle: &str| tinyproxy::requests(&log, needle);
 
     let (before, compute, dns, token) = (
@@ -114,7 +120,10 @@ async fn parent() {
     let tokens_before = tokens();
     run_child(&proxy, Some("127.0.0.1,localhost"), &adc);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(tokens() > tokens_before, "the second child fetched a token too");
+    assert!(
+        tokens() > tokens_before,
+        "the second child fetched a token too"
+    );
     assert_eq!(
         count(&host_port),
         after,

@@ -32,7 +32,11 @@ async fn child() {
     let cluster = ClusterRef::new("proxy", "dc0");
     let zones = vs.zones(&cluster).await.expect("vCenter through the proxy");
     assert_eq!(zones.len(), 3, "{zones:?}");
-    assert!(vs.discover_nodes(&cluster).await.expect("list VMs").is_empty());
+    assert!(vs
+        .discover_nodes(&cluster)
+        .await
+        .expect("list VMs")
+        .is_empty());
 }
 
 async fn parent() {
