@@ -96,6 +96,7 @@ impl Fixture {
             scheme: LbScheme::InternetFacing,
             certificate: None,
             health_check_path: "/healthz".to_owned(),
+            registration_ports: vec![],
             zones: Vec::new(),
             labels: cluster.labels_for(Role::Lb),
         };

@@ -186,6 +186,8 @@ pub struct Plan {
     pub dns_delete: Vec<Record>,
     /// What discovery found.
     pub discovered: Discovered,
+    /// What the user should know before applying ([`ValidSpec::warnings`]).
+    pub warnings: Vec<String>,
     #[serde(skip)]
     spec: ValidSpec,
 }
@@ -249,13 +251,20 @@ impl fmt::Display for Plan {
                 }
             }
         }
+        let ports = spec.registration_ports();
         let lb_desc = format!(
-            "{} {}, {}",
+            "{} {}, {}{}",
             spec.load_balancer.mode,
             spec.load_balancer.scheme,
             match spec.load_balancer.mode {
                 LbMode::L4 => "TCP 80 and TCP 443 passed through to the nodes",
                 LbMode::L7 => "HTTPS 443 terminated here, HTTP 80 redirected",
+            },
+            if ports.is_empty() {
+                String::new()
+            } else {
+                let p: Vec<String> = ports.iter().map(|p| format!("TCP {p}")).collect();
+                format!("; {} passed through for Kubernetes registration", p.join(" and "))
             }
         );
         match &self.load_balancer {
@@ -318,6 +327,9 @@ impl fmt::Display for Plan {
         for r in &self.dns_delete {
             del += 1;
             writeln!(f, "  - DNS {} {} (hostname change)", r.kind, r.fqdn)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "Warning: {w}")?;
         }
         if self.is_noop() {
             write!(f, "No changes: the cluster is as the spec says.")
@@ -534,6 +546,10 @@ impl Orchestrator {
                 } else if lb.state == LbState::Active
                     && lb.endpoint.is_some()
                     && lb.listeners.len() >= 2
+                    && spec
+                        .registration_ports()
+                        .iter()
+                        .all(|p| lb.listeners.iter().any(|l| l.port == *p))
                 {
                     LbAction::Keep { lb: lb.clone() }
                 } else {
@@ -573,6 +589,7 @@ impl Orchestrator {
                 load_balancer: lb,
                 records: owned,
             },
+            warnings: spec.warnings(),
             spec: spec.clone(),
         })
     }
@@ -660,7 +677,9 @@ impl Orchestrator {
         deletions.into_iter().collect::<Result<Vec<()>>>()?;
 
         let spec = &plan.spec;
+        let kubernetes = Some(crate::render::kubernetes_entry(spec, &nodes));
         Ok(Inventory {
+            kubernetes,
             cluster: plan.cluster.name.clone(),
             region: plan.cluster.region.clone(),
             nodes,
@@ -1119,7 +1138,8 @@ fn lb_request(spec: &ValidSpec, cluster: &ClusterRef, zones: &[String]) -> LoadB
         mode: spec.load_balancer.mode,
         scheme: spec.load_balancer.scheme,
         certificate: spec.load_balancer.certificate.clone(),
-        health_check_path: spec.load_balancer.health_check_path.clone(),
+        health_check_path: spec.health_check_path(),
+        registration_ports: spec.registration_ports(),
         zones: zones.to_vec(),
         labels: cluster.labels_for(Role::Lb),
     }
