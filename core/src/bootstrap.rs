@@ -367,7 +367,14 @@ pub fn registries_yaml(spec: &ValidSpec) -> Option<String> {
             .kubernetes
             .mirrors
             .iter()
-            .map(|(k, v)| (k.clone(), Mirror { endpoint: v.clone() }))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Mirror {
+                        endpoint: v.clone(),
+                    },
+                )
+            })
             .collect(),
     };
     Some(serde_norway::to_string(&doc).expect("registries always serialise"))
@@ -498,7 +505,11 @@ fn install_script(spec: &ValidSpec, k: &KubeInstall, node_name: &str) -> String 
     }
     match &spec.kubernetes.version {
         Some(v) => {
-            let _ = writeln!(out, "{prefix}_VERSION='{}'; export {prefix}_VERSION", sh_single(v));
+            let _ = writeln!(
+                out,
+                "{prefix}_VERSION='{}'; export {prefix}_VERSION",
+                sh_single(v)
+            );
         }
         None => {
             let _ = writeln!(
@@ -517,7 +528,10 @@ fn install_script(spec: &ValidSpec, k: &KubeInstall, node_name: &str) -> String 
         Distribution::K3s => {
             // The K3s script writes the proxy variables it sees into
             // k3s.service.env and starts the service.
-            let _ = writeln!(out, "INSTALL_K3S_EXEC=server; export INSTALL_K3S_EXEC\nsh {INSTALLER_PATH}");
+            let _ = writeln!(
+                out,
+                "INSTALL_K3S_EXEC=server; export INSTALL_K3S_EXEC\nsh {INSTALLER_PATH}"
+            );
         }
         Distribution::Rke2 | Distribution::Rke => {
             let _ = writeln!(

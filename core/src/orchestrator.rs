@@ -264,7 +264,10 @@ impl fmt::Display for Plan {
                 String::new()
             } else {
                 let p: Vec<String> = ports.iter().map(|p| format!("TCP {p}")).collect();
-                format!("; {} passed through for Kubernetes registration", p.join(" and "))
+                format!(
+                    "; {} passed through for Kubernetes registration",
+                    p.join(" and ")
+                )
             }
         );
         match &self.load_balancer {

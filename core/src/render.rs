@@ -174,7 +174,10 @@ fn first_node<'a>(spec: &ValidSpec, nodes: &'a [Node]) -> Option<(&'a Node, IpAd
     let mut sorted: Vec<&Node> = nodes.iter().collect();
     sorted.sort_by_key(|n| {
         (
-            names.iter().position(|x| *x == n.name).unwrap_or(usize::MAX),
+            names
+                .iter()
+                .position(|x| *x == n.name)
+                .unwrap_or(usize::MAX),
             n.name.clone(),
         )
     });
@@ -417,7 +420,11 @@ pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
         file("next-steps.txt".into(), next_steps(spec, inventory), false),
     ];
     if d == Distribution::Rke {
-        out.push(file("cluster.yml".into(), rke_cluster_yml(spec, inventory), false));
+        out.push(file(
+            "cluster.yml".into(),
+            rke_cluster_yml(spec, inventory),
+            false,
+        ));
     } else if !spec.kubernetes.install {
         for n in ordered_nodes(spec, inventory) {
             out.push(file(
@@ -426,7 +433,10 @@ pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
                 false,
             ));
             if let Some(env) = bootstrap::server_env_file(spec) {
-                let name = bootstrap::server_env_path(d).rsplit('/').next().unwrap_or("env");
+                let name = bootstrap::server_env_path(d)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("env");
                 out.push(file(format!("nodes/{}/{name}", n.name), env, true));
             }
         }
@@ -439,15 +449,29 @@ pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
             out.push(file("registries.yaml".into(), reg, false));
         }
     }
-    out.push(file("rancher/values.yaml".into(), rancher_values(spec, inventory), false));
+    out.push(file(
+        "rancher/values.yaml".into(),
+        rancher_values(spec, inventory),
+        false,
+    ));
     if let Some(pem) = spec.proxy_ca() {
-        out.push(file("rancher/tls-ca-additional.pem".into(), pem.to_owned(), false));
+        out.push(file(
+            "rancher/tls-ca-additional.pem".into(),
+            pem.to_owned(),
+            false,
+        ));
     }
-    out.push(file("rancher/install.sh".into(), rancher_install_script(spec, inventory), false));
+    out.push(file(
+        "rancher/install.sh".into(),
+        rancher_install_script(spec, inventory),
+        false,
+    ));
     if let Some(cmd) = kubeconfig_command(spec, inventory) {
         out.push(file(
             "kubeconfig.sh".into(),
-            format!("#!/bin/sh\n# Fetch the kubeconfig from node 1, rendered by triad.\nset -eu\n{cmd}"),
+            format!(
+                "#!/bin/sh\n# Fetch the kubeconfig from node 1, rendered by triad.\nset -eu\n{cmd}"
+            ),
             false,
         ));
     }
@@ -700,7 +724,10 @@ pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
         }
     };
 
-    let _ = writeln!(out, "\n2. Install Rancher with Helm (with {kubeconfig_hint}):\n");
+    let _ = writeln!(
+        out,
+        "\n2. Install Rancher with Helm (with {kubeconfig_hint}):\n"
+    );
     out.push_str(&indent(
         "helm repo add rancher-stable https://releases.rancher.com/server-charts/stable\n\
          kubectl create namespace cattle-system\n",
@@ -983,13 +1010,19 @@ mod tests {
         let inv = inventory(LbMode::L4, name_endpoint());
         let text = node_config(&s, &inv, "rancher-2");
         let c = config(&text);
-        assert_eq!(c.server.as_deref(), Some("https://rancher.example.com:9345"));
+        assert_eq!(
+            c.server.as_deref(),
+            Some("https://rancher.example.com:9345")
+        );
         assert_eq!(c.node_name, "rancher-2");
         assert_eq!(c.token_file.as_deref(), Some("/etc/rancher/rke2/token"));
         assert_eq!(c.token, None);
         assert_eq!(
             c.tls_san,
-            ["rancher.example.com", "rancher-lb-123.elb.us-east-1.amazonaws.com"]
+            [
+                "rancher.example.com",
+                "rancher-lb-123.elb.us-east-1.amazonaws.com"
+            ]
         );
         assert_eq!(c.cluster_cidr, "10.42.0.0/16");
         assert_eq!(c.service_cidr, "10.43.0.0/16");
@@ -1022,12 +1055,18 @@ mod tests {
         assert_eq!(first.token_file.as_deref(), Some("/etc/rancher/k3s/token"));
         assert!(first.disable.is_empty(), "traefik is K3s's default ingress");
         let other = config(&node_config(&s, &inv, "rancher-2"));
-        assert_eq!(other.server.as_deref(), Some("https://rancher.example.com:6443"));
+        assert_eq!(
+            other.server.as_deref(),
+            Some("https://rancher.example.com:6443")
+        );
         assert_eq!(other.cluster_init, None);
         assert_eq!(s.health_check_path(), "/ping");
         assert_eq!(s.registration_ports(), [6443]);
         let nginx = spec_with("[kubernetes]\ndistribution = \"k3s\"\ningress = \"nginx\"\n");
-        assert_eq!(config(&node_config(&nginx, &inv, "rancher-1")).disable, ["traefik"]);
+        assert_eq!(
+            config(&node_config(&nginx, &inv, "rancher-1")).disable,
+            ["traefik"]
+        );
         assert_eq!(nginx.health_check_path(), "/healthz");
     }
 
@@ -1056,7 +1095,9 @@ mod tests {
         let rke = spec_with("[kubernetes]\ndistribution = \"rke\"\n");
         let p = paths(&rke);
         assert!(p.iter().any(|x| x == "cluster.yml"));
-        assert!(!p.iter().any(|x| x.starts_with("nodes/") || x == "kubeconfig.sh"));
+        assert!(!p
+            .iter()
+            .any(|x| x.starts_with("nodes/") || x == "kubeconfig.sh"));
         assert!(rke.registration_ports().is_empty());
     }
 
@@ -1064,7 +1105,13 @@ mod tests {
     fn bundle_token_is_random_and_kept_on_disk() {
         let s = spec_with("");
         let inv = inventory(LbMode::L4, ip_endpoint());
-        let token = |b: &[BundleFile]| b.iter().find(|f| f.path == "token").unwrap().contents.clone();
+        let token = |b: &[BundleFile]| {
+            b.iter()
+                .find(|f| f.path == "token")
+                .unwrap()
+                .contents
+                .clone()
+        };
         let (a, b) = (bundle(&s, &inv), bundle(&s, &inv));
         assert_ne!(token(&a), token(&b));
         let t = token(&a);
@@ -1078,7 +1125,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("token")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("token"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1092,21 +1142,36 @@ mod tests {
         let v: RancherValues = serde_norway::from_str(&text).unwrap();
         assert_eq!(v.hostname, "rancher.example.com");
         assert_eq!(v.replicas, 3);
-        assert_eq!(v.proxy, None, "a password-carrying proxy is set on the command line");
-        assert_eq!(v.no_proxy.as_deref(), Some(bootstrap::no_proxy(&s).join(",").as_str()));
+        assert_eq!(
+            v.proxy, None,
+            "a password-carrying proxy is set on the command line"
+        );
+        assert_eq!(
+            v.no_proxy.as_deref(),
+            Some(bootstrap::no_proxy(&s).join(",").as_str())
+        );
         assert_eq!(v.tls, None);
         assert_eq!(v.ingress.unwrap().tls.source, "rancher");
         let l7 = spec(LbMode::L7, false);
-        let v: RancherValues =
-            serde_norway::from_str(&rancher_values(&l7, &inventory(LbMode::L7, name_endpoint()))).unwrap();
+        let v: RancherValues = serde_norway::from_str(&rancher_values(
+            &l7,
+            &inventory(LbMode::L7, name_endpoint()),
+        ))
+        .unwrap();
         assert_eq!(v.tls.as_deref(), Some("external"));
         assert_eq!(v.ingress, None);
         assert_eq!(v.proxy, None);
         // Unknown keys fail: the struct mirrors the chart's values.
-        assert!(serde_norway::from_str::<RancherValues>("hostname: a\nreplicas: 1\nbogus: 1\n").is_err());
+        assert!(
+            serde_norway::from_str::<RancherValues>("hostname: a\nreplicas: 1\nbogus: 1\n")
+                .is_err()
+        );
         let open = spec_with("[proxy]\nhttp = \"http://proxy.corp:3128\"\n");
-        let v: RancherValues =
-            serde_norway::from_str(&rancher_values(&open, &inventory(LbMode::L4, ip_endpoint()))).unwrap();
+        let v: RancherValues = serde_norway::from_str(&rancher_values(
+            &open,
+            &inventory(LbMode::L4, ip_endpoint()),
+        ))
+        .unwrap();
         assert_eq!(v.proxy.as_deref(), Some("http://proxy.corp:3128"));
     }
 
@@ -1116,14 +1181,20 @@ mod tests {
         let text = cert_manager_install(&s);
         assert!(!text.contains(PASSWORD));
         assert!(text.contains("--set http_proxy=\"http://ops:${PROXY_PASSWORD}@proxy.corp:3128\""));
-        assert!(text.contains(r#"--set no_proxy="127.0.0.0/8\,10.0.0.0/8\,"#), "{text}");
+        assert!(
+            text.contains(r#"--set no_proxy="127.0.0.0/8\,10.0.0.0/8\,"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn kubeconfig_command_rewrites_the_server() {
         let s = spec(LbMode::L4, false);
         let cmd = kubeconfig_command(&s, &inventory(LbMode::L4, ip_endpoint())).unwrap();
-        assert!(cmd.starts_with("ssh admin@10.0.1.10 sudo cat /etc/rancher/rke2/rke2.yaml"), "{cmd}");
+        assert!(
+            cmd.starts_with("ssh admin@10.0.1.10 sudo cat /etc/rancher/rke2/rke2.yaml"),
+            "{cmd}"
+        );
         assert!(cmd.contains("s#https://127.0.0.1:6443#https://rancher.example.com:6443#"));
     }
 

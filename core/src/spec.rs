@@ -385,7 +385,9 @@ impl KubernetesSpec {
 
     /// The service CIDR, with the default.
     pub fn cidr_services(&self) -> &str {
-        self.cidr_services.as_deref().unwrap_or(DEFAULT_CIDR_SERVICES)
+        self.cidr_services
+            .as_deref()
+            .unwrap_or(DEFAULT_CIDR_SERVICES)
     }
 
     /// The channel the install script follows when no version is given.

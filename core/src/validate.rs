@@ -88,8 +88,15 @@ pub(crate) fn external(spec: &ClusterSpec, problems: &mut Vec<SpecProblem>) -> E
         (None, None) => {}
     }
     if let Some(t) = &token {
-        if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\') {
-            let field = if k.token_env.is_some() { "kubernetes.token_env" } else { "kubernetes.token_file" };
+        if t.len() < 16
+            || t.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        {
+            let field = if k.token_env.is_some() {
+                "kubernetes.token_env"
+            } else {
+                "kubernetes.token_file"
+            };
             p.add(
                 field,
                 "the join token is shorter than 16 characters or holds spaces, quotes or backslashes",
@@ -101,7 +108,10 @@ pub(crate) fn external(spec: &ClusterSpec, problems: &mut Vec<SpecProblem>) -> E
     let mut proxy_ca = None;
     if let Some(path) = spec.proxy.as_ref().and_then(|p| p.ca_file.as_ref()) {
         match std::fs::read_to_string(path) {
-            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") && pem.contains("-----END CERTIFICATE-----") => {
+            Ok(pem)
+                if pem.contains("-----BEGIN CERTIFICATE-----")
+                    && pem.contains("-----END CERTIFICATE-----") =>
+            {
                 proxy_ca = Some(pem);
             }
             Ok(_) => p.add(
@@ -134,17 +144,25 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
         (Some(v), None) => {
             let (ok, example) = match k.distribution {
                 Distribution::Rke2 => (
-                    v.strip_prefix('v').and_then(|r| r.split_once("+rke2r")).is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("+rke2r"))
+                        .is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
                     "v1.31.4+rke2r1",
                 ),
                 Distribution::K3s => (
-                    v.strip_prefix('v').and_then(|r| r.split_once("+k3s")).is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("+k3s"))
+                        .is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
                     "v1.31.4+k3s1",
                 ),
                 Distribution::Rke => (
-                    v.strip_prefix('v').and_then(|r| r.split_once("-rancher")).is_some_and(|(semver, n)| {
-                        is_semver(semver) && n.split_once('-').is_some_and(|(a, b)| is_digits(a) && is_digits(b))
-                    }),
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("-rancher"))
+                        .is_some_and(|(semver, n)| {
+                            is_semver(semver)
+                                && n.split_once('-')
+                                    .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+                        }),
                     "v1.28.15-rancher1-1",
                 ),
             };
@@ -157,7 +175,10 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             }
         }
         (None, Some(c)) => {
-            let minor = c.strip_prefix('v').and_then(|r| r.split_once('.')).is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+            let minor = c
+                .strip_prefix('v')
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
             if !(matches!(c.as_str(), "stable" | "latest" | "testing") || minor) {
                 p.add(
                     "kubernetes.channel",
@@ -166,7 +187,11 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
                 );
             }
             if k.distribution == Distribution::Rke {
-                p.add("kubernetes.channel", "has no meaning for rke", "remove it, or give kubernetes.version");
+                p.add(
+                    "kubernetes.channel",
+                    "has no meaning for rke",
+                    "remove it, or give kubernetes.version",
+                );
             }
         }
         (None, None) => {}
@@ -180,24 +205,44 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
     }
     for (field, name) in [("kubernetes.token_env", &k.token_env)] {
         if let Some(n) = name {
-            let ok = !n.is_empty() && !n.starts_with(|c: char| c.is_ascii_digit()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let ok = !n.is_empty()
+                && !n.starts_with(|c: char| c.is_ascii_digit())
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
-                p.add(field, format!("`{n}` is not an environment variable name"), "use letters, digits and `_`, e.g. `TRIAD_JOIN_TOKEN`");
+                p.add(
+                    field,
+                    format!("`{n}` is not an environment variable name"),
+                    "use letters, digits and `_`, e.g. `TRIAD_JOIN_TOKEN`",
+                );
             }
         }
     }
     for (registry, endpoints) in &k.mirrors {
         let field = format!("kubernetes.mirrors.{registry}");
         if registry.is_empty() || registry.chars().any(|c| c.is_whitespace() || c == '/') {
-            p.add(field.clone(), format!("`{registry}` is not a registry host"), "name the registry, e.g. `docker.io`");
+            p.add(
+                field.clone(),
+                format!("`{registry}` is not a registry host"),
+                "name the registry, e.g. `docker.io`",
+            );
         }
         if endpoints.is_empty() {
-            p.add(field.clone(), "lists no endpoint", "give at least one mirror URL, e.g. `https://mirror.corp:5000`");
+            p.add(
+                field.clone(),
+                "lists no endpoint",
+                "give at least one mirror URL, e.g. `https://mirror.corp:5000`",
+            );
         }
         for (i, e) in endpoints.iter().enumerate() {
-            let ok = url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host() && u.password().is_none());
+            let ok = url::Url::parse(e).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.has_host() && u.password().is_none()
+            });
             if !ok {
-                p.add(format!("{field}[{i}]"), format!("`{e}` is not an http(s) URL"), "write the mirror as https://host[:port], without credentials");
+                p.add(
+                    format!("{field}[{i}]"),
+                    format!("`{e}` is not an http(s) URL"),
+                    "write the mirror as https://host[:port], without credentials",
+                );
             }
         }
     }
@@ -209,9 +254,14 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
         );
     }
     let mut cidrs = Vec::new();
-    for (field, value) in [("kubernetes.cidr_pods", k.cidr_pods()), ("kubernetes.cidr_services", k.cidr_services())] {
+    for (field, value) in [
+        ("kubernetes.cidr_pods", k.cidr_pods()),
+        ("kubernetes.cidr_services", k.cidr_services()),
+    ] {
         match parse_cidr(value).and_then(|(ip, len)| match cidr_network(ip, len) {
-            Some(n) if n != ip => Err(format!("`{value}` has host bits set (the network is {n}/{len})")),
+            Some(n) if n != ip => Err(format!(
+                "`{value}` has host bits set (the network is {n}/{len})"
+            )),
             _ => Ok(()),
         }) {
             Ok(()) => cidrs.push((field, value)),
@@ -220,7 +270,11 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
     }
     if let [(fa, a), (fb, b)] = cidrs[..] {
         if cidrs_overlap(a, b) {
-            p.add(fb, format!("`{b}` overlaps {fa} `{a}`"), "give the pods and the services separate ranges");
+            p.add(
+                fb,
+                format!("`{b}` overlaps {fa} `{a}`"),
+                "give the pods and the services separate ranges",
+            );
         }
     }
     for (i, c) in spec.nodes.network_cidrs.iter().enumerate() {
@@ -435,7 +489,11 @@ fn proxy(p: &mut Problems, spec: &ClusterSpec) {
     }
     if let Some(f) = &proxy.ca_file {
         if f.trim().is_empty() {
-            p.add("proxy.ca_file", "is empty", "give the path of the proxy's CA certificate (PEM), or remove it");
+            p.add(
+                "proxy.ca_file",
+                "is empty",
+                "give the path of the proxy's CA certificate (PEM), or remove it",
+            );
         }
     }
 }
@@ -490,7 +548,8 @@ pub(crate) fn no_proxy_entry(entry: &str) -> Result<(), String> {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if ok {
         Ok(())
