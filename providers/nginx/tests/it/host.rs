@@ -26,6 +26,7 @@ fn request(cluster: &ClusterRef, mode: LbMode, cert: Option<String>) -> LoadBala
         scheme: LbScheme::InternetFacing,
         certificate: cert,
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: vec![],
         labels: cluster.labels_for(Role::Lb),
     }
