@@ -61,7 +61,12 @@ async fn apply_makes_an_ha_cluster_and_rerun_changes_nothing() {
     for tg in &sim.snapshot().target_groups {
         let hc = &tg.health_check;
         if matches!(tg.port, 9345 | 6443) {
-            assert_eq!((hc.protocol.as_str(), hc.port), ("TCP", tg.port), "{}", tg.name);
+            assert_eq!(
+                (hc.protocol.as_str(), hc.port),
+                ("TCP", tg.port),
+                "{}",
+                tg.name
+            );
         } else {
             assert_eq!((hc.path.as_str(), hc.port), ("/healthz", 80), "{}", tg.name);
         }

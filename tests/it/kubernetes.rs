@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use triad::layers::CallCounter;
-use triad::spec::Distribution;
 use triad::render;
+use triad::spec::Distribution;
 
 use crate::common::*;
 
@@ -83,8 +83,14 @@ async fn install_with_a_token_file_reruns_as_a_no_op() {
     let k = inv.kubernetes.clone().expect("inventory.kubernetes");
     assert_eq!(k.distribution, Distribution::Rke2);
     assert_eq!(k.registration_address.as_deref(), Some(FQDN));
-    assert_eq!(k.join_url.as_deref(), Some("https://rancher.example.com:9345"));
-    assert_eq!(k.server_url.as_deref(), Some("https://rancher.example.com:6443"));
+    assert_eq!(
+        k.join_url.as_deref(),
+        Some("https://rancher.example.com:9345")
+    );
+    assert_eq!(
+        k.server_url.as_deref(),
+        Some("https://rancher.example.com:6443")
+    );
 
     // Validated again (a new run), the spec gives the same user data: nothing changes.
     let again = spec_with("", &tables);
@@ -105,14 +111,25 @@ async fn install_with_a_token_file_reruns_as_a_no_op() {
     // the Rancher chart and the kubeconfig command.
     let files = render::bundle(&again, &inv);
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    assert!(!paths.iter().any(|p| p.starts_with("nodes/") || *p == "token"), "{paths:?}");
-    for want in ["rancher/values.yaml", "rancher/install.sh", "kubeconfig.sh", "inventory.json"] {
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("nodes/") || *p == "token"),
+        "{paths:?}"
+    );
+    for want in [
+        "rancher/values.yaml",
+        "rancher/install.sh",
+        "kubeconfig.sh",
+        "inventory.json",
+    ] {
         assert!(paths.contains(&want), "{want} in {paths:?}");
     }
     let out = dir.join("out");
     render::write_to(&files, &out).unwrap();
     let back: triad::Inventory =
-        serde_json::from_str(&std::fs::read_to_string(out.join("inventory.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("inventory.json")).unwrap())
+            .unwrap();
     assert_eq!(back, inv);
     let steps = render::next_steps(&again, &inv);
     assert!(steps.contains("install rke2 themselves"), "{steps}");
@@ -125,11 +142,18 @@ async fn rke_plan_warns_end_of_life() {
     let o = orchestrator(&sim, &CallCounter::new());
     let spec = spec_with("", "[kubernetes]\ndistribution = \"rke\"\n");
     let plan = o.plan(&spec).await.unwrap();
-    assert!(plan.to_string().contains("Warning: kubernetes.distribution = \"rke\""), "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("Warning: kubernetes.distribution = \"rke\""),
+        "{plan}"
+    );
     let inv = o.apply(&plan).await.unwrap();
     let steps = render::next_steps(&spec, &inv);
     assert!(steps.contains("rke up"), "{steps}");
     let default = render::next_steps(&spec_with("", ""), &inv);
-    assert!(default.contains("Install rke2"), "RKE2 is the default next step: {default}");
+    assert!(
+        default.contains("Install rke2"),
+        "RKE2 is the default next step: {default}"
+    );
     assert!(!default.contains("rke up"));
 }
