@@ -82,10 +82,11 @@ impl Rule {
         }
         .build()
     }
-    /// Whether the rule is about the balancer's ports (80/443), which the load
-    /// balancer side manages on the nodes' group.
+    /// Whether the rule is about the balancer's ports (80/443, and the Kubernetes
+    /// registration ports 9345/6443), which the load balancer side manages on the
+    /// nodes' group.
     pub fn is_web(&self) -> bool {
-        self.protocol == "tcp" && self.from == self.to && (self.from == 80 || self.from == 443)
+        self.protocol == "tcp" && self.from == self.to && matches!(self.from, 80 | 443 | 9345 | 6443)
     }
 }
 
