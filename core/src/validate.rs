@@ -203,18 +203,16 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             "use distribution = \"rke2\" (or \"k3s\"), or set install = false",
         );
     }
-    for (field, name) in [("kubernetes.token_env", &k.token_env)] {
-        if let Some(n) = name {
-            let ok = !n.is_empty()
-                && !n.starts_with(|c: char| c.is_ascii_digit())
-                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                p.add(
-                    field,
-                    format!("`{n}` is not an environment variable name"),
-                    "use letters, digits and `_`, e.g. `TRIAD_JOIN_TOKEN`",
-                );
-            }
+    if let Some(n) = &k.token_env {
+        let ok = !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            p.add(
+                "kubernetes.token_env",
+                format!("`{n}` is not an environment variable name"),
+                "use letters, digits and `_`, e.g. `TRIAD_JOIN_TOKEN`",
+            );
         }
     }
     for (registry, endpoints) in &k.mirrors {

@@ -629,32 +629,39 @@ impl GceProvider {
         // registration ports (or with others) is replaced, on the same address.
         if fr.ports != l4_ports(&request.registration_ports) {
             tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
-            self.remove(
-                what.clone(),
-                Scope::Region(region.clone()),
-                self.clients
-                    .forwarding_rules
-                    .get()
-                    .set_project(p)
-                    .set_region(region)
-                    .set_forwarding_rule(&n.l4_rule)
-                    .send(),
-                |f: &ForwardingRule| has_labels_of(&f.labels, &cluster.name),
-                |rid| {
-                    self.clients
-                        .forwarding_rules
-                        .delete()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_forwarding_rule(&n.l4_rule)
-                        .set_request_id(rid)
-                        .send()
-                },
-            )
-            .await?;
+            self.remove_l4_rule(cluster).await?;
             return Box::pin(self.create_l4(cluster, request, groups)).await;
         }
         Ok(())
+    }
+
+    /// Delete the cluster's l4 forwarding rule if it exists and is the cluster's.
+    async fn remove_l4_rule(&self, cluster: &ClusterRef) -> Result<Option<String>> {
+        let n = Names::new(&cluster.name);
+        let (p, region) = (self.project(), &cluster.region);
+        self.remove(
+            format!("forwarding rule {}", n.l4_rule),
+            Scope::Region(region.clone()),
+            self.clients
+                .forwarding_rules
+                .get()
+                .set_project(p)
+                .set_region(region)
+                .set_forwarding_rule(&n.l4_rule)
+                .send(),
+            |f: &ForwardingRule| has_labels_of(&f.labels, &cluster.name),
+            |rid| {
+                self.clients
+                    .forwarding_rules
+                    .delete()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_forwarding_rule(&n.l4_rule)
+                    .set_request_id(rid)
+                    .send()
+            },
+        )
+        .await
     }
 
     fn certificate_link(&self, cert: &str) -> String {
@@ -1230,31 +1237,7 @@ impl GceProvider {
         let desc = |d: Option<&str>| owned_by(d, c);
         let mut done: Vec<Option<String>> = Vec::new();
         // Forwarding rules.
-        done.push(
-            self.remove(
-                format!("forwarding rule {}", n.l4_rule),
-                rs(),
-                self.clients
-                    .forwarding_rules
-                    .get()
-                    .set_project(p)
-                    .set_region(region)
-                    .set_forwarding_rule(&n.l4_rule)
-                    .send(),
-                |f: &ForwardingRule| has_labels_of(&f.labels, c),
-                |rid| {
-                    self.clients
-                        .forwarding_rules
-                        .delete()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_forwarding_rule(&n.l4_rule)
-                        .set_request_id(rid)
-                        .send()
-                },
-            )
-            .await?,
-        );
+        done.push(self.remove_l4_rule(cluster).await?);
         for rule in [&n.https_rule, &n.http_rule] {
             done.push(
                 self.remove(
