@@ -657,8 +657,12 @@ impl Ec2 {
     ) -> Result<()> {
         let lb_arn = lb.load_balancer_arn().unwrap_or_default();
         let have = self.listeners(lb_arn).await?;
-        let registration = match request.mode {
-            LbMode::L4 => request.registration_ports.iter().map(|&p| i32::from(p)).collect(),
+        let registration: Vec<i32> = match request.mode {
+            LbMode::L4 => request
+                .registration_ports
+                .iter()
+                .map(|&p| i32::from(p))
+                .collect(),
             LbMode::L7 => Vec::new(),
         };
         for port in [80, 443].into_iter().chain(registration) {
@@ -1032,7 +1036,9 @@ mod tests {
         );
         let reg = groups_for(LbMode::L4, &[9345, 6443]);
         assert_eq!(
-            reg.iter().map(|g| (g.name("rancher"), g.tcp_check)).collect::<Vec<_>>(),
+            reg.iter()
+                .map(|g| (g.name("rancher"), g.tcp_check))
+                .collect::<Vec<_>>(),
             [
                 ("rancher-tcp-443".to_owned(), false),
                 ("rancher-tcp-80".to_owned(), false),

@@ -587,52 +587,62 @@ impl GceProvider {
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.clone().unwrap_or_default();
         let what = format!("forwarding rule {}", n.l4_rule);
-        let fr = self
-            .ensure(
-                &what,
-                Scope::Region(region.clone()),
-                || {
-                    self.clients
-                        .forwarding_rules
-                        .get()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_forwarding_rule(&n.l4_rule)
-                        .send()
-                },
-                |rid| {
-                    let mut fr = ForwardingRule::default();
-                    fr.name = Some(n.l4_rule.clone());
-                    fr.description = Some(balancer_description(&cluster.name, &request.name));
-                    fr.load_balancing_scheme =
-                        Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
-                    fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
-                    fr.ports = l4_ports(&request.registration_ports);
-                    fr.backend_service = Some(bs_link.clone());
-                    fr.ip_address = Some(ip.clone());
-                    fr.labels = request.labels.clone().into_iter().collect();
-                    self.clients
-                        .forwarding_rules
-                        .insert()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_request_id(rid)
-                        .set_body(fr)
-                        .send()
-                },
-            )
-            .await?;
-        if !has_labels_of(&fr.labels, &cluster.name) {
-            return Err(Self::not_ours(&what));
-        }
         // A forwarding rule's ports cannot change: a rule made before the
         // registration ports (or with others) is replaced, on the same address.
-        if fr.ports != l4_ports(&request.registration_ports) {
-            tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
-            self.remove_l4_rule(cluster).await?;
-            return Box::pin(self.create_l4(cluster, request, groups)).await;
+        let want_ports = l4_ports(&request.registration_ports);
+        for attempt in 0..2 {
+            let fr = self
+                .ensure(
+                    &what,
+                    Scope::Region(region.clone()),
+                    || {
+                        self.clients
+                            .forwarding_rules
+                            .get()
+                            .set_project(p)
+                            .set_region(region)
+                            .set_forwarding_rule(&n.l4_rule)
+                            .send()
+                    },
+                    |rid| {
+                        let mut fr = ForwardingRule::default();
+                        fr.name = Some(n.l4_rule.clone());
+                        fr.description = Some(balancer_description(&cluster.name, &request.name));
+                        fr.load_balancing_scheme =
+                            Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
+                        fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
+                        fr.ports = want_ports.clone();
+                        fr.backend_service = Some(bs_link.clone());
+                        fr.ip_address = Some(ip.clone());
+                        fr.labels = request.labels.clone().into_iter().collect();
+                        self.clients
+                            .forwarding_rules
+                            .insert()
+                            .set_project(p)
+                            .set_region(region)
+                            .set_request_id(rid)
+                            .set_body(fr)
+                            .send()
+                    },
+                )
+                .await?;
+            if !has_labels_of(&fr.labels, &cluster.name) {
+                return Err(Self::not_ours(&what));
+            }
+            if fr.ports == want_ports {
+                return Ok(());
+            }
+            if attempt == 0 {
+                tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
+                self.remove_l4_rule(cluster).await?;
+            }
         }
-        Ok(())
+        Err(own(
+            "create load balancer",
+            &what,
+            FailureKind::Conflict,
+            "the forwarding rule still has other ports after it was replaced",
+        ))
     }
 
     /// Delete the cluster's l4 forwarding rule if it exists and is the cluster's.
@@ -1551,7 +1561,10 @@ mod tests {
     fn listeners_follow_the_mode() {
         let l4 = listeners(LbMode::L4, &[9345, 6443]);
         assert!(l4.iter().all(|l| l.protocol == "TCP"));
-        assert_eq!(l4.iter().map(|l| l.port).collect::<Vec<_>>(), [80, 443, 9345, 6443]);
+        assert_eq!(
+            l4.iter().map(|l| l.port).collect::<Vec<_>>(),
+            [80, 443, 9345, 6443]
+        );
         assert_eq!(l4_ports(&[9345, 6443]), ["80", "443", "9345", "6443"]);
         let l7 = listeners(LbMode::L7, &[]);
         assert!(l7
