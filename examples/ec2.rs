@@ -33,5 +33,5 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
     let aws = Arc::new(Ec2::from_spec(&spec).await?);
     // No retry layer: the AWS SDK retries throttled and transient calls itself.
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws).with_options(args.options());
-    common::run(triad, &spec, args.command, args.output).await
+    common::run(triad, &spec, args.command, args.output, args.out.as_deref()).await
 }

@@ -70,6 +70,9 @@ struct Args {
     /// Keep the cluster: skip the final destroy.
     #[arg(long)]
     keep: bool,
+    /// Write the hand-over bundle (configs, values.yaml, scripts) to this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -106,6 +109,7 @@ async fn run(args: Args) -> triad::Result<()> {
 
     let inventory = triad.apply(&plan).await?;
     progress.clear();
+    common::write_bundle(args.out.as_deref(), &spec, &inventory)?;
     if text {
         println!("{}", render::next_steps(&spec, &inventory));
     } else {

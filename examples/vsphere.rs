@@ -54,7 +54,7 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
     let lb = Arc::new(NginxProvider::from_spec(&spec, Some(nodes.clone()))?);
     let dns = Arc::new(Rfc2136Provider::from_spec(&spec)?);
     let triad = Orchestrator::new(nodes, lb, dns).with_options(args.options());
-    common::run(triad, &spec, args.command, args.output).await
+    common::run(triad, &spec, args.command, args.output, args.out.as_deref()).await
 }
 
 /// A distinct 10.x.y.z per VM name (FNV-1a), for vcsim's `SET.guest.ipAddress`.

@@ -53,9 +53,12 @@
 //! The same spec and node name always give byte-identical text: providers derive
 //! idempotency tokens from it, so a rerun must not look like a different request.
 
-use serde::Serialize;
+use std::fmt::Write as _;
 
-use crate::spec::ValidSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+use crate::spec::{Distribution, Ingress, ValidSpec, KUBE_API_PORT, RKE2_SUPERVISOR_PORT};
 
 /// Rancher's recommended NO_PROXY entries for the nodes, in the order Rancher's
 /// install docs give them: loopback, the private ranges the cluster and service
@@ -76,8 +79,12 @@ const CLUSTER_NO_PROXY: [&str; 3] = [".svc", ".cluster.local", "localhost"];
 ///
 /// In order, without duplicates (the first occurrence wins): [`RANCHER_NO_PROXY`],
 /// then `.svc`, `.cluster.local`, `localhost`, then every node name of the cluster
-/// (the nodes talk to each other by name), then the user's `proxy.no_proxy`. The
-/// list is the same whether or not a proxy is configured.
+/// (the nodes talk to each other by name), the Rancher hostname (the registration
+/// address: nodes reach the balancer directly, never through the proxy), the
+/// pod and service CIDRs (`kubernetes.cidr_pods`, `kubernetes.cidr_services`), the
+/// node network (`nodes.network_cidrs`), then the user's `proxy.no_proxy`. The list
+/// is the same whether or not a proxy is configured, and every entry passes
+/// [`check_no_proxy_entry`].
 ///
 /// ```
 /// use triad_core::spec::ClusterSpec;
@@ -96,16 +103,24 @@ const CLUSTER_NO_PROXY: [&str; 3] = [".svc", ".cluster.local", "localhost"];
 /// let list = no_proxy(&spec);
 /// assert_eq!(list[0], "127.0.0.0/8");
 /// assert_eq!(list.last().unwrap(), "corp.example");
+/// assert!(list.contains(&"10.42.0.0/16".to_owned()));
 /// assert_eq!(list.iter().filter(|e| *e == "10.0.0.0/8").count(), 1);
 /// ```
 pub fn no_proxy(spec: &ValidSpec) -> Vec<String> {
     let user = spec.proxy.iter().flat_map(|p| p.no_proxy.iter().cloned());
+    let k8s = [
+        spec.fqdn(),
+        spec.kubernetes.cidr_pods().to_owned(),
+        spec.kubernetes.cidr_services().to_owned(),
+    ];
     let mut out: Vec<String> = Vec::new();
     for entry in RANCHER_NO_PROXY
         .iter()
         .chain(CLUSTER_NO_PROXY.iter())
         .map(|s| (*s).to_owned())
         .chain(spec.node_names())
+        .chain(k8s)
+        .chain(spec.nodes.network_cidrs.iter().cloned())
         .chain(user)
     {
         if !out.contains(&entry) {
@@ -115,16 +130,43 @@ pub fn no_proxy(spec: &ValidSpec) -> Vec<String> {
     out
 }
 
+/// Check one NO_PROXY entry in Go's format, as RKE2, K3s, containerd and Rancher
+/// read it (and curl and Python the same way): a host name, a `.domain` suffix, an
+/// IP (optionally with `:port`) or a network CIDR. No spaces, commas or quotes, and
+/// no `*` wildcard (`*.corp` is understood by Go only; write `.corp`). The error
+/// says what is wrong with the entry.
+///
+/// ```
+/// use triad_core::bootstrap::check_no_proxy_entry as check;
+/// assert!(check(".corp.example").is_ok());
+/// assert!(check("10.42.0.0/16").is_ok());
+/// assert!(check("*.corp").is_err());
+/// assert!(check("10.42.0.1/16").is_err());
+/// assert!(check("a b").is_err());
+/// ```
+pub fn check_no_proxy_entry(entry: &str) -> Result<(), String> {
+    crate::validate::no_proxy_entry(entry)
+}
+
 /// The cloud-init user data (`#cloud-config`) for the node `node_name`.
 ///
-/// It sets the hostname and FQDN to the node name and installs the spec's SSH
-/// public keys. With a `[proxy]` in the spec it also writes, with literal values,
-/// `/etc/environment` (appended), `/etc/apt/apt.conf.d/proxy.conf`, systemd
-/// drop-ins for Docker and containerd, and `/etc/default/rke2-server`,
-/// `/etc/default/rke2-agent` and `/etc/default/k3s`, then runs
-/// `systemctl daemon-reload`. The `https` proxy falls back to the `http` one.
+/// It sets the hostname to the node name with `manage_etc_hosts: true`, so the
+/// name resolves on the node (there is no FQDN to give: the node name is not in
+/// any DNS zone), and installs the spec's SSH public keys. With a `[proxy]` in the
+/// spec it also writes, with literal values, `/etc/environment` (appended),
+/// `/etc/apt/apt.conf.d/proxy.conf`, systemd drop-ins for Docker and containerd,
+/// and `/etc/default/rke2-server`, `/etc/default/rke2-agent` and
+/// `/etc/default/k3s`, then runs `systemctl daemon-reload`. The `https` proxy
+/// falls back to the `http` one. `proxy.ca_file` goes into the trust store
+/// (`ca_certs`).
 ///
-/// The result contains the proxy password when the proxy URL has one (see the
+/// With `kubernetes.install = true` (RKE2 or K3s) it also writes the
+/// distribution's `config.yaml` (see [`KubeConfig`]) and
+/// [`INSTALL_SCRIPT`], which runs the official install script with the proxy in
+/// its environment, and runs that script last.
+///
+/// The result contains the proxy password when the proxy URL has one, and the
+/// join token when the nodes install Kubernetes (see the
 /// [module documentation](self) for why, and for the file modes): treat it as a
 /// secret and never log it. Same spec and node name, same bytes.
 ///
@@ -144,11 +186,12 @@ pub fn no_proxy(spec: &ValidSpec) -> Vec<String> {
 /// let text = user_data(&spec, "rancher-1");
 /// assert!(text.starts_with("#cloud-config\n"));
 /// assert!(text.contains("Acquire::http::Proxy \"http://proxy.corp:3128\";"));
+/// assert!(text.contains("manage_etc_hosts: true"));
 /// assert_eq!(text, user_data(&spec, "rancher-1"));
 /// ```
 pub fn user_data(spec: &ValidSpec, node_name: &str) -> String {
     let mut write_files = Vec::new();
-    let mut runcmd = Vec::new();
+    let mut runcmd: Vec<Vec<&'static str>> = Vec::new();
     if let Some(proxy) = &spec.proxy {
         let http = url_literal(proxy.http.expose());
         let https = url_literal(proxy.https.as_ref().unwrap_or(&proxy.http).expose());
@@ -156,15 +199,50 @@ pub fn user_data(spec: &ValidSpec, node_name: &str) -> String {
         write_files = proxy_files(&http, &https, &no_proxy);
         runcmd.push(vec!["systemctl", "daemon-reload"]);
     }
+    if let Some(k) = KubeInstall::of(spec) {
+        let config = kube_config(spec, node_name);
+        write_files.push(WriteFile {
+            path: k.config_path(),
+            owner: "root:root",
+            permissions: MODE_PRIVATE,
+            append: false,
+            content: format!(
+                "# {} config for `{}`, written by triad.\n{}",
+                k.distribution,
+                one_line(node_name),
+                config.to_yaml()
+            ),
+        });
+        write_files.push(WriteFile {
+            path: INSTALL_SCRIPT,
+            owner: "root:root",
+            permissions: "0700",
+            append: false,
+            content: install_script(spec, &k, node_name),
+        });
+        if let Some(reg) = registries_yaml(spec) {
+            write_files.push(WriteFile {
+                path: registries_path(k.distribution),
+                owner: "root:root",
+                permissions: MODE_PUBLIC,
+                append: false,
+                content: reg,
+            });
+        }
+        runcmd.push(vec!["sh", INSTALL_SCRIPT]);
+    }
     let doc = CloudConfig {
         hostname: node_name,
-        fqdn: node_name,
+        manage_etc_hosts: true,
         ssh_authorized_keys: spec
             .nodes
             .ssh_authorized_keys
             .iter()
             .map(String::as_str)
             .collect(),
+        ca_certs: spec.proxy_ca().map(|pem| CaCerts {
+            trusted: vec![pem.to_owned()],
+        }),
         write_files,
         runcmd,
     };
@@ -173,17 +251,330 @@ pub fn user_data(spec: &ValidSpec, node_name: &str) -> String {
     format!("#cloud-config\n{body}")
 }
 
+/// Where the user data puts the script that installs RKE2 or K3s.
+pub const INSTALL_SCRIPT: &str = "/usr/local/sbin/triad-install-kubernetes";
+/// Where the install script keeps the downloaded official installer.
+pub const INSTALLER_PATH: &str = "/var/lib/triad/install.sh";
+
+/// What a node needs to install RKE2 or K3s itself.
+struct KubeInstall {
+    distribution: Distribution,
+}
+
+impl KubeInstall {
+    /// `Some` when the spec asks the nodes to install RKE2 or K3s.
+    fn of(spec: &ValidSpec) -> Option<Self> {
+        let d = spec.kubernetes.distribution;
+        (spec.kubernetes.install && d != Distribution::Rke).then_some(Self { distribution: d })
+    }
+
+    fn config_path(&self) -> &'static str {
+        kube_config_path(self.distribution)
+    }
+}
+
+/// Where the distribution reads its configuration: `/etc/rancher/rke2/config.yaml`
+/// or `/etc/rancher/k3s/config.yaml` (RKE has none on the nodes).
+pub fn kube_config_path(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::K3s => "/etc/rancher/k3s/config.yaml",
+        Distribution::Rke2 | Distribution::Rke => "/etc/rancher/rke2/config.yaml",
+    }
+}
+
+/// The environment file the distribution's server service reads
+/// (`EnvironmentFile=`): `/etc/default/rke2-server` or `/etc/default/k3s`.
+pub fn server_env_path(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::K3s => "/etc/default/k3s",
+        Distribution::Rke2 | Distribution::Rke => "/etc/default/rke2-server",
+    }
+}
+
+/// The address nodes 2…N join through when the spec decides it on its own: the
+/// Rancher hostname, which resolves to the balancer (`load_balancer.registration =
+/// "balancer"`). The nodes and the balancer are made at the same time, so the
+/// hostname — known from the spec — is the only address the user data can carry.
+pub fn registration_host(spec: &ValidSpec) -> String {
+    spec.fqdn()
+}
+
+/// The port nodes 2…N join on: 9345 (RKE2's supervisor) or 6443 (K3s).
+pub fn join_port(distribution: Distribution) -> u16 {
+    match distribution {
+        Distribution::K3s => KUBE_API_PORT,
+        Distribution::Rke2 | Distribution::Rke => RKE2_SUPERVISOR_PORT,
+    }
+}
+
+/// `/etc/rancher/rke2/config.yaml` (or K3s's): the keys triad sets, named as RKE2
+/// and K3s document them. No `Debug`: it holds the join token.
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KubeConfig {
+    /// The node's name in Kubernetes.
+    pub node_name: String,
+    /// The join token (inline: the user data or the hand-over file is the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// `https://<registration>:<port>` on every node but the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// K3s only: node 1 starts the embedded etcd cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_init: Option<bool>,
+    /// Extra names and addresses in the API server's certificate.
+    pub tls_san: Vec<String>,
+    /// Pod CIDR.
+    pub cluster_cidr: String,
+    /// Service CIDR.
+    pub service_cidr: String,
+    /// RKE2 only: `ingress-nginx` or `traefik`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_controller: Option<String>,
+    /// K3s only: packaged components to leave out (`traefik` when the ingress is
+    /// nginx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable: Vec<String>,
+    /// A file holding the join token (the hand-over's choice: no token inline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+/// `registries.yaml` (RKE2 and K3s): registry mirrors.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registries {
+    /// Registry name → its mirror endpoints.
+    pub mirrors: std::collections::BTreeMap<String, Mirror>,
+}
+
+/// One registry's mirrors in [`Registries`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// Mirror URLs, tried in order.
+    pub endpoint: Vec<String>,
+}
+
+/// `registries.yaml` for `kubernetes.mirrors`, or `None` when there are none.
+pub fn registries_yaml(spec: &ValidSpec) -> Option<String> {
+    if spec.kubernetes.mirrors.is_empty() {
+        return None;
+    }
+    let doc = Registries {
+        mirrors: spec
+            .kubernetes
+            .mirrors
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Mirror {
+                        endpoint: v.clone(),
+                    },
+                )
+            })
+            .collect(),
+    };
+    Some(serde_norway::to_string(&doc).expect("registries always serialise"))
+}
+
+/// Where RKE2 / K3s read `registries.yaml`.
+pub fn registries_path(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::K3s => "/etc/rancher/k3s/registries.yaml",
+        Distribution::Rke2 | Distribution::Rke => "/etc/rancher/rke2/registries.yaml",
+    }
+}
+
+/// The server's environment file (`/etc/default/rke2-server`, `/etc/default/k3s`)
+/// with the literal proxy values, or `None` without a `[proxy]`. It holds the
+/// proxy password when the URL has one.
+pub fn server_env_file(spec: &ValidSpec) -> Option<String> {
+    let proxy = spec.proxy.as_ref()?;
+    let http = url_literal(proxy.http.expose());
+    let https = url_literal(proxy.https.as_ref().unwrap_or(&proxy.http).expose());
+    Some(env_file(&http, &https, &no_proxy(spec).join(",")))
+}
+
+/// `KEY="value"` lines for the proxy, plain and `CONTAINERD_`-prefixed.
+fn env_file(http: &str, https: &str, no_proxy: &str) -> String {
+    let vars = [
+        ("HTTP_PROXY", http),
+        ("HTTPS_PROXY", https),
+        ("NO_PROXY", no_proxy),
+    ];
+    // RKE2 and K3s read these through `EnvironmentFile=`; the CONTAINERD_ variants
+    // reach only the containerd they embed.
+    let mut rke = String::from("# HTTP proxy, written by triad\n");
+    for (k, v) in vars {
+        rke.push_str(&format!("{k}=\"{}\"\n", env_escape(v)));
+    }
+    for (k, v) in vars {
+        rke.push_str(&format!("CONTAINERD_{k}=\"{}\"\n", env_escape(v)));
+    }
+    rke
+}
+
+impl KubeConfig {
+    /// The YAML text.
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("config structs always serialise")
+    }
+}
+
+/// The config for `node_name`. `first_node_ip` is node 1's private address when
+/// known (hand-over with `registration = "first-node"`); otherwise the others join
+/// through [`registration_host`]. `extra_san` adds the balancer's own address.
+pub(crate) fn kube_config_with(
+    spec: &ValidSpec,
+    node_name: &str,
+    join_host: Option<String>,
+    extra_san: &[String],
+    token: Option<&str>,
+) -> KubeConfig {
+    let d = spec.kubernetes.distribution;
+    let names = spec.node_names();
+    let first = names.first().is_some_and(|n| n == node_name);
+    let host = join_host.unwrap_or_else(|| registration_host(spec));
+    let mut tls_san = vec![spec.fqdn()];
+    for s in extra_san {
+        if !tls_san.contains(s) {
+            tls_san.push(s.clone());
+        }
+    }
+    let ingress = spec.kubernetes.ingress();
+    KubeConfig {
+        node_name: node_name.to_owned(),
+        token: token.map(str::to_owned),
+        server: (!first).then(|| format!("https://{host}:{}", join_port(d))),
+        cluster_init: (d == Distribution::K3s && first).then_some(true),
+        tls_san,
+        cluster_cidr: spec.kubernetes.cidr_pods().to_owned(),
+        service_cidr: spec.kubernetes.cidr_services().to_owned(),
+        ingress_controller: (d == Distribution::Rke2).then(|| {
+            match ingress {
+                Ingress::Nginx => "ingress-nginx",
+                Ingress::Traefik => "traefik",
+            }
+            .to_owned()
+        }),
+        disable: if d == Distribution::K3s && ingress == Ingress::Nginx {
+            vec!["traefik".to_owned()]
+        } else {
+            Vec::new()
+        },
+        token_file: None,
+    }
+}
+
+fn kube_config(spec: &ValidSpec, node_name: &str) -> KubeConfig {
+    kube_config_with(
+        spec,
+        node_name,
+        None,
+        &[],
+        spec.join_token().map(Secret::expose),
+    )
+}
+
+/// The script that installs RKE2 or K3s through the proxy. It reads the proxy
+/// settings from the server's environment file (one copy of the values, the same
+/// the service gets), exports them in both cases for the installer and `curl`,
+/// downloads the official script and runs it with `INSTALL_*_CHANNEL` or
+/// `INSTALL_*_VERSION`.
+fn install_script(spec: &ValidSpec, k: &KubeInstall, node_name: &str) -> String {
+    let d = k.distribution;
+    let (url, prefix) = match d {
+        Distribution::K3s => ("https://get.k3s.io", "INSTALL_K3S"),
+        Distribution::Rke2 | Distribution::Rke => ("https://get.rke2.io", "INSTALL_RKE2"),
+    };
+    let mut out = format!(
+        "#!/bin/sh\n# Installs {d} on `{}` through the proxy; written by triad.\nset -eu\n",
+        one_line(node_name)
+    );
+    if spec.proxy.is_some() {
+        let env = server_env_path(d);
+        let _ = write!(
+            out,
+            "# The proxy, as the {d} service reads it.\nset -a\n. {env}\nset +a\n\
+             http_proxy=\"$HTTP_PROXY\"; https_proxy=\"$HTTPS_PROXY\"; no_proxy=\"$NO_PROXY\"\n\
+             export http_proxy https_proxy no_proxy\n"
+        );
+    }
+    match &spec.kubernetes.version {
+        Some(v) => {
+            let _ = writeln!(
+                out,
+                "{prefix}_VERSION='{}'; export {prefix}_VERSION",
+                sh_single(v)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "{prefix}_CHANNEL='{}'; export {prefix}_CHANNEL",
+                sh_single(spec.kubernetes.channel())
+            );
+        }
+    }
+    let dir = INSTALLER_PATH.rsplit_once('/').map_or("/", |(d, _)| d);
+    let _ = write!(
+        out,
+        "mkdir -p {dir}\ncurl -sfL --retry 10 --retry-all-errors -o {INSTALLER_PATH} {url}\n"
+    );
+    match d {
+        Distribution::K3s => {
+            // The K3s script writes the proxy variables it sees into
+            // k3s.service.env and starts the service.
+            let _ = writeln!(
+                out,
+                "INSTALL_K3S_EXEC=server; export INSTALL_K3S_EXEC\nsh {INSTALLER_PATH}"
+            );
+        }
+        Distribution::Rke2 | Distribution::Rke => {
+            let _ = writeln!(
+                out,
+                "INSTALL_RKE2_TYPE=server; export INSTALL_RKE2_TYPE\nsh {INSTALLER_PATH}\n\
+                 systemctl enable --now rke2-server.service"
+            );
+        }
+    }
+    out
+}
+
+/// `v` for inside single quotes in a shell script.
+fn sh_single(v: &str) -> String {
+    v.replace('\'', "'\\''")
+}
+
+/// A value shown on one comment line.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The cloud-config document. No `Debug`: it holds the proxy password.
 #[derive(Serialize)]
 struct CloudConfig<'a> {
     hostname: &'a str,
-    fqdn: &'a str,
+    manage_etc_hosts: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ssh_authorized_keys: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_certs: Option<CaCerts>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     write_files: Vec<WriteFile>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     runcmd: Vec<Vec<&'static str>>,
+}
+
+/// cloud-init's `ca_certs` module: PEM certificates added to the trust store.
+#[derive(Serialize)]
+struct CaCerts {
+    trusted: Vec<String>,
 }
 
 /// One `write_files` entry. No `Debug`: the content may hold the proxy password.
@@ -240,15 +631,7 @@ fn proxy_files(http: &str, https: &str, no_proxy: &str) -> Vec<WriteFile> {
         unit_escape(no_proxy),
     );
 
-    // RKE2 and K3s read these through `EnvironmentFile=`; the CONTAINERD_ variants
-    // reach only the containerd they embed.
-    let mut rke = String::from("# HTTP proxy, written by triad\n");
-    for (k, v) in vars {
-        rke.push_str(&env_line(k, v));
-    }
-    for (k, v) in vars {
-        rke.push_str(&env_line(&format!("CONTAINERD_{k}"), v));
-    }
+    let rke = env_file(http, https, no_proxy);
 
     vec![
         file("/etc/environment", MODE_PUBLIC, true, environment),
@@ -390,6 +773,9 @@ mod tests {
                 "rancher-1",
                 "rancher-2",
                 "rancher-3",
+                "rancher.example.com",
+                "10.42.0.0/16",
+                "10.43.0.0/16",
                 "corp.example",
                 "db.corp.example",
             ]
@@ -400,8 +786,8 @@ mod tests {
     fn no_proxy_without_proxy_still_lists_cluster_names() {
         let list = no_proxy(&spec(None, &[], &[]));
         assert_eq!(&list[..5], &RANCHER_NO_PROXY);
-        assert_eq!(list.len(), 5 + 3 + 3);
-        assert_eq!(list.last().unwrap(), "rancher-3");
+        assert_eq!(list.len(), 5 + 3 + 3 + 3);
+        assert_eq!(list.last().unwrap(), "10.43.0.0/16");
     }
 
     #[test]
@@ -527,7 +913,8 @@ mod tests {
         assert!(text.starts_with("#cloud-config\n"));
         let doc = parse(&text);
         assert_eq!(doc["hostname"].as_str(), Some("rancher-3"));
-        assert_eq!(doc["fqdn"].as_str(), Some("rancher-3"));
+        assert!(doc.get("fqdn").is_none(), "the node name is no FQDN");
+        assert_eq!(doc["manage_etc_hosts"].as_bool(), Some(true));
         assert_eq!(
             doc["ssh_authorized_keys"],
             parse("[\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB admin@example\"]")

@@ -73,7 +73,8 @@ pub struct Fixture {
 impl Fixture {
     /// A fixture for `cluster` writing `fqdn` in `dns_zone`: a node template with the
     /// ownership labels and a tiny user data, a layer 4 internet-facing balancer named
-    /// after the cluster with health check `/healthz`, the record pointing at
+    /// after the cluster with health check `/healthz` and RKE2's registration ports
+    /// 9345 and 6443, the record pointing at
     /// 192.0.2.10, a 15-minute timeout and a 1-second poll.
     pub fn new(cluster: ClusterRef, dns_zone: impl Into<String>, fqdn: impl Into<String>) -> Self {
         let other_cluster = ClusterRef {
@@ -96,6 +97,7 @@ impl Fixture {
             scheme: LbScheme::InternetFacing,
             certificate: None,
             health_check_path: "/healthz".to_owned(),
+            registration_ports: vec![9345, 6443],
             zones: Vec::new(),
             labels: cluster.labels_for(Role::Lb),
         };
@@ -428,8 +430,21 @@ pub async fn nodes_spread_over_zones(nodes: &dyn NodeProvider, fx: &Fixture) {
     delete_all(nodes, fx, &made).await;
 }
 
-fn check_listeners(p: &str, lb: &LoadBalancer, mode: LbMode) {
+fn check_listeners(p: &str, lb: &LoadBalancer, request: &LoadBalancerRequest) {
+    let mode = request.mode;
     let port = |n: u16| lb.listeners.iter().find(|l| l.port == n);
+    for &n in &request.registration_ports {
+        let l = port(n).unwrap_or_else(|| {
+            panic!(
+                "[{p}] balancer {} should listen on registration port {n}: {:?}",
+                lb.name, lb.listeners
+            )
+        });
+        assert!(
+            l.protocol.eq_ignore_ascii_case("TCP") && l.target_port == Some(n),
+            "[{p}] registration port {n} is TCP passed through to {n} in {mode} mode: {l:?}"
+        );
+    }
     let (Some(http), Some(https)) = (port(80), port(443)) else {
         panic!(
             "[{p}] balancer {} should listen on 80 and 443: {:?}",
@@ -520,7 +535,7 @@ pub async fn load_balancer_lifecycle(
         active.endpoint.is_some(),
         "[{p}] an active balancer has an endpoint"
     );
-    check_listeners(p, &active, request.mode);
+    check_listeners(p, &active, &request);
 
     let all = ids(&ready);
     let lb = ok(
@@ -552,7 +567,7 @@ pub async fn load_balancer_lifecycle(
         found.targets, all,
         "[{p}] discovered targets differ from the nodes"
     );
-    check_listeners(p, &found, request.mode);
+    check_listeners(p, &found, &request);
 
     let one = &ready[..1];
     let lb = ok(

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{LbMode, LbScheme};
+use crate::spec::{Distribution, LbMode, LbScheme};
 
 /// A node's lifecycle state, normalised across clouds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -179,8 +179,13 @@ pub struct LoadBalancerRequest {
     pub scheme: LbScheme,
     /// Certificate reference for l7.
     pub certificate: Option<String>,
-    /// Health check path on port 80.
+    /// Health check path on port 80 (follows the ingress: `/healthz` or `/ping`).
     pub health_check_path: String,
+    /// Extra TCP ports passed through to the same port on every node, with a TCP
+    /// health check, in l4 and l7 mode alike: the Kubernetes registration address
+    /// (9345 for RKE2, 6443 for RKE2 and K3s). Empty for RKE or
+    /// `load_balancer.registration = "first-node"`.
+    pub registration_ports: Vec<u16>,
     /// Zones the nodes are in (the balancer should serve all of them).
     pub zones: Vec<String>,
     /// Labels to put on every part of the balancer.
@@ -271,6 +276,27 @@ pub struct Inventory {
     pub tls_external: bool,
     /// Which provider made each part.
     pub providers: Providers,
+    /// Where Kubernetes registers and serves its API, for a tool that goes on
+    /// from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesEntry>,
+}
+
+/// The Kubernetes part of an [`Inventory`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesEntry {
+    /// `rke2`, `k3s` or `rke`.
+    pub distribution: Distribution,
+    /// The fixed registration address (the Rancher hostname through the balancer,
+    /// or node 1's private address), when the distribution has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_address: Option<String>,
+    /// Where nodes 2…N join (`https://<registration>:9345` for RKE2, `:6443` for K3s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_url: Option<String>,
+    /// The Kubernetes API server URL at the registration address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
 }
 
 /// The record in an [`Inventory`].

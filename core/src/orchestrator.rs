@@ -186,9 +186,10 @@ pub struct Plan {
     pub dns_delete: Vec<Record>,
     /// What discovery found.
     pub discovered: Discovered,
-    /// Security trade-offs of the spec the operator should know about before
-    /// applying (a proxy password readable from the nodes' metadata, nodes open to
-    /// the internet): the providers' [`NodeProvider::plan_warnings`] and core's own.
+    /// What the operator should know before applying: the spec's own
+    /// ([`ValidSpec::warnings`], e.g. an end-of-life distribution) and security
+    /// trade-offs (a proxy password readable from the nodes' metadata, nodes open to
+    /// the internet: the providers' [`NodeProvider::plan_warnings`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     #[serde(skip)]
@@ -254,13 +255,23 @@ impl fmt::Display for Plan {
                 }
             }
         }
+        let ports = spec.registration_ports();
         let lb_desc = format!(
-            "{} {}, {}",
+            "{} {}, {}{}",
             spec.load_balancer.mode,
             spec.load_balancer.scheme,
             match spec.load_balancer.mode {
                 LbMode::L4 => "TCP 80 and TCP 443 passed through to the nodes",
                 LbMode::L7 => "HTTPS 443 terminated here, HTTP 80 redirected",
+            },
+            if ports.is_empty() {
+                String::new()
+            } else {
+                let p: Vec<String> = ports.iter().map(|p| format!("TCP {p}")).collect();
+                format!(
+                    "; {} passed through for Kubernetes registration",
+                    p.join(" and ")
+                )
             }
         );
         match &self.load_balancer {
@@ -341,11 +352,15 @@ fn plan_warnings(
     nodes: &dyn NodeProvider,
     lb: &dyn LoadBalancerProvider,
 ) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = spec.warnings();
     if let Some(proxy) = &spec.proxy {
         if proxy.http.has_password() || proxy.https.as_ref().is_some_and(|u| u.has_password()) {
             out.push(
-                "the proxy URL carries a password: it goes into every node's user data, which                  any process on the node can read from the metadata service (EC2 IMDS, the GCE                  metadata server, vSphere guestinfo); prefer a proxy that admits the nodes by                  address, or a credential only for these nodes (see the provider's guide,                  \"Egress\")"
+                "the proxy URL carries a password: it goes into every node's user data, which \
+                 any process on the node can read from the metadata service (EC2 IMDS, the GCE \
+                 metadata server, vSphere guestinfo); prefer a proxy that admits the nodes by \
+                 address, or a credential only for these nodes (see the provider's guide, \
+                 \"Egress\")"
                     .to_owned(),
             );
         }
@@ -566,6 +581,10 @@ impl Orchestrator {
                 } else if lb.state == LbState::Active
                     && lb.endpoint.is_some()
                     && lb.listeners.len() >= 2
+                    && spec
+                        .registration_ports()
+                        .iter()
+                        .all(|p| lb.listeners.iter().any(|l| l.port == *p))
                 {
                     LbAction::Keep { lb: lb.clone() }
                 } else {
@@ -693,7 +712,9 @@ impl Orchestrator {
         deletions.into_iter().collect::<Result<Vec<()>>>()?;
 
         let spec = &plan.spec;
+        let kubernetes = Some(crate::render::kubernetes_entry(spec, &nodes));
         Ok(Inventory {
+            kubernetes,
             cluster: plan.cluster.name.clone(),
             region: plan.cluster.region.clone(),
             nodes,
@@ -1152,7 +1173,8 @@ fn lb_request(spec: &ValidSpec, cluster: &ClusterRef, zones: &[String]) -> LoadB
         mode: spec.load_balancer.mode,
         scheme: spec.load_balancer.scheme,
         certificate: spec.load_balancer.certificate.clone(),
-        health_check_path: spec.load_balancer.health_check_path.clone(),
+        health_check_path: spec.health_check_path(),
+        registration_ports: spec.registration_ports(),
         zones: zones.to_vec(),
         labels: cluster.labels_for(Role::Lb),
     }

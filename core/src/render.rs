@@ -18,16 +18,19 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
-use crate::model::{Endpoint, Inventory, Node};
-use crate::spec::{LbMode, ValidSpec};
+use crate::model::{Endpoint, Inventory, KubernetesEntry, Node};
+use crate::spec::{Distribution, LbMode, Registration, ValidSpec, KUBE_API_PORT};
 
 /// Where RKE2 reads the cluster's shared secret (`token-file`).
 pub const RKE2_TOKEN_FILE: &str = "/etc/rancher/rke2/token";
 /// The port RKE2 servers register with each other on.
-pub const RKE2_SUPERVISOR_PORT: u16 = 9345;
+pub const RKE2_SUPERVISOR_PORT: u16 = crate::spec::RKE2_SUPERVISOR_PORT;
 /// Most Rancher replicas worth running: Rancher's chart recommends 3.
 pub const MAX_RANCHER_REPLICAS: usize = 3;
 
@@ -48,6 +51,7 @@ const PASSWORD_VAR: &str = "PROXY_PASSWORD";
 /// #         kind: RecordKind::A, target: Endpoint::Ip { addresses: vec![] }, ttl: Some(60) },
 /// #     rancher_url: "https://rancher.example.com".into(), tls_external: false,
 /// #     providers: Providers { nodes: "sim".into(), load_balancer: "sim".into(), dns: "sim".into() },
+/// #     kubernetes: None,
 /// # };
 /// let json = triad_core::render::inventory_json(&inventory);
 /// let back: Inventory = serde_json::from_str(&json).unwrap();
@@ -135,67 +139,412 @@ struct RkeIngress {
     options: BTreeMap<&'static str, &'static str>,
 }
 
-/// `/etc/rancher/rke2/config.yaml` for the node `node_name`.
-///
-/// `tls-san` holds the Rancher hostname, and the balancer's hostname when its
-/// endpoint is a name; `node-name` is the node; every node but the first gets
-/// `server: https://<first node's private IP>:9345`. The join secret is read from
-/// `token-file: /etc/rancher/rke2/token` — a leading comment tells the user to
-/// put the same secret there on every node — so no secret and no placeholder
-/// appears in the file.
-pub fn rke2_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> String {
-    let nodes = ordered_nodes(spec, inventory);
-    let first = nodes.iter().find_map(|n| n.private_ip.map(|ip| (n, ip)));
-    let server = match first {
-        Some((n, ip)) if n.name != node_name => Some(format!(
-            "https://{}:{RKE2_SUPERVISOR_PORT}",
-            host_for_url(ip)
-        )),
-        _ => None,
-    };
-    let mut tls_san = vec![spec.fqdn()];
-    if let Some(Endpoint::Hostname { name, .. }) = &inventory.load_balancer.endpoint {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        if !tls_san.contains(&name) {
-            tls_san.push(name);
-        }
+/// The fixed registration address: the Rancher hostname when the balancer
+/// carries the registration listeners (`load_balancer.registration = "balancer"`),
+/// else node 1's private address; `None` for RKE (v1), which has none, or when
+/// node 1 has no address yet.
+pub fn registration_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> {
+    if spec.kubernetes.distribution == Distribution::Rke {
+        return None;
     }
-    let doc = Rke2Config {
-        node_name,
-        server,
-        token_file: RKE2_TOKEN_FILE,
-        tls_san,
-    };
+    match spec.load_balancer.registration {
+        Registration::Balancer => Some(bootstrap::registration_host(spec)),
+        Registration::FirstNode => first_node(spec, nodes).map(|(_, ip)| host_for_url(ip)),
+    }
+}
+
+/// The inventory's `kubernetes` entry: distribution, registration address, the URL
+/// nodes join and the API server URL.
+pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
+    let d = spec.kubernetes.distribution;
+    let reg = registration_address(spec, nodes);
+    KubernetesEntry {
+        distribution: d,
+        join_url: reg
+            .as_ref()
+            .map(|r| format!("https://{r}:{}", bootstrap::join_port(d))),
+        server_url: reg.as_ref().map(|r| format!("https://{r}:{KUBE_API_PORT}")),
+        registration_address: reg,
+    }
+}
+
+/// The first node (in spec order) with a private IP.
+fn first_node<'a>(spec: &ValidSpec, nodes: &'a [Node]) -> Option<(&'a Node, IpAddr)> {
+    let names = spec.node_names();
+    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    sorted.sort_by_key(|n| {
+        (
+            names
+                .iter()
+                .position(|x| *x == n.name)
+                .unwrap_or(usize::MAX),
+            n.name.clone(),
+        )
+    });
+    sorted
+        .into_iter()
+        .find_map(|n| n.private_ip.map(|ip| (n, ip)))
+}
+
+/// The RKE2 or K3s `config.yaml` for the node `node_name`, for users who join the
+/// nodes themselves (`kubernetes.install = false`).
+///
+/// `tls-san` holds the Rancher hostname and the balancer's endpoint (name or
+/// addresses); `node-name` is the node; `cluster-cidr` / `service-cidr` the spec's;
+/// every node but the first gets `server: https://<registration address>:9345`
+/// (`:6443` for K3s), K3s's first node `cluster-init: true`. The join secret is
+/// read from `token-file` (see [`bundle`], which writes it), so no secret appears
+/// in this file.
+pub fn node_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> String {
+    let d = spec.kubernetes.distribution;
+    let mut san = Vec::new();
+    match &inventory.load_balancer.endpoint {
+        Some(Endpoint::Hostname { name, .. }) => {
+            san.push(name.trim_end_matches('.').to_ascii_lowercase());
+        }
+        Some(Endpoint::Ip { addresses }) => san.extend(addresses.iter().map(ToString::to_string)),
+        None => {}
+    }
+    let reg = registration_address(spec, &inventory.nodes);
+    let mut doc = bootstrap::kube_config_with(spec, node_name, reg.clone(), &san, None);
+    doc.token_file = Some(token_path(d).to_owned());
     let mut out = format!(
-        "# /etc/rancher/rke2/config.yaml for `{}`, rendered by triad.\n\
-         # Put the same secret in {RKE2_TOKEN_FILE} on every node (mode 0600) before\n\
-         # starting rke2-server, e.g. generate it once with `openssl rand -hex 32`.\n",
-        one_line(node_name)
+        "# {} for `{}`, rendered by triad.\n\
+         # Put the same join token in {} on every node (mode 0600) before starting\n\
+         # the server (the hand-over's `token` file, or your kubernetes.token_file).\n",
+        bootstrap::kube_config_path(d),
+        one_line(node_name),
+        token_path(d)
     );
-    match first {
-        None => out.push_str(
+    if reg.is_none() {
+        out.push_str(
             "# No node has a private IP yet: render this again once they do, or every\n\
              # node would start a cluster of its own.\n",
-        ),
-        Some((n, _)) if n.name == node_name => {
-            out.push_str("# This is the first server; the others join it.\n");
-        }
-        Some(_) => {}
+        );
+    } else if doc.server.is_none() {
+        out.push_str("# This is the first server; the others join it.\n");
     }
-    out.push_str(&to_yaml(&doc));
+    out.push_str(&doc.to_yaml());
     out
 }
 
-#[derive(Serialize)]
-struct Rke2Config<'a> {
-    #[serde(rename = "node-name")]
-    node_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server: Option<String>,
-    #[serde(rename = "token-file")]
-    token_file: &'static str,
-    #[serde(rename = "tls-san")]
-    tls_san: Vec<String>,
+/// Where the hand-over's `config.yaml` expects the join token on the node.
+pub fn token_path(distribution: Distribution) -> &'static str {
+    match distribution {
+        Distribution::K3s => "/etc/rancher/k3s/token",
+        Distribution::Rke2 | Distribution::Rke => RKE2_TOKEN_FILE,
+    }
+}
+
+/// The Rancher chart's values that triad decides (`values.yaml`), named as the
+/// chart names them. No proxy password: with one, `proxy` is left out and the
+/// install command sets it from the `PROXY_PASSWORD` shell variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RancherValues {
+    /// The Rancher hostname (cannot change later).
+    pub hostname: String,
+    /// Rancher replicas: the node count, at most 3.
+    pub replicas: usize,
+    /// The proxy URL, when it has no password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// NO_PROXY as one comma-separated string (no `\,` escaping in a values file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+    /// `external` when TLS ends at the balancer (l7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    /// The ingress's TLS source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<RancherIngress>,
+    /// Trust the CA in the `tls-ca-additional` secret (a TLS-intercepting proxy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub additional_trusted_c_as: bool,
+}
+
+/// `ingress:` in [`RancherValues`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RancherIngress {
+    /// `ingress.tls`.
+    pub tls: RancherIngressTls,
+}
+
+/// `ingress.tls` in [`RancherValues`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RancherIngressTls {
+    /// `rancher` (cert-manager issues Rancher's own), `letsEncrypt` or `secret`.
+    pub source: String,
+}
+
+/// The Rancher chart's `values.yaml`.
+pub fn rancher_values(spec: &ValidSpec, inventory: &Inventory) -> String {
+    let values = RancherValues {
+        hostname: spec.fqdn(),
+        replicas: inventory.nodes.len().clamp(1, MAX_RANCHER_REPLICAS),
+        proxy: spec
+            .proxy
+            .as_ref()
+            .filter(|p| !p.http.has_password())
+            .map(|p| p.http.expose().to_owned()),
+        no_proxy: spec
+            .proxy
+            .as_ref()
+            .map(|_| bootstrap::no_proxy(spec).join(",")),
+        tls: inventory.tls_external.then(|| "external".to_owned()),
+        ingress: (!inventory.tls_external).then(|| RancherIngress {
+            tls: RancherIngressTls {
+                source: "rancher".to_owned(),
+            },
+        }),
+        additional_trusted_c_as: spec.proxy_ca().is_some(),
+    };
+    let mut out = String::from("# Rancher chart values, rendered by triad.\n");
+    if spec.proxy.as_ref().is_some_and(|p| p.http.has_password()) {
+        out.push_str("# proxy: set by install-rancher.sh from PROXY_PASSWORD (not stored here).\n");
+    }
+    out.push_str(&to_yaml(&values));
+    out
+}
+
+/// The cert-manager install (Rancher's own certificate needs it), with the proxy
+/// as the chart's `http_proxy` / `https_proxy` / `no_proxy` values, commas escaped
+/// for `--set`.
+pub fn cert_manager_install(spec: &ValidSpec) -> String {
+    let mut flags = vec![
+        "helm install cert-manager jetstack/cert-manager".to_owned(),
+        "--namespace cert-manager --create-namespace".to_owned(),
+        "--set crds.enabled=true".to_owned(),
+    ];
+    if let Some(proxy) = &spec.proxy {
+        let url = helm_proxy_url(&proxy.http);
+        let https = helm_proxy_url(proxy.https.as_ref().unwrap_or(&proxy.http));
+        flags.push(format!("--set http_proxy=\"{url}\""));
+        flags.push(format!("--set https_proxy=\"{https}\""));
+        flags.push(format!("--set no_proxy=\"{}\"", helm_no_proxy_dq(spec)));
+    }
+    let mut out = String::from(
+        "helm repo add jetstack https://charts.jetstack.io\nhelm repo update jetstack\n",
+    );
+    out.push_str(&flags.join(" \\\n  "));
+    out.push('\n');
+    out
+}
+
+/// A proxy URL for a double-quoted `--set` value, its password as
+/// `${PROXY_PASSWORD}`.
+fn helm_proxy_url(url: &crate::secret::ProxyUrl) -> String {
+    // A marker no URL contains stands in for the password while the rest of the
+    // URL is escaped; then it becomes the shell variable reference.
+    const MARKER: &str = "\u{0}password\u{0}";
+    shell_dq(&helm_escape(&url.with_password_replaced(MARKER)))
+        .replace(MARKER, &format!("${{{PASSWORD_VAR}}}"))
+}
+
+fn helm_no_proxy_dq(spec: &ValidSpec) -> String {
+    let v: Vec<String> = bootstrap::no_proxy(spec)
+        .iter()
+        .map(|e| shell_dq(&helm_escape(e)))
+        .collect();
+    v.join("\\,")
+}
+
+/// The command that fetches the kubeconfig from node 1 (over SSH, as
+/// `nodes.ssh_user`) with its server rewritten from `127.0.0.1` to the
+/// registration address.
+pub fn kubeconfig_command(spec: &ValidSpec, inventory: &Inventory) -> Option<String> {
+    let d = spec.kubernetes.distribution;
+    if d == Distribution::Rke {
+        return None;
+    }
+    let (_, ip) = first_node(spec, &inventory.nodes)?;
+    let reg = registration_address(spec, &inventory.nodes)?;
+    let file = match d {
+        Distribution::K3s => "/etc/rancher/k3s/k3s.yaml",
+        Distribution::Rke2 | Distribution::Rke => "/etc/rancher/rke2/rke2.yaml",
+    };
+    Some(format!(
+        "ssh {}@{} sudo cat {file} \\\n  | sed 's#https://127.0.0.1:{KUBE_API_PORT}#https://{reg}:{KUBE_API_PORT}#' > kubeconfig.yaml\nexport KUBECONFIG=$PWD/kubeconfig.yaml\n",
+        spec.nodes.ssh_user,
+        host_for_url(ip)
+    ))
+}
+
+/// One file of the hand-over [`bundle`]. `Debug` shows the path only: some files
+/// hold the join token or the proxy password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BundleFile {
+    /// Path relative to the bundle directory, `/`-separated.
+    pub path: String,
+    /// The file's text.
+    pub contents: String,
+    /// Whether the file holds a secret (written with mode 0600).
+    pub secret: bool,
+}
+
+impl fmt::Debug for BundleFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BundleFile")
+            .field("path", &self.path)
+            .field("contents", &format_args!("<{} bytes>", self.contents.len()))
+            .field("secret", &self.secret)
+            .finish()
+    }
+}
+
+/// The hand-over bundle: everything a user needs to go on from the infrastructure
+/// to a running Rancher.
+///
+/// - `nodes/<name>/config.yaml` and, with a `[proxy]`, `nodes/<name>/<env file>`
+///   (`rke2-server` or `k3s`, for `/etc/default/`) for RKE2 / K3s with
+///   `install = false`; `token` (a fresh 256-bit random token) when the spec names
+///   no token source;
+/// - `registries.yaml` when `kubernetes.mirrors` is set;
+/// - `rancher/values.yaml`, `rancher/install.sh` (cert-manager with the proxy, then
+///   the Rancher chart), `rancher/tls-ca-additional.pem` with `proxy.ca_file`;
+/// - `kubeconfig.sh` (fetch the kubeconfig from node 1, server rewritten to the
+///   registration address);
+/// - `cluster.yml` only for `distribution = "rke"`;
+/// - `inventory.json` and `next-steps.txt`.
+pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
+    let d = spec.kubernetes.distribution;
+    let file = |path: String, contents: String, secret: bool| BundleFile {
+        path,
+        contents,
+        secret,
+    };
+    let mut out = vec![
+        file("inventory.json".into(), inventory_json(inventory), false),
+        file("next-steps.txt".into(), next_steps(spec, inventory), false),
+    ];
+    if d == Distribution::Rke {
+        out.push(file(
+            "cluster.yml".into(),
+            rke_cluster_yml(spec, inventory),
+            false,
+        ));
+    } else if !spec.kubernetes.install {
+        for n in ordered_nodes(spec, inventory) {
+            out.push(file(
+                format!("nodes/{}/config.yaml", n.name),
+                node_config(spec, inventory, &n.name),
+                false,
+            ));
+            if let Some(env) = bootstrap::server_env_file(spec) {
+                let name = bootstrap::server_env_path(d)
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("env");
+                out.push(file(format!("nodes/{}/{name}", n.name), env, true));
+            }
+        }
+        if spec.kubernetes.token_env.is_none() && spec.kubernetes.token_file.is_none() {
+            out.push(file("token".into(), format!("{}\n", random_token()), true));
+        }
+    }
+    if d != Distribution::Rke {
+        if let Some(reg) = bootstrap::registries_yaml(spec) {
+            out.push(file("registries.yaml".into(), reg, false));
+        }
+    }
+    out.push(file(
+        "rancher/values.yaml".into(),
+        rancher_values(spec, inventory),
+        false,
+    ));
+    if let Some(pem) = spec.proxy_ca() {
+        out.push(file(
+            "rancher/tls-ca-additional.pem".into(),
+            pem.to_owned(),
+            false,
+        ));
+    }
+    out.push(file(
+        "rancher/install.sh".into(),
+        rancher_install_script(spec, inventory),
+        false,
+    ));
+    if let Some(cmd) = kubeconfig_command(spec, inventory) {
+        out.push(file(
+            "kubeconfig.sh".into(),
+            format!(
+                "#!/bin/sh\n# Fetch the kubeconfig from node 1, rendered by triad.\nset -eu\n{cmd}"
+            ),
+            false,
+        ));
+    }
+    out
+}
+
+/// Write `files` under `dir` (created as needed); secret files get mode 0600. An
+/// existing `token` is kept, so a second render into the same directory keeps the
+/// cluster's token.
+pub fn write_to(files: &[BundleFile], dir: &Path) -> std::io::Result<()> {
+    for f in files {
+        let path = dir.join(&f.path);
+        if f.path == "token" && path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if f.secret { 0o600 } else { 0o644 });
+        }
+        use std::io::Write as _;
+        opts.open(&path)?.write_all(f.contents.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// 256 random bits from the operating system, as 64 hex digits.
+fn random_token() -> String {
+    let mut buf = [0u8; 32];
+    // Without an OS random source nothing secure can be made: fail loudly.
+    getrandom::getrandom(&mut buf).expect("the operating system's random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `rancher/install.sh`: cert-manager (unless TLS ends at the balancer), the
+/// Rancher chart with `values.yaml`, and the proxy with its password from
+/// `PROXY_PASSWORD`.
+fn rancher_install_script(spec: &ValidSpec, inventory: &Inventory) -> String {
+    let mut out = String::from(
+        "#!/bin/sh\n# Install Rancher, rendered by triad. Run with KUBECONFIG set (see kubeconfig.sh).\nset -eu\ncd \"$(dirname \"$0\")\"\n",
+    );
+    if spec.proxy.as_ref().is_some_and(|p| p.http.has_password()) {
+        let _ = writeln!(
+            out,
+            ": \"${{{PASSWORD_VAR}:?set and export {PASSWORD_VAR} (percent-encoded as in a URL)}}\""
+        );
+    }
+    if spec.proxy_ca().is_some() {
+        out.push_str(
+            "kubectl create namespace cattle-system --dry-run=client -o yaml | kubectl apply -f -\n\
+             kubectl -n cattle-system create secret generic tls-ca-additional --from-file=ca-additional.pem=tls-ca-additional.pem --dry-run=client -o yaml | kubectl apply -f -\n",
+        );
+    }
+    if !inventory.tls_external {
+        out.push_str(&cert_manager_install(spec));
+    }
+    out.push_str("helm repo add rancher-stable https://releases.rancher.com/server-charts/stable\nhelm repo update rancher-stable\n");
+    let mut flags = vec![
+        "helm install rancher rancher-stable/rancher".to_owned(),
+        "--namespace cattle-system --create-namespace".to_owned(),
+        "-f values.yaml".to_owned(),
+    ];
+    if let Some(p) = spec.proxy.as_ref().filter(|p| p.http.has_password()) {
+        flags.push(format!("--set proxy=\"{}\"", helm_proxy_url(&p.http)));
+    }
+    out.push_str(&flags.join(" \\\n  "));
+    out.push('\n');
+    out
 }
 
 /// Rancher's Helm `noProxy` value: [`bootstrap::no_proxy`] joined with `\,`, the
@@ -246,17 +595,8 @@ pub fn helm_install(spec: &ValidSpec, inventory: &Inventory) -> String {
                  # (percent-encoded as in a URL; write a comma as %2C)."
             );
         }
-        // A marker no URL contains stands in for the password while the rest of the
-        // URL is escaped; then it becomes the shell variable reference.
-        const MARKER: &str = "\u{0}password\u{0}";
-        let url = shell_dq(&helm_escape(&proxy.http.with_password_replaced(MARKER)))
-            .replace(MARKER, &format!("${{{PASSWORD_VAR}}}"));
-        flags.push(format!("--set proxy=\"{url}\""));
-        let no_proxy: Vec<String> = bootstrap::no_proxy(spec)
-            .iter()
-            .map(|e| shell_dq(&helm_escape(e)))
-            .collect();
-        flags.push(format!("--set noProxy=\"{}\"", no_proxy.join("\\,")));
+        flags.push(format!("--set proxy=\"{}\"", helm_proxy_url(&proxy.http)));
+        flags.push(format!("--set noProxy=\"{}\"", helm_no_proxy_dq(spec)));
     }
     if inventory.tls_external {
         flags.push("--set tls=external".to_owned());
@@ -335,13 +675,59 @@ pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
         let _ = writeln!(out, "  {:<w0$}  {:<w1$}  {}", r[0], r[1], r[2]);
     }
 
-    out.push_str(
-        "\n1. Install Kubernetes with RKE: save this as cluster.yml and run\n   \
-         `rke up --config cluster.yml` from a host that reaches the nodes over SSH.\n\n",
-    );
-    out.push_str(&indent(&rke_cluster_yml(spec, inventory), 4));
+    let d = spec.kubernetes.distribution;
+    let kubeconfig_hint = match d {
+        Distribution::Rke => {
+            out.push_str(
+                "\n1. Install Kubernetes with RKE (end of life since 31 July 2025; see docs/kubernetes.md\n   \
+                 to move to RKE2): save this as cluster.yml and run `rke up --config cluster.yml`\n   \
+                 from a host that reaches the nodes over SSH.\n\n",
+            );
+            out.push_str(&indent(&rke_cluster_yml(spec, inventory), 4));
+            "the kubeconfig RKE wrote, kube_config_cluster.yml"
+        }
+        _ if spec.kubernetes.install => {
+            let reg = registration_address(spec, &inventory.nodes).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "\n1. The nodes install {d} themselves (cloud-init, through the proxy); node 1 starts the\n   \
+                 cluster and the others join https://{reg}:{}. Once they are up, fetch the kubeconfig:\n",
+                bootstrap::join_port(d)
+            );
+            if let Some(cmd) = kubeconfig_command(spec, inventory) {
+                out.push_str(&indent(&cmd, 4));
+            }
+            "kubeconfig.yaml"
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\n1. Install {d}: on every node put its config.yaml in {} and the join token in {},\n   \
+                 then run the official installer{} (`--out DIR` writes every file).\n   \
+                 Node 1's config:\n",
+                bootstrap::kube_config_path(d),
+                token_path(d),
+                if spec.proxy.is_some() {
+                    format!(" with the environment of {} (already on the nodes)", bootstrap::server_env_path(d))
+                } else {
+                    String::new()
+                }
+            );
+            if let Some((n, _)) = first_node(spec, &inventory.nodes) {
+                out.push_str(&indent(&node_config(spec, inventory, &n.name), 4));
+            }
+            if let Some(cmd) = kubeconfig_command(spec, inventory) {
+                out.push_str("\n   Then fetch the kubeconfig:\n\n");
+                out.push_str(&indent(&cmd, 4));
+            }
+            "kubeconfig.yaml"
+        }
+    };
 
-    out.push_str("\n2. Install Rancher with Helm (with the kubeconfig RKE wrote, kube_config_cluster.yml):\n\n");
+    let _ = writeln!(
+        out,
+        "\n2. Install Rancher with Helm (with {kubeconfig_hint}):\n"
+    );
     out.push_str(&indent(
         "helm repo add rancher-stable https://releases.rancher.com/server-charts/stable\n\
          kubectl create namespace cattle-system\n",
@@ -353,7 +739,7 @@ pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
         out.push_str(
             "   tls=external: the balancer terminates TLS and forwards plain HTTP, so Rancher\n   \
              must not serve its own certificate; the ingress trusts the balancer's\n   \
-             X-Forwarded-* headers (use-forwarded-headers in cluster.yml).\n",
+             X-Forwarded-* headers.\n",
         );
     } else {
         out.push_str(
@@ -535,6 +921,7 @@ mod tests {
                 load_balancer: "sim".into(),
                 dns: "sim".into(),
             },
+            kubernetes: None,
         }
     }
 
@@ -606,37 +993,209 @@ mod tests {
         assert_eq!(yaml(&text)["nodes"].as_sequence().unwrap().len(), 2);
     }
 
+    fn spec_with(extra: &str) -> ValidSpec {
+        let text = format!(
+            "name = \"rancher\"\nregion = \"us-east-1\"\n[dns]\nzone = \"example.com\"\nhostname = \"rancher.example.com\"\n{extra}"
+        );
+        ClusterSpec::from_toml(&text).unwrap().validate().unwrap()
+    }
+
+    fn config(text: &str) -> bootstrap::KubeConfig {
+        serde_norway::from_str(text).unwrap()
+    }
+
     #[test]
-    fn rke2_second_node_joins_first() {
+    fn rke2_others_join_through_the_registration_address() {
         let s = spec(LbMode::L4, false);
         let inv = inventory(LbMode::L4, name_endpoint());
-        let text = rke2_config(&s, &inv, "rancher-2");
-        let doc = yaml(&text);
-        assert_eq!(doc["server"].as_str(), Some("https://10.0.1.10:9345"));
-        assert_eq!(doc["node-name"].as_str(), Some("rancher-2"));
-        assert_eq!(doc["token-file"].as_str(), Some("/etc/rancher/rke2/token"));
-        assert!(doc.get("token").is_none());
+        let text = node_config(&s, &inv, "rancher-2");
+        let c = config(&text);
         assert_eq!(
-            doc["tls-san"],
-            yaml("[rancher.example.com, rancher-lb-123.elb.us-east-1.amazonaws.com]")
+            c.server.as_deref(),
+            Some("https://rancher.example.com:9345")
         );
-        assert!(text.contains("same secret in /etc/rancher/rke2/token on every node"));
+        assert_eq!(c.node_name, "rancher-2");
+        assert_eq!(c.token_file.as_deref(), Some("/etc/rancher/rke2/token"));
+        assert_eq!(c.token, None);
+        assert_eq!(
+            c.tls_san,
+            [
+                "rancher.example.com",
+                "rancher-lb-123.elb.us-east-1.amazonaws.com"
+            ]
+        );
+        assert_eq!(c.cluster_cidr, "10.42.0.0/16");
+        assert_eq!(c.service_cidr, "10.43.0.0/16");
+        assert_eq!(c.ingress_controller.as_deref(), Some("ingress-nginx"));
+        assert!(text.contains("same join token in /etc/rancher/rke2/token on every node"));
+        let first = config(&node_config(&s, &inv, "rancher-1"));
+        assert_eq!(first.server, None, "the first node starts the cluster");
+        assert_eq!(first.cluster_init, None, "RKE2 has no cluster-init");
+    }
 
-        let first = yaml(&rke2_config(&s, &inv, "rancher-1"));
+    #[test]
+    fn first_node_registration_uses_node_one_ipv6() {
+        let s = spec_with("[load_balancer]\nregistration = \"first-node\"\n");
+        let mut inv = inventory(LbMode::L4, ip_endpoint());
+        inv.nodes[1].private_ip = Some("fd00::1".parse().unwrap()); // rancher-1
+        let c = config(&node_config(&s, &inv, "rancher-3"));
+        assert_eq!(c.tls_san, ["rancher.example.com", "203.0.113.10"]);
+        assert_eq!(c.server.as_deref(), Some("https://[fd00::1]:9345"));
+        let k = kubernetes_entry(&s, &inv.nodes);
+        assert_eq!(k.registration_address.as_deref(), Some("[fd00::1]"));
+        assert_eq!(k.server_url.as_deref(), Some("https://[fd00::1]:6443"));
+    }
+
+    #[test]
+    fn k3s_cluster_init_port_6443_and_traefik() {
+        let s = spec_with("[kubernetes]\ndistribution = \"k3s\"\n");
+        let inv = inventory(LbMode::L4, ip_endpoint());
+        let first = config(&node_config(&s, &inv, "rancher-1"));
+        assert_eq!(first.cluster_init, Some(true));
+        assert_eq!(first.token_file.as_deref(), Some("/etc/rancher/k3s/token"));
+        assert!(first.disable.is_empty(), "traefik is K3s's default ingress");
+        let other = config(&node_config(&s, &inv, "rancher-2"));
+        assert_eq!(
+            other.server.as_deref(),
+            Some("https://rancher.example.com:6443")
+        );
+        assert_eq!(other.cluster_init, None);
+        assert_eq!(s.health_check_path(), "/ping");
+        assert_eq!(s.registration_ports(), [6443]);
+        let nginx = spec_with("[kubernetes]\ndistribution = \"k3s\"\ningress = \"nginx\"\n");
+        assert_eq!(
+            config(&node_config(&nginx, &inv, "rancher-1")).disable,
+            ["traefik"]
+        );
+        assert_eq!(nginx.health_check_path(), "/healthz");
+    }
+
+    #[test]
+    fn bundle_files_per_distribution() {
+        let inv = inventory(LbMode::L4, ip_endpoint());
+        let paths = |s: &ValidSpec| -> Vec<String> {
+            bundle(s, &inv).into_iter().map(|f| f.path).collect()
+        };
+        let rke2 = spec_with("[proxy]\nhttp = \"http://proxy.corp:3128\"\n[kubernetes]\nmirrors = { \"docker.io\" = [\"https://mirror.corp:5000\"] }\n");
+        let p = paths(&rke2);
+        for want in [
+            "nodes/rancher-1/config.yaml",
+            "nodes/rancher-3/rke2-server",
+            "token",
+            "registries.yaml",
+            "rancher/values.yaml",
+            "rancher/install.sh",
+            "kubeconfig.sh",
+            "inventory.json",
+            "next-steps.txt",
+        ] {
+            assert!(p.iter().any(|x| x == want), "{want} missing from {p:?}");
+        }
+        assert!(!p.iter().any(|x| x == "cluster.yml"));
+        let rke = spec_with("[kubernetes]\ndistribution = \"rke\"\n");
+        let p = paths(&rke);
+        assert!(p.iter().any(|x| x == "cluster.yml"));
+        assert!(!p
+            .iter()
+            .any(|x| x.starts_with("nodes/") || x == "kubeconfig.sh"));
+        assert!(rke.registration_ports().is_empty());
+    }
+
+    #[test]
+    fn bundle_token_is_random_and_kept_on_disk() {
+        let s = spec_with("");
+        let inv = inventory(LbMode::L4, ip_endpoint());
+        let token = |b: &[BundleFile]| {
+            b.iter()
+                .find(|f| f.path == "token")
+                .unwrap()
+                .contents
+                .clone()
+        };
+        let (a, b) = (bundle(&s, &inv), bundle(&s, &inv));
+        assert_ne!(token(&a), token(&b));
+        let t = token(&a);
+        assert_eq!(t.trim().len(), 64);
+        assert!(t.trim().chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(!format!("{a:?}").contains(t.trim()), "Debug hides contents");
+        let dir = std::env::temp_dir().join(format!("triad-bundle-{}", std::process::id()));
+        write_to(&a, &dir).unwrap();
+        write_to(&b, &dir).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("token")).unwrap(), t);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn values_yaml_round_trips_and_hides_the_password() {
+        let s = spec(LbMode::L4, true);
+        let text = rancher_values(&s, &inventory(LbMode::L4, ip_endpoint()));
+        assert!(!text.contains(PASSWORD));
+        let v: RancherValues = serde_norway::from_str(&text).unwrap();
+        assert_eq!(v.hostname, "rancher.example.com");
+        assert_eq!(v.replicas, 3);
+        assert_eq!(
+            v.proxy, None,
+            "a password-carrying proxy is set on the command line"
+        );
+        assert_eq!(
+            v.no_proxy.as_deref(),
+            Some(bootstrap::no_proxy(&s).join(",").as_str())
+        );
+        assert_eq!(v.tls, None);
+        assert_eq!(v.ingress.unwrap().tls.source, "rancher");
+        let l7 = spec(LbMode::L7, false);
+        let v: RancherValues = serde_norway::from_str(&rancher_values(
+            &l7,
+            &inventory(LbMode::L7, name_endpoint()),
+        ))
+        .unwrap();
+        assert_eq!(v.tls.as_deref(), Some("external"));
+        assert_eq!(v.ingress, None);
+        assert_eq!(v.proxy, None);
+        // Unknown keys fail: the struct mirrors the chart's values.
         assert!(
-            first.get("server").is_none(),
-            "the first node starts the cluster"
+            serde_norway::from_str::<RancherValues>("hostname: a\nreplicas: 1\nbogus: 1\n")
+                .is_err()
+        );
+        let open = spec_with("[proxy]\nhttp = \"http://proxy.corp:3128\"\n");
+        let v: RancherValues = serde_norway::from_str(&rancher_values(
+            &open,
+            &inventory(LbMode::L4, ip_endpoint()),
+        ))
+        .unwrap();
+        assert_eq!(v.proxy.as_deref(), Some("http://proxy.corp:3128"));
+    }
+
+    #[test]
+    fn cert_manager_gets_the_proxy_with_escaped_commas() {
+        let s = spec(LbMode::L4, true);
+        let text = cert_manager_install(&s);
+        assert!(!text.contains(PASSWORD));
+        assert!(text.contains("--set http_proxy=\"http://ops:${PROXY_PASSWORD}@proxy.corp:3128\""));
+        assert!(
+            text.contains(r#"--set no_proxy="127.0.0.0/8\,10.0.0.0/8\,"#),
+            "{text}"
         );
     }
 
     #[test]
-    fn rke2_ip_endpoint_and_ipv6_first_node() {
+    fn kubeconfig_command_rewrites_the_server() {
         let s = spec(LbMode::L4, false);
-        let mut inv = inventory(LbMode::L4, ip_endpoint());
-        inv.nodes[1].private_ip = Some("fd00::1".parse().unwrap()); // rancher-1
-        let doc = yaml(&rke2_config(&s, &inv, "rancher-3"));
-        assert_eq!(doc["tls-san"], yaml("[rancher.example.com]"));
-        assert_eq!(doc["server"].as_str(), Some("https://[fd00::1]:9345"));
+        let cmd = kubeconfig_command(&s, &inventory(LbMode::L4, ip_endpoint())).unwrap();
+        assert!(
+            cmd.starts_with("ssh admin@10.0.1.10 sudo cat /etc/rancher/rke2/rke2.yaml"),
+            "{cmd}"
+        );
+        assert!(cmd.contains("s#https://127.0.0.1:6443#https://rancher.example.com:6443#"));
     }
 
     #[test]
@@ -645,7 +1204,7 @@ mod tests {
         let v = helm_no_proxy(&s);
         assert_eq!(
             v,
-            r"127.0.0.0/8\,10.0.0.0/8\,cattle-system.svc\,172.16.0.0/12\,192.168.0.0/16\,.svc\,.cluster.local\,localhost\,rancher-1\,rancher-2\,rancher-3\,corp.example"
+            r"127.0.0.0/8\,10.0.0.0/8\,cattle-system.svc\,172.16.0.0/12\,192.168.0.0/16\,.svc\,.cluster.local\,localhost\,rancher-1\,rancher-2\,rancher-3\,rancher.example.com\,10.42.0.0/16\,10.43.0.0/16\,corp.example"
         );
     }
 
@@ -713,7 +1272,8 @@ mod tests {
             "layer 7",
             "tls=external: the balancer terminates TLS",
             "    --set tls=external",
-            "    nodes:",
+            "    node-name: rancher-1",
+            "https://rancher.example.com:6443#",
             "ports 22 and 2376",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

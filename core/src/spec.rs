@@ -68,6 +68,9 @@ pub struct ClusterSpec {
     pub load_balancer: LoadBalancerSpec,
     /// The DNS record for the Rancher hostname.
     pub dns: DnsSpec,
+    /// `[kubernetes]`: the distribution the nodes run and whether they install it.
+    #[serde(default)]
+    pub kubernetes: KubernetesSpec,
     /// Extra labels put on every resource beside triad's ownership labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -119,6 +122,11 @@ pub struct NodesSpec {
     /// Root disk size in GiB; provider default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_gib: Option<u32>,
+    /// The CIDRs of the network the nodes live in (subnets, VPC), when known: they
+    /// go into the nodes' NO_PROXY and must not overlap `kubernetes.cidr_pods` or
+    /// `kubernetes.cidr_services`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_cidrs: Vec<String>,
 }
 
 fn default_count() -> u32 {
@@ -139,6 +147,7 @@ impl Default for NodesSpec {
             ssh_authorized_keys: Vec::new(),
             ssh_allowed_cidrs: Vec::new(),
             disk_gib: None,
+            network_cidrs: Vec::new(),
         }
     }
 }
@@ -158,6 +167,11 @@ pub struct ProxySpec {
     /// Hosts, domains and CIDRs reached directly, added to Rancher's defaults.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_proxy: Vec<String>,
+    /// PEM file with the CA of a TLS-intercepting proxy: added to the nodes' trust
+    /// store by cloud-init and to Rancher's `additionalTrustedCAs`. Read at
+    /// validation; a relative path is relative to the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// Layer 4 or layer 7 balancing.
@@ -215,10 +229,16 @@ pub struct LoadBalancerSpec {
     /// certificate name, or a PEM path for NGINX). Required for `l7`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
-    /// HTTP path the health check asks on port 80: `/healthz` for the NGINX
-    /// ingress, `/ping` for Traefik.
-    #[serde(default = "default_health_path")]
-    pub health_check_path: String,
+    /// HTTP path the health check asks on port 80. Absent: follows
+    /// `kubernetes.ingress` (`/healthz` for ingress-nginx, `/ping` for Traefik); see
+    /// [`ValidSpec::health_check_path`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_path: Option<String>,
+    /// Where the Kubernetes nodes register with each other: `balancer` (default;
+    /// the balancer also listens on TCP 9345 for RKE2 and 6443) or `first-node`
+    /// (no extra listeners; the others join node 1's private address).
+    #[serde(default)]
+    pub registration: Registration,
     /// TLS policy of an `l7` balancer, provider-specific: the name of an existing
     /// Compute Engine SSL policy (by default triad makes `<name>-tls`, profile
     /// `MODERN`, TLS 1.2 and later), or an ELB security policy on EC2 (by default
@@ -227,19 +247,159 @@ pub struct LoadBalancerSpec {
     pub ssl_policy: Option<String>,
 }
 
-fn default_health_path() -> String {
-    "/healthz".to_owned()
-}
-
 impl Default for LoadBalancerSpec {
     fn default() -> Self {
         Self {
             mode: LbMode::L4,
             scheme: LbScheme::InternetFacing,
             certificate: None,
-            health_check_path: default_health_path(),
+            health_check_path: None,
+            registration: Registration::Balancer,
             ssl_policy: None,
         }
+    }
+}
+
+/// `load_balancer.registration`: the fixed registration address of RKE2 / K3s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Registration {
+    /// The balancer listens on the registration ports (RKE2 9345, and 6443) and the
+    /// nodes join through the Rancher hostname, which resolves to it.
+    #[default]
+    Balancer,
+    /// No registration listeners; nodes join node 1 directly.
+    FirstNode,
+}
+
+/// `kubernetes.distribution`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// RKE2, Rancher's recommended distribution for the Rancher server.
+    #[default]
+    Rke2,
+    /// K3s.
+    K3s,
+    /// RKE (v1): end of life since 31 July 2025, kept for existing users; the plan
+    /// warns.
+    Rke,
+}
+
+impl Distribution {
+    /// `rke2`, `k3s` or `rke`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distribution::Rke2 => "rke2",
+            Distribution::K3s => "k3s",
+            Distribution::Rke => "rke",
+        }
+    }
+}
+
+impl fmt::Display for Distribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `kubernetes.ingress`: the cluster's ingress controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingress {
+    /// ingress-nginx: health check `/healthz`.
+    Nginx,
+    /// Traefik: health check `/ping`.
+    Traefik,
+}
+
+impl Ingress {
+    /// The HTTP path the balancer's health check asks on port 80.
+    pub fn health_check_path(self) -> &'static str {
+        match self {
+            Ingress::Nginx => "/healthz",
+            Ingress::Traefik => "/ping",
+        }
+    }
+}
+
+/// RKE2's and K3s's default pod CIDR.
+pub const DEFAULT_CIDR_PODS: &str = "10.42.0.0/16";
+/// RKE2's and K3s's default service CIDR.
+pub const DEFAULT_CIDR_SERVICES: &str = "10.43.0.0/16";
+/// The RKE2 supervisor (registration) port.
+pub const RKE2_SUPERVISOR_PORT: u16 = 9345;
+/// The Kubernetes API port.
+pub const KUBE_API_PORT: u16 = 6443;
+
+/// `[kubernetes]`: which distribution, which version, and whether the nodes
+/// install it themselves.
+///
+/// The join token is never in the spec: it comes from `token_env` or `token_file`
+/// (required when `install = true`, so every run, and every node made later, gets
+/// the same token); a render-only bundle without one gets a fresh random token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// `rke2` (default), `k3s` or `rke` (legacy).
+    #[serde(default)]
+    pub distribution: Distribution,
+    /// An exact release, e.g. `v1.31.4+rke2r1` or `v1.31.4+k3s1`. Else `channel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `stable` (the default when no version is given), `latest`, `testing` or a
+    /// minor such as `v1.31`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// `true`: the nodes install and join through cloud-init, through the proxy.
+    /// `false` (default): render the files only.
+    #[serde(default)]
+    pub install: bool,
+    /// `nginx` or `traefik`; default: nginx for RKE2 and RKE, traefik for K3s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Ingress>,
+    /// Name of the environment variable holding the join token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding the join token (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+    /// Pod CIDR; default 10.42.0.0/16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr_pods: Option<String>,
+    /// Service CIDR; default 10.43.0.0/16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cidr_services: Option<String>,
+    /// Registry mirrors: registry name (`docker.io`) → mirror endpoints
+    /// (`https://mirror.corp:5000`); rendered into `registries.yaml`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, Vec<String>>,
+}
+
+impl KubernetesSpec {
+    /// The ingress, with the distribution's default.
+    pub fn ingress(&self) -> Ingress {
+        self.ingress.unwrap_or(match self.distribution {
+            Distribution::K3s => Ingress::Traefik,
+            Distribution::Rke2 | Distribution::Rke => Ingress::Nginx,
+        })
+    }
+
+    /// The pod CIDR, with the default.
+    pub fn cidr_pods(&self) -> &str {
+        self.cidr_pods.as_deref().unwrap_or(DEFAULT_CIDR_PODS)
+    }
+
+    /// The service CIDR, with the default.
+    pub fn cidr_services(&self) -> &str {
+        self.cidr_services
+            .as_deref()
+            .unwrap_or(DEFAULT_CIDR_SERVICES)
+    }
+
+    /// The channel the install script follows when no version is given.
+    pub fn channel(&self) -> &str {
+        self.channel.as_deref().unwrap_or("stable")
     }
 }
 
@@ -516,10 +676,20 @@ impl ClusterSpec {
     }
 
     /// Check the whole spec and return every problem found, or the validated spec.
+    ///
+    /// This also reads what the spec points at: the join token
+    /// (`kubernetes.token_env` / `kubernetes.token_file`) and the proxy's CA
+    /// (`proxy.ca_file`); a missing variable or unreadable file is a problem naming
+    /// the field.
     pub fn validate(self) -> Result<ValidSpec, Error> {
-        let problems = crate::validate::problems(&self);
+        let mut problems = crate::validate::problems(&self);
+        let external = crate::validate::external(&self, &mut problems);
         if problems.is_empty() {
-            Ok(ValidSpec { spec: self })
+            Ok(ValidSpec {
+                spec: self,
+                token: external.token,
+                proxy_ca: external.proxy_ca,
+            })
         } else {
             Err(Error::InvalidSpec(problems.into()))
         }
@@ -642,6 +812,12 @@ fn secret_value_start(line: &str) -> Option<usize> {
 #[serde(transparent)]
 pub struct ValidSpec {
     spec: ClusterSpec,
+    /// The join token (never serialized; `Debug` shows `****`).
+    #[serde(skip)]
+    token: Option<Secret>,
+    /// The proxy CA's PEM text.
+    #[serde(skip)]
+    proxy_ca: Option<String>,
 }
 
 impl std::ops::Deref for ValidSpec {
@@ -677,6 +853,62 @@ impl ValidSpec {
     /// The spec as written.
     pub fn into_inner(self) -> ClusterSpec {
         self.spec
+    }
+
+    /// The join token read from `kubernetes.token_env` or `kubernetes.token_file`,
+    /// if the spec names one (always, when `kubernetes.install = true`).
+    pub fn join_token(&self) -> Option<&Secret> {
+        self.token.as_ref()
+    }
+
+    /// The PEM text of `proxy.ca_file`, if given.
+    pub fn proxy_ca(&self) -> Option<&str> {
+        self.proxy_ca.as_deref()
+    }
+
+    /// The balancer's health-check path: `load_balancer.health_check_path`, else
+    /// the one `kubernetes.ingress` answers (`/healthz` or `/ping`).
+    pub fn health_check_path(&self) -> String {
+        self.load_balancer
+            .health_check_path
+            .clone()
+            .unwrap_or_else(|| self.kubernetes.ingress().health_check_path().to_owned())
+    }
+
+    /// The extra TCP ports the balancer serves for Kubernetes registration: 9345
+    /// (RKE2 only) and 6443, unless the distribution is `rke` or
+    /// `load_balancer.registration = "first-node"`.
+    pub fn registration_ports(&self) -> Vec<u16> {
+        if self.load_balancer.registration == Registration::FirstNode {
+            return Vec::new();
+        }
+        match self.kubernetes.distribution {
+            Distribution::Rke2 => vec![RKE2_SUPERVISOR_PORT, KUBE_API_PORT],
+            Distribution::K3s => vec![KUBE_API_PORT],
+            Distribution::Rke => Vec::new(),
+        }
+    }
+
+    /// Spec-level warnings: not errors, but what the user should know before
+    /// applying (RKE's end of life; nodes that install Kubernetes need egress).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.kubernetes.distribution == Distribution::Rke {
+            w.push(
+                "kubernetes.distribution = \"rke\": RKE (v1) reached end of life on 31 July 2025 and \
+                 Rancher 2.12+ neither provisions nor manages it; use \"rke2\" (see docs/kubernetes.md \
+                 for the migration)"
+                    .to_owned(),
+            );
+        }
+        if self.kubernetes.install && self.proxy.is_none() {
+            w.push(
+                "kubernetes.install = true without [proxy]: the nodes download the installer and \
+                 images themselves, so they need direct internet egress or a [proxy]"
+                    .to_owned(),
+            );
+        }
+        w
     }
 }
 

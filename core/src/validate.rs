@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use crate::error::SpecProblem;
 use crate::labels;
-use crate::secret::{ProxyUrl, REDACTED};
-use crate::spec::{ClusterSpec, LbMode, MAX_NAME_LEN, MAX_NODE_COUNT, MAX_TTL};
+use crate::secret::{ProxyUrl, Secret, REDACTED};
+use crate::spec::{ClusterSpec, Distribution, LbMode, MAX_NAME_LEN, MAX_NODE_COUNT, MAX_TTL};
 
 struct Problems(Vec<SpecProblem>);
 
@@ -34,8 +34,272 @@ pub(crate) fn problems(spec: &ClusterSpec) -> Vec<SpecProblem> {
     proxy(&mut p, spec);
     load_balancer(&mut p, spec);
     dns(&mut p, spec);
+    kubernetes(&mut p, spec);
     extra_labels(&mut p, spec);
     p.0
+}
+
+/// What validation reads from outside the spec file.
+pub(crate) struct External {
+    pub(crate) token: Option<Secret>,
+    pub(crate) proxy_ca: Option<String>,
+}
+
+/// Read the join token and the proxy CA; every failure is a problem naming the
+/// field. Never quotes the token.
+pub(crate) fn external(spec: &ClusterSpec, problems: &mut Vec<SpecProblem>) -> External {
+    let mut p = Problems(Vec::new());
+    let k = &spec.kubernetes;
+    let mut token = None;
+    match (&k.token_env, &k.token_file) {
+        (Some(_), Some(_)) => p.add(
+            "kubernetes.token_env",
+            "is set together with kubernetes.token_file",
+            "give the join token one way: token_env or token_file",
+        ),
+        (Some(var), None) => match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => token = Some(v.trim().to_owned()),
+            _ => p.add(
+                "kubernetes.token_env",
+                format!("names the environment variable `{var}`, which is not set or empty"),
+                format!("export {var} with the join token (e.g. `export {var}=$(openssl rand -hex 32)`; keep it: every run and every new node needs the same token)"),
+            ),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => match text.lines().next().map(str::trim) {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => p.add(
+                    "kubernetes.token_file",
+                    format!("`{path}` is empty"),
+                    "write the token on its first line, e.g. `openssl rand -hex 32 > token`",
+                ),
+            },
+            Err(e) => p.add(
+                "kubernetes.token_file",
+                format!("`{path}` cannot be read ({e})"),
+                "give the path of a file holding the join token, e.g. made with `openssl rand -hex 32 > token`",
+            ),
+        },
+        (None, None) if k.install => p.add(
+            "kubernetes.install",
+            "is true but no join token is given",
+            "set kubernetes.token_env or kubernetes.token_file: the token must be the same on every run and for every node made later (generate one once with `openssl rand -hex 32`)",
+        ),
+        (None, None) => {}
+    }
+    if let Some(t) = &token {
+        if t.len() < 16
+            || t.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\')
+        {
+            let field = if k.token_env.is_some() {
+                "kubernetes.token_env"
+            } else {
+                "kubernetes.token_file"
+            };
+            p.add(
+                field,
+                "the join token is shorter than 16 characters or holds spaces, quotes or backslashes",
+                "use a long random token, e.g. `openssl rand -hex 32`",
+            );
+            token = None;
+        }
+    }
+    let mut proxy_ca = None;
+    if let Some(path) = spec.proxy.as_ref().and_then(|p| p.ca_file.as_ref()) {
+        match std::fs::read_to_string(path) {
+            Ok(pem)
+                if pem.contains("-----BEGIN CERTIFICATE-----")
+                    && pem.contains("-----END CERTIFICATE-----") =>
+            {
+                proxy_ca = Some(pem);
+            }
+            Ok(_) => p.add(
+                "proxy.ca_file",
+                format!("`{path}` holds no PEM certificate"),
+                "give a PEM file (-----BEGIN CERTIFICATE----- …)",
+            ),
+            Err(e) => p.add(
+                "proxy.ca_file",
+                format!("`{path}` cannot be read ({e})"),
+                "give the path of the proxy's CA certificate (PEM)",
+            ),
+        }
+    }
+    problems.extend(p.0);
+    External {
+        token: token.map(Secret::new),
+        proxy_ca,
+    }
+}
+
+fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
+    let k = &spec.kubernetes;
+    match (&k.version, &k.channel) {
+        (Some(_), Some(_)) => p.add(
+            "kubernetes.channel",
+            "is set together with kubernetes.version",
+            "give either an exact version or a channel",
+        ),
+        (Some(v), None) => {
+            let (ok, example) = match k.distribution {
+                Distribution::Rke2 => (
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("+rke2r"))
+                        .is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
+                    "v1.31.4+rke2r1",
+                ),
+                Distribution::K3s => (
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("+k3s"))
+                        .is_some_and(|(semver, n)| is_semver(semver) && is_digits(n)),
+                    "v1.31.4+k3s1",
+                ),
+                Distribution::Rke => (
+                    v.strip_prefix('v')
+                        .and_then(|r| r.split_once("-rancher"))
+                        .is_some_and(|(semver, n)| {
+                            is_semver(semver)
+                                && n.split_once('-')
+                                    .is_some_and(|(a, b)| is_digits(a) && is_digits(b))
+                        }),
+                    "v1.28.15-rancher1-1",
+                ),
+            };
+            if !ok {
+                p.add(
+                    "kubernetes.version",
+                    format!("`{v}` is not a {} release", k.distribution),
+                    format!("write a release such as `{example}`, or remove it and set kubernetes.channel"),
+                );
+            }
+        }
+        (None, Some(c)) => {
+            let minor = c
+                .strip_prefix('v')
+                .and_then(|r| r.split_once('.'))
+                .is_some_and(|(a, b)| is_digits(a) && is_digits(b));
+            if !(matches!(c.as_str(), "stable" | "latest" | "testing") || minor) {
+                p.add(
+                    "kubernetes.channel",
+                    format!("`{c}` is not a channel"),
+                    "use `stable`, `latest`, `testing` or a minor such as `v1.31`",
+                );
+            }
+            if k.distribution == Distribution::Rke {
+                p.add(
+                    "kubernetes.channel",
+                    "has no meaning for rke",
+                    "remove it, or give kubernetes.version",
+                );
+            }
+        }
+        (None, None) => {}
+    }
+    if k.install && k.distribution == Distribution::Rke {
+        p.add(
+            "kubernetes.install",
+            "is true, but RKE (v1) is installed from outside with `rke up`, not by the nodes",
+            "use distribution = \"rke2\" (or \"k3s\"), or set install = false",
+        );
+    }
+    if let Some(n) = &k.token_env {
+        let ok = !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            p.add(
+                "kubernetes.token_env",
+                format!("`{n}` is not an environment variable name"),
+                "use letters, digits and `_`, e.g. `TRIAD_JOIN_TOKEN`",
+            );
+        }
+    }
+    for (registry, endpoints) in &k.mirrors {
+        let field = format!("kubernetes.mirrors.{registry}");
+        if registry.is_empty() || registry.chars().any(|c| c.is_whitespace() || c == '/') {
+            p.add(
+                field.clone(),
+                format!("`{registry}` is not a registry host"),
+                "name the registry, e.g. `docker.io`",
+            );
+        }
+        if endpoints.is_empty() {
+            p.add(
+                field.clone(),
+                "lists no endpoint",
+                "give at least one mirror URL, e.g. `https://mirror.corp:5000`",
+            );
+        }
+        for (i, e) in endpoints.iter().enumerate() {
+            let ok = url::Url::parse(e).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.has_host() && u.password().is_none()
+            });
+            if !ok {
+                p.add(
+                    format!("{field}[{i}]"),
+                    format!("`{e}` is not an http(s) URL"),
+                    "write the mirror as https://host[:port], without credentials",
+                );
+            }
+        }
+    }
+    if k.install && spec.load_balancer.registration == crate::spec::Registration::FirstNode {
+        p.add(
+            "load_balancer.registration",
+            "is first-node, but with kubernetes.install = true the nodes' user data is written before node 1 has an address",
+            "use registration = \"balancer\" (nodes join through the Rancher hostname), or install = false and join with the rendered files",
+        );
+    }
+    let mut cidrs = Vec::new();
+    for (field, value) in [
+        ("kubernetes.cidr_pods", k.cidr_pods()),
+        ("kubernetes.cidr_services", k.cidr_services()),
+    ] {
+        match parse_cidr(value).and_then(|(ip, len)| match cidr_network(ip, len) {
+            Some(n) if n != ip => Err(format!(
+                "`{value}` has host bits set (the network is {n}/{len})"
+            )),
+            _ => Ok(()),
+        }) {
+            Ok(()) => cidrs.push((field, value)),
+            Err(e) => p.add(field, e, "write a network CIDR such as `10.42.0.0/16`"),
+        }
+    }
+    if let [(fa, a), (fb, b)] = cidrs[..] {
+        if cidrs_overlap(a, b) {
+            p.add(
+                fb,
+                format!("`{b}` overlaps {fa} `{a}`"),
+                "give the pods and the services separate ranges",
+            );
+        }
+    }
+    for (i, c) in spec.nodes.network_cidrs.iter().enumerate() {
+        let field = format!("nodes.network_cidrs[{i}]");
+        if let Err(e) = parse_cidr(c) {
+            p.add(field, e, "write a CIDR such as `10.0.0.0/16`");
+            continue;
+        }
+        for (kf, kc) in &cidrs {
+            if cidrs_overlap(c, kc) {
+                p.add(
+                    field.clone(),
+                    format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
+                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+                );
+            }
+        }
+    }
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
+}
+
+fn is_semver(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| is_digits(p))
 }
 
 fn name(p: &mut Problems, name: &str) {
@@ -213,22 +477,109 @@ fn proxy(p: &mut Problems, spec: &ClusterSpec) {
         }
     }
     for (i, entry) in proxy.no_proxy.iter().enumerate() {
-        let field = format!("proxy.no_proxy[{i}]");
-        let odd = |c: char| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*' | ':' | '/'))
-        };
-        if entry.is_empty() || entry.chars().any(odd) {
+        if let Err(e) = no_proxy_entry(entry) {
             p.add(
-                field,
-                format!("`{entry}` is not one host, domain, IP or CIDR"),
-                "give one entry per list item: letters, digits and . - _ * : / only (no commas, spaces or quotes)",
+                format!("proxy.no_proxy[{i}]"),
+                e,
+                "give one host, `.domain`, IP or CIDR per list item: letters, digits and . - _ : / only (no commas, spaces, quotes or `*`; write `.corp` for every host under corp)",
             );
-        } else if entry.contains('/') {
-            if let Err(e) = parse_cidr(entry) {
-                p.add(field, e, "write a CIDR such as `10.20.0.0/16`");
-            }
         }
     }
+    if let Some(f) = &proxy.ca_file {
+        if f.trim().is_empty() {
+            p.add(
+                "proxy.ca_file",
+                "is empty",
+                "give the path of the proxy's CA certificate (PEM), or remove it",
+            );
+        }
+    }
+}
+
+/// Check one NO_PROXY entry in the format Go's `httpproxy` (and so RKE2, K3s,
+/// containerd and Rancher) reads, restricted to what curl, Python and wget read the
+/// same way: a host name, a `.domain` suffix, an IP (optionally `:port`), or a CIDR.
+/// No spaces, commas, quotes, and no `*` wildcards (`*.corp` is Go-only; `.corp`
+/// means the same everywhere).
+pub(crate) fn no_proxy_entry(entry: &str) -> Result<(), String> {
+    if entry.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if entry.contains('*') {
+        return Err(format!(
+            "`{entry}` holds a `*` wildcard, which only some programs understand"
+        ));
+    }
+    let odd = |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'));
+    if entry.chars().any(odd) {
+        return Err(format!("`{entry}` is not one host, domain, IP or CIDR"));
+    }
+    if entry.contains('/') {
+        let (ip, len) = parse_cidr(entry)?;
+        if let Some(canonical) = cidr_network(ip, len) {
+            if canonical != ip {
+                return Err(format!(
+                    "`{entry}` has host bits set (the network is {canonical}/{len})"
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if entry.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    // host[:port] or .domain[:port]
+    let host = match entry.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') => {
+            if port.parse::<u16>().is_err() {
+                return Err(format!("`{entry}` has a bad port"));
+            }
+            h
+        }
+        Some(_) => return Err(format!("`{entry}` is not an IP, host or CIDR")),
+        None => entry,
+    };
+    let host = host.strip_prefix('.').unwrap_or(host);
+    let ok = !host.is_empty()
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{entry}` is not a valid host or domain name"))
+    }
+}
+
+/// The network address of `ip/len` (host bits cleared).
+fn cidr_network(ip: IpAddr, len: u8) -> Option<IpAddr> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            Some(IpAddr::V4((u32::from(v4) & mask).into()))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            Some(IpAddr::V6((u128::from(v6) & mask).into()))
+        }
+    }
+}
+
+/// Whether two CIDRs share any address.
+pub(crate) fn cidrs_overlap(a: &str, b: &str) -> bool {
+    let (Ok((ia, la)), Ok((ib, lb))) = (parse_cidr(a), parse_cidr(b)) else {
+        return false;
+    };
+    if ia.is_ipv4() != ib.is_ipv4() {
+        return false;
+    }
+    let len = la.min(lb);
+    cidr_network(ia, len) == cidr_network(ib, len)
 }
 
 /// Check a proxy URL. A URL without `://` is reported here, showing only what
@@ -275,13 +626,14 @@ fn load_balancer(p: &mut Problems, spec: &ClusterSpec) {
         ),
         _ => {}
     }
-    let path = &lb.health_check_path;
-    if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        p.add(
-            "load_balancer.health_check_path",
-            format!("`{path}` is not an HTTP path"),
-            "use `/healthz` (NGINX ingress) or `/ping` (Traefik)",
-        );
+    if let Some(path) = &lb.health_check_path {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            p.add(
+                "load_balancer.health_check_path",
+                format!("`{path}` is not an HTTP path"),
+                "use `/healthz` (NGINX ingress) or `/ping` (Traefik), or remove it to follow kubernetes.ingress",
+            );
+        }
     }
 }
 

@@ -63,6 +63,9 @@ pub struct CloudArgs {
     /// Allow a plan that changes the Rancher hostname (only before Rancher is installed).
     #[arg(long, global = true)]
     pub allow_hostname_change: bool,
+    /// After apply, write the hand-over bundle (configs, values.yaml, scripts) here.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub out: Option<PathBuf>,
 }
 
 impl CloudArgs {
@@ -105,6 +108,7 @@ pub async fn run(
     spec: &ValidSpec,
     command: Command,
     output: Output,
+    out: Option<&std::path::Path>,
 ) -> triad::Result<()> {
     let progress = Arc::new(Progress::new());
     let orchestrator = orchestrator.with_observer(progress.clone());
@@ -126,6 +130,7 @@ pub async fn run(
             eprintln!("{plan}\n");
             let inventory = orchestrator.apply(&plan).await?;
             progress.clear();
+            write_bundle(out, spec, &inventory)?;
             if text {
                 println!("{}", render::next_steps(spec, &inventory));
             } else {
@@ -148,6 +153,22 @@ pub async fn run(
             }
         }
     }
+    Ok(())
+}
+
+/// With `--out DIR`, write the hand-over bundle ([`render::bundle`]) there.
+pub fn write_bundle(
+    out: Option<&std::path::Path>,
+    spec: &ValidSpec,
+    inventory: &triad::Inventory,
+) -> triad::Result<()> {
+    let Some(dir) = out else { return Ok(()) };
+    let files = render::bundle(spec, inventory);
+    render::write_to(&files, dir).map_err(|e| triad::Error::Io {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    eprintln!("Wrote {} hand-over files to {}", files.len(), dir.display());
     Ok(())
 }
 

@@ -67,7 +67,7 @@ pub async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventor
 
 /// Assert the cloud holds exactly one well-formed cluster `rancher`: `n` nodes with
 /// distinct names over distinct zones (as far as zones go), one balancer whose target
-/// groups target exactly those nodes, listeners on 80 and 443, one record and one
+/// groups target exactly those nodes, listeners on 80, 443, 6443 and 9345, one record and one
 /// ownership TXT pointing at the balancer — and nothing else of ours.
 pub fn assert_converged(snap: &SimSnapshot, n: usize) {
     let nodes = snap.live_nodes("rancher");
@@ -88,7 +88,13 @@ pub fn assert_converged(snap: &SimSnapshot, n: usize) {
     }
     let mut ports: Vec<u16> = snap.listeners.iter().map(|l| l.port).collect();
     ports.sort();
-    assert_eq!(ports, vec![80, 443], "listeners: {:#?}", snap.listeners);
+    // 80/443, and RKE2's registration address (the default distribution).
+    assert_eq!(
+        ports,
+        vec![80, 443, 6443, 9345],
+        "listeners: {:#?}",
+        snap.listeners
+    );
     assert!(snap.listeners.iter().all(|l| l.balancer_arn == lb.arn));
     assert_eq!(
         snap.security_groups.len(),

@@ -42,9 +42,10 @@ async fn apply_makes_an_ha_cluster_and_rerun_changes_nothing() {
     let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["rancher-1", "rancher-2", "rancher-3"]);
 
-    // Both listeners, targets = nodes, DNS A record at the balancer's IP.
+    // 80/443 and RKE2's registration ports, targets = nodes, DNS A record at the
+    // balancer's IP.
     let ports: BTreeSet<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
-    assert_eq!(ports, BTreeSet::from([80, 443]));
+    assert_eq!(ports, BTreeSet::from([80, 443, 6443, 9345]));
     let mut ids: Vec<String> = inv.nodes.iter().map(|n| n.id.clone()).collect();
     ids.sort();
     assert_eq!(inv.load_balancer.targets, ids);
@@ -55,10 +56,20 @@ async fn apply_makes_an_ha_cluster_and_rerun_changes_nothing() {
     assert!(!inv.tls_external);
     assert_converged(&sim.snapshot(), 3);
 
-    // The cloud-level view agrees: every target group has the documented health check.
+    // The cloud-level view agrees: the web target groups have the documented HTTP
+    // health check, the registration ones a TCP check on their own port.
     for tg in &sim.snapshot().target_groups {
         let hc = &tg.health_check;
-        assert_eq!((hc.path.as_str(), hc.port), ("/healthz", 80), "{}", tg.name);
+        if matches!(tg.port, 9345 | 6443) {
+            assert_eq!(
+                (hc.protocol.as_str(), hc.port),
+                ("TCP", tg.port),
+                "{}",
+                tg.name
+            );
+        } else {
+            assert_eq!((hc.path.as_str(), hc.port), ("/healthz", 80), "{}", tg.name);
+        }
         assert_eq!((hc.healthy_threshold, hc.unhealthy_threshold), (3, 3));
     }
 

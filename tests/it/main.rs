@@ -4,4 +4,5 @@
 mod common;
 mod crash;
 mod e2e;
+mod kubernetes;
 mod secrets;

@@ -151,6 +151,7 @@ fn lb_request() -> LoadBalancerRequest {
         scheme: LbScheme::InternetFacing,
         certificate: None,
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: vec!["a".into()],
         labels: BTreeMap::new(),
     }

@@ -3,10 +3,13 @@
 //! - [`validation`]: every spec rule, each bad spec naming its field and a fix.
 //! - [`parsing`]: TOML, YAML and JSON loading, unknown fields, `from_path`.
 //! - [`docs`]: the specs and error text in `docs/spec.md` are real.
+//! - [`kubernetes`]: `[kubernetes]` validation, install-mode user data run by a
+//!   shell harness, NO_PROXY entry by entry, the hand-over read back by parsers.
 //! - [`secrets`]: proxy passwords never reach `Debug`, error text or JSON.
 
 mod common;
 mod docs;
+mod kubernetes;
 mod parsing;
 mod secrets;
 mod validation;

@@ -472,7 +472,7 @@ fn defaults_fill_what_the_spec_leaves_out() {
     assert!(valid.proxy.is_none());
     assert_eq!(valid.load_balancer.mode, LbMode::L4);
     assert_eq!(valid.load_balancer.scheme, LbScheme::InternetFacing);
-    assert_eq!(valid.load_balancer.health_check_path, "/healthz");
+    assert_eq!(valid.health_check_path(), "/healthz");
     assert_eq!(valid.dns.record, RecordChoice::Auto);
     assert_eq!(valid.dns.ttl, 60);
     assert_eq!(

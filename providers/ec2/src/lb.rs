@@ -33,10 +33,13 @@ pub const HEALTH_INTERVAL_SECS: i32 = 10;
 /// One target group the balancer needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct GroupSpec {
-    /// `tcp-443`, `tcp-80`, `http-80`.
-    pub part: &'static str,
+    /// `tcp-443`, `tcp-80`, `http-80`, `tcp-9345`, `tcp-6443`.
+    pub part: String,
     pub protocol: ProtocolEnum,
     pub port: i32,
+    /// A TCP health check on the traffic port (the Kubernetes registration
+    /// ports) instead of HTTP on 80.
+    pub tcp_check: bool,
 }
 
 impl GroupSpec {
@@ -45,27 +48,55 @@ impl GroupSpec {
     }
 }
 
-/// The target groups of a mode.
-pub(crate) fn groups_for(mode: LbMode) -> Vec<GroupSpec> {
-    match mode {
+/// The target groups of a mode, then one TCP group per registration port (an NLB
+/// only: an ALB has no TCP listeners, see [`registration_problem`]).
+pub(crate) fn groups_for(mode: LbMode, registration: &[u16]) -> Vec<GroupSpec> {
+    let web = |part: &str, protocol: ProtocolEnum, port: i32| GroupSpec {
+        part: part.to_owned(),
+        protocol,
+        port,
+        tcp_check: false,
+    };
+    let mut out = match mode {
         LbMode::L4 => vec![
-            GroupSpec {
-                part: "tcp-443",
-                protocol: ProtocolEnum::Tcp,
-                port: 443,
-            },
-            GroupSpec {
-                part: "tcp-80",
-                protocol: ProtocolEnum::Tcp,
-                port: 80,
-            },
+            web("tcp-443", ProtocolEnum::Tcp, 443),
+            web("tcp-80", ProtocolEnum::Tcp, 80),
         ],
-        LbMode::L7 => vec![GroupSpec {
-            part: "http-80",
-            protocol: ProtocolEnum::Http,
-            port: 80,
-        }],
+        LbMode::L7 => vec![web("http-80", ProtocolEnum::Http, 80)],
+    };
+    if mode == LbMode::L4 {
+        out.extend(registration.iter().map(|&p| GroupSpec {
+            part: format!("tcp-{p}"),
+            protocol: ProtocolEnum::Tcp,
+            port: i32::from(p),
+            tcp_check: true,
+        }));
     }
+    out
+}
+
+/// The registration ports a discovered balancer serves (its TCP listeners beyond
+/// 80/443).
+fn registration_of(listeners: &[Listener]) -> Vec<u16> {
+    listeners
+        .iter()
+        .filter(|l| l.protocol == "TCP" && l.port != 80 && l.port != 443)
+        .map(|l| l.port)
+        .collect()
+}
+
+/// EC2 cannot give an l7 balancer the registration listeners: an ALB has no TCP
+/// listeners, and the Rancher hostname points at the ALB, so a companion NLB would
+/// need an address of its own that the nodes' user data cannot know. Refused at
+/// plan, naming the field.
+pub(crate) fn registration_problem(spec: &ValidSpec) -> Option<triad_core::error::SpecProblem> {
+    (spec.load_balancer.mode == LbMode::L7 && !spec.registration_ports().is_empty()).then(|| {
+        triad_core::error::SpecProblem {
+            field: "load_balancer.registration".into(),
+            problem: "is `balancer`, but an EC2 application load balancer (l7) cannot pass TCP 9345/6443 through".into(),
+            fix: "use mode = \"l4\" (an NLB carries 80, 443, 9345 and 6443), or registration = \"first-node\" with kubernetes.install = false".into(),
+        }
+    })
 }
 
 fn elb_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -281,7 +312,8 @@ impl Ec2 {
     /// The groups of `found` that belong to its balancer's mode, by part, in order.
     fn mode_groups<'a>(&self, found: &'a Found) -> Vec<&'a TargetGroup> {
         let name = found.lb.load_balancer_name().unwrap_or_default();
-        groups_for(mode_of(&found.lb))
+        let registration = registration_of(&listeners_of(&found.listeners, &found.groups));
+        groups_for(mode_of(&found.lb), &registration)
             .iter()
             .filter_map(|s| {
                 let want = s.name(name);
@@ -372,7 +404,16 @@ impl Ec2 {
                         want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
                     }
                 }
-                self.converge_rules(&nodes_sg, &want, Rule::is_web).await?;
+                // Registration and API ports: only from inside the VPC (the NLB
+                // keeps client addresses), never from the internet.
+                for &port in &request.registration_ports {
+                    for c in &net.vpc_cidrs {
+                        want.insert(Rule::tcp(i32::from(port), Source::Cidr(c.clone())));
+                    }
+                }
+                let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
+                self.converge_rules(&nodes_sg, &want, |r| r.is_web(&nodes_id))
+                    .await?;
                 return Ok(None);
             }
         }
@@ -384,12 +425,26 @@ impl Ec2 {
                 want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
             }
         }
+        // Registration and API ports (RKE2 9345, 6443): the balancer takes them only
+        // from inside the VPC, never from the internet.
+        let registration: Vec<i32> = match request.mode {
+            LbMode::L4 => request.registration_ports.iter().map(|&p| i32::from(p)).collect(),
+            LbMode::L7 => Vec::new(),
+        };
+        for &port in &registration {
+            for c in &net.vpc_cidrs {
+                want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
+            }
+        }
         self.converge_rules(&lb_sg, &want, |_| true).await?;
         let nodes_want: BTreeSet<Rule> = node_ports
             .iter()
-            .map(|&p| Rule::tcp(p, Source::Group(lb_id.clone())))
+            .copied()
+            .chain(registration)
+            .map(|p| Rule::tcp(p, Source::Group(lb_id.clone())))
             .collect();
-        self.converge_rules(&nodes_sg, &nodes_want, Rule::is_web)
+        let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
+        self.converge_rules(&nodes_sg, &nodes_want, |r| r.is_web(&nodes_id))
             .await?;
         Ok(Some(lb_id))
     }
@@ -512,13 +567,20 @@ impl Ec2 {
         let name = spec.name(&request.name);
         let resource = format!("target group {name}");
         let path = request.health_check_path.clone();
+        // Registration ports: a TCP check on the traffic port (RKE2 answers TLS
+        // there, not an HTTP path); web ports: HTTP on 80 at the ingress's path.
+        let (hc_protocol, hc_port, hc_path) = if spec.tcp_check {
+            (ProtocolEnum::Tcp, "traffic-port", None)
+        } else {
+            (ProtocolEnum::Http, "80", Some(path.clone()))
+        };
         if let Some(g) = owned
             .iter()
             .find(|g| g.target_group_name() == Some(name.as_str()))
         {
-            let healthy = g.health_check_path() == Some(path.as_str())
-                && g.health_check_port() == Some("80")
-                && g.health_check_protocol() == Some(&ProtocolEnum::Http)
+            let healthy = (spec.tcp_check || g.health_check_path() == Some(path.as_str()))
+                && g.health_check_port() == Some(hc_port)
+                && g.health_check_protocol() == Some(&hc_protocol)
                 && g.healthy_threshold_count() == Some(HEALTHY_THRESHOLD)
                 && g.unhealthy_threshold_count() == Some(UNHEALTHY_THRESHOLD)
                 && g.health_check_interval_seconds() == Some(HEALTH_INTERVAL_SECS)
@@ -528,9 +590,9 @@ impl Ec2 {
                 self.elb
                     .modify_target_group()
                     .target_group_arn(arn)
-                    .health_check_protocol(ProtocolEnum::Http)
-                    .health_check_port("80")
-                    .health_check_path(&path)
+                    .health_check_protocol(hc_protocol.clone())
+                    .health_check_port(hc_port)
+                    .set_health_check_path(hc_path.clone())
                     .healthy_threshold_count(HEALTHY_THRESHOLD)
                     .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
                     .health_check_interval_seconds(HEALTH_INTERVAL_SECS)
@@ -543,7 +605,7 @@ impl Ec2 {
         }
         let mut tags = request.labels.clone();
         tags.insert("Name".into(), name.clone());
-        tags.insert(PART.into(), spec.part.into());
+        tags.insert(PART.into(), spec.part.clone());
         let out = self
             .elb
             .create_target_group()
@@ -553,9 +615,9 @@ impl Ec2 {
             .vpc_id(&net.vpc_id)
             .target_type(TargetTypeEnum::Instance)
             .health_check_enabled(true)
-            .health_check_protocol(ProtocolEnum::Http)
-            .health_check_port("80")
-            .health_check_path(&path)
+            .health_check_protocol(hc_protocol)
+            .health_check_port(hc_port)
+            .set_health_check_path(hc_path)
             .healthy_threshold_count(HEALTHY_THRESHOLD)
             .unhealthy_threshold_count(UNHEALTHY_THRESHOLD)
             .health_check_interval_seconds(HEALTH_INTERVAL_SECS)
@@ -631,7 +693,15 @@ impl Ec2 {
     ) -> Result<()> {
         let lb_arn = lb.load_balancer_arn().unwrap_or_default();
         let have = self.listeners(lb_arn).await?;
-        for port in [80, 443] {
+        let registration: Vec<i32> = match request.mode {
+            LbMode::L4 => request
+                .registration_ports
+                .iter()
+                .map(|&p| i32::from(p))
+                .collect(),
+            LbMode::L7 => Vec::new(),
+        };
+        for port in [80, 443].into_iter().chain(registration) {
             let protocol = match (request.mode, port) {
                 (LbMode::L4, _) => ProtocolEnum::Tcp,
                 (LbMode::L7, 443) => ProtocolEnum::Https,
@@ -809,7 +879,7 @@ impl LoadBalancerProvider for Ec2 {
         let lb = self.ensure_lb(cluster, request, lb_sg.as_deref()).await?;
         let owned = self.owned_groups_elb(cluster).await?;
         let mut groups = Vec::new();
-        for spec in groups_for(request.mode) {
+        for spec in groups_for(request.mode, &request.registration_ports) {
             let g = self
                 .ensure_group_elb(cluster, request, &spec, &owned)
                 .await?;
@@ -880,7 +950,7 @@ impl LoadBalancerProvider for Ec2 {
         let groups = self.owned_groups_elb(cluster).await?;
         let want: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let mut per_group = Vec::new();
-        for spec in groups_for(lb.mode) {
+        for spec in groups_for(lb.mode, &registration_of(&lb.listeners)) {
             let name = spec.name(&lb.name);
             let g = groups
                 .iter()
@@ -1004,20 +1074,33 @@ mod tests {
 
     #[test]
     fn target_groups_follow_rancher_notes() {
-        let l4 = groups_for(LbMode::L4);
+        let l4 = groups_for(LbMode::L4, &[]);
         assert_eq!(
             l4.iter().map(|g| g.name("rancher")).collect::<Vec<_>>(),
             ["rancher-tcp-443", "rancher-tcp-80"]
         );
         assert!(l4.iter().all(|g| g.protocol == ProtocolEnum::Tcp));
-        let l7 = groups_for(LbMode::L7);
+        let l7 = groups_for(LbMode::L7, &[9345, 6443]);
         assert_eq!(l7.len(), 1);
         assert_eq!(
             (l7[0].protocol.clone(), l7[0].port),
             (ProtocolEnum::Http, 80)
         );
+        let reg = groups_for(LbMode::L4, &[9345, 6443]);
+        assert_eq!(
+            reg.iter()
+                .map(|g| (g.name("rancher"), g.tcp_check))
+                .collect::<Vec<_>>(),
+            [
+                ("rancher-tcp-443".to_owned(), false),
+                ("rancher-tcp-80".to_owned(), false),
+                ("rancher-tcp-9345".to_owned(), true),
+                ("rancher-tcp-6443".to_owned(), true)
+            ]
+        );
         // The longest cluster name still fits AWS's 32-character limit.
         let longest = "a".repeat(triad_core::spec::MAX_NAME_LEN);
+        assert!(reg.iter().all(|g| g.name(&longest).len() <= 32));
         assert!(l4.iter().chain(&l7).all(|g| g.name(&longest).len() <= 32));
     }
 
@@ -1043,7 +1126,7 @@ mod tests {
             .target_group_arn("arn:tg")
             .port(80)
             .build();
-        let groups = vec![(groups_for(LbMode::L7)[0].clone(), g.clone())];
+        let groups = vec![(groups_for(LbMode::L7, &[])[0].clone(), g.clone())];
         let https = Ec2::listener_action(LbMode::L7, 443, &groups);
         assert_eq!(https.target_group_arn(), Some("arn:tg"));
         let http = Ec2::listener_action(LbMode::L7, 80, &groups);

@@ -179,6 +179,7 @@ impl Ec2 {
 
     fn check(&self, spec: &ValidSpec) -> Result<()> {
         let mut problems = settings::spec_problems(spec);
+        problems.extend(lb::registration_problem(spec));
         if spec.region != self.region {
             problems.push(triad_core::error::SpecProblem {
                 field: "region".into(),

@@ -105,10 +105,16 @@ impl Rule {
         }
         .build()
     }
-    /// Whether the rule is about the balancer's ports (80/443), which the load
-    /// balancer side manages on the nodes' group.
-    pub fn is_web(&self) -> bool {
-        self.protocol == "tcp" && self.from == self.to && (self.from == 80 || self.from == 443)
+    /// Whether the load balancer side manages this rule of the nodes' group
+    /// (`nodes_sg`): the balancer's ports (80/443, and the Kubernetes registration
+    /// ports 9345/6443) from anywhere but the nodes' own group. The nodes side
+    /// manages everything else, the nodes-to-nodes 9345/6443 rules included, so the
+    /// two sides never undo each other's rules.
+    pub fn is_web(&self, nodes_sg: &str) -> bool {
+        self.protocol == "tcp"
+            && self.from == self.to
+            && matches!(self.from, 80 | 443 | 9345 | 6443)
+            && self.source != Source::Group(nodes_sg.to_owned())
     }
 }
 
@@ -725,8 +731,9 @@ mod tests {
             .set_ip_permissions(Some(want.iter().map(Rule::permission).collect()))
             .build();
         assert_eq!(rules_of(&sg), want);
-        assert!(want.iter().all(|r| !r.is_web()));
-        assert!(Rule::tcp(443, Source::Cidr("0.0.0.0/0".into())).is_web());
+        assert!(want.iter().all(|r| !r.is_web("sg-1")));
+        assert!(Rule::tcp(443, Source::Cidr("0.0.0.0/0".into())).is_web("sg-1"));
+        assert!(Rule::tcp(9345, Source::Group("sg-lb".into())).is_web("sg-1"));
         assert!(want.contains(&Rule::range(
             "udp",
             8472,

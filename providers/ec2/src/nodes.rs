@@ -176,7 +176,7 @@ impl Ec2 {
     async fn node_group(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<String> {
         let sg = self.ensure_group(cluster, "nodes").await?;
         let id = sg.group_id().unwrap_or_default().to_owned();
-        self.converge_rules(&sg, &node_rules(&id, ssh), |r: &Rule| !r.is_web())
+        self.converge_rules(&sg, &node_rules(&id, ssh), |r: &Rule| !r.is_web(&id))
             .await?;
         Ok(id)
     }

@@ -18,10 +18,10 @@ use google_cloud_compute_v1::model::{
     SslPolicyReference, TargetHttpProxy, TargetHttpsProxy, UrlMap,
 };
 use google_cloud_gax::error::Error as GaxError;
-use triad_core::error::{Error, FailureKind, Result};
+use triad_core::error::{Error, FailureKind, Result, SpecProblem};
 use triad_core::labels::{self, Role};
 use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerRequest, Node};
-use triad_core::spec::{ClusterRef, LbMode, LbScheme};
+use triad_core::spec::{ClusterRef, LbMode, LbScheme, ValidSpec};
 
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own, Failure};
@@ -68,7 +68,39 @@ impl Names {
     }
 }
 
-fn listeners(mode: LbMode) -> Vec<Listener> {
+/// The listeners of a balancer: 80/443 by mode, then the registration ports the
+/// l4 forwarding rule carries beyond them.
+fn listeners(mode: LbMode, registration: &[u16]) -> Vec<Listener> {
+    let mut out = web_listeners(mode);
+    out.extend(registration.iter().map(|&p| Listener {
+        port: p,
+        protocol: "TCP".into(),
+        target_port: Some(p),
+    }));
+    out
+}
+
+/// The ports of the l4 forwarding rule: 80, 443, then the registration ports.
+fn l4_ports(registration: &[u16]) -> Vec<String> {
+    ["80".to_owned(), "443".to_owned()]
+        .into_iter()
+        .chain(registration.iter().map(ToString::to_string))
+        .collect()
+}
+
+/// GCE cannot give an l7 balancer the registration listeners on the Rancher
+/// hostname: the HTTPS balancer's global address takes no TCP passthrough rule, so
+/// 9345/6443 would need a second, regional address the nodes' user data cannot
+/// know. Refused at plan, naming the field.
+pub(crate) fn registration_problem(spec: &ValidSpec) -> Option<SpecProblem> {
+    (spec.load_balancer.mode == LbMode::L7 && !spec.registration_ports().is_empty()).then(|| SpecProblem {
+        field: "load_balancer.registration".into(),
+        problem: "is `balancer`, but a GCE HTTPS balancer (l7) has no TCP passthrough on its address for 9345/6443".into(),
+        fix: "use mode = \"l4\" (the passthrough rule carries 80, 443, 9345 and 6443), or registration = \"first-node\" with kubernetes.install = false".into(),
+    })
+}
+
+fn web_listeners(mode: LbMode) -> Vec<Listener> {
     match mode {
         LbMode::L4 => vec![
             Listener {
@@ -607,45 +639,91 @@ impl GceProvider {
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.clone().unwrap_or_default();
         let what = format!("forwarding rule {}", n.l4_rule);
-        let fr = self
-            .ensure(
-                &what,
-                Scope::Region(region.clone()),
-                || {
-                    self.clients
-                        .forwarding_rules
-                        .get()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_forwarding_rule(&n.l4_rule)
-                        .send()
-                },
-                |rid| {
-                    let mut fr = ForwardingRule::default();
-                    fr.name = Some(n.l4_rule.clone());
-                    fr.description = Some(balancer_description(&cluster.name, &request.name));
-                    fr.load_balancing_scheme =
-                        Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
-                    fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
-                    fr.ports = vec!["80".into(), "443".into()];
-                    fr.backend_service = Some(bs_link.clone());
-                    fr.ip_address = Some(ip.clone());
-                    fr.labels = request.labels.clone().into_iter().collect();
-                    self.clients
-                        .forwarding_rules
-                        .insert()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_request_id(rid)
-                        .set_body(fr)
-                        .send()
-                },
-            )
-            .await?;
-        if !has_labels_of(&fr.labels, &cluster.name) {
-            return Err(Self::not_ours(&what));
+        // A forwarding rule's ports cannot change: a rule made before the
+        // registration ports (or with others) is replaced, on the same address.
+        let want_ports = l4_ports(&request.registration_ports);
+        for attempt in 0..2 {
+            let fr = self
+                .ensure(
+                    &what,
+                    Scope::Region(region.clone()),
+                    || {
+                        self.clients
+                            .forwarding_rules
+                            .get()
+                            .set_project(p)
+                            .set_region(region)
+                            .set_forwarding_rule(&n.l4_rule)
+                            .send()
+                    },
+                    |rid| {
+                        let mut fr = ForwardingRule::default();
+                        fr.name = Some(n.l4_rule.clone());
+                        fr.description = Some(balancer_description(&cluster.name, &request.name));
+                        fr.load_balancing_scheme =
+                            Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
+                        fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
+                        fr.ports = want_ports.clone();
+                        fr.backend_service = Some(bs_link.clone());
+                        fr.ip_address = Some(ip.clone());
+                        fr.labels = request.labels.clone().into_iter().collect();
+                        self.clients
+                            .forwarding_rules
+                            .insert()
+                            .set_project(p)
+                            .set_region(region)
+                            .set_request_id(rid)
+                            .set_body(fr)
+                            .send()
+                    },
+                )
+                .await?;
+            if !has_labels_of(&fr.labels, &cluster.name) {
+                return Err(Self::not_ours(&what));
+            }
+            if fr.ports == want_ports {
+                return Ok(());
+            }
+            if attempt == 0 {
+                tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
+                self.remove_l4_rule(cluster).await?;
+            }
         }
-        Ok(())
+        Err(own(
+            "create load balancer",
+            &what,
+            FailureKind::Conflict,
+            "the forwarding rule still has other ports after it was replaced",
+        ))
+    }
+
+    /// Delete the cluster's l4 forwarding rule if it exists and is the cluster's.
+    async fn remove_l4_rule(&self, cluster: &ClusterRef) -> Result<Option<String>> {
+        let n = Names::new(&cluster.name);
+        let (p, region) = (self.project(), &cluster.region);
+        self.remove(
+            format!("forwarding rule {}", n.l4_rule),
+            Scope::Region(region.clone()),
+            self.clients
+                .forwarding_rules
+                .get()
+                .set_project(p)
+                .set_region(region)
+                .set_forwarding_rule(&n.l4_rule)
+                .send(),
+            |f: &ForwardingRule| has_labels_of(&f.labels, &cluster.name),
+            |rid| {
+                self.clients
+                    .forwarding_rules
+                    .delete()
+                    .set_project(p)
+                    .set_region(region)
+                    .set_forwarding_rule(&n.l4_rule)
+                    .set_request_id(rid)
+                    .send()
+            },
+        )
+        .await
     }
 
     fn certificate_link(&self, cert: &str) -> String {
@@ -1030,7 +1108,15 @@ impl GceProvider {
                 LbState::Provisioning
             },
             endpoint,
-            listeners: listeners(mode),
+            listeners: listeners(
+                mode,
+                &rule
+                    .ports
+                    .iter()
+                    .filter_map(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p != 80 && *p != 443)
+                    .collect::<Vec<_>>(),
+            ),
             targets,
         }))
     }
@@ -1239,31 +1325,7 @@ impl GceProvider {
         let desc = |d: Option<&str>| owned_by(d, c);
         let mut done: Vec<Option<String>> = Vec::new();
         // Forwarding rules.
-        done.push(
-            self.remove(
-                format!("forwarding rule {}", n.l4_rule),
-                rs(),
-                self.clients
-                    .forwarding_rules
-                    .get()
-                    .set_project(p)
-                    .set_region(region)
-                    .set_forwarding_rule(&n.l4_rule)
-                    .send(),
-                |f: &ForwardingRule| has_labels_of(&f.labels, c),
-                |rid| {
-                    self.clients
-                        .forwarding_rules
-                        .delete()
-                        .set_project(p)
-                        .set_region(region)
-                        .set_forwarding_rule(&n.l4_rule)
-                        .set_request_id(rid)
-                        .send()
-                },
-            )
-            .await?,
-        );
+        done.push(self.remove_l4_rule(cluster).await?);
         for rule in [&n.https_rule, &n.http_rule] {
             done.push(
                 self.remove(
@@ -1599,8 +1661,14 @@ mod tests {
 
     #[test]
     fn listeners_follow_the_mode() {
-        assert!(listeners(LbMode::L4).iter().all(|l| l.protocol == "TCP"));
-        let l7 = listeners(LbMode::L7);
+        let l4 = listeners(LbMode::L4, &[9345, 6443]);
+        assert!(l4.iter().all(|l| l.protocol == "TCP"));
+        assert_eq!(
+            l4.iter().map(|l| l.port).collect::<Vec<_>>(),
+            [80, 443, 9345, 6443]
+        );
+        assert_eq!(l4_ports(&[9345, 6443]), ["80", "443", "9345", "6443"]);
+        let l7 = listeners(LbMode::L7, &[]);
         assert!(l7
             .iter()
             .any(|l| l.port == 443 && l.protocol == "HTTPS" && l.target_port == Some(80)));

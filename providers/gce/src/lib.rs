@@ -129,7 +129,8 @@ impl GceProvider {
 
     fn check(&self, spec: &ValidSpec) -> Result<()> {
         let settings = GceSettings::from_spec(spec)?;
-        let problems = settings.problems(spec);
+        let mut problems = settings.problems(spec);
+        problems.extend(lb::registration_problem(spec));
         if problems.is_empty() {
             Ok(())
         } else {

@@ -62,6 +62,8 @@ pub const LB_TARGETS: &str = "triad-lb-targets";
 const LB_NAME: &str = "triad-lb-name";
 const LB_MODE: &str = "triad-lb-mode";
 const LB_SCHEME: &str = "triad-lb-scheme";
+/// Node mode: the registration ports the balancer node passes through, `9345-6443`.
+const LB_REGISTRATION: &str = "triad-lb-registration";
 
 /// Where nginx finds the certificate and key on a balancer node.
 const NODE_CERT: &str = "/etc/nginx/triad/tls.crt";
@@ -381,7 +383,7 @@ impl NginxProvider {
             scheme: h.scheme,
             state: LbState::Active,
             endpoint: self.settings.address.as_deref().map(endpoint_of),
-            listeners: render::listeners(h.mode, &self.settings),
+            listeners: render::listeners(h.mode, &self.settings, &h.registration_ports),
             targets: ids(&h.targets),
         }
     }
@@ -544,6 +546,7 @@ impl NginxProvider {
             labels,
             targets: existing.map(|h| h.targets).unwrap_or_default(),
             tls,
+            registration_ports: request.registration_ports.clone(),
         };
         self.install(&self.host_render(&header), action).await?;
         Ok(self.host_lb(&header))
@@ -793,6 +796,11 @@ impl NginxProvider {
         } else {
             LbMode::L4
         };
+        let registration: Vec<u16> = node
+            .labels
+            .get(LB_REGISTRATION)
+            .map(|v| v.split('-').filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default();
         let scheme = if node.labels.get(LB_SCHEME).map(String::as_str) == Some("internal") {
             LbScheme::Internal
         } else {
@@ -820,7 +828,7 @@ impl NginxProvider {
             endpoint: address
                 .filter(|_| node.is_ready())
                 .map(|a| Endpoint::Ip { addresses: vec![a] }),
-            listeners: render::listeners(mode, &self.settings),
+            listeners: render::listeners(mode, &self.settings, &registration),
             targets,
         }
     }
@@ -863,7 +871,7 @@ impl NginxProvider {
             scheme: request.scheme,
             state: LbState::Provisioning,
             endpoint: None,
-            listeners: render::listeners(request.mode, &self.settings),
+            listeners: render::listeners(request.mode, &self.settings, &request.registration_ports),
             targets: Vec::new(),
         })
     }
@@ -936,6 +944,14 @@ impl NginxProvider {
                 labels.insert(LB_NAME.into(), request.name.clone());
                 labels.insert(LB_MODE.into(), request.mode.to_string());
                 labels.insert(LB_SCHEME.into(), request.scheme.to_string());
+                if !request.registration_ports.is_empty() {
+                    let ports: Vec<String> = request
+                        .registration_ports
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    labels.insert(LB_REGISTRATION.into(), ports.join("-"));
+                }
                 let mut header_labels = request.labels.clone();
                 header_labels.extend(cluster.labels_for(Role::Lb));
                 let config = render::render(&render::Config {
@@ -947,6 +963,7 @@ impl NginxProvider {
                         labels: header_labels,
                         targets: targets.to_vec(),
                         tls: tls_paths,
+                        registration_ports: request.registration_ports.clone(),
                     },
                     settings: &self.settings,
                 });

@@ -53,6 +53,9 @@ pub struct Header {
     pub targets: Vec<Target>,
     /// l7: the certificate and key paths as nginx sees them.
     pub tls: Option<(String, String)>,
+    /// Kubernetes registration ports (9345, 6443) passed through by `stream`
+    /// blocks in either mode.
+    pub registration_ports: Vec<u16>,
 }
 
 /// Everything a configuration is rendered from.
@@ -64,8 +67,19 @@ pub struct Config<'a> {
     pub settings: &'a NginxSettings,
 }
 
-/// The listeners a configuration has, as the orchestrator sees them.
-pub fn listeners(mode: LbMode, s: &NginxSettings) -> Vec<Listener> {
+/// The listeners a configuration has, as the orchestrator sees them: 80/443 by
+/// mode, then one TCP listener per registration port.
+pub fn listeners(mode: LbMode, s: &NginxSettings, registration_ports: &[u16]) -> Vec<Listener> {
+    let mut out = web_listeners(mode, s);
+    out.extend(registration_ports.iter().map(|&p| Listener {
+        port: s.registration_listen_port(p),
+        protocol: "TCP".into(),
+        target_port: Some(s.registration_backend_port(p)),
+    }));
+    out
+}
+
+fn web_listeners(mode: LbMode, s: &NginxSettings) -> Vec<Listener> {
     match mode {
         LbMode::L4 => vec![
             Listener {
@@ -130,6 +144,9 @@ fn header_text(h: &Header) -> String {
         let _ = writeln!(out, "# triad-certificate={}", clean(cert));
         let _ = writeln!(out, "# triad-certificate-key={}", clean(key));
     }
+    for p in &h.registration_ports {
+        let _ = writeln!(out, "# triad-registration-port={p}");
+    }
     for t in &h.targets {
         let _ = writeln!(
             out,
@@ -156,6 +173,7 @@ pub fn parse_header(text: &str) -> Option<Header> {
         labels: BTreeMap::new(),
         targets: Vec::new(),
         tls: None,
+        registration_ports: Vec::new(),
     };
     let (mut cert, mut key) = (None, None);
     for line in lines {
@@ -183,6 +201,7 @@ pub fn parse_header(text: &str) -> Option<Header> {
                 }
             }
             "triad-certificate" => cert = Some(v.to_owned()),
+            "triad-registration-port" => h.registration_ports.extend(v.parse::<u16>().ok()),
             "triad-certificate-key" => key = Some(v.to_owned()),
             "triad-label" => {
                 if let Some((lk, lv)) = v.split_once('=') {
@@ -240,6 +259,28 @@ fn upstream(out: &mut String, indent: &str, name: &str, targets: &[Target], port
     let _ = writeln!(out, "{indent}}}");
 }
 
+/// One `stream` upstream and server per registration port (TCP passthrough; nginx
+/// marks a node failed after 3 refused connections, the passive TCP check).
+fn registration_streams(out: &mut String, c: &Config<'_>) {
+    let s = c.settings;
+    for &p in &c.header.registration_ports {
+        out.push('\n');
+        let name = format!("rancher_servers_{p}");
+        upstream(
+            out,
+            "    ",
+            &name,
+            &c.header.targets,
+            s.registration_backend_port(p),
+        );
+        let _ = writeln!(
+            out,
+            "    server {{\n        listen {};\n        proxy_pass {name};\n    }}",
+            listen(s, s.registration_listen_port(p))
+        );
+    }
+}
+
 /// Render the whole `nginx.conf`. The same input always gives the same bytes.
 pub fn render(c: &Config<'_>) -> String {
     let s = c.settings;
@@ -293,10 +334,17 @@ pub fn render(c: &Config<'_>) -> String {
                 "    server {{\n        listen {};\n        proxy_pass rancher_servers_https;\n    }}",
                 listen(s, s.https_port)
             );
+            registration_streams(&mut out, c);
             out.push_str("}\n");
         }
         LbMode::L7 => {
             let (cert, key) = c.header.tls.clone().unwrap_or_default();
+            if !c.header.registration_ports.is_empty() {
+                // TLS ends here for the web ports only: registration passes through.
+                out.push_str("stream {");
+                registration_streams(&mut out, c);
+                out.push_str("}\n\n");
+            }
             out.push_str("http {\n");
             upstream(
                 &mut out,
@@ -373,6 +421,7 @@ mod tests {
             targets,
             tls: (mode == LbMode::L7)
                 .then(|| ("/tls/cert.pem".to_owned(), "/tls/key.pem".to_owned())),
+            registration_ports: Vec::new(),
         }
     }
 
@@ -472,6 +521,33 @@ stream {
     }
 
     #[test]
+    fn registration_ports_are_stream_blocks_in_both_modes() {
+        let s = NginxSettings::host("192.0.2.1");
+        for mode in [LbMode::L4, LbMode::L7] {
+            let mut h = header(mode, targets());
+            h.registration_ports = vec![9345, 6443];
+            let text = render(&Config {
+                header: h.clone(),
+                settings: &s,
+            });
+            let stream = &text[text.find("stream {").expect("a stream block")..];
+            for p in [9345, 6443] {
+                assert!(
+                    stream.contains(&format!("upstream rancher_servers_{p} {{")),
+                    "{text}"
+                );
+                assert!(
+                    stream.contains(&format!("server 10.0.0.1:{p} max_fails=3 fail_timeout=5s;"))
+                );
+                assert!(stream.contains(&format!(
+                    "listen {p};\n        proxy_pass rancher_servers_{p};"
+                )));
+            }
+            assert_eq!(parse_header(&text), Some(h));
+        }
+    }
+
+    #[test]
     fn header_round_trips() {
         let s = NginxSettings::host("192.0.2.1");
         for mode in [LbMode::L4, LbMode::L7] {
@@ -514,10 +590,15 @@ stream {
     #[test]
     fn listeners_per_mode() {
         let s = NginxSettings::host("x");
-        let l4 = listeners(LbMode::L4, &s);
+        let l4 = listeners(LbMode::L4, &s, &[]);
         assert_eq!((l4[0].port, l4[0].target_port), (80, Some(80)));
         assert_eq!((l4[1].port, l4[1].target_port), (443, Some(443)));
-        let l7 = listeners(LbMode::L7, &s);
+        let l7 = listeners(LbMode::L7, &s, &[9345, 6443]);
+        assert_eq!(
+            (l7[2].port, l7[2].protocol.as_str(), l7[2].target_port),
+            (9345, "TCP", Some(9345))
+        );
+        assert_eq!((l7[3].port, l7[3].target_port), (6443, Some(6443)));
         assert_eq!((l7[0].protocol.as_str(), l7[0].target_port), ("HTTP", None));
         assert_eq!(
             (l7[1].protocol.as_str(), l7[1].target_port),

@@ -1,5 +1,6 @@
 //! The `[nginx]` section of the spec.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -76,6 +77,13 @@ pub struct NginxSettings {
     /// The nodes' HTTPS port the balancer forwards to in l4 (default 443).
     #[serde(default = "default_https")]
     pub backend_https_port: u16,
+    /// Registration port (9345, 6443) → the port nginx listens on for it; the same
+    /// port when absent (e.g. `{ "9345" = 19345 }` where 9345 is taken on the host).
+    #[serde(default)]
+    pub registration_listen: BTreeMap<u16, u16>,
+    /// Registration port → the nodes' port it forwards to; the same port when absent.
+    #[serde(default)]
+    pub registration_backend: BTreeMap<u16, u16>,
     /// `worker_processes` (default `4`, as Rancher's example; `auto` works).
     #[serde(default = "default_workers")]
     pub worker_processes: String,
@@ -168,6 +176,16 @@ impl NginxSettings {
             run_on: RunOn::Node,
             ..Self::default()
         }
+    }
+
+    /// The port nginx listens on for registration port `p`.
+    pub fn registration_listen_port(&self, p: u16) -> u16 {
+        self.registration_listen.get(&p).copied().unwrap_or(p)
+    }
+
+    /// The nodes' port registration port `p` is forwarded to.
+    pub fn registration_backend_port(&self, p: u16) -> u16 {
+        self.registration_backend.get(&p).copied().unwrap_or(p)
     }
 
     /// How often node mode polls the node provider.

@@ -23,6 +23,8 @@ struct TgSpec {
     name: String,
     protocol: &'static str,
     port: u16,
+    /// A TCP health check on `port` (registration ports) instead of HTTP on 80.
+    tcp_check: bool,
 }
 
 /// A listener the balancer needs.
@@ -35,7 +37,31 @@ struct ListenerSpec {
     certificate: Option<String>,
 }
 
+/// The balancer's parts: 80/443 by mode, then one TCP target group and TCP
+/// listener per registration port (9345, 6443) in either mode — on AWS an l7
+/// balancer would need a companion NLB for these; the sim models them on the one
+/// balancer.
 fn wanted(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
+    let (mut tgs, mut listeners) = wanted_web(request);
+    for &port in &request.registration_ports {
+        let tg = TgSpec {
+            name: format!("{}-tcp-{port}", request.name),
+            protocol: "TCP",
+            port,
+            tcp_check: true,
+        };
+        listeners.push(ListenerSpec {
+            port,
+            protocol: "TCP",
+            forward_to: Some(tg.name.clone()),
+            certificate: None,
+        });
+        tgs.push(tg);
+    }
+    (tgs, listeners)
+}
+
+fn wanted_web(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
     let n = &request.name;
     match request.mode {
         LbMode::L4 => {
@@ -44,11 +70,13 @@ fn wanted(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
                     name: format!("{n}-tcp-80"),
                     protocol: "TCP",
                     port: 80,
+                    tcp_check: false,
                 },
                 TgSpec {
                     name: format!("{n}-tcp-443"),
                     protocol: "TCP",
                     port: 443,
+                    tcp_check: false,
                 },
             ];
             let listeners = tgs
@@ -67,6 +95,7 @@ fn wanted(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
                 name: format!("{n}-http-80"),
                 protocol: "HTTP",
                 port: 80,
+                tcp_check: false,
             };
             let listeners = vec![
                 ListenerSpec {
@@ -272,9 +301,13 @@ impl SimCloud {
                 protocol: spec.protocol.to_owned(),
                 port: spec.port,
                 health_check: SimHealthCheck {
-                    protocol: "HTTP".into(),
-                    path: request.health_check_path.clone(),
-                    port: 80,
+                    protocol: if spec.tcp_check { "TCP" } else { "HTTP" }.into(),
+                    path: if spec.tcp_check {
+                        String::new()
+                    } else {
+                        request.health_check_path.clone()
+                    },
+                    port: if spec.tcp_check { spec.port } else { 80 },
                     healthy_threshold: 3,
                     unhealthy_threshold: 3,
                     timeout: Duration::from_secs(6),

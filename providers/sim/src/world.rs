@@ -166,9 +166,9 @@ pub struct SimSecurityGroup {
 /// A target group's health check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimHealthCheck {
-    /// `HTTP`.
+    /// `HTTP`, or `TCP` for the registration ports.
     pub protocol: String,
-    /// Path asked.
+    /// Path asked (empty for `TCP`).
     pub path: String,
     /// Port asked on the nodes.
     pub port: u16,

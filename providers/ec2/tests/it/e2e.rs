@@ -308,7 +308,13 @@ async fn full_flow(lb_section: &str, l7: bool) {
     let want_groups: &[(&str, &str, i32)] = if l7 {
         &[("http-80", "HTTP", 80)]
     } else {
-        &[("tcp-443", "TCP", 443), ("tcp-80", "TCP", 80)]
+        // RKE2 (the default distribution): the registration address on the NLB.
+        &[
+            ("tcp-443", "TCP", 443),
+            ("tcp-80", "TCP", 80),
+            ("tcp-9345", "TCP", 9345),
+            ("tcp-6443", "TCP", 6443),
+        ]
     };
     assert_eq!(
         tgs.target_groups().len(),
@@ -325,9 +331,14 @@ async fn full_flow(lb_section: &str, l7: bool) {
         assert_eq!(g.protocol().unwrap().as_str(), *proto);
         assert_eq!(g.port(), Some(*port));
         assert_eq!(g.target_type().unwrap().as_str(), "instance");
-        assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
-        assert_eq!(g.health_check_port(), Some("80"));
-        assert_eq!(g.health_check_path(), Some("/healthz"));
+        if matches!(port, 9345 | 6443) {
+            assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Tcp), "{part}");
+            assert_eq!(g.health_check_port(), Some("traffic-port"), "{part}");
+        } else {
+            assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
+            assert_eq!(g.health_check_port(), Some("80"));
+            assert_eq!(g.health_check_path(), Some("/healthz"));
+        }
         assert_eq!(g.healthy_threshold_count(), Some(3));
         assert_eq!(g.unhealthy_threshold_count(), Some(3));
         assert_eq!(g.health_check_timeout_seconds(), Some(6));
@@ -376,7 +387,7 @@ async fn full_flow(lb_section: &str, l7: bool) {
             Some("HTTPS")
         );
     } else {
-        for p in [80, 443] {
+        for p in [80, 443, 9345, 6443] {
             let l = by_port(p);
             assert_eq!(l.protocol(), Some(&ProtocolEnum::Tcp));
             let tg = l.default_actions()[0].target_group_arn().unwrap();
@@ -391,6 +402,34 @@ async fn full_flow(lb_section: &str, l7: bool) {
                 "listener {p} forwards to the group of port {p}"
             );
         }
+        // The registration ports: the nodes take them from the balancer's group
+        // (besides each other), the balancer's group only from inside the VPC.
+        let lb_sg = lb.security_groups().first().expect("the NLB has a group");
+        let lb_group = ec2
+            .describe_security_groups()
+            .group_ids(lb_sg)
+            .send()
+            .await
+            .unwrap();
+        for p in [9345, 6443] {
+            assert!(
+                perm("tcp", p).iter().any(|r| r
+                    .user_id_group_pairs()
+                    .iter()
+                    .any(|g| g.group_id() == Some(lb_sg.as_str()))),
+                "{p} not open from the balancer's group"
+            );
+            let from: Vec<_> = lb_group.security_groups()[0]
+                .ip_permissions()
+                .iter()
+                .filter(|r| r.from_port() == Some(p))
+                .flat_map(|r| r.ip_ranges())
+                .filter_map(|r| r.cidr_ip())
+                .collect();
+            assert!(!from.is_empty() && !from.contains(&"0.0.0.0/0"), "{p}: {from:?}");
+        }
+        let reg = inv.kubernetes.as_ref().unwrap();
+        assert_eq!(reg.join_url.as_deref(), Some(format!("https://rancher.{zone}:9345").as_str()));
     }
     // The balancer has its own group, open to the world (the spec's default ingress);
     // the nodes take 80 (l7) or 80/443 (l4, where the NLB keeps client addresses) from
@@ -521,5 +560,22 @@ async fn l4_nlb_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn l7_alb_end_to_end() {
-    full_flow(&format!("mode = \"l7\"\ncertificate = \"{CERT}\""), true).await;
+    full_flow(
+        &format!("mode = \"l7\"\ncertificate = \"{CERT}\"\nregistration = \"first-node\""),
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn l7_with_balancer_registration_is_refused_at_plan() {
+    let aws = Arc::new(provider(Ec2Settings::default()).await);
+    let name = unique("e2ereg");
+    let zone = format!("{name}.test");
+    let spec = spec(&aws, &name, &zone, &format!("mode = \"l7\"\ncertificate = \"{CERT}\"")).await;
+    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
+    let err = triad.plan(&spec).await.unwrap_err();
+    let problems = err.spec_problems().expect("a spec problem");
+    assert!(problems.names("load_balancer.registration"), "{err}");
 }

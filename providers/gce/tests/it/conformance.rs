@@ -52,6 +52,7 @@ async fn layer7_lifecycle() {
         scheme: LbScheme::InternetFacing,
         certificate: Some("rancher-cert".into()),
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: Vec::new(),
         labels: fx.cluster.labels_for(Role::Lb),
     };

@@ -12,7 +12,7 @@ use crate::{assert_no_violations, endpoint, http, seed, state};
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     let lb = if l7 {
-        "[load_balancer]\nmode = \"l7\"\ncertificate = \"rancher-cert\"\n"
+        "[load_balancer]\nmode = \"l7\"\ncertificate = \"rancher-cert\"\nregistration = \"first-node\"\n"
     } else {
         ""
     };
@@ -152,7 +152,10 @@ async fn run(project: &str, name: &str, l7: bool) {
             "{proxy}"
         );
     } else {
-        assert_eq!(rule["ports"], serde_json::json!(["80", "443"]));
+        // RKE2's registration address rides the same passthrough rule.
+        assert_eq!(rule["ports"], serde_json::json!(["80", "443", "9345", "6443"]));
+        let ports: Vec<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
+        assert_eq!(ports, [80, 443, 9345, 6443]);
         assert_eq!(rule["loadBalancingScheme"], "EXTERNAL");
     }
     let rrsets = s["zones"]["example"]["rrsets"].as_array().unwrap();
@@ -204,6 +207,26 @@ async fn run(project: &str, name: &str, l7: bool) {
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn layer4_apply_rerun_destroy() {
     run("triad-e2e-l4", "rancher", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testing/fake-gce; scripts/test starts it"]
+async fn l7_with_balancer_registration_is_refused_at_plan() {
+    let spec = ClusterSpec::from_toml(
+        "name = \"reg7\"\nregion = \"us-central1\"\n[load_balancer]\nmode = \"l7\"\ncertificate = \"c\"\n[dns]\nzone = \"example.com\"\nhostname = \"reg7.example.com\"\n[gce]\nproject = \"triad-e2e-reg\"\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap();
+    seed("triad-e2e-reg");
+    let gce = Arc::new(
+        GceProvider::from_spec_with(&spec, Connection::fake(endpoint()))
+            .await
+            .unwrap(),
+    );
+    let triad = Orchestrator::new(gce.clone(), gce.clone(), gce);
+    let err = triad.plan(&spec).await.unwrap_err();
+    assert!(err.spec_problems().unwrap().names("load_balancer.registration"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ fn request(cluster: &ClusterRef, mode: LbMode, cert: Option<String>) -> LoadBala
         scheme: LbScheme::InternetFacing,
         certificate: cert,
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: vec![],
         labels: cluster.labels_for(Role::Lb),
     }
@@ -60,14 +61,21 @@ async fn layer4_traffic_targets_rerun_delete() {
     let dir = TempDir::new("l4");
     let (backends, port) = three_backends().await;
     let (http, https) = (free_port(), free_port());
-    let p = NginxProvider::on_host(host_settings(dir.path(), http, https, port)).unwrap();
+    // RKE2's registration ports, moved to free ports on this host; the backends
+    // answer them on their one port.
+    let (supervisor, api) = (free_port(), free_port());
+    let mut settings = host_settings(dir.path(), http, https, port);
+    settings.registration_listen = [(9345, supervisor), (6443, api)].into();
+    settings.registration_backend = [(9345, port), (6443, port)].into();
+    let p = NginxProvider::on_host(settings).unwrap();
     let cluster = ClusterRef::new("hostl4", "dc1");
-    let req = request(&cluster, LbMode::L4, None);
+    let mut req = request(&cluster, LbMode::L4, None);
+    req.registration_ports = vec![9345, 6443];
 
     let mut nginx = Nginx::start_placeholder(dir.path());
     assert!(p.discover_load_balancer(&cluster).await.unwrap().is_none());
     let lb = p.create_load_balancer(&cluster, &req).await.unwrap();
-    nginx.wait_ports(&[http, https]);
+    nginx.wait_ports(&[http, https, supervisor, api]);
     let lb = p
         .wait_load_balancer(&cluster, &lb, Duration::from_secs(5))
         .await
@@ -79,9 +87,24 @@ async fn layer4_traffic_targets_rerun_delete() {
     assert_eq!(lb.targets, ["id-rancher-1", "id-rancher-2", "id-rancher-3"]);
     tokio::time::sleep(Duration::from_millis(300)).await; // the reload takes effect
 
-    // Both listeners pass TCP through to every backend (least_conn spreads them).
+    // Every listener — 80, 443 and the registration ports — passes TCP through to
+    // every backend (least_conn spreads them).
     let all = set(&["rancher-1", "rancher-2", "rancher-3"]);
-    for port in [http, https] {
+    let listed: Vec<(u16, Option<u16>)> = lb
+        .listeners
+        .iter()
+        .map(|l| (l.port, l.target_port))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (http, Some(port)),
+            (https, Some(port)),
+            (supervisor, Some(port)),
+            (api, Some(port))
+        ]
+    );
+    for port in [http, https, supervisor, api] {
         let (seen, failures) = names_via(port, 12).await;
         assert_eq!(failures, 0);
         assert_eq!(seen, all, "through port {port}");
@@ -197,16 +220,36 @@ async fn layer7_terminates_tls_redirects_and_forwards_headers() {
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let mut s = host_settings(dir.path(), http, https, port);
     s.certificate_key = Some(key_path.clone());
+    s.registration_listen = [(9345, free_port()), (6443, free_port())].into();
+    s.registration_backend = [(9345, port), (6443, port)].into();
     let p = NginxProvider::on_host(s).unwrap();
     let cluster = ClusterRef::new("hostl7", "dc1");
-    let req = request(&cluster, LbMode::L7, Some(cert_path.display().to_string()));
+    let mut req = request(&cluster, LbMode::L7, Some(cert_path.display().to_string()));
+    req.registration_ports = vec![9345, 6443];
     let mut nginx = Nginx::start_placeholder(dir.path());
     let lb = p.create_load_balancer(&cluster, &req).await.unwrap();
     assert_eq!(lb.listeners[1].protocol, "HTTPS");
-    nginx.wait_ports(&[http, https]);
+    let (supervisor, api) = (lb.listeners[2].port, lb.listeners[3].port);
+    assert_eq!(
+        (
+            lb.listeners[2].protocol.as_str(),
+            lb.listeners[3].protocol.as_str()
+        ),
+        ("TCP", "TCP")
+    );
+    nginx.wait_ports(&[http, https, supervisor, api]);
     let nodes: Vec<_> = backends.iter().map(Backend::node).collect();
     p.set_targets(&cluster, &lb, &nodes).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // In l7 too the registration ports pass TCP through, untouched by TLS.
+    for port in [supervisor, api] {
+        let (seen, failures) = names_via(port, 9).await;
+        assert_eq!(
+            (seen, failures),
+            (set(&["rancher-1", "rancher-2", "rancher-3"]), 0),
+            "port {port}"
+        );
+    }
     let found = p.discover_load_balancer(&cluster).await.unwrap().unwrap();
     assert_eq!(found.mode, LbMode::L7);
     assert_eq!(found.targets.len(), 3);

@@ -148,6 +148,7 @@ async fn balancer_node_lifecycle() {
         scheme: LbScheme::InternetFacing,
         certificate: None,
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: vec!["us-east-1a".into()],
         labels: cluster.labels_for(Role::Lb),
     };

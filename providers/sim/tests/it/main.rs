@@ -50,6 +50,7 @@ pub fn lb_request(c: &ClusterRef, mode: LbMode) -> LoadBalancerRequest {
         scheme: LbScheme::InternetFacing,
         certificate: (mode == LbMode::L7).then(|| "arn:sim:acm:cert/rancher".to_owned()),
         health_check_path: "/healthz".into(),
+        registration_ports: vec![],
         zones: vec![],
         labels: c.labels_for(Role::Lb),
     }

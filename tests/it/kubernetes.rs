@@ -1,0 +1,159 @@
+//! `[kubernetes]` end to end on the simulated cloud: registration listeners by
+//! distribution and mode, health checks following the ingress, nodes that install
+//! RKE2 themselves with a stable token (a rerun is a no-op), and the hand-over.
+
+use std::collections::BTreeSet;
+
+use triad::layers::CallCounter;
+use triad::render;
+use triad::spec::Distribution;
+
+use crate::common::*;
+
+fn ports(inv: &triad::Inventory) -> BTreeSet<u16> {
+    inv.load_balancer.listeners.iter().map(|l| l.port).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn listeners_follow_the_distribution_and_registration() {
+    for (tables, want, path) in [
+        ("", vec![80, 443, 6443, 9345], "/healthz"),
+        ("[kubernetes]\ndistribution = \"k3s\"\n", vec![80, 443, 6443], "/ping"),
+        ("[kubernetes]\ndistribution = \"rke\"\n", vec![80, 443], "/healthz"),
+        ("[load_balancer]\nregistration = \"first-node\"\n", vec![80, 443], "/healthz"),
+        (
+            "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:1:certificate/x\"\n[kubernetes]\ningress = \"traefik\"\n",
+            vec![80, 443, 6443, 9345],
+            "/ping",
+        ),
+    ] {
+        let sim = cloud();
+        let o = orchestrator(&sim, &CallCounter::new());
+        let spec = spec_with("", tables);
+        let inv = apply(&o, &spec).await.unwrap();
+        assert_eq!(ports(&inv), want.into_iter().collect(), "{tables}");
+        let snap = sim.snapshot();
+        for tg in &snap.target_groups {
+            let hc = &tg.health_check;
+            if matches!(tg.port, 9345 | 6443) {
+                assert_eq!((hc.protocol.as_str(), hc.port), ("TCP", tg.port));
+                let l = snap.listeners.iter().find(|l| l.port == tg.port).unwrap();
+                assert_eq!(l.protocol, "TCP", "passthrough in every mode: {tables}");
+            } else {
+                assert_eq!(hc.path, path, "{tables}");
+            }
+            assert_eq!(tg.targets.len(), 3, "all nodes are targets of {}", tg.name);
+        }
+        assert!(o.plan(&spec).await.unwrap().is_noop(), "{tables}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_balancer_gets_the_registration_listeners() {
+    let sim = cloud();
+    let o = orchestrator(&sim, &CallCounter::new());
+    apply(&o, &spec_with("", "[kubernetes]\ndistribution = \"rke\"\n"))
+        .await
+        .unwrap();
+    let rke2 = spec();
+    let plan = o.plan(&rke2).await.unwrap();
+    assert!(!plan.is_noop(), "{plan}");
+    let inv = o.apply(&plan).await.unwrap();
+    assert_eq!(ports(&inv), BTreeSet::from([80, 443, 6443, 9345]));
+    assert!(o.plan(&rke2).await.unwrap().is_noop());
+}
+
+#[tokio::test(start_paused = true)]
+async fn install_with_a_token_file_reruns_as_a_no_op() {
+    let dir = std::env::temp_dir().join(format!("triad-e2e-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let tables = format!(
+        "[kubernetes]\ninstall = true\ntoken_file = {:?}\n",
+        token.display().to_string()
+    );
+    let sim = cloud();
+    let counter = CallCounter::new();
+    let o = orchestrator(&sim, &counter);
+    let spec = spec_with("", &tables);
+    let plan = o.plan(&spec).await.unwrap();
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let inv = o.apply(&plan).await.unwrap();
+    let k = inv.kubernetes.clone().expect("inventory.kubernetes");
+    assert_eq!(k.distribution, Distribution::Rke2);
+    assert_eq!(k.registration_address.as_deref(), Some(FQDN));
+    assert_eq!(
+        k.join_url.as_deref(),
+        Some("https://rancher.example.com:9345")
+    );
+    assert_eq!(
+        k.server_url.as_deref(),
+        Some("https://rancher.example.com:6443")
+    );
+
+    // Validated again (a new run), the spec gives the same user data: nothing changes.
+    let again = spec_with("", &tables);
+    counter.reset();
+    sim.reset_stats();
+    let plan = o.plan(&again).await.unwrap();
+    assert!(plan.is_noop(), "{plan}");
+    o.apply(&plan).await.unwrap();
+    assert_eq!(sim.stats().mutating, 0);
+    for n in ["rancher-1", "rancher-2"] {
+        assert_eq!(
+            triad::bootstrap::user_data(&spec, n),
+            triad::bootstrap::user_data(&again, n)
+        );
+    }
+
+    // The hand-over for install = true: no per-node files (the nodes have them),
+    // the Rancher chart and the kubeconfig command.
+    let files = render::bundle(&again, &inv);
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("nodes/") || *p == "token"),
+        "{paths:?}"
+    );
+    for want in [
+        "rancher/values.yaml",
+        "rancher/install.sh",
+        "kubeconfig.sh",
+        "inventory.json",
+    ] {
+        assert!(paths.contains(&want), "{want} in {paths:?}");
+    }
+    let out = dir.join("out");
+    render::write_to(&files, &out).unwrap();
+    let back: triad::Inventory =
+        serde_json::from_str(&std::fs::read_to_string(out.join("inventory.json")).unwrap())
+            .unwrap();
+    assert_eq!(back, inv);
+    let steps = render::next_steps(&again, &inv);
+    assert!(steps.contains("install rke2 themselves"), "{steps}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn rke_plan_warns_end_of_life() {
+    let sim = cloud();
+    let o = orchestrator(&sim, &CallCounter::new());
+    let spec = spec_with("", "[kubernetes]\ndistribution = \"rke\"\n");
+    let plan = o.plan(&spec).await.unwrap();
+    assert!(
+        plan.to_string()
+            .contains("! warning: kubernetes.distribution = \"rke\""),
+        "{plan}"
+    );
+    let inv = o.apply(&plan).await.unwrap();
+    let steps = render::next_steps(&spec, &inv);
+    assert!(steps.contains("rke up"), "{steps}");
+    let default = render::next_steps(&spec_with("", ""), &inv);
+    assert!(
+        default.contains("Install rke2"),
+        "RKE2 is the default next step: {default}"
+    );
+    assert!(!default.contains("rke up"));
+}
