@@ -43,7 +43,7 @@ const PASSWORD_VAR: &str = "PROXY_PASSWORD";
 /// #     cluster: "rancher".into(), region: "r".into(), nodes: vec![],
 /// #     load_balancer: LoadBalancer { id: "lb".into(), name: "lb".into(), mode: LbMode::L4,
 /// #         scheme: LbScheme::InternetFacing, state: LbState::Active, endpoint: None,
-/// #         listeners: vec![], targets: vec![] },
+/// #         listeners: vec![], targets: vec![], labels: Default::default() },
 /// #     dns: DnsEntry { fqdn: "rancher.example.com".into(), zone: "example.com".into(),
 /// #         kind: RecordKind::A, target: Endpoint::Ip { addresses: vec![] }, ttl: Some(60) },
 /// #     rancher_url: "https://rancher.example.com".into(), tls_external: false,
@@ -493,6 +493,7 @@ mod tests {
             private_ip: Some(format!("10.0.{n}.10").parse().unwrap()),
             public_ip: None,
             labels: BTreeMap::new(),
+            created_ms: None,
         }
     }
 
@@ -519,6 +520,7 @@ mod tests {
                 endpoint: Some(endpoint.clone()),
                 listeners: vec![],
                 targets: nodes.iter().map(|n| n.id.clone()).collect(),
+                labels: Default::default(),
             },
             nodes,
             dns: DnsEntry {

@@ -3,5 +3,6 @@
 
 mod common;
 mod crash;
+mod day2;
 mod e2e;
 mod secrets;

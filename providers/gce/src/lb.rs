@@ -954,6 +954,7 @@ impl GceProvider {
             endpoint,
             listeners: listeners(mode),
             targets,
+            labels: Default::default(),
         }))
     }
 

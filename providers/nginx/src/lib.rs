@@ -383,6 +383,7 @@ impl NginxProvider {
             endpoint: self.settings.address.as_deref().map(endpoint_of),
             listeners: render::listeners(h.mode, &self.settings),
             targets: ids(&h.targets),
+            labels: Default::default(),
         }
     }
 
@@ -644,6 +645,7 @@ pub fn balancer_cluster(cluster: &ClusterRef) -> ClusterRef {
         region: cluster.region.clone(),
         dns_zone: None,
         labels: cluster.labels.clone(),
+        id: cluster.id.clone(),
     }
 }
 
@@ -822,6 +824,7 @@ impl NginxProvider {
                 .map(|a| Endpoint::Ip { addresses: vec![a] }),
             listeners: render::listeners(mode, &self.settings),
             targets,
+            labels: Default::default(),
         }
     }
 
@@ -865,6 +868,7 @@ impl NginxProvider {
             endpoint: None,
             listeners: render::listeners(request.mode, &self.settings),
             targets: Vec::new(),
+            labels: Default::default(),
         })
     }
 

@@ -140,6 +140,7 @@ fn build(parts: &Parts) -> Option<LoadBalancer> {
         endpoint: b.endpoint.clone(),
         listeners,
         targets,
+        labels: b.labels.clone(),
     })
 }
 
@@ -656,6 +657,86 @@ impl LoadBalancerProvider for SimCloud {
                 &resource,
                 FailureKind::NotFound,
                 "the balancer does not exist",
+            )
+        })
+    }
+
+    async fn update_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+        let Some(balancer) = parts.balancer.clone() else {
+            return Err(Error::provider(
+                NAME,
+                "update load balancer",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer does not exist",
+            ));
+        };
+        // The certificate of the HTTPS listener (l7).
+        for l in parts.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            if l.certificate != request.certificate {
+                let (arn, cert) = (l.arn.clone(), request.certificate.clone());
+                if cert.is_none() {
+                    return Err(Error::provider(
+                        NAME,
+                        "update load balancer",
+                        &resource,
+                        FailureKind::InvalidRequest,
+                        "an HTTPS listener needs a certificate (load_balancer.certificate)",
+                    ));
+                }
+                self.call(SimApi::ModifyListener, &resource, |w, _, _| {
+                    let l = w.listeners.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                    l.certificate = cert;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        // The health check of every target group.
+        let prefix = tg_prefix(&lb.name);
+        for tg in parts
+            .target_groups
+            .iter()
+            .filter(|t| t.name.starts_with(&prefix))
+        {
+            if tg.health_check.path != request.health_check_path {
+                let arn = tg.arn.clone();
+                let path = request.health_check_path.clone();
+                self.call(SimApi::ModifyTargetGroup, &format!("target group {}", tg.name), |w, _, _| {
+                    let t = w.target_groups.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                    t.health_check.path = path;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        // The labels (the fingerprint among them).
+        let mut labels = request.labels.clone();
+        labels.extend(cluster.labels_for(Role::Lb));
+        if balancer.labels != labels {
+            let arn = balancer.arn.clone();
+            self.call(SimApi::ModifyTags, &resource, |w, _, _| {
+                let b = w.balancers.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                b.labels = labels;
+                Ok(())
+            })
+            .await?;
+        }
+        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+        build(&parts).ok_or_else(|| {
+            Error::provider(
+                NAME,
+                "update load balancer",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer vanished while it was being updated",
             )
         })
     }
