@@ -169,8 +169,13 @@ pub struct LoadBalancer {
     pub endpoint: Option<Endpoint>,
     /// Listeners.
     pub listeners: Vec<Listener>,
-    /// Ids of the nodes currently registered as targets, sorted.
+    /// Ids of the nodes currently registered as targets on every listener, sorted.
     pub targets: Vec<String>,
+    /// Ids registered on some listeners (target groups, backend services) but not
+    /// all — what an interrupted register or deregister leaves — sorted. The targets
+    /// are converged whenever this is not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_targets: Vec<String>,
     /// Labels on the balancer as discovered (ownership, cluster id, fingerprint);
     /// empty when the provider does not read them back.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

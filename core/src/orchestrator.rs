@@ -917,7 +917,7 @@ impl Orchestrator {
         let resource = Resource::Targets(lb.name.clone());
         let mut want: Vec<String> = members.iter().map(|n| n.id.clone()).collect();
         want.sort();
-        if lb.targets == want {
+        if lb.targets == want && lb.partial_targets.is_empty() {
             self.emit(Event::Unchanged { resource });
             return Ok(lb);
         }
@@ -1436,6 +1436,16 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
         .filter(|id| !wanted_ids.contains(*id))
         .map(|id| id.to_string())
         .collect();
+    let partial = match lb {
+        LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+            lb.partial_targets.clone()
+        }
+        LbAction::Create { .. } | LbAction::Replace { .. } => Vec::new(),
+    };
+    let remove: Vec<String> = remove
+        .into_iter()
+        .chain(partial.into_iter().filter(|id| !wanted_ids.contains(id.as_str())))
+        .collect();
     if add.is_empty() && remove.is_empty() && matches!(lb, LbAction::Keep { .. }) {
         TargetsAction::Keep
     } else {
@@ -1609,6 +1619,7 @@ mod tests {
             ],
             targets: targets.iter().map(|s| s.to_string()).collect(),
             labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 

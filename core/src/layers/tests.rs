@@ -126,6 +126,7 @@ fn lb() -> LoadBalancer {
         listeners: vec![],
         targets: vec![],
         labels: Default::default(),
+        partial_targets: Vec::new(),
     }
 }
 

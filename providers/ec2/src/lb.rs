@@ -312,6 +312,7 @@ impl Ec2 {
             listeners: listeners_of(&found.listeners, &found.groups),
             targets: targets_of(&per_group),
             labels: Default::default(),
+            partial_targets: Vec::new(),
         })
     }
 

@@ -955,6 +955,7 @@ impl GceProvider {
             listeners: listeners(mode),
             targets,
             labels: Default::default(),
+            partial_targets: Vec::new(),
         }))
     }
 

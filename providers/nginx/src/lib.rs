@@ -384,6 +384,7 @@ impl NginxProvider {
             listeners: render::listeners(h.mode, &self.settings),
             targets: ids(&h.targets),
             labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 
@@ -825,6 +826,7 @@ impl NginxProvider {
             listeners: render::listeners(mode, &self.settings),
             targets,
             labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 
@@ -869,6 +871,7 @@ impl NginxProvider {
             listeners: render::listeners(request.mode, &self.settings),
             targets: Vec::new(),
             labels: Default::default(),
+            partial_targets: Vec::new(),
         })
     }
 

@@ -131,6 +131,14 @@ fn build(parts: &Parts) -> Option<LoadBalancer> {
             .cloned()
             .collect(),
     };
+    let partial_targets: Vec<String> = tgs
+        .iter()
+        .flat_map(|t| t.targets.iter())
+        .filter(|id| !targets.contains(id))
+        .cloned()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
     Some(LoadBalancer {
         id: b.arn.clone(),
         name: b.name.clone(),
@@ -141,6 +149,7 @@ fn build(parts: &Parts) -> Option<LoadBalancer> {
         listeners,
         targets,
         labels: b.labels.clone(),
+        partial_targets,
     })
 }
 
