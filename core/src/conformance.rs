@@ -881,38 +881,70 @@ pub async fn dns_lock_conditional_write(dns: &dyn DnsProvider, fx: &Fixture) {
         dns.swap_txt(zone, &name, None, Some(&a)),
         dns.swap_txt(zone, &name, None, Some(&b)),
     );
-    let (won_a, won_b) = (ok(p, "swap_txt(writer-a)", won_a), ok(p, "swap_txt(writer-b)", won_b));
+    let (won_a, won_b) = (
+        ok(p, "swap_txt(writer-a)", won_a),
+        ok(p, "swap_txt(writer-b)", won_b),
+    );
     assert!(
         won_a ^ won_b,
         "[{p}] two writers creating {name}: exactly one must win (a: {won_a}, b: {won_b})"
     );
     let (winner, loser) = if won_a { (&a, &b) } else { (&b, &a) };
     assert_eq!(
-        ok(p, "read_txt() after the race", dns.read_txt(zone, &name).await).as_deref(),
+        ok(
+            p,
+            "read_txt() after the race",
+            dns.read_txt(zone, &name).await
+        )
+        .as_deref(),
         Some(winner.as_str()),
         "[{p}] the lock holds the winner's value"
     );
     assert!(
-        !ok(p, "swap_txt(loser → c)", dns.swap_txt(zone, &name, Some(loser), Some(&c)).await),
+        !ok(
+            p,
+            "swap_txt(loser → c)",
+            dns.swap_txt(zone, &name, Some(loser), Some(&c)).await
+        ),
         "[{p}] a swap from a value that is not there must fail"
     );
     assert!(
-        !ok(p, "swap_txt(none → c)", dns.swap_txt(zone, &name, None, Some(&c)).await),
+        !ok(
+            p,
+            "swap_txt(none → c)",
+            dns.swap_txt(zone, &name, None, Some(&c)).await
+        ),
         "[{p}] creating a lock that exists must fail"
     );
     assert!(
-        ok(p, "swap_txt(winner → c)", dns.swap_txt(zone, &name, Some(winner), Some(&c)).await),
+        ok(
+            p,
+            "swap_txt(winner → c)",
+            dns.swap_txt(zone, &name, Some(winner), Some(&c)).await
+        ),
         "[{p}] the holder's swap must succeed"
     );
     assert_eq!(
-        ok(p, "read_txt() after the swap", dns.read_txt(zone, &name).await).as_deref(),
+        ok(
+            p,
+            "read_txt() after the swap",
+            dns.read_txt(zone, &name).await
+        )
+        .as_deref(),
         Some(c.as_str())
     );
     assert!(
-        ok(p, "swap_txt(c → none)", dns.swap_txt(zone, &name, Some(&c), None).await),
+        ok(
+            p,
+            "swap_txt(c → none)",
+            dns.swap_txt(zone, &name, Some(&c), None).await
+        ),
         "[{p}] the holder's release must succeed"
     );
-    assert_eq!(ok(p, "read_txt() at the end", dns.read_txt(zone, &name).await), None);
+    assert_eq!(
+        ok(p, "read_txt() at the end", dns.read_txt(zone, &name).await),
+        None
+    );
 }
 
 /// Every check above but [`dns_refuses_foreign_record`] (which needs a record the

@@ -215,7 +215,10 @@ pub fn node_wanted(spec: &ValidSpec) -> Vec<Wanted> {
             format!(
                 "{}|{}|{}",
                 p.http,
-                p.https.as_ref().map(ToString::to_string).unwrap_or_default(),
+                p.https
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 p.no_proxy.join(",")
             )
         })
@@ -227,11 +230,7 @@ pub fn node_wanted(spec: &ValidSpec) -> Vec<Wanted> {
         Wanted::plain(Attribute::DiskGib, or_default(disk.as_deref())),
         Wanted::new(
             Attribute::SshKeys,
-            format!(
-                "{} key(s) for {}",
-                n.ssh_authorized_keys.len(),
-                n.ssh_user
-            ),
+            format!("{} key(s) for {}", n.ssh_authorized_keys.len(), n.ssh_user),
             &keys,
         ),
         Wanted::new(
@@ -332,7 +331,9 @@ mod tests {
 
     #[test]
     fn each_difference_is_named_and_classified() {
-        let old = labels_of(&node_wanted(&spec("image = \"ami-0a\"\nssh_allowed_cidrs = [\"10.0.0.0/8\"]")));
+        let old = labels_of(&node_wanted(&spec(
+            "image = \"ami-0a\"\nssh_allowed_cidrs = [\"10.0.0.0/8\"]",
+        )));
         let new = spec("image = \"ami-0b\"\nssh_allowed_cidrs = [\"10.1.0.0/16\"]");
         let changes = diff(&old, &node_wanted(&new));
         assert_eq!(changes.len(), 2, "{changes:?}");

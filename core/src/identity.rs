@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(check(&c, &[node("r-1", None)], None, &[]).unwrap(), None);
         let two = [node("r-1", Some("abc")), node("r-2", Some("def"))];
         let err = check(&c, &two, None, &[]).unwrap_err().to_string();
-        assert!(err.contains("node r-1") && err.contains("node r-2"), "{err}");
+        assert!(
+            err.contains("node r-1") && err.contains("node r-2"),
+            "{err}"
+        );
         assert!(err.contains("abc") && err.contains("def"), "{err}");
     }
 }

@@ -26,16 +26,16 @@ use tokio::sync::Semaphore;
 use crate::bootstrap;
 use crate::drift::{self, Change};
 use crate::error::{Error, Result, SpecProblem, SpecProblems};
-use crate::identity;
-use crate::lock;
-use crate::rollout;
 use crate::events::{Event, NoopObserver, Observer, Resource};
+use crate::identity;
 use crate::labels::Role;
+use crate::lock;
 use crate::model::{
     DnsEntry, Endpoint, Inventory, LbState, LoadBalancer, LoadBalancerRequest, Node, NodeRequest,
     Providers, Record, RecordKind, RecordRequest,
 };
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
+use crate::rollout;
 use crate::spec::{ClusterRef, LbMode, RecordChoice, ValidSpec};
 
 /// Deadlines and limits for the orchestrator.
@@ -695,7 +695,10 @@ impl Orchestrator {
         }
         // The record may live in another zone than the spec's now (a zone change):
         // the resources' labels say where it was made.
-        owned.extend(self.owned_in_label_zones(&cluster, &zone, &nodes, lb.as_ref()).await?);
+        owned.extend(
+            self.owned_in_label_zones(&cluster, &zone, &nodes, lb.as_ref())
+                .await?,
+        );
 
         let mut cluster = cluster;
         let records: Vec<&Record> = at_name.iter().chain(owned.iter()).collect();
@@ -819,16 +822,18 @@ impl Orchestrator {
         );
         let result = self.apply_inner(plan, &known).await;
         let released = self.unlock(lease).await;
-        result.and_then(|inv| released.map(|()| inv)).map_err(|source| {
-            apply_error(
-                source,
-                known
-                    .into_inner()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .into_iter()
-                    .collect(),
-            )
-        })
+        result
+            .and_then(|inv| released.map(|()| inv))
+            .map_err(|source| {
+                apply_error(
+                    source,
+                    known
+                        .into_inner()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .into_iter()
+                        .collect(),
+                )
+            })
     }
 
     /// Take the cluster's lock in its DNS zone (nothing when the cluster has no zone
@@ -1226,7 +1231,12 @@ impl Orchestrator {
             )
             .await?,
         );
-        identity::check(cluster, &nodes, lb.as_ref(), &records.iter().collect::<Vec<_>>())?;
+        identity::check(
+            cluster,
+            &nodes,
+            lb.as_ref(),
+            &records.iter().collect::<Vec<_>>(),
+        )?;
 
         let mut deleted = Vec::new();
         let mut failures: Vec<(String, Error)> = Vec::new();
@@ -1249,7 +1259,10 @@ impl Orchestrator {
             }
         }
         if !failures.is_empty() {
-            remaining.extend(lb.iter().map(|l| format!("load balancer {} ({})", l.name, l.id)));
+            remaining.extend(
+                lb.iter()
+                    .map(|l| format!("load balancer {} ({})", l.name, l.id)),
+            );
             remaining.extend(nodes.iter().map(|n| format!("node {} ({})", n.name, n.id)));
             remaining.push(format!("network plumbing of {}", cluster.name));
             return Err(Error::Destroy {
@@ -1420,7 +1433,9 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
     for a in nodes {
         match a {
             NodeAction::Create { name, .. } => add.push(name.clone()),
-            NodeAction::Keep { node } | NodeAction::Wait { node } | NodeAction::Update { node, .. } => {
+            NodeAction::Keep { node }
+            | NodeAction::Wait { node }
+            | NodeAction::Update { node, .. } => {
                 wanted_ids.insert(node.id.as_str());
                 if !current.contains(node.id.as_str()) {
                     add.push(node.name.clone());
@@ -1444,7 +1459,11 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
     };
     let remove: Vec<String> = remove
         .into_iter()
-        .chain(partial.into_iter().filter(|id| !wanted_ids.contains(id.as_str())))
+        .chain(
+            partial
+                .into_iter()
+                .filter(|id| !wanted_ids.contains(id.as_str())),
+        )
         .collect();
     if add.is_empty() && remove.is_empty() && matches!(lb, LbAction::Keep { .. }) {
         TargetsAction::Keep
@@ -1717,7 +1736,10 @@ mod tests {
             "caps"
         }
         fn capabilities(&self) -> crate::provider::DnsCapabilities {
-            crate::provider::DnsCapabilities { alias: self.0, lock: false }
+            crate::provider::DnsCapabilities {
+                alias: self.0,
+                lock: false,
+            }
         }
         async fn lookup(&self, _: &str, _: &str) -> Result<Option<Record>> {
             unreachable!()

@@ -120,7 +120,10 @@ pub trait LoadBalancerProvider: Send + Sync {
         lb: &LoadBalancer,
         _request: &LoadBalancerRequest,
     ) -> Result<LoadBalancer> {
-        Err(cannot_update(self.name(), format!("load balancer {}", lb.name)))
+        Err(cannot_update(
+            self.name(),
+            format!("load balancer {}", lb.name),
+        ))
     }
 }
 

@@ -116,10 +116,7 @@ pub fn plan_nodes(spec: &ValidSpec, zones: &[String], found: &[Node]) -> Vec<Nod
             for (dup, _) in dups {
                 actions.push(NodeAction::Delete {
                     node: (*dup).clone(),
-                    reason: format!(
-                        "duplicate of {} ({}), which is older",
-                        keep.name, keep.id
-                    ),
+                    reason: format!("duplicate of {} ({}), which is older", keep.name, keep.id),
                 });
             }
             for (old, changes) in stale {

@@ -135,7 +135,12 @@ async fn a_failed_apply_names_what_it_left_and_destroy_removes_it() {
 /// A Day 2 change: from `base` (applied cleanly) to `want`, failing mutating call `k`
 /// of the change (`None`: no fault), then rerunning. Returns the mutating calls the
 /// change made when it ran without a fault.
-async fn change_failing_at(base: &ValidSpec, want: &ValidSpec, k: Option<(u64, SimFault)>, n: usize) -> u64 {
+async fn change_failing_at(
+    base: &ValidSpec,
+    want: &ValidSpec,
+    k: Option<(u64, SimFault)>,
+    n: usize,
+) -> u64 {
     let sim = cloud();
     let counter = CallCounter::new();
     apply(&orchestrator(&sim, &counter), base).await.unwrap();
@@ -149,9 +154,9 @@ async fn change_failing_at(base: &ValidSpec, want: &ValidSpec, k: Option<(u64, S
         assert!(matches!(err, Error::Apply { .. }), "call {k}: {err}");
         sim.clear_faults();
         let o = orchestrator(&sim, &counter);
-        apply(&o, want)
-            .await
-            .unwrap_or_else(|e| panic!("rerun after a fault at mutating call {k} ({fault:?}): {e}"));
+        apply(&o, want).await.unwrap_or_else(|e| {
+            panic!("rerun after a fault at mutating call {k} ({fault:?}): {e}")
+        });
     } else {
         apply(&o, want).await.unwrap();
     }
@@ -171,7 +176,10 @@ fn new_image() -> ValidSpec {
 #[tokio::test(start_paused = true)]
 async fn every_mutating_call_of_a_rolling_replace_failing_then_rerun() {
     let n = change_failing_at(&spec(), &new_image(), None, 3).await;
-    assert!(n >= 12, "a rolling replace of 3 nodes makes many mutating calls, saw {n}");
+    assert!(
+        n >= 12,
+        "a rolling replace of 3 nodes makes many mutating calls, saw {n}"
+    );
     for k in 1..=n {
         for fault in [
             SimFault::on_any_mutating().before(),

@@ -174,8 +174,13 @@ async fn each_drift_kind_is_planned_applied_and_then_stable() {
                 .iter()
                 .all(|n| n.size.as_deref() == Some("t3.2xlarge"))),
             "ssh cidrs" => assert_eq!(snap.security_groups[0].ssh_cidrs, ["10.20.0.0/16"]),
-            "certificate" => assert!(snap.listeners.iter().any(|l| l.certificate.as_deref()
-                == Some("arn:aws:acm:us-east-1:1:certificate/new"))),
+            "certificate" => {
+                assert!(snap
+                    .listeners
+                    .iter()
+                    .any(|l| l.certificate.as_deref()
+                        == Some("arn:aws:acm:us-east-1:1:certificate/new")))
+            }
             "health check" => assert!(snap
                 .target_groups
                 .iter()
@@ -215,7 +220,10 @@ async fn rolling_replace_keeps_two_running_targets_at_every_instant() {
     let timeline = serving(&sim);
     assert!(!timeline.is_empty());
     for (api, resource, n) in &timeline {
-        assert!(*n >= 2, "{api} on {resource} left {n} running targets: {timeline:#?}");
+        assert!(
+            *n >= 2,
+            "{api} on {resource} left {n} running targets: {timeline:#?}"
+        );
     }
     // One node at a time: launch, register, deregister, terminate, then the next.
     let order: Vec<(SimApi, &str)> = timeline
@@ -300,7 +308,10 @@ async fn three_to_one_with_the_flag_says_etcd_loses_its_fault_tolerance() {
     let plan = o.plan(&one).await.unwrap();
     let steps = plan.rolling_steps();
     assert_eq!(steps.len(), 2);
-    assert!(steps[1].contains("Removes 1 of 2 etcd members (1 left"), "{steps:#?}");
+    assert!(
+        steps[1].contains("Removes 1 of 2 etcd members (1 left"),
+        "{steps:#?}"
+    );
     assert!(steps.iter().all(|s| s.contains("No etcd fault tolerance")));
     o.apply(&plan).await.unwrap();
     assert_converged(&sim.snapshot(), 1);
@@ -334,7 +345,10 @@ async fn a_cluster_with_the_same_name_and_another_id_is_refused() {
     let err = o.plan(&spec()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Identity { .. }), "{text}");
-    assert!(text.contains(&id) && text.contains("0123456789ab"), "{text}");
+    assert!(
+        text.contains(&id) && text.contains("0123456789ab"),
+        "{text}"
+    );
     assert!(text.contains("node rancher-7"), "{text}");
     // Destroy refuses too, and deletes nothing.
     let before = sim.snapshot();
@@ -372,14 +386,22 @@ async fn the_hostname_guard_finds_the_record_in_the_zone_the_labels_name() {
         ..Options::default()
     });
     let plan = o.plan(&moved).await.unwrap();
-    assert!(plan.to_string().contains("- DNS A rancher.example.com in example.com"));
+    assert!(plan
+        .to_string()
+        .contains("- DNS A rancher.example.com in example.com"));
     o.apply(&plan).await.unwrap();
     let snap = sim.snapshot();
     assert!(snap.record(ZONE, FQDN).is_none());
-    assert!(snap.record("other.example", "rancher.other.example").is_some());
+    assert!(snap
+        .record("other.example", "rancher.other.example")
+        .is_some());
 }
 
-fn with_lock_options(o: triad::Orchestrator, holder: &str, f: impl FnOnce(&mut Options)) -> triad::Orchestrator {
+fn with_lock_options(
+    o: triad::Orchestrator,
+    holder: &str,
+    f: impl FnOnce(&mut Options),
+) -> triad::Orchestrator {
     let mut options = Options {
         lock_holder: Some(holder.into()),
         ..Options::default()
@@ -421,7 +443,10 @@ async fn a_second_run_fails_naming_the_holder_or_waits_for_it() {
     second.await.unwrap().unwrap();
     assert_converged(&sim.snapshot(), 3);
     // Both let go of the lock.
-    let lock = sim.snapshot().txt(ZONE, &lock_name("rancher", ZONE)).cloned();
+    let lock = sim
+        .snapshot()
+        .txt(ZONE, &lock_name("rancher", ZONE))
+        .cloned();
     assert_eq!(lock, None);
 }
 
@@ -441,7 +466,10 @@ async fn a_stale_lock_is_broken_only_with_the_flag() {
         matches!(&err, Error::Locked { holder, stale: true, .. } if holder == "crashed-run"),
         "{err}"
     );
-    assert!(err.to_string().contains("break the lock explicitly"), "{err}");
+    assert!(
+        err.to_string().contains("break the lock explicitly"),
+        "{err}"
+    );
     assert!(sim.snapshot().live_nodes("rancher").is_empty());
 
     // A live lease is never broken, flag or not.
@@ -477,7 +505,10 @@ async fn destroy_stops_before_it_orphans_the_balancer() {
         panic!("expected Destroy, got {err}");
     };
     assert!(deleted.is_empty(), "{deleted:?}");
-    assert!(remaining.iter().any(|r| r.starts_with("load balancer")), "{remaining:?}");
+    assert!(
+        remaining.iter().any(|r| r.starts_with("load balancer")),
+        "{remaining:?}"
+    );
     assert_eq!(
         remaining.iter().filter(|r| r.starts_with("node ")).count(),
         3,

@@ -271,7 +271,10 @@ impl DnsProvider for Fake {
         "fake-dns"
     }
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: true, lock: false }
+        DnsCapabilities {
+            alias: true,
+            lock: false,
+        }
     }
     async fn lookup(&self, _: &str, fqdn: &str) -> Result<Option<Record>> {
         self.begin(Op::LookupRecord, fqdn).await?;
@@ -670,9 +673,14 @@ async fn every_method_maps_to_its_op() {
     p.read_txt("example.com", "_triad-lock.rancher.example.com")
         .await
         .unwrap();
-    p.swap_txt("example.com", "_triad-lock.rancher.example.com", None, Some("x"))
-        .await
-        .unwrap();
+    p.swap_txt(
+        "example.com",
+        "_triad-lock.rancher.example.com",
+        None,
+        Some("x"),
+    )
+    .await
+    .unwrap();
 
     for op in Op::ALL {
         assert_eq!(counter.count(op), 1, "{op}");

@@ -552,10 +552,16 @@ impl DnsProvider for Ec2 {
         // CREATE fails if a set exists. Either failing rejects the whole batch.
         let mut changes = Vec::new();
         if let Some(old) = expected {
-            changes.push(change(ChangeAction::Delete, txt_set(&name, old, LOCK_TTL)?)?);
+            changes.push(change(
+                ChangeAction::Delete,
+                txt_set(&name, old, LOCK_TTL)?,
+            )?);
         }
         if let Some(new) = new {
-            changes.push(change(ChangeAction::Create, txt_set(&name, new, LOCK_TTL)?)?);
+            changes.push(change(
+                ChangeAction::Create,
+                txt_set(&name, new, LOCK_TTL)?,
+            )?);
         }
         if changes.is_empty() {
             return Ok(self.read_txt(zone, &name).await?.is_none());

@@ -88,7 +88,10 @@ fn rrset(name: &str, kind: &str, ttl: u32, rrdatas: Vec<String>) -> ResourceReco
 }
 
 /// The record sets a request asks for: the record and its ownership TXT.
-fn desired(cluster: &ClusterRef, req: &RecordRequest) -> Result<(ResourceRecordSet, ResourceRecordSet)> {
+fn desired(
+    cluster: &ClusterRef,
+    req: &RecordRequest,
+) -> Result<(ResourceRecordSet, ResourceRecordSet)> {
     let main = match (&req.kind, &req.target) {
         (RecordKind::A, Endpoint::Ip { addresses }) => rrset(
             &req.fqdn,
@@ -358,13 +361,13 @@ impl GceProvider {
                 ..r
             })
             .ok_or_else(|| {
-            own(
-                "write record",
-                &req.fqdn,
-                FailureKind::Other,
-                "unreadable record",
-            )
-        })
+                own(
+                    "write record",
+                    &req.fqdn,
+                    FailureKind::Other,
+                    "unreadable record",
+                )
+            })
     }
 
     pub(crate) async fn dns_read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
@@ -550,13 +553,21 @@ mod tests {
             name: "lb.example.net".into(),
             alias_zone: None,
         };
-        let (main, _) = desired(&ClusterRef::new("rancher", "europe-west1"), &req(RecordKind::Cname, target.clone())).unwrap();
+        let (main, _) = desired(
+            &ClusterRef::new("rancher", "europe-west1"),
+            &req(RecordKind::Cname, target.clone()),
+        )
+        .unwrap();
         assert_eq!(main.rrdatas, vec!["lb.example.net."]);
         assert_eq!(
             to_record("example.com", &main, None).unwrap().target,
             target
         );
-        let e = desired(&ClusterRef::new("rancher", "europe-west1"), &req(RecordKind::Alias, target)).unwrap_err();
+        let e = desired(
+            &ClusterRef::new("rancher", "europe-west1"),
+            &req(RecordKind::Alias, target),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), Some(FailureKind::InvalidRequest));
     }
 }

@@ -200,7 +200,12 @@ pub(crate) const LOCK_TTL: u32 = 60;
 /// (`None`: delete it), with RFC 2136 prerequisites: the server applies the whole
 /// update only if the TXT RRset is exactly `expected` (2.4.2 value dependent, or
 /// 2.4.3 does not exist), so of two racing writers exactly one succeeds.
-pub(crate) fn swap_txt(zone: &Name, name: &Name, expected: Option<&str>, new: Option<&str>) -> Message {
+pub(crate) fn swap_txt(
+    zone: &Name,
+    name: &Name,
+    expected: Option<&str>,
+    new: Option<&str>,
+) -> Message {
     let mut m = update(zone);
     match expected {
         Some(v) => {

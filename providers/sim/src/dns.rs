@@ -106,7 +106,11 @@ fn holder(listing: &Listing, cluster: &str, fqdn: &str) -> Holder {
     }
 }
 
-fn to_record(set: &SimRecordSet, zone: &str, owner: Option<(String, Option<String>)>) -> Option<Record> {
+fn to_record(
+    set: &SimRecordSet,
+    zone: &str,
+    owner: Option<(String, Option<String>)>,
+) -> Option<Record> {
     let (kind, target) = match &set.data {
         SimRecordData::A(addresses) => (
             RecordKind::A,
@@ -310,7 +314,10 @@ impl DnsProvider for SimCloud {
     }
 
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: true, lock: true }
+        DnsCapabilities {
+            alias: true,
+            lock: true,
+        }
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {

@@ -718,11 +718,15 @@ impl LoadBalancerProvider for SimCloud {
             if tg.health_check.path != request.health_check_path {
                 let arn = tg.arn.clone();
                 let path = request.health_check_path.clone();
-                self.call(SimApi::ModifyTargetGroup, &format!("target group {}", tg.name), |w, _, _| {
-                    let t = w.target_groups.get_mut(&arn).ok_or_else(|| gone(&arn))?;
-                    t.health_check.path = path;
-                    Ok(())
-                })
+                self.call(
+                    SimApi::ModifyTargetGroup,
+                    &format!("target group {}", tg.name),
+                    |w, _, _| {
+                        let t = w.target_groups.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                        t.health_check.path = path;
+                        Ok(())
+                    },
+                )
                 .await?;
             }
         }

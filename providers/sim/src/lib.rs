@@ -119,9 +119,8 @@ use triad_core::{Error, FailureKind, Result};
 pub use config::{EndpointStyle, SimConfig, SimSettings};
 pub use fault::{FaultTarget, FaultTiming, FaultTrigger, SimApi, SimFault};
 pub use world::{
-    SimBalancer, SimHealthCheck, SimHostedZone, SimListener, SimListenerAction, SimNode,
-    SimEvent, SimRecordData, SimRecordSet, SimSecurityGroup, SimSnapshot, SimStats,
-    SimTargetGroup,
+    SimBalancer, SimEvent, SimHealthCheck, SimHostedZone, SimListener, SimListenerAction, SimNode,
+    SimRecordData, SimRecordSet, SimSecurityGroup, SimSnapshot, SimStats, SimTargetGroup,
 };
 
 use fault::ArmedFault;
@@ -266,7 +265,7 @@ impl SimCloud {
             return Err(dns::unknown_zone(&zone_name, "put TXT record"));
         };
         z.records
-            .retain(|r| !(r.fqdn == fqdn && !r.data.is_address()));
+            .retain(|r| r.fqdn != fqdn || r.data.is_address());
         z.records.push(SimRecordSet {
             fqdn,
             ttl: Some(60),

@@ -348,10 +348,9 @@ impl NodeProvider for SimCloud {
             return Ok(found);
         }
         self.call(SimApi::ModifyTags, &resource, |w, cfg, now| {
-            let i = w
-                .instances
-                .get_mut(&node.id)
-                .ok_or_else(|| ApiError::new(FailureKind::NotFound, "the instance does not exist"))?;
+            let i = w.instances.get_mut(&node.id).ok_or_else(|| {
+                ApiError::new(FailureKind::NotFound, "the instance does not exist")
+            })?;
             i.labels = labels;
             to_node(i, cfg, now)
                 .ok_or_else(|| ApiError::new(FailureKind::NotFound, "the instance has vanished"))

@@ -497,7 +497,13 @@ impl World {
     }
 
     /// Record a successful mutating call on the timeline.
-    pub(crate) fn record_event(&mut self, cfg: &SimConfig, now: Instant, api: SimApi, resource: &str) {
+    pub(crate) fn record_event(
+        &mut self,
+        cfg: &SimConfig,
+        now: Instant,
+        api: SimApi,
+        resource: &str,
+    ) {
         let running_targets = self
             .target_groups
             .values()
