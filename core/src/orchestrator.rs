@@ -173,10 +173,17 @@ pub enum LbAction {
         /// What differs (all in place).
         changes: Vec<Change>,
     },
-    /// It exists with another mode or scheme: delete it and create a new one.
+    /// It exists with another mode or scheme: make a new one named `name`. When the
+    /// provider lets two balancers coexist (`make_first`), the new one is made, given
+    /// the nodes and the DNS record, and only then is the old one deleted (no moment
+    /// without a balancer); otherwise the old one is deleted first.
     Replace {
         /// The balancer.
         lb: LoadBalancer,
+        /// The new balancer's name.
+        name: String,
+        /// Whether the new one is made before the old one goes.
+        make_first: bool,
         /// What differs.
         reason: String,
         /// Whether Rancher must be (re)installed with `tls=external` (l4 → l7) or
@@ -247,6 +254,9 @@ pub struct Plan {
     pub dns: DnsAction,
     /// Owned records at an old hostname, deleted when the hostname change was allowed.
     pub dns_delete: Vec<Record>,
+    /// Old balancers (another mode or scheme), deleted once the record points at the
+    /// new one.
+    pub lb_retire: Vec<LoadBalancer>,
     /// What discovery found.
     pub discovered: Discovered,
     #[serde(skip)]
@@ -269,7 +279,7 @@ impl Plan {
         let lb = usize::from(!matches!(self.load_balancer, LbAction::Keep { .. }));
         let targets = usize::from(!matches!(self.targets, TargetsAction::Keep));
         let dns = usize::from(!matches!(self.dns, DnsAction::Keep { .. }));
-        nodes + lb + targets + dns + self.dns_delete.len()
+        nodes + lb + targets + dns + self.dns_delete.len() + self.lb_retire.len()
     }
 
     /// Whether apply has nothing to do.
@@ -310,6 +320,7 @@ impl Plan {
             lb,
             reason,
             reinstall_rancher,
+            ..
         } = &self.load_balancer
         {
             out.push(format!(
@@ -426,17 +437,32 @@ impl fmt::Display for Plan {
             }
             LbAction::Replace {
                 lb,
+                name,
+                make_first,
                 reason,
                 reinstall_rancher,
             } => {
                 change += 1;
-                writeln!(f, "  -/+ load balancer {} ({reason}) → {lb_desc}", lb.name)?;
                 writeln!(
                     f,
-                    "      the old balancer is deleted before the new one is made: \
-                     {} does not answer until the new one is active and DNS points at it",
-                    spec.fqdn()
+                    "  -/+ load balancer {} ({reason}) → {name} ({lb_desc})",
+                    lb.name
                 )?;
+                if *make_first {
+                    writeln!(
+                        f,
+                        "      {name} is made and given the nodes, DNS is switched to it, \
+                         and only then is {} deleted: there is always a balancer",
+                        lb.name
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "      the old balancer is deleted before the new one is made: \
+                         {} does not answer until the new one is active and DNS points at it",
+                        spec.fqdn()
+                    )?;
+                }
                 if *reinstall_rancher {
                     writeln!(
                         f,
@@ -489,6 +515,17 @@ impl fmt::Display for Plan {
                     }
                 }
             },
+        }
+        for lb in &self.lb_retire {
+            if !matches!(&self.load_balancer, LbAction::Replace { lb: old, .. } if old.id == lb.id)
+            {
+                del += 1;
+                writeln!(
+                    f,
+                    "  - load balancer {} ({}): {} {}, replaced; deleted once DNS points at the new one",
+                    lb.name, lb.id, lb.mode, lb.scheme
+                )?;
+            }
         }
         for r in &self.dns_delete {
             del += 1;
@@ -671,10 +708,10 @@ impl Orchestrator {
         self.emit(Event::Discovering);
         let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
         let fqdn = spec.fqdn();
-        let (region_zones, nodes, lb, at_name, mut owned) = tokio::try_join!(
+        let (region_zones, nodes, lbs, at_name, mut owned) = tokio::try_join!(
             self.nodes.zones(&cluster),
             self.nodes.discover_nodes(&cluster),
-            self.lb.discover_load_balancer(&cluster),
+            self.lb.discover_load_balancers(&cluster),
             self.dns.lookup(&zone, &fqdn),
             self.dns.owned_records(&cluster, &zone),
         )?;
@@ -693,6 +730,14 @@ impl Orchestrator {
                 });
             }
         }
+        let (load_balancer, lb_retire) = plan_lb(spec, &cluster, &lbs, self.lb.coexists());
+        let lb = match &load_balancer {
+            LbAction::Create { .. } => None,
+            LbAction::Keep { lb }
+            | LbAction::Complete { lb }
+            | LbAction::Update { lb, .. }
+            | LbAction::Replace { lb, .. } => Some(lb.clone()),
+        };
         // The record may live in another zone than the spec's now (a zone change):
         // the resources' labels say where it was made.
         owned.extend(
@@ -718,7 +763,6 @@ impl Orchestrator {
         }
 
         let node_actions = rollout::plan_nodes(spec, &zones, &nodes);
-        let load_balancer = plan_lb(spec, &cluster, lb.as_ref());
         let targets = plan_targets(&node_actions, &load_balancer);
         let dns = match (&load_balancer, &at_name) {
             (LbAction::Keep { lb } | LbAction::Update { lb, .. }, Some(record)) => {
@@ -746,6 +790,7 @@ impl Orchestrator {
             targets,
             dns,
             dns_delete,
+            lb_retire,
             discovered: Discovered {
                 nodes,
                 load_balancer: lb,
@@ -874,9 +919,19 @@ impl Orchestrator {
         let note = |s: String| {
             known.lock().unwrap_or_else(|e| e.into_inner()).insert(s);
         };
+        // A new balancer made beside the old one gets its targets before the record
+        // moves to it; otherwise the record is written as soon as the balancer is up.
+        let make_first = !plan.lb_retire.is_empty()
+            || matches!(
+                plan.load_balancer,
+                LbAction::Replace {
+                    make_first: true,
+                    ..
+                }
+            );
         let (nodes, lb_and_record) = tokio::join!(
             self.apply_nodes(plan, &note),
-            self.apply_lb_and_dns(plan, &note)
+            self.apply_lb_and_dns(plan, &note, !make_first)
         );
         // Report the node failure first if both failed: it is usually the cause.
         let nodes = nodes?;
@@ -893,6 +948,19 @@ impl Orchestrator {
             }
         }
         let lb = self.converge_targets(plan, lb, &members).await?;
+        let record = match record {
+            Some(r) => r,
+            None => self.apply_dns(plan, &lb, &note).await?,
+        };
+        // The old balancers leave only once the record points at the new one.
+        for old in &plan.lb_retire {
+            self.step(
+                Resource::LoadBalancer(old.name.clone()),
+                "deleting (replaced)",
+                self.lb.delete_load_balancer_named(&plan.cluster, &old.name),
+            )
+            .await?;
+        }
         let (lb, nodes) = self.roll(plan, lb, members, &note).await?;
 
         let spec = &plan.spec;
@@ -1097,10 +1165,17 @@ impl Orchestrator {
         &self,
         plan: &Plan,
         note: &(dyn Fn(String) + Sync),
-    ) -> Result<(LoadBalancer, Record)> {
+        with_dns: bool,
+    ) -> Result<(LoadBalancer, Option<Record>)> {
         let spec = &plan.spec;
         let cluster = &plan.cluster;
-        let request = lb_request(spec, cluster, &plan.zones);
+        let name = match &plan.load_balancer {
+            LbAction::Create { name } | LbAction::Replace { name, .. } => name,
+            LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+                &lb.name
+            }
+        };
+        let request = lb_request(spec, cluster, &plan.zones, name);
         let resource = Resource::LoadBalancer(request.name.clone());
         let lb = match &plan.load_balancer {
             LbAction::Keep { lb } => {
@@ -1116,7 +1191,10 @@ impl Orchestrator {
                 .await?
             }
             action => {
-                if let LbAction::Replace { .. } = action {
+                if let LbAction::Replace {
+                    make_first: false, ..
+                } = action
+                {
                     self.step(
                         resource.clone(),
                         "deleting (mode or scheme changed)",
@@ -1152,7 +1230,22 @@ impl Orchestrator {
                 lb
             }
         };
+        let record = if with_dns {
+            Some(self.apply_dns(plan, &lb, note).await?)
+        } else {
+            None
+        };
+        Ok((lb, record))
+    }
 
+    /// Point the DNS record at `lb` (deleting the records of an old hostname first).
+    async fn apply_dns(
+        &self,
+        plan: &Plan,
+        lb: &LoadBalancer,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Record> {
+        let (spec, cluster) = (&plan.spec, &plan.cluster);
         let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
         for old in &plan.dns_delete {
             self.step(
@@ -1169,7 +1262,7 @@ impl Orchestrator {
                 record.clone()
             }
             DnsAction::Upsert { .. } => {
-                let req = desired_record(spec, &lb, self.dns.as_ref())?;
+                let req = desired_record(spec, lb, self.dns.as_ref())?;
                 let record = self
                     .step(
                         resource.clone(),
@@ -1193,7 +1286,7 @@ impl Orchestrator {
                 record
             }
         };
-        Ok((lb, record))
+        Ok(record)
     }
 
     /// Delete everything carrying the cluster's labels, in reverse dependency order:
@@ -1389,36 +1482,67 @@ fn choose_zones(spec: &ValidSpec, region_zones: &[String]) -> Result<Vec<String>
     }
 }
 
-/// What to do with the balancer: keep, complete, update in place or replace.
-fn plan_lb(spec: &ValidSpec, cluster: &ClusterRef, lb: Option<&LoadBalancer>) -> LbAction {
-    let Some(lb) = lb else {
-        return LbAction::Create {
-            name: cluster.name.clone(),
-        };
-    };
+/// What to do with the balancer (keep, complete, update in place, replace or
+/// create), and which balancers of another mode or scheme to delete once the record
+/// points at the new one.
+fn plan_lb(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    found: &[LoadBalancer],
+    coexists: bool,
+) -> (LbAction, Vec<LoadBalancer>) {
     let want = &spec.load_balancer;
-    if lb.mode != want.mode || lb.scheme != want.scheme {
-        return LbAction::Replace {
-            lb: lb.clone(),
-            reason: format!(
-                "is {} {}, the spec asks for {} {}",
-                lb.mode, lb.scheme, want.mode, want.scheme
-            ),
-            reinstall_rancher: lb.mode != want.mode,
-        };
+    let (matching, stale): (Vec<&LoadBalancer>, Vec<&LoadBalancer>) = found
+        .iter()
+        .partition(|lb| lb.mode == want.mode && lb.scheme == want.scheme);
+    let retire = |skip: usize| -> Vec<LoadBalancer> {
+        matching
+            .iter()
+            .skip(skip)
+            .chain(stale.iter())
+            .map(|lb| (*lb).clone())
+            .collect()
+    };
+    if let Some(lb) = matching.first() {
+        let lb = (*lb).clone();
+        let action =
+            if lb.state != LbState::Active || lb.endpoint.is_none() || lb.listeners.len() < 2 {
+                LbAction::Complete { lb }
+            } else {
+                let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
+                if changes.is_empty() {
+                    LbAction::Keep { lb }
+                } else {
+                    LbAction::Update { lb, changes }
+                }
+            };
+        return (action, retire(1));
     }
-    if lb.state != LbState::Active || lb.endpoint.is_none() || lb.listeners.len() < 2 {
-        return LbAction::Complete { lb: lb.clone() };
-    }
-    let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
-    if changes.is_empty() {
-        LbAction::Keep { lb: lb.clone() }
+    let Some(old) = stale.first() else {
+        return (
+            LbAction::Create {
+                name: cluster.name.clone(),
+            },
+            Vec::new(),
+        );
+    };
+    // Two names take turns, so the new balancer never collides with the old one.
+    let name = if coexists && old.name == cluster.name {
+        format!("{}-b", cluster.name)
     } else {
-        LbAction::Update {
-            lb: lb.clone(),
-            changes,
-        }
-    }
+        cluster.name.clone()
+    };
+    let action = LbAction::Replace {
+        lb: (*old).clone(),
+        name,
+        make_first: coexists,
+        reason: format!(
+            "is {} {}, the spec asks for {} {}",
+            old.mode, old.scheme, want.mode, want.scheme
+        ),
+        reinstall_rancher: old.mode != want.mode,
+    };
+    (action, if coexists { retire(0) } else { Vec::new() })
 }
 
 fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
@@ -1494,11 +1618,16 @@ pub(crate) fn node_request(
     }
 }
 
-fn lb_request(spec: &ValidSpec, cluster: &ClusterRef, zones: &[String]) -> LoadBalancerRequest {
+fn lb_request(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    zones: &[String],
+    name: &str,
+) -> LoadBalancerRequest {
     let mut labels = cluster.labels_for(Role::Lb);
     labels.extend(drift::labels_of(&drift::load_balancer_wanted(spec)));
     LoadBalancerRequest {
-        name: cluster.name.clone(),
+        name: name.to_owned(),
         mode: spec.load_balancer.mode,
         scheme: spec.load_balancer.scheme,
         certificate: spec.load_balancer.certificate.clone(),

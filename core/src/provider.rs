@@ -125,6 +125,35 @@ pub trait LoadBalancerProvider: Send + Sync {
             format!("load balancer {}", lb.name),
         ))
     }
+
+    /// Whether two balancers of the cluster, named by their requests, can exist side
+    /// by side, so a mode or scheme change makes the new one, points DNS at it and
+    /// only then deletes the old one. The default says no: the old one is deleted
+    /// first.
+    fn coexists(&self) -> bool {
+        false
+    }
+
+    /// Every balancer of the cluster (two during a mode change when
+    /// [`LoadBalancerProvider::coexists`]). The default is the one
+    /// [`LoadBalancerProvider::discover_load_balancer`] finds.
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        Ok(self
+            .discover_load_balancer(cluster)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// Delete the balancer named `name` and its parts only (the old one of a mode
+    /// change). Only called when [`LoadBalancerProvider::coexists`]; the default refuses.
+    async fn delete_load_balancer_named(
+        &self,
+        _cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        Err(cannot_update(self.name(), format!("load balancer {name}")))
+    }
 }
 
 fn cannot_update(provider: &str, resource: String) -> Error {
@@ -351,6 +380,15 @@ macro_rules! forward_provider_traits {
             }
             async fn update_load_balancer(&self, cluster: &ClusterRef, lb: &LoadBalancer, request: &LoadBalancerRequest) -> Result<LoadBalancer> {
                 (**self).update_load_balancer(cluster, lb, request).await
+            }
+            fn coexists(&self) -> bool {
+                (**self).coexists()
+            }
+            async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+                (**self).discover_load_balancers(cluster).await
+            }
+            async fn delete_load_balancer_named(&self, cluster: &ClusterRef, name: &str) -> Result<Vec<String>> {
+                (**self).delete_load_balancer_named(cluster, name).await
             }
         }
 

@@ -204,3 +204,21 @@ async fn every_mutating_call_of_a_scale_down_failing_then_rerun() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_mutating_call_of_a_balancer_mode_change_failing_then_rerun() {
+    let mut l7 = spec().into_inner();
+    l7.load_balancer.mode = triad::spec::LbMode::L7;
+    l7.load_balancer.certificate = Some("arn:aws:acm:us-east-1:1:certificate/x".into());
+    let l7 = l7.validate().unwrap();
+    let n = change_failing_at(&spec(), &l7, None, 3).await;
+    assert!(n >= 8, "saw {n}");
+    for k in 1..=n {
+        for fault in [
+            SimFault::on_any_mutating().before(),
+            SimFault::on_any_mutating().after(),
+        ] {
+            change_failing_at(&spec(), &l7, Some((k, fault)), 3).await;
+        }
+    }
+}

@@ -525,22 +525,25 @@ async fn destroy_stops_before_it_orphans_the_balancer() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_mode_change_is_planned_as_a_replace_that_needs_rancher_reinstalled() {
+async fn a_mode_change_makes_the_new_balancer_first_and_says_rancher_needs_reinstalling() {
     let sim = applied(&spec()).await;
     let o = orchestrator(&sim, &CallCounter::new());
     let plan = o.plan(&l7()).await.unwrap();
     assert!(
         matches!(
-            plan.load_balancer,
+            &plan.load_balancer,
             LbAction::Replace {
                 reinstall_rancher: true,
+                make_first: true,
+                name,
                 ..
-            }
+            } if name == "rancher-b"
         ),
         "{plan}"
     );
     let text = plan.to_string();
     assert!(text.contains("--set tls=external"), "{text}");
+    assert!(text.contains("there is always a balancer"), "{text}");
     assert!(plan
         .destructive()
         .iter()
@@ -549,4 +552,46 @@ async fn a_mode_change_is_planned_as_a_replace_that_needs_rancher_reinstalled() 
         .nodes
         .iter()
         .all(|a| matches!(a, NodeAction::Keep { .. })));
+
+    sim.reset_stats();
+    o.apply(&plan).await.unwrap();
+    // Make the new one, give it the nodes, move the record, then delete the old one.
+    let timeline = sim.timeline();
+    let at = |api: SimApi, resource: &str| {
+        timeline
+            .iter()
+            .position(|e| e.api == api && e.resource.contains(resource))
+            .unwrap_or_else(|| panic!("no {api} on {resource}: {timeline:#?}"))
+    };
+    let created = at(SimApi::CreateBalancer, "rancher-b");
+    let registered = at(SimApi::RegisterTargets, "rancher-b-http-80");
+    let switched = timeline
+        .iter()
+        .position(|e| e.api == SimApi::ChangeRecords && e.resource == format!("record {FQDN}"))
+        .expect("the record moved");
+    let deleted = at(SimApi::DeleteBalancer, "load balancer rancher");
+    assert!(
+        created < registered && registered < switched && switched < deleted,
+        "{created} {registered} {switched} {deleted}: {timeline:#?}"
+    );
+    // The record's target kept serving: the old balancer had its 3 targets until the
+    // record moved, the new one has them from before the switch.
+    assert!(timeline[..deleted]
+        .iter()
+        .all(|e| e.running_targets.get("rancher-tcp-80") == Some(&3)));
+    let snap = sim.snapshot();
+    assert_converged(&snap, 3);
+    assert_eq!(snap.balancers[0].name, "rancher-b");
+    assert_stable(&sim, &l7()).await;
+
+    // And back: the names take turns.
+    let plan = o.plan(&spec()).await.unwrap();
+    assert!(
+        matches!(&plan.load_balancer, LbAction::Replace { name, reinstall_rancher: true, .. } if name == "rancher"),
+        "{plan}"
+    );
+    assert!(plan.to_string().contains("without `tls=external`"));
+    o.apply(&plan).await.unwrap();
+    assert_converged(&sim.snapshot(), 3);
+    assert_eq!(sim.snapshot().balancers[0].name, "rancher");
 }

@@ -481,6 +481,30 @@ impl<P: LoadBalancerProvider, L: Layer> LoadBalancerProvider for Layered<P, L> {
             .call(Op::UpdateLoadBalancer, &resource, &call)
             .await
     }
+
+    fn coexists(&self) -> bool {
+        self.inner.coexists()
+    }
+
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        let resource = format!("load balancers of cluster {}", cluster.name);
+        let call = || self.inner.discover_load_balancers(cluster);
+        self.layer
+            .call(Op::DiscoverLoadBalancer, &resource, &call)
+            .await
+    }
+
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let resource = format!("load balancer {name}");
+        let call = || self.inner.delete_load_balancer_named(cluster, name);
+        self.layer
+            .call(Op::DeleteLoadBalancer, &resource, &call)
+            .await
+    }
 }
 
 #[async_trait]

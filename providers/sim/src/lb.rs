@@ -94,17 +94,22 @@ struct Parts {
     target_groups: Vec<SimTargetGroup>,
 }
 
-fn tg_prefix(lb_name: &str) -> String {
-    format!("{lb_name}-")
+/// Whether the target group named `tg` belongs to the balancer named `lb_name` (two
+/// balancers of one cluster, `rancher` and `rancher-b`, live side by side during a
+/// mode change: a prefix would mix their target groups).
+fn is_tg_of(lb_name: &str, tg: &str) -> bool {
+    ["tcp-80", "tcp-443", "http-80"]
+        .iter()
+        .any(|suffix| tg == format!("{lb_name}-{suffix}"))
 }
 
 fn build(parts: &Parts) -> Option<LoadBalancer> {
     let b = parts.balancer.as_ref()?;
-    let prefix = tg_prefix(&b.name);
+
     let tgs: Vec<&SimTargetGroup> = parts
         .target_groups
         .iter()
-        .filter(|t| t.name.starts_with(&prefix))
+        .filter(|t| is_tg_of(&b.name, &t.name))
         .collect();
     let mut listeners: Vec<Listener> = parts
         .listeners
@@ -512,6 +517,67 @@ impl SimCloud {
     }
 }
 
+impl SimCloud {
+    /// Delete a balancer's listeners, then the balancer.
+    async fn delete_balancer(&self, b: &crate::world::SimBalancer) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for l in self.describe_listeners(&b.name, &b.arn).await? {
+            let resource = format!("listener {}:{}", b.name, l.port);
+            let arn = l.arn.clone();
+            if self
+                .delete_part(SimApi::DeleteListener, &resource, |w| {
+                    w.listeners
+                        .remove(&arn)
+                        .map(|_| ())
+                        .ok_or_else(|| gone(&arn))
+                })
+                .await?
+            {
+                deleted.push(resource);
+            }
+        }
+        let resource = format!("load balancer {}", b.name);
+        let arn = b.arn.clone();
+        if self
+            .delete_part(SimApi::DeleteBalancer, &resource, |w| {
+                w.balancers.remove(&arn).ok_or_else(|| gone(&arn))?;
+                // Like ELB, deleting a balancer deletes whatever listeners remain.
+                w.listeners.retain(|_, l| l.balancer_arn != arn);
+                Ok(())
+            })
+            .await?
+        {
+            deleted.push(resource);
+        }
+        Ok(deleted)
+    }
+
+    /// Delete a target group no listener uses.
+    async fn delete_target_group(&self, tg: &SimTargetGroup) -> Result<Vec<String>> {
+        let resource = format!("target group {}", tg.name);
+        let arn = tg.arn.clone();
+        let deleted = self
+            .delete_part(SimApi::DeleteTargetGroup, &resource, |w| {
+                if let Some(l) = w
+                    .listeners
+                    .values()
+                    .find(|l| l.action == SimListenerAction::Forward(arn.clone()))
+                {
+                    return Err(ApiError::new(
+                        FailureKind::Conflict,
+                        format!("target group is in use by listener {}", l.arn),
+                    ));
+                }
+                w.target_groups
+                    .remove(&arn)
+                    .map(|_| ())
+                    .ok_or_else(|| gone(&arn))
+            })
+            .await?;
+        Ok(if deleted { vec![resource] } else { Vec::new() })
+    }
+}
+
 fn gone(what: &str) -> ApiError {
     ApiError::new(FailureKind::NotFound, format!("{what} does not exist"))
 }
@@ -529,6 +595,45 @@ impl LoadBalancerProvider for SimCloud {
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         let parts = self.discover_parts(cluster, None).await?;
         Ok(build(&parts))
+    }
+
+    fn coexists(&self) -> bool {
+        true
+    }
+
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        let mut out = Vec::new();
+        for b in self.describe_balancers(cluster).await? {
+            let parts = self.discover_parts(cluster, Some(&b.name)).await?;
+            out.extend(build(&parts));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for b in self
+            .describe_balancers(cluster)
+            .await?
+            .into_iter()
+            .filter(|b| b.name == name)
+        {
+            deleted.extend(self.delete_balancer(&b).await?);
+        }
+        for tg in self
+            .describe_target_groups(cluster)
+            .await?
+            .into_iter()
+            .filter(|t| is_tg_of(name, &t.name))
+        {
+            deleted.extend(self.delete_target_group(&tg).await?);
+        }
+        Ok(deleted)
     }
 
     async fn create_load_balancer(
@@ -629,12 +734,11 @@ impl LoadBalancerProvider for SimCloud {
         nodes: &[Node],
     ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
-        let prefix = tg_prefix(&lb.name);
         let tgs: Vec<SimTargetGroup> = self
             .describe_target_groups(cluster)
             .await?
             .into_iter()
-            .filter(|t| t.name.starts_with(&prefix))
+            .filter(|t| is_tg_of(&lb.name, &t.name))
             .collect();
         if tgs.is_empty() {
             return Err(Error::provider(
@@ -709,11 +813,10 @@ impl LoadBalancerProvider for SimCloud {
             }
         }
         // The health check of every target group.
-        let prefix = tg_prefix(&lb.name);
         for tg in parts
             .target_groups
             .iter()
-            .filter(|t| t.name.starts_with(&prefix))
+            .filter(|t| is_tg_of(&lb.name, &t.name))
         {
             if tg.health_check.path != request.health_check_path {
                 let arn = tg.arn.clone();
@@ -757,59 +860,10 @@ impl LoadBalancerProvider for SimCloud {
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
         for b in self.describe_balancers(cluster).await? {
-            for l in self.describe_listeners(&b.name, &b.arn).await? {
-                let resource = format!("listener {}:{}", b.name, l.port);
-                let arn = l.arn.clone();
-                if self
-                    .delete_part(SimApi::DeleteListener, &resource, |w| {
-                        w.listeners
-                            .remove(&arn)
-                            .map(|_| ())
-                            .ok_or_else(|| gone(&arn))
-                    })
-                    .await?
-                {
-                    deleted.push(resource);
-                }
-            }
-            let resource = format!("load balancer {}", b.name);
-            let arn = b.arn.clone();
-            if self
-                .delete_part(SimApi::DeleteBalancer, &resource, |w| {
-                    w.balancers.remove(&arn).ok_or_else(|| gone(&arn))?;
-                    // Like ELB, deleting a balancer deletes whatever listeners remain.
-                    w.listeners.retain(|_, l| l.balancer_arn != arn);
-                    Ok(())
-                })
-                .await?
-            {
-                deleted.push(resource);
-            }
+            deleted.extend(self.delete_balancer(&b).await?);
         }
         for tg in self.describe_target_groups(cluster).await? {
-            let resource = format!("target group {}", tg.name);
-            let arn = tg.arn.clone();
-            if self
-                .delete_part(SimApi::DeleteTargetGroup, &resource, |w| {
-                    if let Some(l) = w
-                        .listeners
-                        .values()
-                        .find(|l| l.action == SimListenerAction::Forward(arn.clone()))
-                    {
-                        return Err(ApiError::new(
-                            FailureKind::Conflict,
-                            format!("target group is in use by listener {}", l.arn),
-                        ));
-                    }
-                    w.target_groups
-                        .remove(&arn)
-                        .map(|_| ())
-                        .ok_or_else(|| gone(&arn))
-                })
-                .await?
-            {
-                deleted.push(resource);
-            }
+            deleted.extend(self.delete_target_group(&tg).await?);
         }
         Ok(deleted)
     }

@@ -264,8 +264,7 @@ impl SimCloud {
         let Some(z) = w.zones.get_mut(&zone_name) else {
             return Err(dns::unknown_zone(&zone_name, "put TXT record"));
         };
-        z.records
-            .retain(|r| r.fqdn != fqdn || r.data.is_address());
+        z.records.retain(|r| r.fqdn != fqdn || r.data.is_address());
         z.records.push(SimRecordSet {
             fqdn,
             ttl: Some(60),
