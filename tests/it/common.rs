@@ -14,32 +14,7 @@ pub const FQDN: &str = "rancher.example.com";
 /// The quickstart's spec, with `extra` TOML appended to the top level (before any
 /// table) and `tables` after.
 pub fn spec_with(extra: &str, tables: &str) -> ValidSpec {
-    let text = format!(
-        r#"
-name = "rancher"
-region = "us-east-1"
-{extra}
-
-[nodes]
-size = "t3.xlarge"
-image = "ami-0123456789abcdef0"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGU admin@example"]
-
-[proxy]
-http = "http://proxy.internal:3128"
-no_proxy = ["corp.internal"]
-
-[dns]
-zone = "{ZONE}"
-hostname = "{FQDN}"
-
-{tables}
-"#
-    );
-    ClusterSpec::from_toml(&text)
-        .expect("test spec parses")
-        .validate()
-        .expect("test spec is valid")
+    spec_nodes("", extra, tables)
 }
 
 pub fn spec() -> ValidSpec {
