@@ -25,13 +25,13 @@ use triad::Orchestrator;
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    common::exit(run(args).await)
+    common::exit_code(run(args).await)
 }
 
-async fn run(args: CloudArgs) -> triad::Result<()> {
+async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let spec = common::load_spec(&args)?;
     let aws = Arc::new(Ec2::from_spec(&spec).await?);
     // No retry layer: the AWS SDK retries throttled and transient calls itself.
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws).with_options(args.options());
-    common::run(triad, &spec, args.command, args.output, args.out.as_deref()).await
+    common::run(triad, &spec, &args).await
 }

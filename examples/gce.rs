@@ -26,10 +26,10 @@ use triad::Orchestrator;
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    common::exit(run(args).await)
+    common::exit_code(run(args).await)
 }
 
-async fn run(args: CloudArgs) -> triad::Result<()> {
+async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let spec = common::load_spec(&args)?;
     let connection = Connection::from_env();
     if let Some(endpoint) = &connection.endpoint {
@@ -38,5 +38,5 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
     let gce = Arc::new(GceProvider::from_spec_with(&spec, connection).await?);
     let orchestrator =
         Orchestrator::new(gce.clone(), gce.clone(), gce).with_options(args.options());
-    common::run(orchestrator, &spec, args.command, args.output, args.out.as_deref()).await
+    common::run(orchestrator, &spec, &args).await
 }

@@ -36,10 +36,10 @@ use triad::{NodeProvider, Orchestrator};
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    common::exit(run(args).await)
+    common::exit_code(run(args).await)
 }
 
-async fn run(args: CloudArgs) -> triad::Result<()> {
+async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let spec = common::load_spec(&args)?;
     let mut vsphere = VsphereProvider::from_spec(&spec).await?;
     if std::env::var("TRIAD_VCSIM_GUEST_IPS").as_deref() == Ok("1") {
@@ -54,7 +54,7 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
     let lb = Arc::new(NginxProvider::from_spec(&spec, Some(nodes.clone()))?);
     let dns = Arc::new(Rfc2136Provider::from_spec(&spec)?);
     let triad = Orchestrator::new(nodes, lb, dns).with_options(args.options());
-    common::run(triad, &spec, args.command, args.output, args.out.as_deref()).await
+    common::run(triad, &spec, &args).await
 }
 
 /// A distinct 10.x.y.z per VM name (FNV-1a), for vcsim's `SET.guest.ipAddress`.

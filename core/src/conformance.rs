@@ -867,6 +867,101 @@ pub async fn dns_refuses_foreign_record(dns: &dyn DnsProvider, fx: &Fixture, for
     );
 }
 
+/// The lock's conditional write ([`DnsProvider::swap_txt`]): two writers racing to
+/// create the lock, exactly one wins; a swap from a value that is not there changes
+/// nothing; the holder's swap and delete succeed. Skipped (returns) when the provider
+/// says it cannot hold a lock ([`DnsCapabilities::lock`](crate::provider::DnsCapabilities)).
+pub async fn dns_lock_conditional_write(dns: &dyn DnsProvider, fx: &Fixture) {
+    let p = dns.name();
+    if !dns.capabilities().lock {
+        return;
+    }
+    let zone = &fx.dns_zone;
+    let name = crate::lock::lock_name(&fx.cluster.name, zone);
+    let value = |holder: &str| {
+        crate::lock::LockRecord {
+            holder: holder.into(),
+            since: 1,
+            expires: 2,
+        }
+        .to_txt()
+    };
+    let (a, b, c) = (value("writer-a"), value("writer-b"), value("writer-c"));
+    assert_eq!(
+        ok(p, "read_txt() before", dns.read_txt(zone, &name).await),
+        None,
+        "[{p}] a lock record exists at {name} before the check"
+    );
+    let (won_a, won_b) = tokio::join!(
+        dns.swap_txt(zone, &name, None, Some(&a)),
+        dns.swap_txt(zone, &name, None, Some(&b)),
+    );
+    let (won_a, won_b) = (
+        ok(p, "swap_txt(writer-a)", won_a),
+        ok(p, "swap_txt(writer-b)", won_b),
+    );
+    assert!(
+        won_a ^ won_b,
+        "[{p}] two writers creating {name}: exactly one must win (a: {won_a}, b: {won_b})"
+    );
+    let (winner, loser) = if won_a { (&a, &b) } else { (&b, &a) };
+    assert_eq!(
+        ok(
+            p,
+            "read_txt() after the race",
+            dns.read_txt(zone, &name).await
+        )
+        .as_deref(),
+        Some(winner.as_str()),
+        "[{p}] the lock holds the winner's value"
+    );
+    assert!(
+        !ok(
+            p,
+            "swap_txt(loser → c)",
+            dns.swap_txt(zone, &name, Some(loser), Some(&c)).await
+        ),
+        "[{p}] a swap from a value that is not there must fail"
+    );
+    assert!(
+        !ok(
+            p,
+            "swap_txt(none → c)",
+            dns.swap_txt(zone, &name, None, Some(&c)).await
+        ),
+        "[{p}] creating a lock that exists must fail"
+    );
+    assert!(
+        ok(
+            p,
+            "swap_txt(winner → c)",
+            dns.swap_txt(zone, &name, Some(winner), Some(&c)).await
+        ),
+        "[{p}] the holder's swap must succeed"
+    );
+    assert_eq!(
+        ok(
+            p,
+            "read_txt() after the swap",
+            dns.read_txt(zone, &name).await
+        )
+        .as_deref(),
+        Some(c.as_str())
+    );
+    assert!(
+        ok(
+            p,
+            "swap_txt(c → none)",
+            dns.swap_txt(zone, &name, Some(&c), None).await
+        ),
+        "[{p}] the holder's release must succeed"
+    );
+    assert_eq!(
+        ok(p, "read_txt() at the end", dns.read_txt(zone, &name).await),
+        None
+    );
+}
+
 /// Every check above but [`dns_refuses_foreign_record`] (which needs a record the
 /// caller made), one after another.
 pub async fn run_all(
@@ -882,6 +977,7 @@ pub async fn run_all(
     load_balancer_lifecycle(nodes, lb, fx).await;
     load_balancer_create_is_idempotent(lb, fx).await;
     dns_upsert_ownership_delete(dns, fx).await;
+    dns_lock_conditional_write(dns, fx).await;
 }
 
 /// Helpers for the "operator behind a proxy" tests every cloud provider runs: a real

@@ -194,12 +194,69 @@ pub enum Error {
         existing: Vec<String>,
     },
 
-    /// Destroy could not remove everything.
-    #[error("destroy left resources behind: {}", .failures.iter().map(|(r, e)| format!("{r}: {e}")).collect::<Vec<_>>().join("; "))]
+    /// Destroy could not remove everything. It stops before a step that would orphan
+    /// something (the balancer stays while the record pointing at it stays).
+    #[error(
+        "destroy left resources behind: {}{}{}",
+        .failures.iter().map(|(r, e)| format!("{r}: {e}")).collect::<Vec<_>>().join("; "),
+        list("\nremoved", .deleted),
+        list("\nstill there (fix the cause and run destroy again)", .remaining)
+    )]
     Destroy {
-        /// Each resource that is still there, with why.
+        /// Each resource that could not be removed, with why.
         failures: Vec<(String, Error)>,
+        /// What was removed before it stopped.
+        deleted: Vec<String>,
+        /// What is still there, failed or not attempted.
+        remaining: Vec<String>,
     },
+
+    /// Resources with the cluster's name belong to two different clusters (their
+    /// cluster ids differ), or the spec names another cluster's id.
+    #[error(
+        "two clusters are named `{cluster}`: {first}, but {second}. triad never adopts \
+             or deletes another cluster's resources: give this cluster another name, or \
+             remove the stray resources yourself"
+    )]
+    Identity {
+        /// The cluster name.
+        cluster: String,
+        /// One resource and its id.
+        first: String,
+        /// Another resource and its other id.
+        second: String,
+    },
+
+    /// Another run holds the cluster's lock.
+    #[error(
+        "cluster `{cluster}` is locked by `{holder}` since {since} (lease until {expires}){}",
+        if *.stale {
+            "; the lease has expired: if that run crashed, break the lock explicitly \
+             (Options::break_stale_lock, `--break-stale-lock`)"
+        } else {
+            "; wait for that run to finish (Options::lock_wait), then try again"
+        }
+    )]
+    Locked {
+        /// The cluster.
+        cluster: String,
+        /// Who holds it.
+        holder: String,
+        /// Since when (UTC, RFC 3339).
+        since: String,
+        /// Until when the lease runs (UTC, RFC 3339).
+        expires: String,
+        /// Whether the lease has expired.
+        stale: bool,
+    },
+}
+
+fn list(title: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("{title}: {}", items.join(", "))
+    }
 }
 
 fn left_behind(cluster: &str, existing: &[String]) -> String {

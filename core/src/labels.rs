@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 pub const CLUSTER: &str = "triad-cluster";
 /// Label key naming the resource's role in the cluster.
 pub const ROLE: &str = "triad-role";
+/// Label key holding the cluster id (random, made at the first apply): two clusters
+/// with one name are told apart by it.
+pub const CLUSTER_ID: &str = "triad-cluster-id";
+/// Label key naming the DNS zone the cluster's record lives in (dots written as `_`),
+/// so the hostname guard finds the record after a zone change.
+pub const DNS_ZONE: &str = "triad-dns-zone";
 /// The longest label key or value.
 pub const MAX_LEN: usize = 63;
 
@@ -76,4 +82,25 @@ pub fn check(s: &str, is_key: bool) -> Option<String> {
         return Some("must start with a lowercase letter".into());
     }
     None
+}
+
+/// A DNS zone as a label value: lowercase, dots as `_`; `None` when it does not fit
+/// (too long, or characters a label value cannot hold).
+///
+/// ```
+/// use triad_core::labels::{decode_zone, encode_zone};
+/// assert_eq!(encode_zone("Example.COM.").as_deref(), Some("example_com"));
+/// assert_eq!(decode_zone("example_com"), "example.com");
+/// ```
+pub fn encode_zone(zone: &str) -> Option<String> {
+    let v = zone
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+        .replace('.', "_");
+    check(&v, false).is_none().then_some(v)
+}
+
+/// The DNS zone a [`DNS_ZONE`] label value names.
+pub fn decode_zone(value: &str) -> String {
+    value.replace('_', ".")
 }

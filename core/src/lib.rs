@@ -9,7 +9,8 @@
 //! - [`spec`]: the declarative [`ClusterSpec`], validated into a
 //!   [`ValidSpec`] before any API call.
 //! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`].
-//! - [`orchestrator`]: plan, apply, destroy.
+//! - [`orchestrator`]: plan, apply, destroy; [`drift`], [`rollout`], [`identity`] and
+//!   [`lock`]: how a second apply on a changed spec stays safe (Day 2).
 //! - [`layers`]: retry, rate limit, call counting, fault injection around any provider.
 //! - [`bootstrap`]: cloud-init user data with the proxy set up; [`render`]: the next
 //!   steps (RKE `cluster.yml`, RKE2 config, `helm install rancher`).
@@ -18,15 +19,19 @@
 pub mod bootstrap;
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod drift;
 pub mod error;
 pub mod events;
+pub mod identity;
 pub mod labels;
 pub mod layers;
+pub mod lock;
 pub mod model;
 pub mod orchestrator;
 pub mod placement;
 pub mod provider;
 pub mod render;
+pub mod rollout;
 pub mod secret;
 pub mod spec;
 mod validate;

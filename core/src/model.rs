@@ -40,9 +40,14 @@ pub struct Node {
     /// Public address, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<IpAddr>,
-    /// Labels (tags) on the node.
+    /// Labels (tags) on the node: ownership, cluster id and the fingerprint of what it
+    /// was made from ([`drift`](crate::drift)).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// When the cloud made it, in milliseconds since the Unix epoch, when the cloud
+    /// says. Of two nodes with one name the oldest is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
 }
 
 impl Node {
@@ -164,8 +169,17 @@ pub struct LoadBalancer {
     pub endpoint: Option<Endpoint>,
     /// Listeners.
     pub listeners: Vec<Listener>,
-    /// Ids of the nodes currently registered as targets, sorted.
+    /// Ids of the nodes currently registered as targets on every listener, sorted.
     pub targets: Vec<String>,
+    /// Ids registered on some listeners (target groups, backend services) but not
+    /// all — what an interrupted register or deregister leaves — sorted. The targets
+    /// are converged whenever this is not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_targets: Vec<String>,
+    /// Labels on the balancer as discovered (ownership, cluster id, fingerprint);
+    /// empty when the provider does not read them back.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What the orchestrator asks a [`LoadBalancerProvider`](crate::provider::LoadBalancerProvider) to create.
@@ -229,6 +243,9 @@ pub struct Record {
     pub ttl: Option<u32>,
     /// The cluster named by the record's ownership TXT, if any.
     pub owner: Option<String>,
+    /// The cluster id in the ownership TXT, if it carries one (written since Day 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
 }
 
 /// What the orchestrator asks a [`DnsProvider`](crate::provider::DnsProvider) to write.

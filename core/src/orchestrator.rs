@@ -14,7 +14,7 @@
 //! crash or failure converges without duplicates, and rerunning it after success
 //! makes no mutating call at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,15 +24,18 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::bootstrap;
+use crate::drift::{self, Change};
 use crate::error::{Error, Result, SpecProblem, SpecProblems};
 use crate::events::{Event, NoopObserver, Observer, Resource};
+use crate::identity;
 use crate::labels::Role;
+use crate::lock;
 use crate::model::{
     DnsEntry, Endpoint, Inventory, LbState, LoadBalancer, LoadBalancerRequest, Node, NodeRequest,
-    NodeState, Providers, Record, RecordKind, RecordRequest,
+    Providers, Record, RecordKind, RecordRequest,
 };
-use crate::placement;
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
+use crate::rollout;
 use crate::spec::{ClusterRef, LbMode, RecordChoice, ValidSpec};
 
 /// Deadlines and limits for the orchestrator.
@@ -49,6 +52,17 @@ pub struct Options {
     /// Allow a plan that changes the Rancher hostname of an existing cluster. Only
     /// safe before Rancher is installed: Rancher's hostname cannot change afterwards.
     pub allow_hostname_change: bool,
+    /// How long apply and destroy wait for another run's lock ([`lock`](crate::lock))
+    /// before failing with [`Error::Locked`]. Zero: fail at once.
+    pub lock_wait: Duration,
+    /// How long a lock is held at most; a lock older than this is stale (its holder
+    /// crashed) and may be broken with [`Options::break_stale_lock`].
+    pub lock_lease: Duration,
+    /// Break a lock whose lease has expired. Never breaks a live lease.
+    pub break_stale_lock: bool,
+    /// Who this run is, as written into the lock (`ci-1234`, `alice@laptop`). A
+    /// random run id when `None`.
+    pub lock_holder: Option<String>,
 }
 
 impl Default for Options {
@@ -59,6 +73,10 @@ impl Default for Options {
             dns_timeout: Duration::from_secs(10 * 60),
             max_concurrency: 16,
             allow_hostname_change: false,
+            lock_wait: Duration::ZERO,
+            lock_lease: Duration::from_secs(2 * 60 * 60),
+            break_stale_lock: false,
+            lock_holder: None,
         }
     }
 }
@@ -84,14 +102,48 @@ pub enum NodeAction {
         /// The node.
         node: Node,
     },
-    /// It is not wanted (count lowered, or a duplicate): delete it after it has left
-    /// the balancer.
+    /// It runs but differs in attributes the cloud changes in place (SSH rules):
+    /// update it.
+    Update {
+        /// The node.
+        node: Node,
+        /// What differs (all in place).
+        changes: Vec<Change>,
+    },
+    /// It differs in attributes that need a new machine: a rolling replace (new node
+    /// `name` in `zone`, then the old one leaves). See [`rollout`](crate::rollout).
+    Replace {
+        /// The node there now.
+        node: Node,
+        /// The new node's name.
+        name: String,
+        /// The zone (the old node's).
+        zone: String,
+        /// What differs.
+        changes: Vec<Change>,
+    },
+    /// It is not wanted (count lowered, a duplicate, the old half of a replacement):
+    /// delete it after it has left the balancer, one node per step.
     Delete {
         /// The node.
         node: Node,
         /// Why.
         reason: String,
     },
+}
+
+impl NodeAction {
+    /// The name of the node the action is about (the old one for a replace).
+    pub fn name(&self) -> &str {
+        match self {
+            NodeAction::Create { name, .. } => name,
+            NodeAction::Keep { node }
+            | NodeAction::Wait { node }
+            | NodeAction::Update { node, .. }
+            | NodeAction::Replace { node, .. }
+            | NodeAction::Delete { node, .. } => &node.name,
+        }
+    }
 }
 
 /// What apply will do with the balancer.
@@ -113,12 +165,30 @@ pub enum LbAction {
         /// The balancer.
         lb: LoadBalancer,
     },
-    /// It exists with another mode or scheme: delete it and create a new one.
+    /// It exists as wanted but differs in attributes the cloud changes in place
+    /// (certificate, health check): update it.
+    Update {
+        /// The balancer.
+        lb: LoadBalancer,
+        /// What differs (all in place).
+        changes: Vec<Change>,
+    },
+    /// It exists with another mode or scheme: make a new one named `name`. When the
+    /// provider lets two balancers coexist (`make_first`), the new one is made, given
+    /// the nodes and the DNS record, and only then is the old one deleted (no moment
+    /// without a balancer); otherwise the old one is deleted first.
     Replace {
         /// The balancer.
         lb: LoadBalancer,
+        /// The new balancer's name.
+        name: String,
+        /// Whether the new one is made before the old one goes.
+        make_first: bool,
         /// What differs.
         reason: String,
+        /// Whether Rancher must be (re)installed with `tls=external` (l4 → l7) or
+        /// without it (l7 → l4).
+        reinstall_rancher: bool,
     },
 }
 
@@ -184,6 +254,9 @@ pub struct Plan {
     pub dns: DnsAction,
     /// Owned records at an old hostname, deleted when the hostname change was allowed.
     pub dns_delete: Vec<Record>,
+    /// Old balancers (another mode or scheme), deleted once the record points at the
+    /// new one.
+    pub lb_retire: Vec<LoadBalancer>,
     /// What discovery found.
     pub discovered: Discovered,
     /// What the operator should know before applying: the spec's own
@@ -212,12 +285,74 @@ impl Plan {
         let lb = usize::from(!matches!(self.load_balancer, LbAction::Keep { .. }));
         let targets = usize::from(!matches!(self.targets, TargetsAction::Keep));
         let dns = usize::from(!matches!(self.dns, DnsAction::Keep { .. }));
-        nodes + lb + targets + dns + self.dns_delete.len()
+        nodes + lb + targets + dns + self.dns_delete.len() + self.lb_retire.len()
     }
 
     /// Whether apply has nothing to do.
     pub fn is_noop(&self) -> bool {
         self.changes() == 0
+    }
+
+    /// Whether apply would change anything (`plan --detailed-exitcode` exits 2).
+    pub fn has_changes(&self) -> bool {
+        !self.is_noop()
+    }
+
+    /// What apply would destroy or replace, one line per resource for people (empty:
+    /// nothing destructive). A front end asks for consent when this is not empty.
+    pub fn destructive(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.nodes {
+            match a {
+                NodeAction::Replace {
+                    node,
+                    name,
+                    changes,
+                    ..
+                } => out.push(format!(
+                    "replace node {} ({}) by {name}: {}; its disk and etcd member are lost",
+                    node.name,
+                    node.id,
+                    rollout::describe(changes)
+                )),
+                NodeAction::Delete { node, reason } => out.push(format!(
+                    "delete node {} ({}): {reason}; its disk and etcd member are lost",
+                    node.name, node.id
+                )),
+                _ => {}
+            }
+        }
+        if let LbAction::Replace {
+            lb,
+            reason,
+            reinstall_rancher,
+            ..
+        } = &self.load_balancer
+        {
+            out.push(format!(
+                "replace load balancer {} ({}): {reason}; it gets a new address{}",
+                lb.name,
+                lb.id,
+                if *reinstall_rancher {
+                    ", and Rancher must be reinstalled (tls=external changes)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for r in &self.dns_delete {
+            out.push(format!(
+                "delete DNS {} record {} in {} (hostname change)",
+                r.kind, r.fqdn, r.zone
+            ));
+        }
+        out
+    }
+
+    /// The rolling steps apply will take, in order, with what each does to etcd and
+    /// the Kubernetes commands to run first. Empty when nothing rolls.
+    pub fn rolling_steps(&self) -> Vec<String> {
+        rollout::steps(&self.spec, &self.nodes)
     }
 }
 
@@ -248,6 +383,28 @@ impl fmt::Display for Plan {
                         "  ~ node {} ({}): wait until running",
                         node.name, node.id
                     )?
+                }
+                NodeAction::Update { node, changes } => {
+                    change += 1;
+                    for c in changes {
+                        writeln!(f, "  ~ node {}: {c}", node.name)?
+                    }
+                }
+                NodeAction::Replace {
+                    node,
+                    name,
+                    zone,
+                    changes,
+                } => {
+                    change += 1;
+                    writeln!(
+                        f,
+                        "  -/+ node {} ({}) → {name} in {zone} (rolling replace)",
+                        node.name, node.id
+                    )?;
+                    for c in changes {
+                        writeln!(f, "  ~ node {}: {c}", node.name)?
+                    }
                 }
                 NodeAction::Delete { node, reason } => {
                     del += 1;
@@ -288,9 +445,50 @@ impl fmt::Display for Plan {
                     lb.name
                 )?
             }
-            LbAction::Replace { lb, reason } => {
+            LbAction::Update { lb, changes } => {
                 change += 1;
-                writeln!(f, "  -/+ load balancer {} ({reason}) → {lb_desc}", lb.name)?
+                for c in changes {
+                    writeln!(f, "  ~ load balancer {}: {c}", lb.name)?
+                }
+            }
+            LbAction::Replace {
+                lb,
+                name,
+                make_first,
+                reason,
+                reinstall_rancher,
+            } => {
+                change += 1;
+                writeln!(
+                    f,
+                    "  -/+ load balancer {} ({reason}) → {name} ({lb_desc})",
+                    lb.name
+                )?;
+                if *make_first {
+                    writeln!(
+                        f,
+                        "      {name} is made and given the nodes, DNS is switched to it, \
+                         and only then is {} deleted: there is always a balancer",
+                        lb.name
+                    )?;
+                } else {
+                    writeln!(
+                        f,
+                        "      the old balancer is deleted before the new one is made: \
+                         {} does not answer until the new one is active and DNS points at it",
+                        spec.fqdn()
+                    )?;
+                }
+                if *reinstall_rancher {
+                    writeln!(
+                        f,
+                        "      Rancher must be reinstalled: {}",
+                        match spec.load_balancer.mode {
+                            LbMode::L7 => "TLS now ends at the balancer, so install it with `--set tls=external`",
+                            LbMode::L4 => "TLS now ends at the ingress, so install it without `tls=external`",
+                        }
+                    )?;
+                }
             }
         }
         match &self.targets {
@@ -327,13 +525,38 @@ impl fmt::Display for Plan {
                         f,
                         "  ~ DNS {} {fqdn} → the balancer's endpoint (now {})",
                         r.kind, r.target
-                    )?
+                    )?;
+                    if let Some(ttl) = r.ttl.filter(|t| *t != spec.dns.ttl) {
+                        writeln!(f, "  ~ DNS {fqdn}: ttl {ttl} → {} (in place)", spec.dns.ttl)?;
+                    }
                 }
             },
         }
+        for lb in &self.lb_retire {
+            if !matches!(&self.load_balancer, LbAction::Replace { lb: old, .. } if old.id == lb.id)
+            {
+                del += 1;
+                writeln!(
+                    f,
+                    "  - load balancer {} ({}): {} {}, replaced; deleted once DNS points at the new one",
+                    lb.name, lb.id, lb.mode, lb.scheme
+                )?;
+            }
+        }
         for r in &self.dns_delete {
             del += 1;
-            writeln!(f, "  - DNS {} {} (hostname change)", r.kind, r.fqdn)?;
+            writeln!(
+                f,
+                "  - DNS {} {} in {} (hostname change)",
+                r.kind, r.fqdn, r.zone
+            )?;
+        }
+        let steps = self.rolling_steps();
+        if !steps.is_empty() {
+            writeln!(f, "Rolling steps, one etcd member at a time:")?;
+            for (i, step) in steps.iter().enumerate() {
+                writeln!(f, "  {}. {step}", i + 1)?;
+            }
         }
         for w in &self.warnings {
             writeln!(f, "  ! warning: {w}")?;
@@ -453,7 +676,7 @@ impl Orchestrator {
         &self.options
     }
 
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         self.observer.on_event(&event);
     }
 
@@ -532,10 +755,10 @@ impl Orchestrator {
         self.emit(Event::Discovering);
         let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
         let fqdn = spec.fqdn();
-        let (region_zones, nodes, lb, at_name, owned) = tokio::try_join!(
+        let (region_zones, nodes, lbs, at_name, mut owned) = tokio::try_join!(
             self.nodes.zones(&cluster),
             self.nodes.discover_nodes(&cluster),
-            self.lb.discover_load_balancer(&cluster),
+            self.lb.discover_load_balancers(&cluster),
             self.dns.lookup(&zone, &fqdn),
             self.dns.owned_records(&cluster, &zone),
         )?;
@@ -554,6 +777,28 @@ impl Orchestrator {
                 });
             }
         }
+        let (load_balancer, lb_retire) = plan_lb(spec, &cluster, &lbs, self.lb.coexists());
+        let lb = match &load_balancer {
+            LbAction::Create { .. } => None,
+            LbAction::Keep { lb }
+            | LbAction::Complete { lb }
+            | LbAction::Update { lb, .. }
+            | LbAction::Replace { lb, .. } => Some(lb.clone()),
+        };
+        // The record may live in another zone than the spec's now (a zone change):
+        // the resources' labels say where it was made.
+        owned.extend(
+            self.owned_in_label_zones(&cluster, &zone, &nodes, lb.as_ref())
+                .await?,
+        );
+
+        let mut cluster = cluster;
+        let records: Vec<&Record> = at_name.iter().chain(owned.iter()).collect();
+        cluster.id = Some(
+            identity::check(&cluster, &nodes, lb.as_ref(), &records)?
+                .unwrap_or_else(identity::new_id),
+        );
+
         let dns_delete: Vec<Record> = owned.iter().filter(|r| r.fqdn != fqdn).cloned().collect();
         if let Some(old) = dns_delete.first() {
             if !self.options.allow_hostname_change {
@@ -564,37 +809,10 @@ impl Orchestrator {
             }
         }
 
-        let node_actions = plan_nodes(spec, &zones, &nodes);
-        let lb_name = cluster.name.clone();
-        let load_balancer = match &lb {
-            None => LbAction::Create { name: lb_name },
-            Some(lb) => {
-                let want = &spec.load_balancer;
-                if lb.mode != want.mode || lb.scheme != want.scheme {
-                    LbAction::Replace {
-                        lb: lb.clone(),
-                        reason: format!(
-                            "is {} {}, the spec asks for {} {}",
-                            lb.mode, lb.scheme, want.mode, want.scheme
-                        ),
-                    }
-                } else if lb.state == LbState::Active
-                    && lb.endpoint.is_some()
-                    && lb.listeners.len() >= 2
-                    && spec
-                        .registration_ports()
-                        .iter()
-                        .all(|p| lb.listeners.iter().any(|l| l.port == *p))
-                {
-                    LbAction::Keep { lb: lb.clone() }
-                } else {
-                    LbAction::Complete { lb: lb.clone() }
-                }
-            }
-        };
+        let node_actions = rollout::plan_nodes(spec, &zones, &nodes);
         let targets = plan_targets(&node_actions, &load_balancer);
         let dns = match (&load_balancer, &at_name) {
-            (LbAction::Keep { lb }, Some(record)) => {
+            (LbAction::Keep { lb } | LbAction::Update { lb, .. }, Some(record)) => {
                 match desired_record(spec, lb, self.dns.as_ref()) {
                     Ok(req) if req.is_satisfied_by(record) => DnsAction::Keep {
                         record: record.clone(),
@@ -619,6 +837,7 @@ impl Orchestrator {
             targets,
             dns,
             dns_delete,
+            lb_retire,
             discovered: Discovered {
                 nodes,
                 load_balancer: lb,
@@ -629,10 +848,52 @@ impl Orchestrator {
         })
     }
 
-    /// Carry out `plan` and return the inventory. On failure the error
-    /// ([`Error::Apply`]) lists every resource that exists; they all carry the
-    /// cluster's labels, so a rerun converges and `destroy` removes them.
+    /// Records `cluster` owns in the zones its resources' labels name, other than
+    /// `zone`. A zone the DNS provider no longer has is skipped (and logged).
+    async fn owned_in_label_zones(
+        &self,
+        cluster: &ClusterRef,
+        zone: &str,
+        nodes: &[Node],
+        lb: Option<&LoadBalancer>,
+    ) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for z in identity::zones_from_labels(nodes, lb) {
+            if z == zone {
+                continue;
+            }
+            match self.dns.owned_records(cluster, &z).await {
+                Ok(records) => out.extend(records),
+                Err(e) if e.kind() == Some(crate::FailureKind::NotFound) => {
+                    tracing::warn!(zone = %z, error = %e, "the cluster's labels name a DNS zone that cannot be read")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Carry out `plan` and return the inventory, holding the cluster's lock
+    /// ([`lock`](crate::lock)) throughout (a plan with nothing to do makes no change
+    /// and takes no lock). On failure the error ([`Error::Apply`]) lists every
+    /// resource that exists; they all carry the cluster's labels, so a rerun converges
+    /// and `destroy` removes them. Another run's lock is [`Error::Locked`].
     pub async fn apply(&self, plan: &Plan) -> Result<Inventory> {
+        let apply_error = |source: Error, existing: Vec<String>| match source {
+            Error::Locked { .. } => source,
+            source => Error::Apply {
+                cluster: plan.cluster.name.clone(),
+                source: Box::new(source),
+                existing,
+            },
+        };
+        let lease = if plan.is_noop() {
+            None
+        } else {
+            self.lock(&plan.cluster)
+                .await
+                .map_err(|e| apply_error(e, Vec::new()))?
+        };
         let known: Mutex<BTreeSet<String>> = Mutex::new(
             plan.discovered
                 .nodes
@@ -653,63 +914,102 @@ impl Orchestrator {
                 .collect(),
         );
         let result = self.apply_inner(plan, &known).await;
-        result.map_err(|source| Error::Apply {
-            cluster: plan.cluster.name.clone(),
-            source: Box::new(source),
-            existing: known
-                .into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .into_iter()
-                .collect(),
-        })
+        let released = self.unlock(lease).await;
+        result
+            .and_then(|inv| released.map(|()| inv))
+            .map_err(|source| {
+                apply_error(
+                    source,
+                    known
+                        .into_inner()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .into_iter()
+                        .collect(),
+                )
+            })
+    }
+
+    /// Take the cluster's lock in its DNS zone (nothing when the cluster has no zone
+    /// or the DNS provider cannot hold one).
+    async fn lock(&self, cluster: &ClusterRef) -> Result<Option<lock::Lease>> {
+        let Some(zone) = &cluster.dns_zone else {
+            return Ok(None);
+        };
+        let holder = self
+            .options
+            .lock_holder
+            .clone()
+            .unwrap_or_else(|| format!("triad-{}-{}", std::process::id(), identity::new_id()));
+        lock::acquire(
+            self.dns.as_ref(),
+            lock::Request {
+                cluster,
+                zone,
+                holder: &holder,
+                lease: self.options.lock_lease,
+                wait: self.options.lock_wait,
+                break_stale: self.options.break_stale_lock,
+            },
+        )
+        .await
+    }
+
+    /// Give the lock back. A failure leaves a lock that only this holder (the same
+    /// [`Options::lock_holder`]) or the end of its lease frees: it is reported.
+    async fn unlock(&self, lease: Option<lock::Lease>) -> Result<()> {
+        match lease {
+            Some(lease) => lock::release(self.dns.as_ref(), &lease).await,
+            None => Ok(()),
+        }
     }
 
     async fn apply_inner(&self, plan: &Plan, known: &Mutex<BTreeSet<String>>) -> Result<Inventory> {
         let note = |s: String| {
             known.lock().unwrap_or_else(|e| e.into_inner()).insert(s);
         };
+        // A new balancer made beside the old one gets its targets before the record
+        // moves to it; otherwise the record is written as soon as the balancer is up.
+        let make_first = !plan.lb_retire.is_empty()
+            || matches!(
+                plan.load_balancer,
+                LbAction::Replace {
+                    make_first: true,
+                    ..
+                }
+            );
         let (nodes, lb_and_record) = tokio::join!(
             self.apply_nodes(plan, &note),
-            self.apply_lb_and_dns(plan, &note)
+            self.apply_lb_and_dns(plan, &note, !make_first)
         );
         // Report the node failure first if both failed: it is usually the cause.
         let nodes = nodes?;
         let (lb, record) = lb_and_record?;
 
-        // Targets: exactly the wanted nodes.
-        let resource = Resource::Targets(lb.name.clone());
-        let mut want: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-        want.sort();
-        let lb = if lb.targets == want {
-            self.emit(Event::Unchanged { resource });
-            lb
-        } else {
-            self.step(
-                resource,
-                "registering the nodes",
-                self.lb.set_targets(&plan.cluster, &lb, &nodes),
-            )
-            .await?
+        // Targets: the wanted nodes, and the nodes still to leave one by one while they
+        // serve.
+        let mut members = nodes;
+        for a in &plan.nodes {
+            if let NodeAction::Delete { node, .. } = a {
+                if lb.targets.contains(&node.id) && node.is_ready() {
+                    members.push(node.clone());
+                }
+            }
+        }
+        let lb = self.converge_targets(plan, lb, &members).await?;
+        let record = match record {
+            Some(r) => r,
+            None => self.apply_dns(plan, &lb, &note).await?,
         };
-
-        // Surplus nodes leave only after the balancer stopped sending them traffic.
-        let surplus: Vec<&Node> = plan
-            .nodes
-            .iter()
-            .filter_map(|a| match a {
-                NodeAction::Delete { node, .. } => Some(node),
-                _ => None,
-            })
-            .collect();
-        let deletions = join_all(surplus.iter().map(|node| {
+        // The old balancers leave only once the record points at the new one.
+        for old in &plan.lb_retire {
             self.step(
-                Resource::Node(node.name.clone()),
-                "deleting",
-                self.nodes.delete_node(&plan.cluster, node),
+                Resource::LoadBalancer(old.name.clone()),
+                "deleting (replaced)",
+                self.lb.delete_load_balancer_named(&plan.cluster, &old.name),
             )
-        }))
-        .await;
-        deletions.into_iter().collect::<Result<Vec<()>>>()?;
+            .await?;
+        }
+        let (lb, nodes) = self.roll(plan, lb, members, &note).await?;
 
         let spec = &plan.spec;
         let kubernetes = Some(crate::render::kubernetes_entry(spec, &nodes));
@@ -730,7 +1030,85 @@ impl Orchestrator {
         })
     }
 
-    /// Create, or wait for, every wanted node; return them sorted by name.
+    /// Make the balancer's targets exactly `members` (nothing when they are).
+    pub(crate) async fn converge_targets(
+        &self,
+        plan: &Plan,
+        lb: LoadBalancer,
+        members: &[Node],
+    ) -> Result<LoadBalancer> {
+        let resource = Resource::Targets(lb.name.clone());
+        let mut want: Vec<String> = members.iter().map(|n| n.id.clone()).collect();
+        want.sort();
+        if lb.targets == want && lb.partial_targets.is_empty() {
+            self.emit(Event::Unchanged { resource });
+            return Ok(lb);
+        }
+        self.step(
+            resource,
+            "registering the nodes",
+            self.lb.set_targets(&plan.cluster, &lb, members),
+        )
+        .await
+    }
+
+    /// The rolling steps ([`rollout`]): deletes one per step, then replacements one
+    /// per step. Returns the balancer and the nodes that remain, by name.
+    async fn roll(
+        &self,
+        plan: &Plan,
+        mut lb: LoadBalancer,
+        mut members: Vec<Node>,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<(LoadBalancer, Vec<Node>)> {
+        let spec = &plan.spec;
+        for node in rollout::delete_order(&spec.name, spec.nodes.count, &plan.nodes) {
+            members.retain(|m| m.id != node.id);
+            lb = self.converge_targets(plan, lb, &members).await?;
+            self.step(
+                Resource::Node(node.name.clone()),
+                "deleting",
+                self.nodes.delete_node(&plan.cluster, node),
+            )
+            .await?;
+        }
+        for a in &plan.nodes {
+            let NodeAction::Replace {
+                node: old,
+                name,
+                zone,
+                ..
+            } = a
+            else {
+                continue;
+            };
+            let request = node_request(spec, &plan.cluster, name, zone);
+            let new = self
+                .step(
+                    Resource::Node(name.clone()),
+                    "creating (replacement)",
+                    self.nodes.create_node(&plan.cluster, &request),
+                )
+                .await?;
+            note(format!("node {} ({})", new.name, new.id));
+            let new = self.wait_node(plan, &new).await?;
+            members.push(new);
+            lb = self.converge_targets(plan, lb, &members).await?;
+            members.retain(|m| m.id != old.id);
+            lb = self.converge_targets(plan, lb, &members).await?;
+            self.step(
+                Resource::Node(old.name.clone()),
+                "deleting (replaced)",
+                self.nodes.delete_node(&plan.cluster, old),
+            )
+            .await?;
+        }
+        members.sort_by_key(|n| rollout::natural_key(&n.name));
+        Ok((lb, members))
+    }
+
+    /// Create, wait for or update in place every wanted node (a node to be replaced
+    /// stays as it is until its rolling step); return them sorted by name.
     async fn apply_nodes(&self, plan: &Plan, note: &(dyn Fn(String) + Sync)) -> Result<Vec<Node>> {
         let spec = &plan.spec;
         let limit = Semaphore::new(self.options.max_concurrency.max(1));
@@ -744,7 +1122,28 @@ impl Orchestrator {
                         });
                         Ok(node.clone())
                     }
-                    NodeAction::Wait { node } => self.wait_node(plan, node).await,
+                    NodeAction::Wait { node } | NodeAction::Replace { node, .. } => {
+                        if node.is_ready() {
+                            Ok(node.clone())
+                        } else {
+                            self.wait_node(plan, node).await
+                        }
+                    }
+                    NodeAction::Update { node, .. } => {
+                        let node = if node.is_ready() {
+                            node.clone()
+                        } else {
+                            self.wait_node(plan, node).await?
+                        };
+                        let request = node_request(spec, &plan.cluster, &node.name, &node.zone);
+                        let _permit = limit.acquire().await.map_err(|_| closed())?;
+                        self.step(
+                            Resource::Node(node.name.clone()),
+                            "updating in place",
+                            self.nodes.update_node(&plan.cluster, &node, &request),
+                        )
+                        .await
+                    }
                     NodeAction::Create { name, zone } => {
                         let request = node_request(spec, &plan.cluster, name, zone);
                         let node = {
@@ -780,7 +1179,7 @@ impl Orchestrator {
         if let Some(e) = first_err {
             return Err(e);
         }
-        nodes.sort_by_key(|n| natural_key(&n.name));
+        nodes.sort_by_key(|n| rollout::natural_key(&n.name));
         Ok(nodes)
     }
 
@@ -816,18 +1215,36 @@ impl Orchestrator {
         &self,
         plan: &Plan,
         note: &(dyn Fn(String) + Sync),
-    ) -> Result<(LoadBalancer, Record)> {
+        with_dns: bool,
+    ) -> Result<(LoadBalancer, Option<Record>)> {
         let spec = &plan.spec;
         let cluster = &plan.cluster;
-        let request = lb_request(spec, cluster, &plan.zones);
+        let name = match &plan.load_balancer {
+            LbAction::Create { name } | LbAction::Replace { name, .. } => name,
+            LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+                &lb.name
+            }
+        };
+        let request = lb_request(spec, cluster, &plan.zones, name);
         let resource = Resource::LoadBalancer(request.name.clone());
         let lb = match &plan.load_balancer {
             LbAction::Keep { lb } => {
                 self.emit(Event::Unchanged { resource });
                 lb.clone()
             }
+            LbAction::Update { lb, .. } => {
+                self.step(
+                    resource,
+                    "updating in place",
+                    self.lb.update_load_balancer(cluster, lb, &request),
+                )
+                .await?
+            }
             action => {
-                if let LbAction::Replace { .. } = action {
+                if let LbAction::Replace {
+                    make_first: false, ..
+                } = action
+                {
                     self.step(
                         resource.clone(),
                         "deleting (mode or scheme changed)",
@@ -863,13 +1280,28 @@ impl Orchestrator {
                 lb
             }
         };
+        let record = if with_dns {
+            Some(self.apply_dns(plan, &lb, note).await?)
+        } else {
+            None
+        };
+        Ok((lb, record))
+    }
 
+    /// Point the DNS record at `lb` (deleting the records of an old hostname first).
+    async fn apply_dns(
+        &self,
+        plan: &Plan,
+        lb: &LoadBalancer,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Record> {
+        let (spec, cluster) = (&plan.spec, &plan.cluster);
         let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
         for old in &plan.dns_delete {
             self.step(
                 Resource::Record(old.fqdn.clone()),
                 "deleting (hostname changed)",
-                self.dns.delete_record(cluster, &zone, &old.fqdn),
+                self.dns.delete_record(cluster, &old.zone, &old.fqdn),
             )
             .await?;
         }
@@ -880,7 +1312,7 @@ impl Orchestrator {
                 record.clone()
             }
             DnsAction::Upsert { .. } => {
-                let req = desired_record(spec, &lb, self.dns.as_ref())?;
+                let req = desired_record(spec, lb, self.dns.as_ref())?;
                 let record = self
                     .step(
                         resource.clone(),
@@ -904,37 +1336,83 @@ impl Orchestrator {
                 record
             }
         };
-        Ok((lb, record))
+        Ok(record)
     }
 
     /// Delete everything carrying the cluster's labels, in reverse dependency order:
-    /// the DNS records it owns, then the balancer, then the nodes, then cluster-wide
-    /// plumbing. Anything that could not be removed is reported in
-    /// [`Error::Destroy`], and nothing else is touched.
+    /// the DNS records it owns (in its zone and wherever its labels say the record
+    /// lived), then the balancer and the nodes, then cluster-wide plumbing, holding
+    /// the cluster's lock. It stops before it would orphan something: if a record
+    /// cannot be deleted, the balancer and nodes stay (a record must never point at a
+    /// released address), and [`Error::Destroy`] lists what was removed and what
+    /// remains. Resources of another cluster with the same name (another cluster id)
+    /// are refused ([`Error::Identity`]) before anything is deleted.
     pub async fn destroy(&self, cluster: &ClusterRef) -> Result<DestroyReport> {
+        let lease = self.lock(cluster).await?;
+        let result = self.destroy_inner(cluster).await;
+        let released = self.unlock(lease).await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn destroy_inner(&self, cluster: &ClusterRef) -> Result<DestroyReport> {
+        let (nodes, lb) = tokio::try_join!(
+            self.nodes.discover_nodes(cluster),
+            self.lb.discover_load_balancer(cluster),
+        )?;
+        let mut records = match &cluster.dns_zone {
+            Some(zone) => self.dns.owned_records(cluster, zone).await?,
+            None => Vec::new(),
+        };
+        records.extend(
+            self.owned_in_label_zones(
+                cluster,
+                cluster.dns_zone.as_deref().unwrap_or_default(),
+                &nodes,
+                lb.as_ref(),
+            )
+            .await?,
+        );
+        identity::check(
+            cluster,
+            &nodes,
+            lb.as_ref(),
+            &records.iter().collect::<Vec<_>>(),
+        )?;
+
         let mut deleted = Vec::new();
         let mut failures: Vec<(String, Error)> = Vec::new();
-
-        if let Some(zone) = &cluster.dns_zone {
-            match self.dns.owned_records(cluster, zone).await {
-                Ok(records) => {
-                    for r in records {
-                        let what = format!("DNS {} record {}", r.kind, r.fqdn);
-                        match self
-                            .step(
-                                Resource::Record(r.fqdn.clone()),
-                                "deleting",
-                                self.dns.delete_record(cluster, zone, &r.fqdn),
-                            )
-                            .await
-                        {
-                            Ok(()) => deleted.push(what),
-                            Err(e) => failures.push((what, e)),
-                        }
-                    }
+        let mut remaining: Vec<String> = Vec::new();
+        for r in &records {
+            let what = format!("DNS {} record {} in {}", r.kind, r.fqdn, r.zone);
+            match self
+                .step(
+                    Resource::Record(r.fqdn.clone()),
+                    "deleting",
+                    self.dns.delete_record(cluster, &r.zone, &r.fqdn),
+                )
+                .await
+            {
+                Ok(()) => deleted.push(what),
+                Err(e) => {
+                    remaining.push(what.clone());
+                    failures.push((what, e))
                 }
-                Err(e) => failures.push((format!("DNS records in {zone}"), e)),
             }
+        }
+        if !failures.is_empty() {
+            remaining.extend(
+                lb.iter()
+                    .map(|l| format!("load balancer {} ({})", l.name, l.id)),
+            );
+            remaining.extend(nodes.iter().map(|n| format!("node {} ({})", n.name, n.id)));
+            remaining.push(format!("network plumbing of {}", cluster.name));
+            return Err(Error::Destroy {
+                failures,
+                deleted,
+                remaining,
+            });
         }
 
         let lb_resource = Resource::LoadBalancer(cluster.name.clone());
@@ -943,44 +1421,37 @@ impl Orchestrator {
             "deleting",
             self.lb.delete_load_balancer(cluster),
         );
-        let nodes_delete = async {
-            let nodes = self.nodes.discover_nodes(cluster).await?;
-            let results = join_all(nodes.iter().map(|n| async move {
-                let r = self
-                    .step(
-                        Resource::Node(n.name.clone()),
-                        "deleting",
-                        self.nodes.delete_node(cluster, n),
-                    )
-                    .await;
-                (format!("node {} ({})", n.name, n.id), r)
-            }))
-            .await;
-            Ok::<_, Error>(results)
-        };
+        let nodes_delete = join_all(nodes.iter().map(|n| async move {
+            let r = self
+                .step(
+                    Resource::Node(n.name.clone()),
+                    "deleting",
+                    self.nodes.delete_node(cluster, n),
+                )
+                .await;
+            (format!("node {} ({})", n.name, n.id), r)
+        }));
         let (lb_result, nodes_result) = tokio::join!(lb_delete, nodes_delete);
         match lb_result {
             Ok(parts) => deleted.extend(parts),
-            Err(e) => failures.push((format!("load balancer {}", cluster.name), e)),
+            Err(e) => {
+                let what = format!("load balancer {}", cluster.name);
+                remaining.push(what.clone());
+                failures.push((what, e))
+            }
         }
         let mut nodes_ok = true;
-        match nodes_result {
-            Ok(results) => {
-                for (what, r) in results {
-                    match r {
-                        Ok(()) => deleted.push(what),
-                        Err(e) => {
-                            nodes_ok = false;
-                            failures.push((what, e))
-                        }
-                    }
+        for (what, r) in nodes_result {
+            match r {
+                Ok(()) => deleted.push(what),
+                Err(e) => {
+                    nodes_ok = false;
+                    remaining.push(what.clone());
+                    failures.push((what, e))
                 }
             }
-            Err(e) => {
-                nodes_ok = false;
-                failures.push(("nodes".into(), e))
-            }
         }
+        let network = format!("network plumbing of {}", cluster.name);
         if nodes_ok {
             match self
                 .step(
@@ -991,14 +1462,23 @@ impl Orchestrator {
                 .await
             {
                 Ok(parts) => deleted.extend(parts),
-                Err(e) => failures.push((format!("network plumbing of {}", cluster.name), e)),
+                Err(e) => {
+                    remaining.push(network.clone());
+                    failures.push((network, e))
+                }
             }
+        } else {
+            remaining.push(network);
         }
 
         if failures.is_empty() {
             Ok(DestroyReport { deleted })
         } else {
-            Err(Error::Destroy { failures })
+            Err(Error::Destroy {
+                failures,
+                deleted,
+                remaining,
+            })
         }
     }
 }
@@ -1052,78 +1532,79 @@ fn choose_zones(spec: &ValidSpec, region_zones: &[String]) -> Result<Vec<String>
     }
 }
 
-/// Sort key that puts `x-2` before `x-10`.
-fn natural_key(name: &str) -> (String, u64) {
-    match name.rsplit_once('-') {
-        Some((stem, n)) => match n.parse() {
-            Ok(n) => (stem.to_owned(), n),
-            Err(_) => (name.to_owned(), 0),
-        },
-        None => (name.to_owned(), 0),
-    }
-}
-
-fn plan_nodes(spec: &ValidSpec, zones: &[String], found: &[Node]) -> Vec<NodeAction> {
-    let wanted = spec.node_names();
-    let mut by_name: BTreeMap<&str, Vec<&Node>> = BTreeMap::new();
-    // Nodes on their way out are gone as far as the plan is concerned.
-    for n in found.iter().filter(|n| n.state != NodeState::Terminating) {
-        by_name.entry(n.name.as_str()).or_default().push(n);
-    }
-    let mut actions = Vec::new();
-    let mut kept_zones = Vec::new();
-    let mut missing = Vec::new();
-    for name in &wanted {
-        match by_name.remove(name.as_str()) {
-            None => missing.push(name.clone()),
-            Some(mut same) => {
-                // A duplicate (a cloud that ignored our client token): keep the one
-                // furthest along, break ties by id, delete the rest.
-                same.sort_by_key(|n| (!n.is_ready(), n.id.clone()));
-                let keep = same[0];
-                kept_zones.push(keep.zone.clone());
-                actions.push(if keep.is_ready() {
-                    NodeAction::Keep { node: keep.clone() }
+/// What to do with the balancer (keep, complete, update in place, replace or
+/// create), and which balancers of another mode or scheme to delete once the record
+/// points at the new one.
+fn plan_lb(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    found: &[LoadBalancer],
+    coexists: bool,
+) -> (LbAction, Vec<LoadBalancer>) {
+    let want = &spec.load_balancer;
+    let (matching, stale): (Vec<&LoadBalancer>, Vec<&LoadBalancer>) = found
+        .iter()
+        .partition(|lb| lb.mode == want.mode && lb.scheme == want.scheme);
+    let retire = |skip: usize| -> Vec<LoadBalancer> {
+        matching
+            .iter()
+            .skip(skip)
+            .chain(stale.iter())
+            .map(|lb| (*lb).clone())
+            .collect()
+    };
+    if let Some(lb) = matching.first() {
+        let lb = (*lb).clone();
+        let action =
+            // Complete: not active yet, or a listener is missing (the Kubernetes
+            // registration ports of rke2/k3s included).
+            let listeners_missing = lb.listeners.len() < 2
+                || !spec
+                    .registration_ports()
+                    .iter()
+                    .all(|p| lb.listeners.iter().any(|l| l.port == *p));
+            if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
+                LbAction::Complete { lb }
+            } else {
+                let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
+                if changes.is_empty() {
+                    LbAction::Keep { lb }
                 } else {
-                    NodeAction::Wait { node: keep.clone() }
-                });
-                for dup in &same[1..] {
-                    actions.push(NodeAction::Delete {
-                        node: (*dup).clone(),
-                        reason: format!("duplicate of {} ({})", keep.name, keep.id),
-                    });
+                    LbAction::Update { lb, changes }
                 }
-            }
-        }
+            };
+        return (action, retire(1));
     }
-    let placed = placement::place(zones, &kept_zones, missing.len());
-    for (name, zone) in missing.into_iter().zip(placed) {
-        actions.push(NodeAction::Create { name, zone });
-    }
-    for (_, rest) in by_name {
-        for n in rest {
-            actions.push(NodeAction::Delete {
-                node: n.clone(),
-                reason: format!("not wanted: the spec asks for {} nodes", spec.nodes.count),
-            });
-        }
-    }
-    actions.sort_by_key(|a| natural_key(action_name(a)));
-    actions
-}
-
-fn action_name(a: &NodeAction) -> &str {
-    match a {
-        NodeAction::Create { name, .. } => name,
-        NodeAction::Keep { node } | NodeAction::Wait { node } | NodeAction::Delete { node, .. } => {
-            &node.name
-        }
-    }
+    let Some(old) = stale.first() else {
+        return (
+            LbAction::Create {
+                name: cluster.name.clone(),
+            },
+            Vec::new(),
+        );
+    };
+    // Two names take turns, so the new balancer never collides with the old one.
+    let name = if coexists && old.name == cluster.name {
+        format!("{}-b", cluster.name)
+    } else {
+        cluster.name.clone()
+    };
+    let action = LbAction::Replace {
+        lb: (*old).clone(),
+        name,
+        make_first: coexists,
+        reason: format!(
+            "is {} {}, the spec asks for {} {}",
+            old.mode, old.scheme, want.mode, want.scheme
+        ),
+        reinstall_rancher: old.mode != want.mode,
+    };
+    (action, if coexists { retire(0) } else { Vec::new() })
 }
 
 fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
     let current: BTreeSet<&str> = match lb {
-        LbAction::Keep { lb } | LbAction::Complete { lb } => {
+        LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
             lb.targets.iter().map(String::as_str).collect()
         }
         LbAction::Create { .. } | LbAction::Replace { .. } => BTreeSet::new(),
@@ -1133,12 +1614,16 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
     for a in nodes {
         match a {
             NodeAction::Create { name, .. } => add.push(name.clone()),
-            NodeAction::Keep { node } | NodeAction::Wait { node } => {
+            NodeAction::Keep { node }
+            | NodeAction::Wait { node }
+            | NodeAction::Update { node, .. } => {
                 wanted_ids.insert(node.id.as_str());
                 if !current.contains(node.id.as_str()) {
                     add.push(node.name.clone());
                 }
             }
+            // The new node comes in, the old one leaves, in the rolling steps.
+            NodeAction::Replace { name, .. } => add.push(name.clone()),
             NodeAction::Delete { .. } => {}
         }
     }
@@ -1147,6 +1632,20 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
         .filter(|id| !wanted_ids.contains(*id))
         .map(|id| id.to_string())
         .collect();
+    let partial = match lb {
+        LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+            lb.partial_targets.clone()
+        }
+        LbAction::Create { .. } | LbAction::Replace { .. } => Vec::new(),
+    };
+    let remove: Vec<String> = remove
+        .into_iter()
+        .chain(
+            partial
+                .into_iter()
+                .filter(|id| !wanted_ids.contains(id.as_str())),
+        )
+        .collect();
     if add.is_empty() && remove.is_empty() && matches!(lb, LbAction::Keep { .. }) {
         TargetsAction::Keep
     } else {
@@ -1154,7 +1653,16 @@ fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
     }
 }
 
-fn node_request(spec: &ValidSpec, cluster: &ClusterRef, name: &str, zone: &str) -> NodeRequest {
+/// What to ask of a node: the spec's settings, the ownership and identity labels, and
+/// the fingerprint ([`drift`]) of what it is made from.
+pub(crate) fn node_request(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    name: &str,
+    zone: &str,
+) -> NodeRequest {
+    let mut labels = cluster.labels_for(Role::Node);
+    labels.extend(drift::labels_of(&drift::node_wanted(spec)));
     NodeRequest {
         name: name.to_owned(),
         zone: zone.to_owned(),
@@ -1162,21 +1670,28 @@ fn node_request(spec: &ValidSpec, cluster: &ClusterRef, name: &str, zone: &str) 
         image: spec.nodes.image.clone(),
         disk_gib: spec.nodes.disk_gib,
         ssh_allowed_cidrs: spec.nodes.ssh_allowed_cidrs.clone(),
-        labels: cluster.labels_for(Role::Node),
+        labels,
         user_data: bootstrap::user_data(spec, name),
     }
 }
 
-fn lb_request(spec: &ValidSpec, cluster: &ClusterRef, zones: &[String]) -> LoadBalancerRequest {
+fn lb_request(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    zones: &[String],
+    name: &str,
+) -> LoadBalancerRequest {
+    let mut labels = cluster.labels_for(Role::Lb);
+    labels.extend(drift::labels_of(&drift::load_balancer_wanted(spec)));
     LoadBalancerRequest {
-        name: cluster.name.clone(),
+        name: name.to_owned(),
         mode: spec.load_balancer.mode,
         scheme: spec.load_balancer.scheme,
         certificate: spec.load_balancer.certificate.clone(),
         health_check_path: spec.health_check_path(),
         registration_ports: spec.registration_ports(),
         zones: zones.to_vec(),
-        labels: cluster.labels_for(Role::Lb),
+        labels,
     }
 }
 
@@ -1253,8 +1768,10 @@ fn desired_record(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::model::Listener;
+    use crate::model::{Listener, NodeState};
     use crate::spec::{ClusterSpec, LbScheme};
 
     fn spec(extra: &str) -> ValidSpec {
@@ -1279,6 +1796,7 @@ mod tests {
             private_ip: ready.then(|| "10.0.0.1".parse().unwrap()),
             public_ip: None,
             labels: BTreeMap::new(),
+            created_ms: None,
         }
     }
 
@@ -1306,6 +1824,8 @@ mod tests {
                 },
             ],
             targets: targets.iter().map(|s| s.to_string()).collect(),
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 
@@ -1315,7 +1835,7 @@ mod tests {
 
     #[test]
     fn fresh_cluster_creates_three_nodes_in_three_zones() {
-        let actions = plan_nodes(&spec(""), &zones(), &[]);
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &[]);
         let created: Vec<(&str, &str)> = actions
             .iter()
             .map(|a| match a {
@@ -1332,7 +1852,7 @@ mod tests {
             node("r-1", "i-1", "xa", true),
             node("r-3", "i-3", "xb", true),
         ];
-        let actions = plan_nodes(&spec(""), &zones(), &found);
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &found);
         assert!(actions.contains(&NodeAction::Create {
             name: "r-2".into(),
             zone: "xc".into()
@@ -1355,7 +1875,7 @@ mod tests {
             node("r-3", "i-3", "xc", true),
             node("r-5", "i-5", "xc", true),
         ];
-        let actions = plan_nodes(&spec(""), &zones(), &found);
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &found);
         let deleted: BTreeSet<&str> = actions
             .iter()
             .filter_map(|a| match a {
@@ -1379,7 +1899,7 @@ mod tests {
             node("r-2", "i-2", "xb", true),
             node("r-3", "i-3", "xc", true),
         ];
-        let actions = plan_nodes(&spec(""), &zones(), &nodes);
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &nodes);
         let keep = LbAction::Keep {
             lb: lb(&["i-1", "i-2", "i-3"]),
         };
@@ -1403,7 +1923,10 @@ mod tests {
             "caps"
         }
         fn capabilities(&self) -> crate::provider::DnsCapabilities {
-            crate::provider::DnsCapabilities { alias: self.0 }
+            crate::provider::DnsCapabilities {
+                alias: self.0,
+                lock: false,
+            }
         }
         async fn lookup(&self, _: &str, _: &str) -> Result<Option<Record>> {
             unreachable!()
@@ -1467,13 +1990,6 @@ mod tests {
         let p = err.spec_problems().unwrap();
         assert!(p.names("zones[1]") && !p.names("zones[0]"), "{err}");
         assert_eq!(choose_zones(&spec(""), &zones()).unwrap(), zones());
-    }
-
-    #[test]
-    fn natural_order_of_node_names() {
-        let mut v = vec!["r-10", "r-2", "r-1"];
-        v.sort_by_key(|n| natural_key(n));
-        assert_eq!(v, ["r-1", "r-2", "r-10"]);
     }
 
     trait WithRecord {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::Result;
+use crate::error::{Error, FailureKind, Result};
 use crate::model::{
     LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordKind, RecordRequest,
 };
@@ -54,6 +54,19 @@ pub trait NodeProvider: Send + Sync {
 
     /// Delete the node; a node that is already gone is success.
     async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()>;
+
+    /// Change the in-place parts of an existing node to what `request` asks: the
+    /// cluster's SSH rules to `request.ssh_allowed_cidrs`, and the node's labels to
+    /// `request.labels` (its fingerprint among them, so the next plan sees no drift).
+    /// Safe to call again. The default refuses: the provider cannot update in place.
+    async fn update_node(
+        &self,
+        _cluster: &ClusterRef,
+        node: &Node,
+        _request: &NodeRequest,
+    ) -> Result<Node> {
+        Err(cannot_update(self.name(), format!("node {}", node.name)))
+    }
 
     /// After every node is gone: delete cluster-wide plumbing carrying the labels
     /// (security groups, firewall rules). Returns the names of what it deleted.
@@ -108,6 +121,74 @@ pub trait LoadBalancerProvider: Send + Sync {
     /// Delete every part of the cluster's balancer that carries its labels, even if
     /// the balancer itself was never made. Nothing there is success.
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>>;
+
+    /// Change the in-place parts of the balancer to what `request` asks: the
+    /// listener certificate, the health check path, and the labels (its fingerprint
+    /// among them). Safe to call again. The default refuses: the provider cannot
+    /// update in place.
+    async fn update_load_balancer(
+        &self,
+        _cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        _request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        Err(cannot_update(
+            self.name(),
+            format!("load balancer {}", lb.name),
+        ))
+    }
+
+    /// Whether two balancers of the cluster, named by their requests, can exist side
+    /// by side, so a mode or scheme change makes the new one, points DNS at it and
+    /// only then deletes the old one. The default says no: the old one is deleted
+    /// first.
+    fn coexists(&self) -> bool {
+        false
+    }
+
+    /// Every balancer of the cluster (two during a mode change when
+    /// [`LoadBalancerProvider::coexists`]). The default is the one
+    /// [`LoadBalancerProvider::discover_load_balancer`] finds.
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        Ok(self
+            .discover_load_balancer(cluster)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// Delete the balancer named `name` and its parts only (the old one of a mode
+    /// change). Only called when [`LoadBalancerProvider::coexists`]; the default refuses.
+    async fn delete_load_balancer_named(
+        &self,
+        _cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        Err(cannot_update(self.name(), format!("load balancer {name}")))
+    }
+}
+
+fn cannot_update(provider: &str, resource: String) -> Error {
+    Error::provider(
+        provider,
+        "update in place",
+        resource,
+        FailureKind::InvalidRequest,
+        format!(
+            "the {provider} provider cannot change this in place yet; revert the spec change, \
+             or change it in the cloud yourself"
+        ),
+    )
+}
+
+fn no_lock(provider: &str, name: &str) -> Error {
+    Error::provider(
+        provider,
+        "conditional TXT change",
+        format!("TXT {name}"),
+        FailureKind::InvalidRequest,
+        format!("the {provider} DNS provider has no atomic conditional change (no lock)"),
+    )
 }
 
 /// What a DNS provider can do.
@@ -115,6 +196,10 @@ pub trait LoadBalancerProvider: Send + Sync {
 pub struct DnsCapabilities {
     /// It has alias records to cloud balancers (Route 53).
     pub alias: bool,
+    /// It implements [`DnsProvider::read_txt`] and [`DnsProvider::swap_txt`] with an
+    /// atomic conditional change, so the orchestrator can hold a lease lock
+    /// ([`lock`](crate::lock)) there.
+    pub lock: bool,
 }
 
 /// Writes the one DNS record for the Rancher hostname, and the ownership TXT beside it.
@@ -154,6 +239,26 @@ pub trait DnsProvider: Send + Sync {
     /// already gone is success; one owned by somebody else is
     /// [`Error::NotOwned`](crate::Error::NotOwned).
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()>;
+
+    /// The value of the TXT record at `name` in `zone` (its strings joined), if any.
+    /// Used for the lock; only called when [`DnsCapabilities::lock`] is set.
+    async fn read_txt(&self, _zone: &str, name: &str) -> Result<Option<String>> {
+        Err(no_lock(self.name(), name))
+    }
+
+    /// Atomically: if the TXT record at `name` is exactly `expected` (`None`: there is
+    /// none), make it `new` (`None`: delete it) and return `true`; otherwise change
+    /// nothing and return `false`. Two writers racing with the same `expected`: exactly
+    /// one gets `true`. Only called when [`DnsCapabilities::lock`] is set.
+    async fn swap_txt(
+        &self,
+        _zone: &str,
+        name: &str,
+        _expected: Option<&str>,
+        _new: Option<&str>,
+    ) -> Result<bool> {
+        Err(no_lock(self.name(), name))
+    }
 }
 
 /// The name of the ownership TXT record beside `fqdn`: `_triad.<fqdn>` (a TXT cannot
@@ -169,6 +274,41 @@ pub fn ownership_value(cluster: &str, kind: RecordKind) -> String {
         crate::labels::CLUSTER,
         kind.to_string().to_ascii_lowercase()
     )
+}
+
+/// The ownership TXT value for `cluster`, with its id when known:
+/// `heritage=triad,triad-cluster=<name>,triad-cluster-id=<id>,kind=<kind>`.
+///
+/// ```
+/// use triad_core::provider::{ownership_txt, parse_ownership, parse_ownership_id};
+/// use triad_core::{model::RecordKind, ClusterRef};
+/// let mut c = ClusterRef::new("rancher", "x");
+/// c.id = Some("0a1b2c3d4e5f".into());
+/// let v = ownership_txt(&c, RecordKind::A);
+/// assert_eq!(parse_ownership(&v).as_deref(), Some("rancher"));
+/// assert_eq!(parse_ownership_id(&v).as_deref(), Some("0a1b2c3d4e5f"));
+/// ```
+pub fn ownership_txt(cluster: &ClusterRef, kind: RecordKind) -> String {
+    match &cluster.id {
+        None => ownership_value(&cluster.name, kind),
+        Some(id) => format!(
+            "heritage=triad,{}={},{}={id},kind={}",
+            crate::labels::CLUSTER,
+            cluster.name,
+            crate::labels::CLUSTER_ID,
+            kind.to_string().to_ascii_lowercase()
+        ),
+    }
+}
+
+/// The cluster id in an ownership TXT value, if it is ours and carries one.
+pub fn parse_ownership_id(txt: &str) -> Option<String> {
+    parse_ownership(txt)?;
+    txt.trim_matches('"')
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == crate::labels::CLUSTER_ID)
+        .map(|(_, v)| v.to_owned())
 }
 
 /// The cluster named by an ownership TXT value, if it is one of ours.
@@ -222,6 +362,9 @@ macro_rules! forward_provider_traits {
             async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
                 (**self).delete_node(cluster, node).await
             }
+            async fn update_node(&self, cluster: &ClusterRef, node: &Node, request: &NodeRequest) -> Result<Node> {
+                (**self).update_node(cluster, node, request).await
+            }
             async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
                 (**self).cleanup(cluster).await
             }
@@ -253,6 +396,18 @@ macro_rules! forward_provider_traits {
             async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
                 (**self).delete_load_balancer(cluster).await
             }
+            async fn update_load_balancer(&self, cluster: &ClusterRef, lb: &LoadBalancer, request: &LoadBalancerRequest) -> Result<LoadBalancer> {
+                (**self).update_load_balancer(cluster, lb, request).await
+            }
+            fn coexists(&self) -> bool {
+                (**self).coexists()
+            }
+            async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+                (**self).discover_load_balancers(cluster).await
+            }
+            async fn delete_load_balancer_named(&self, cluster: &ClusterRef, name: &str) -> Result<Vec<String>> {
+                (**self).delete_load_balancer_named(cluster, name).await
+            }
         }
 
         #[async_trait]
@@ -280,6 +435,12 @@ macro_rules! forward_provider_traits {
             }
             async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
                 (**self).delete_record(cluster, zone, fqdn).await
+            }
+            async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+                (**self).read_txt(zone, name).await
+            }
+            async fn swap_txt(&self, zone: &str, name: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool> {
+                (**self).swap_txt(zone, name, expected, new).await
             }
         }
     )+};

@@ -46,7 +46,8 @@ const PASSWORD_VAR: &str = "PROXY_PASSWORD";
 /// #     cluster: "rancher".into(), region: "r".into(), nodes: vec![],
 /// #     load_balancer: LoadBalancer { id: "lb".into(), name: "lb".into(), mode: LbMode::L4,
 /// #         scheme: LbScheme::InternetFacing, state: LbState::Active, endpoint: None,
-/// #         listeners: vec![], targets: vec![] },
+/// #         listeners: vec![], targets: vec![], partial_targets: vec![],
+/// #         labels: Default::default() },
 /// #     dns: DnsEntry { fqdn: "rancher.example.com".into(), zone: "example.com".into(),
 /// #         kind: RecordKind::A, target: Endpoint::Ip { addresses: vec![] }, ttl: Some(60) },
 /// #     rancher_url: "https://rancher.example.com".into(), tls_external: false,
@@ -879,6 +880,7 @@ mod tests {
             private_ip: Some(format!("10.0.{n}.10").parse().unwrap()),
             public_ip: None,
             labels: BTreeMap::new(),
+            created_ms: None,
         }
     }
 
@@ -905,6 +907,8 @@ mod tests {
                 endpoint: Some(endpoint.clone()),
                 listeners: vec![],
                 targets: nodes.iter().map(|n| n.id.clone()).collect(),
+                labels: Default::default(),
+                partial_targets: Vec::new(),
             },
             nodes,
             dns: DnsEntry {

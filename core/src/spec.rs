@@ -835,6 +835,7 @@ impl ValidSpec {
             region: self.region.clone(),
             dns_zone: Some(self.dns.zone.trim_end_matches('.').to_ascii_lowercase()),
             labels: self.labels.clone(),
+            id: None,
         }
     }
 
@@ -926,6 +927,11 @@ pub struct ClusterRef {
     /// Extra labels from the spec.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The cluster id (random, made at the first apply; see
+    /// [`identity`](crate::identity)), once known. A plan fills it in from what it
+    /// discovers, or makes a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl ClusterRef {
@@ -936,15 +942,23 @@ impl ClusterRef {
             region: region.into(),
             dns_zone: None,
             labels: BTreeMap::new(),
+            id: None,
         }
     }
 
     /// The labels a resource of `role` carries: the spec's extra labels plus
-    /// `triad-cluster=<name>` and `triad-role=<role>`.
+    /// `triad-cluster=<name>` and `triad-role=<role>`, and, when known,
+    /// `triad-cluster-id=<id>` and `triad-dns-zone=<zone>` (dots as `_`).
     pub fn labels_for(&self, role: labels::Role) -> BTreeMap<String, String> {
         let mut l = self.labels.clone();
         l.insert(labels::CLUSTER.to_owned(), self.name.clone());
         l.insert(labels::ROLE.to_owned(), role.as_str().to_owned());
+        if let Some(id) = &self.id {
+            l.insert(labels::CLUSTER_ID.to_owned(), id.clone());
+        }
+        if let Some(zone) = self.dns_zone.as_deref().and_then(labels::encode_zone) {
+            l.insert(labels::DNS_ZONE.to_owned(), zone);
+        }
         l
     }
 }

@@ -66,6 +66,20 @@ pub struct CloudArgs {
     /// After apply, write the hand-over bundle (configs, values.yaml, scripts) here.
     #[arg(long, value_name = "DIR", global = true)]
     pub out: Option<PathBuf>,
+    /// Go on without asking when apply would replace or delete something, and for
+    /// destroy. Without it, such a run asks at a terminal and refuses elsewhere.
+    #[arg(long, global = true)]
+    pub yes: bool,
+    /// `plan`: exit 0 when there is nothing to do, 2 when there are changes (1 on
+    /// error), as Terraform's `-detailed-exitcode`.
+    #[arg(long, global = true)]
+    pub detailed_exitcode: bool,
+    /// Wait up to this many seconds for another run's lock on the cluster.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    pub lock_wait: u64,
+    /// Break the cluster's lock if its lease has expired (its holder crashed).
+    #[arg(long, global = true)]
+    pub break_stale_lock: bool,
 }
 
 impl CloudArgs {
@@ -73,8 +87,45 @@ impl CloudArgs {
     pub fn options(&self) -> Options {
         Options {
             allow_hostname_change: self.allow_hostname_change,
+            lock_wait: Duration::from_secs(self.lock_wait),
+            break_stale_lock: self.break_stale_lock,
             ..Options::default()
         }
+    }
+}
+
+/// Go on only with consent when `what` (lines saying what would be destroyed) is not
+/// empty: `--yes`, or "yes" typed at a terminal. Elsewhere (CI, pipes) refuse.
+pub fn confirm(what: &[String], yes: bool) -> triad::Result<()> {
+    if what.is_empty() || yes {
+        return Ok(());
+    }
+    eprintln!("This destroys or replaces:");
+    for line in what {
+        eprintln!("  - {line}");
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(triad::Error::invalid(
+            "--yes",
+            "is missing, and there is no terminal to confirm at",
+            "review the list above and pass --yes to go on",
+        ));
+    }
+    eprint!("Type `yes` to go on: ");
+    let mut answer = String::new();
+    stdin.read_line(&mut answer).map_err(|e| triad::Error::Io {
+        path: "stdin".into(),
+        message: e.to_string(),
+    })?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(triad::Error::invalid(
+            "--yes",
+            "was not given and the prompt was not answered `yes`",
+            "nothing was changed; run again and confirm, or pass --yes",
+        ))
     }
 }
 
@@ -102,20 +153,37 @@ pub fn load_spec(args: &CloudArgs) -> triad::Result<ValidSpec> {
     triad::ClusterSpec::from_path(path)?.validate()
 }
 
-/// Run one command with progress on stderr and results on stdout.
+/// The process's exit code for a command's result (see [`exit`]).
+pub fn exit_code(result: triad::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run one command with progress on stderr and results on stdout; ask for consent
+/// before a destructive apply and before destroy ([`confirm`]). The exit code is 0,
+/// or 2 for `plan --detailed-exitcode` with changes.
 pub async fn run(
     orchestrator: Orchestrator,
     spec: &ValidSpec,
-    command: Command,
-    output: Output,
-    out: Option<&std::path::Path>,
-) -> triad::Result<()> {
+    args: &CloudArgs,
+) -> triad::Result<ExitCode> {
+    let (command, output) = (args.command, args.output);
     let progress = Arc::new(Progress::new());
     let orchestrator = orchestrator.with_observer(progress.clone());
     let text = output == Output::Text;
     match command {
         Command::Plan => {
             let plan = orchestrator.plan(spec).await?;
+            let code = if args.detailed_exitcode && plan.has_changes() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
             if text {
                 println!("{plan}");
             } else {
@@ -124,13 +192,15 @@ pub async fn run(
                     serde_json::to_string_pretty(&plan).expect("a plan serializes")
                 );
             }
+            return Ok(code);
         }
         Command::Apply => {
             let plan = orchestrator.plan(spec).await?;
             eprintln!("{plan}\n");
+            confirm(&plan.destructive(), args.yes)?;
             let inventory = orchestrator.apply(&plan).await?;
             progress.clear();
-            write_bundle(out, spec, &inventory)?;
+            write_bundle(args.out.as_deref(), spec, &inventory)?;
             if text {
                 println!("{}", render::next_steps(spec, &inventory));
             } else {
@@ -138,6 +208,15 @@ pub async fn run(
             }
         }
         Command::Destroy => {
+            confirm(
+                &[format!(
+                    "every resource labelled triad-cluster={} in {}, and its DNS record {}",
+                    spec.name,
+                    spec.region,
+                    spec.fqdn()
+                )],
+                args.yes,
+            )?;
             let report = orchestrator.destroy(&spec.cluster()).await?;
             progress.clear();
             if text {
@@ -153,7 +232,7 @@ pub async fn run(
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// With `--out DIR`, write the hand-over bundle ([`render::bundle`]) there.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use triad::layers::{CallCounter, Stack};
+use triad::orchestrator::Options;
 use triad::sim::{SimCloud, SimConfig, SimSnapshot};
 use triad::spec::ClusterSpec;
 use triad::{Inventory, Orchestrator, ValidSpec};
@@ -13,32 +14,7 @@ pub const FQDN: &str = "rancher.example.com";
 /// The quickstart's spec, with `extra` TOML appended to the top level (before any
 /// table) and `tables` after.
 pub fn spec_with(extra: &str, tables: &str) -> ValidSpec {
-    let text = format!(
-        r#"
-name = "rancher"
-region = "us-east-1"
-{extra}
-
-[nodes]
-size = "t3.xlarge"
-image = "ami-0123456789abcdef0"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGU admin@example"]
-
-[proxy]
-http = "http://proxy.internal:3128"
-no_proxy = ["corp.internal"]
-
-[dns]
-zone = "{ZONE}"
-hostname = "{FQDN}"
-
-{tables}
-"#
-    );
-    ClusterSpec::from_toml(&text)
-        .expect("test spec parses")
-        .validate()
-        .expect("test spec is valid")
+    spec_nodes("", extra, tables)
 }
 
 pub fn spec() -> ValidSpec {
@@ -51,13 +27,59 @@ pub fn cloud() -> SimCloud {
     SimCloud::new(SimConfig::realistic()).with_zone(ZONE)
 }
 
-/// An orchestrator over `cloud`, every provider wrapped in a call counter.
+/// An orchestrator over `cloud`, every provider wrapped in a call counter. Its lock
+/// holder is always `tests`: a rerun after a crash is the same operator's, and takes
+/// its own lock back.
 pub fn orchestrator(cloud: &SimCloud, counter: &CallCounter) -> Orchestrator {
+    orchestrator_as(cloud, counter, "tests")
+}
+
+/// An orchestrator over `cloud` whose runs hold the lock as `holder`.
+pub fn orchestrator_as(cloud: &SimCloud, counter: &CallCounter, holder: &str) -> Orchestrator {
     let p = Stack::new(Arc::new(cloud.clone()))
         .count(counter.clone())
         .build();
     let p = Arc::new(p);
-    Orchestrator::new(p.clone(), p.clone(), p)
+    Orchestrator::new(p.clone(), p.clone(), p).with_options(Options {
+        lock_holder: Some(holder.to_owned()),
+        ..Options::default()
+    })
+}
+
+/// The test spec with lines added to its `[nodes]` table (`nodes`), its top level
+/// (`extra`) and tables after (`tables`).
+pub fn spec_nodes(nodes: &str, extra: &str, tables: &str) -> ValidSpec {
+    spec_text(nodes, extra, tables)
+        .validate()
+        .expect("test spec is valid")
+}
+
+/// The unvalidated form of [`spec_nodes`].
+pub fn spec_text(nodes: &str, extra: &str, tables: &str) -> ClusterSpec {
+    let text = format!(
+        r#"
+name = "rancher"
+region = "us-east-1"
+{extra}
+
+[nodes]
+size = "t3.xlarge"
+image = "ami-0123456789abcdef0"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGV4YW1wbGU admin@example"]
+{nodes}
+
+[proxy]
+http = "http://proxy.internal:3128"
+no_proxy = ["corp.internal"]
+
+[dns]
+zone = "{ZONE}"
+hostname = "{FQDN}"
+
+{tables}
+"#
+    );
+    ClusterSpec::from_toml(&text).expect("test spec parses")
 }
 
 pub async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventory> {
@@ -104,8 +126,17 @@ pub fn assert_converged(snap: &SimSnapshot, n: usize) {
     );
 
     let zone = snap.zones.iter().find(|z| z.name == ZONE).expect("zone");
+    // A lock left by a run whose release failed is the test runner's own, and only
+    // that (the next apply of the same holder takes it back).
+    let (locks, records): (Vec<_>, Vec<_>) = zone
+        .records
+        .iter()
+        .partition(|r| r.fqdn.starts_with("_triad-lock."));
+    for l in locks {
+        assert!(format!("{:?}", l.data).contains("holder=tests,"), "{l:?}");
+    }
     assert_eq!(
-        zone.records.len(),
+        records.len(),
         2,
         "exactly the record and its TXT: {:#?}",
         zone.records

@@ -1,12 +1,12 @@
 //! Crash and rerun: fail every mutating call of a full apply in turn — before it takes
 //! effect, and after (a lost response) — then rerun and assert convergence with no
-//! duplicate and no orphan resource.
+//! duplicate and no orphan resource. The same for a rolling replace and a scale-down.
 
 use std::time::Duration;
 
 use triad::layers::{CallCounter, RetryPolicy, Stack};
 use triad::sim::{SimCloud, SimFault};
-use triad::{Error, FailureKind, Orchestrator};
+use triad::{Error, FailureKind, Orchestrator, ValidSpec};
 
 use crate::common::*;
 
@@ -130,4 +130,95 @@ async fn a_failed_apply_names_what_it_left_and_destroy_removes_it() {
         "{:#?}",
         sim.snapshot()
     );
+}
+
+/// A Day 2 change: from `base` (applied cleanly) to `want`, failing mutating call `k`
+/// of the change (`None`: no fault), then rerunning. Returns the mutating calls the
+/// change made when it ran without a fault.
+async fn change_failing_at(
+    base: &ValidSpec,
+    want: &ValidSpec,
+    k: Option<(u64, SimFault)>,
+    n: usize,
+) -> u64 {
+    let sim = cloud();
+    let counter = CallCounter::new();
+    apply(&orchestrator(&sim, &counter), base).await.unwrap();
+    sim.reset_stats();
+    let o = orchestrator(&sim, &counter);
+    if let Some((k, fault)) = &k {
+        sim.inject(fault.clone().nth(*k).kind(FailureKind::Other));
+        let err = apply(&o, want).await.expect_err(&format!(
+            "a fatal fault at mutating call {k} ({fault:?}) fails the change"
+        ));
+        assert!(matches!(err, Error::Apply { .. }), "call {k}: {err}");
+        sim.clear_faults();
+        let o = orchestrator(&sim, &counter);
+        apply(&o, want).await.unwrap_or_else(|e| {
+            panic!("rerun after a fault at mutating call {k} ({fault:?}): {e}")
+        });
+    } else {
+        apply(&o, want).await.unwrap();
+    }
+    let mutating = sim.stats().mutating;
+    assert_converged(&sim.snapshot(), n);
+    let plan = o.plan(want).await.unwrap();
+    assert!(plan.is_noop(), "after {k:?}: {plan}");
+    mutating
+}
+
+fn new_image() -> ValidSpec {
+    let mut s = spec().into_inner();
+    s.nodes.image = Some("ami-0fedcba9876543210".into());
+    s.validate().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_mutating_call_of_a_rolling_replace_failing_then_rerun() {
+    let n = change_failing_at(&spec(), &new_image(), None, 3).await;
+    assert!(
+        n >= 12,
+        "a rolling replace of 3 nodes makes many mutating calls, saw {n}"
+    );
+    for k in 1..=n {
+        for fault in [
+            SimFault::on_any_mutating().before(),
+            SimFault::on_any_mutating().after(),
+        ] {
+            change_failing_at(&spec(), &new_image(), Some((k, fault)), 3).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_mutating_call_of_a_scale_down_failing_then_rerun() {
+    let five = spec_nodes("count = 5", "", "");
+    let n = change_failing_at(&five, &spec(), None, 3).await;
+    assert!(n >= 6, "saw {n}");
+    for k in 1..=n {
+        for fault in [
+            SimFault::on_any_mutating().before(),
+            SimFault::on_any_mutating().after(),
+        ] {
+            change_failing_at(&five, &spec(), Some((k, fault)), 3).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_mutating_call_of_a_balancer_mode_change_failing_then_rerun() {
+    let mut l7 = spec().into_inner();
+    l7.load_balancer.mode = triad::spec::LbMode::L7;
+    l7.load_balancer.certificate = Some("arn:aws:acm:us-east-1:1:certificate/x".into());
+    let l7 = l7.validate().unwrap();
+    let n = change_failing_at(&spec(), &l7, None, 3).await;
+    assert!(n >= 8, "saw {n}");
+    for k in 1..=n {
+        for fault in [
+            SimFault::on_any_mutating().before(),
+            SimFault::on_any_mutating().after(),
+        ] {
+            change_failing_at(&spec(), &l7, Some((k, fault)), 3).await;
+        }
+    }
 }

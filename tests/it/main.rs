@@ -3,6 +3,7 @@
 
 mod common;
 mod crash;
+mod day2;
 mod e2e;
 mod kubernetes;
 mod secrets;

@@ -130,11 +130,19 @@ pub enum Op {
     WaitRecord,
     /// [`DnsProvider::delete_record`].
     DeleteRecord,
+    /// [`NodeProvider::update_node`].
+    UpdateNode,
+    /// [`LoadBalancerProvider::update_load_balancer`].
+    UpdateLoadBalancer,
+    /// [`DnsProvider::read_txt`].
+    ReadTxt,
+    /// [`DnsProvider::swap_txt`].
+    SwapTxt,
 }
 
 impl Op {
     /// Every op, in declaration order.
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 20] = [
         Op::Zones,
         Op::DiscoverNodes,
         Op::CreateNode,
@@ -151,6 +159,10 @@ impl Op {
         Op::UpsertRecord,
         Op::WaitRecord,
         Op::DeleteRecord,
+        Op::UpdateNode,
+        Op::UpdateLoadBalancer,
+        Op::ReadTxt,
+        Op::SwapTxt,
     ];
 
     /// A stable snake_case identifier (`create_node`), for counters, logs and metrics.
@@ -172,6 +184,10 @@ impl Op {
             Op::UpsertRecord => "upsert_record",
             Op::WaitRecord => "wait_record",
             Op::DeleteRecord => "delete_record",
+            Op::UpdateNode => "update_node",
+            Op::UpdateLoadBalancer => "update_load_balancer",
+            Op::ReadTxt => "read_txt",
+            Op::SwapTxt => "swap_txt",
         }
     }
 
@@ -194,6 +210,10 @@ impl Op {
             Op::UpsertRecord => "upsert",
             Op::WaitRecord => "wait for",
             Op::DeleteRecord => "delete",
+            Op::UpdateNode => "update node",
+            Op::UpdateLoadBalancer => "update load balancer",
+            Op::ReadTxt => "read TXT",
+            Op::SwapTxt => "change TXT",
         }
     }
 
@@ -209,6 +229,9 @@ impl Op {
                 | Op::DeleteLoadBalancer
                 | Op::UpsertRecord
                 | Op::DeleteRecord
+                | Op::UpdateNode
+                | Op::UpdateLoadBalancer
+                | Op::SwapTxt
         )
     }
 
@@ -375,6 +398,17 @@ impl<P: NodeProvider, L: Layer> NodeProvider for Layered<P, L> {
         let call = || self.inner.cleanup(cluster);
         self.layer.call(Op::Cleanup, &resource, &call).await
     }
+
+    async fn update_node(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        let resource = format!("node {}", node.name);
+        let call = || self.inner.update_node(cluster, node, request);
+        self.layer.call(Op::UpdateNode, &resource, &call).await
+    }
 }
 
 #[async_trait]
@@ -442,6 +476,43 @@ impl<P: LoadBalancerProvider, L: Layer> LoadBalancerProvider for Layered<P, L> {
             .call(Op::DeleteLoadBalancer, &resource, &call)
             .await
     }
+
+    async fn update_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        let call = || self.inner.update_load_balancer(cluster, lb, request);
+        self.layer
+            .call(Op::UpdateLoadBalancer, &resource, &call)
+            .await
+    }
+
+    fn coexists(&self) -> bool {
+        self.inner.coexists()
+    }
+
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        let resource = format!("load balancers of cluster {}", cluster.name);
+        let call = || self.inner.discover_load_balancers(cluster);
+        self.layer
+            .call(Op::DiscoverLoadBalancer, &resource, &call)
+            .await
+    }
+
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let resource = format!("load balancer {name}");
+        let call = || self.inner.delete_load_balancer_named(cluster, name);
+        self.layer
+            .call(Op::DeleteLoadBalancer, &resource, &call)
+            .await
+    }
 }
 
 #[async_trait]
@@ -486,6 +557,24 @@ impl<P: DnsProvider, L: Layer> DnsProvider for Layered<P, L> {
         let resource = format!("record {fqdn}");
         let call = || self.inner.delete_record(cluster, zone, fqdn);
         self.layer.call(Op::DeleteRecord, &resource, &call).await
+    }
+
+    async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        let resource = format!("TXT {name}");
+        let call = || self.inner.read_txt(zone, name);
+        self.layer.call(Op::ReadTxt, &resource, &call).await
+    }
+
+    async fn swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        let resource = format!("TXT {name}");
+        let call = || self.inner.swap_txt(zone, name, expected, new);
+        self.layer.call(Op::SwapTxt, &resource, &call).await
     }
 }
 

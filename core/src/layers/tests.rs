@@ -108,6 +108,7 @@ fn node(name: &str) -> Node {
         private_ip: Some("10.0.0.1".parse().unwrap()),
         public_ip: None,
         labels: BTreeMap::new(),
+        created_ms: None,
     }
 }
 
@@ -124,6 +125,8 @@ fn lb() -> LoadBalancer {
         }),
         listeners: vec![],
         targets: vec![],
+        labels: Default::default(),
+        partial_targets: Vec::new(),
     }
 }
 
@@ -202,6 +205,10 @@ impl NodeProvider for Fake {
         self.begin(Op::Cleanup, &cluster.name).await?;
         Ok(vec!["sg-1".into()])
     }
+    async fn update_node(&self, _: &ClusterRef, node: &Node, _: &NodeRequest) -> Result<Node> {
+        self.begin(Op::UpdateNode, &node.name).await?;
+        Ok(node.clone())
+    }
 }
 
 #[async_trait]
@@ -243,6 +250,15 @@ impl LoadBalancerProvider for Fake {
         current.targets = nodes.iter().map(|n| n.id.clone()).collect();
         Ok(current.clone())
     }
+    async fn update_load_balancer(
+        &self,
+        _: &ClusterRef,
+        lb: &LoadBalancer,
+        _: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        self.begin(Op::UpdateLoadBalancer, &lb.name).await?;
+        Ok(lb.clone())
+    }
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         self.begin(Op::DeleteLoadBalancer, &cluster.name).await?;
         let gone = self.state.lock().unwrap().lb.take();
@@ -256,7 +272,10 @@ impl DnsProvider for Fake {
         "fake-dns"
     }
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: true }
+        DnsCapabilities {
+            alias: true,
+            lock: false,
+        }
     }
     async fn lookup(&self, _: &str, fqdn: &str) -> Result<Option<Record>> {
         self.begin(Op::LookupRecord, fqdn).await?;
@@ -280,6 +299,7 @@ impl DnsProvider for Fake {
             target: request.target.clone(),
             ttl: Some(request.ttl),
             owner: Some(cluster.name.clone()),
+            owner_id: None,
         };
         self.state
             .lock()
@@ -290,6 +310,20 @@ impl DnsProvider for Fake {
     }
     async fn wait_record(&self, _: &str, fqdn: &str, _: Duration) -> Result<()> {
         self.begin(Op::WaitRecord, fqdn).await
+    }
+    async fn read_txt(&self, _: &str, name: &str) -> Result<Option<String>> {
+        self.begin(Op::ReadTxt, name).await?;
+        Ok(None)
+    }
+    async fn swap_txt(
+        &self,
+        _: &str,
+        name: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<bool> {
+        self.begin(Op::SwapTxt, name).await?;
+        Ok(true)
     }
     async fn delete_record(&self, _: &ClusterRef, _: &str, fqdn: &str) -> Result<()> {
         self.begin(Op::DeleteRecord, fqdn).await?;
@@ -314,7 +348,7 @@ fn ops_are_listed_once_with_distinct_names() {
         assert_eq!(op.index(), i);
     }
     let mutating: Vec<_> = Op::ALL.iter().filter(|o| o.is_mutating()).collect();
-    assert_eq!(mutating.len(), 8);
+    assert_eq!(mutating.len(), 11);
     assert!(!Op::DiscoverNodes.is_mutating() && !Op::WaitNode.is_mutating());
     let waits: Vec<_> = Op::ALL.iter().filter(|o| o.is_wait()).copied().collect();
     assert_eq!(waits, [Op::WaitNode, Op::WaitLoadBalancer, Op::WaitRecord]);
@@ -634,6 +668,20 @@ async fn every_method_maps_to_its_op() {
     p.delete_record(&c, "example.com", "rancher.example.com")
         .await
         .unwrap();
+    let n = node("b");
+    p.update_node(&c, &n, &node_request("b")).await.unwrap();
+    p.update_load_balancer(&c, &l, &lb_request()).await.unwrap();
+    p.read_txt("example.com", "_triad-lock.rancher.example.com")
+        .await
+        .unwrap();
+    p.swap_txt(
+        "example.com",
+        "_triad-lock.rancher.example.com",
+        None,
+        Some("x"),
+    )
+    .await
+    .unwrap();
 
     for op in Op::ALL {
         assert_eq!(counter.count(op), 1, "{op}");

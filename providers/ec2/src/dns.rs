@@ -11,7 +11,8 @@ use aws_sdk_route53::types::{
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
 use triad_core::provider::{
-    ownership_name, ownership_value, parse_ownership, DnsCapabilities, DnsProvider,
+    ownership_name, ownership_txt, parse_ownership, parse_ownership_id, DnsCapabilities,
+    DnsProvider,
 };
 use triad_core::spec::{ClusterRef, ValidSpec};
 
@@ -81,6 +82,7 @@ pub(crate) fn record_of(
         target,
         ttl,
         owner,
+        owner_id: None,
     })
 }
 
@@ -136,15 +138,25 @@ pub(crate) fn rrset_for(request: &RecordRequest) -> Result<ResourceRecordSet> {
     b.build().map_err(|e| build_err(&what, e))
 }
 
-fn txt_rrset(fqdn: &str, cluster: &str, kind: RecordKind, ttl: u32) -> Result<ResourceRecordSet> {
-    let what = format!("ownership record of {fqdn}");
+fn txt_rrset(
+    fqdn: &str,
+    cluster: &ClusterRef,
+    kind: RecordKind,
+    ttl: u32,
+) -> Result<ResourceRecordSet> {
+    txt_set(&ownership_name(fqdn), &ownership_txt(cluster, kind), ttl)
+}
+
+/// A TXT record set at `name` holding the one string `value`.
+fn txt_set(name: &str, value: &str, ttl: u32) -> Result<ResourceRecordSet> {
+    let what = format!("TXT record {name}");
     ResourceRecordSet::builder()
-        .name(format!("{}.", ownership_name(fqdn)))
+        .name(format!("{name}."))
         .r#type(RrType::Txt)
         .ttl(i64::from(ttl))
         .resource_records(
             ResourceRecord::builder()
-                .value(format!("\"{}\"", ownership_value(cluster, kind)))
+                .value(format!("\"{value}\""))
                 .build()
                 .map_err(|e| build_err(&what, e))?,
         )
@@ -152,11 +164,21 @@ fn txt_rrset(fqdn: &str, cluster: &str, kind: RecordKind, ttl: u32) -> Result<Re
         .map_err(|e| build_err(&what, e))
 }
 
+/// The TTL of the lock TXT record.
+const LOCK_TTL: u32 = 60;
+
 fn txt_owner(rrset: &ResourceRecordSet) -> Option<String> {
     rrset
         .resource_records()
         .iter()
         .find_map(|r| parse_ownership(r.value()))
+}
+
+fn txt_owner_id(rrset: &ResourceRecordSet) -> Option<String> {
+    rrset
+        .resource_records()
+        .iter()
+        .find_map(|r| parse_ownership_id(r.value()))
 }
 
 fn change(action: ChangeAction, rrset: ResourceRecordSet) -> Result<Change> {
@@ -295,12 +317,18 @@ impl Ec2 {
             .into_iter()
             .find(|r| r.r#type() == &RrType::Txt);
         let owner = txt.as_ref().and_then(txt_owner);
+        let owner_id = txt.as_ref().and_then(txt_owner_id);
         let record = self
             .sets_at(zone_id, &fqdn)
             .await?
             .into_iter()
             .filter(|r| r.set_identifier().is_none())
-            .find_map(|r| record_of(&r, &norm(zone), owner.clone()).map(|rec| (r, rec)));
+            .find_map(|r| {
+                record_of(&r, &norm(zone), owner.clone()).map(|mut rec| {
+                    rec.owner_id = owner_id.clone();
+                    (r, rec)
+                })
+            });
         Ok(AtName { record, txt })
     }
 
@@ -363,7 +391,10 @@ impl DnsProvider for Ec2 {
     }
 
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: true }
+        DnsCapabilities {
+            alias: true,
+            lock: true,
+        }
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
@@ -427,7 +458,10 @@ impl DnsProvider for Ec2 {
                 .filter(|r| norm(r.name()) == fqdn && r.set_identifier().is_none())
                 .find_map(|r| record_of(r, &norm(zone), Some(cluster.name.clone())))
             {
-                out.push(rec);
+                out.push(Record {
+                    owner_id: txt_owner_id(txt),
+                    ..rec
+                });
             }
         }
         Ok(out)
@@ -451,7 +485,7 @@ impl DnsProvider for Ec2 {
             _ => {}
         }
         let want = rrset_for(request)?;
-        let want_txt = txt_rrset(&fqdn, &cluster.name, request.kind, request.ttl.max(1))?;
+        let want_txt = txt_rrset(&fqdn, cluster, request.kind, request.ttl.max(1))?;
         let written = Record {
             fqdn: fqdn.clone(),
             zone: norm(&request.zone),
@@ -459,6 +493,7 @@ impl DnsProvider for Ec2 {
             target: request.target.clone(),
             ttl: (request.kind != RecordKind::Alias).then_some(request.ttl),
             owner: Some(cluster.name.clone()),
+            owner_id: cluster.id.clone(),
         };
         let txt_same = at.txt.as_ref().is_some_and(|t| {
             t.resource_records() == want_txt.resource_records() && t.ttl() == want_txt.ttl()
@@ -486,6 +521,75 @@ impl DnsProvider for Ec2 {
         .await?;
         tracing::info!(fqdn, kind = %request.kind, "wrote DNS record");
         Ok(written)
+    }
+
+    async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        let zone_id = self.zone_id(zone).await?;
+        let name = norm(name);
+        Ok(self
+            .sets_at(&zone_id, &name)
+            .await?
+            .into_iter()
+            .find(|r| r.r#type() == &RrType::Txt)
+            .map(|r| {
+                r.resource_records()
+                    .iter()
+                    .map(|v| v.value().trim_matches('"').to_owned())
+                    .collect::<String>()
+            }))
+    }
+
+    async fn swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        let zone_id = self.zone_id(zone).await?;
+        let name = norm(name);
+        // One change batch, atomic in Route 53: DELETE must match the set exactly,
+        // CREATE fails if a set exists. Either failing rejects the whole batch.
+        let mut changes = Vec::new();
+        if let Some(old) = expected {
+            changes.push(change(
+                ChangeAction::Delete,
+                txt_set(&name, old, LOCK_TTL)?,
+            )?);
+        }
+        if let Some(new) = new {
+            changes.push(change(
+                ChangeAction::Create,
+                txt_set(&name, new, LOCK_TTL)?,
+            )?);
+        }
+        if changes.is_empty() {
+            return Ok(self.read_txt(zone, &name).await?.is_none());
+        }
+        let batch = ChangeBatch::builder()
+            .set_changes(Some(changes))
+            .comment("triad lock")
+            .build()
+            .map_err(|e| build_err("change batch", e))?;
+        match self
+            .r53
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .change_batch(batch)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = AwsError::from_sdk(e);
+                if e.is("InvalidChangeBatch") {
+                    tracing::debug!(%name, message = %e.message, "lock change refused");
+                    Ok(false)
+                } else {
+                    Err(e.into_error("change", format!("TXT record {name}")))
+                }
+            }
+        }
     }
 
     async fn wait_record(&self, _zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
@@ -627,11 +731,14 @@ mod tests {
 
     #[test]
     fn ownership_txt_is_quoted_and_parsed() {
-        let t = txt_rrset("rancher.example.com", "prod", RecordKind::Alias, 60).unwrap();
+        let mut cluster = ClusterRef::new("prod", "us-east-1");
+        cluster.id = Some("0a1b2c3d4e5f".into());
+        let t = txt_rrset("rancher.example.com", &cluster, RecordKind::Alias, 60).unwrap();
         assert_eq!(t.name(), "_triad.rancher.example.com.");
         assert!(t.resource_records()[0]
             .value()
             .starts_with("\"heritage=triad,"));
         assert_eq!(txt_owner(&t).as_deref(), Some("prod"));
+        assert_eq!(txt_owner_id(&t).as_deref(), Some("0a1b2c3d4e5f"));
     }
 }

@@ -343,6 +343,8 @@ impl Ec2 {
             endpoint: endpoint_of(&found.lb),
             listeners: listeners_of(&found.listeners, &found.groups),
             targets: targets_of(&per_group),
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         })
     }
 

@@ -103,6 +103,7 @@ pub(crate) fn node_of(i: &Instance) -> Node {
             .and_then(|a| a.parse::<IpAddr>().ok()),
         public_ip: i.public_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
         labels,
+        created_ms: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use google_cloud_dns_v1::model::{Change, ManagedZone, ResourceRecordSet};
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
-use triad_core::provider::{ownership_name, ownership_value, parse_ownership};
+use triad_core::provider::{ownership_name, ownership_txt, parse_ownership, parse_ownership_id};
 use triad_core::spec::ClusterRef;
 
 use crate::error::{self, own, Failure};
@@ -35,7 +35,18 @@ impl AtName {
             .iter()
             .find_map(|v| parse_ownership(v))
     }
+
+    fn owner_id(&self) -> Option<String> {
+        owner_id(self.txt.as_ref()?)
+    }
 }
+
+fn owner_id(txt: &ResourceRecordSet) -> Option<String> {
+    txt.rrdatas.iter().find_map(|v| parse_ownership_id(v))
+}
+
+/// The TTL of the lock TXT record.
+const LOCK_TTL: u32 = 60;
 
 fn to_record(zone: &str, main: &ResourceRecordSet, owner: Option<String>) -> Option<Record> {
     let fqdn = main.name.as_deref()?.trim_end_matches('.').to_owned();
@@ -63,6 +74,7 @@ fn to_record(zone: &str, main: &ResourceRecordSet, owner: Option<String>) -> Opt
         target,
         ttl,
         owner,
+        owner_id: None,
     })
 }
 
@@ -76,7 +88,10 @@ fn rrset(name: &str, kind: &str, ttl: u32, rrdatas: Vec<String>) -> ResourceReco
 }
 
 /// The record sets a request asks for: the record and its ownership TXT.
-fn desired(cluster: &str, req: &RecordRequest) -> Result<(ResourceRecordSet, ResourceRecordSet)> {
+fn desired(
+    cluster: &ClusterRef,
+    req: &RecordRequest,
+) -> Result<(ResourceRecordSet, ResourceRecordSet)> {
     let main = match (&req.kind, &req.target) {
         (RecordKind::A, Endpoint::Ip { addresses }) => rrset(
             &req.fqdn,
@@ -103,7 +118,7 @@ fn desired(cluster: &str, req: &RecordRequest) -> Result<(ResourceRecordSet, Res
         &ownership_name(&req.fqdn),
         "TXT",
         req.ttl,
-        vec![format!("\"{}\"", ownership_value(cluster, req.kind))],
+        vec![format!("\"{}\"", ownership_txt(cluster, req.kind))],
     );
     Ok((main, txt))
 }
@@ -246,7 +261,12 @@ impl GceProvider {
         let mz = self.managed_zone(zone).await?;
         let at = self.at_name(&mz, fqdn).await?;
         let owner = at.owner();
-        Ok(at.main.as_ref().and_then(|m| to_record(zone, m, owner)))
+        let id = at.owner_id();
+        Ok(at
+            .main
+            .as_ref()
+            .and_then(|m| to_record(zone, m, owner))
+            .map(|r| Record { owner_id: id, ..r }))
     }
 
     pub(crate) async fn dns_owned(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
@@ -273,7 +293,12 @@ impl GceProvider {
                 .iter()
                 .find(|r| r.name.as_deref() == Some(fqdn) && matches!(rtype(r), "A" | "CNAME"))
             {
-                out.extend(to_record(zone, main, Some(cluster.name.clone())));
+                out.extend(
+                    to_record(zone, main, Some(cluster.name.clone())).map(|r| Record {
+                        owner_id: owner_id(txt),
+                        ..r
+                    }),
+                );
             }
         }
         Ok(out)
@@ -305,7 +330,7 @@ impl GceProvider {
         req: &RecordRequest,
     ) -> Result<Record> {
         let mz = self.managed_zone(&req.zone).await?;
-        let (want_main, want_txt) = desired(&cluster.name, req)?;
+        let (want_main, want_txt) = desired(cluster, req)?;
         let at = self.at_name(&mz, &req.fqdn).await?;
         let owner = at.owner();
         if (at.main.is_some() || owner.is_some()) && owner.as_deref() != Some(&cluster.name) {
@@ -330,14 +355,69 @@ impl GceProvider {
             self.apply_change(&mz, &req.fqdn, change).await?;
             tracing::info!(fqdn = %req.fqdn, "wrote DNS record");
         }
-        to_record(&req.zone, &want_main, Some(cluster.name.clone())).ok_or_else(|| {
-            own(
-                "write record",
-                &req.fqdn,
-                FailureKind::Other,
-                "unreadable record",
-            )
-        })
+        to_record(&req.zone, &want_main, Some(cluster.name.clone()))
+            .map(|r| Record {
+                owner_id: cluster.id.clone(),
+                ..r
+            })
+            .ok_or_else(|| {
+                own(
+                    "write record",
+                    &req.fqdn,
+                    FailureKind::Other,
+                    "unreadable record",
+                )
+            })
+    }
+
+    pub(crate) async fn dns_read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        let mz = self.managed_zone(zone).await?;
+        Ok(self
+            .list_rrsets(&mz, Some(name))
+            .await?
+            .into_iter()
+            .find(|r| rtype(r) == "TXT")
+            .map(|r| r.rrdatas.iter().map(|v| v.trim_matches('"')).collect()))
+    }
+
+    /// One Cloud DNS change: deletions must match the record set exactly (else HTTP
+    /// 412 `conditionNotMet`, or 404), additions must not exist (else 409
+    /// `alreadyExists`); the change applies whole or not at all.
+    pub(crate) async fn dns_swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        let mz = self.managed_zone(zone).await?;
+        let set = |v: &str| rrset(name, "TXT", LOCK_TTL, vec![format!("\"{v}\"")]);
+        let mut change = Change::default();
+        change.deletions.extend(expected.map(set));
+        change.additions.extend(new.map(set));
+        if change.deletions.is_empty() && change.additions.is_empty() {
+            return Ok(self.dns_read_txt(zone, name).await?.is_none());
+        }
+        let what = format!("TXT record {name}");
+        match self
+            .clients
+            .changes
+            .create()
+            .set_project(&self.settings.project)
+            .set_managed_zone(&mz)
+            .set_body(change)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = error::sdk("change", &what, &e);
+                match e.kind() {
+                    Some(FailureKind::Conflict | FailureKind::NotFound) => Ok(false),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     pub(crate) async fn dns_wait(&self, fqdn: &str, timeout: Duration) -> Result<()> {
@@ -434,7 +514,7 @@ mod tests {
     fn a_records_carry_an_ownership_txt() {
         let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
         let (main, txt) = desired(
-            "rancher",
+            &ClusterRef::new("rancher", "europe-west1"),
             &req(
                 RecordKind::A,
                 Endpoint::Ip {
@@ -473,13 +553,21 @@ mod tests {
             name: "lb.example.net".into(),
             alias_zone: None,
         };
-        let (main, _) = desired("rancher", &req(RecordKind::Cname, target.clone())).unwrap();
+        let (main, _) = desired(
+            &ClusterRef::new("rancher", "europe-west1"),
+            &req(RecordKind::Cname, target.clone()),
+        )
+        .unwrap();
         assert_eq!(main.rrdatas, vec!["lb.example.net."]);
         assert_eq!(
             to_record("example.com", &main, None).unwrap().target,
             target
         );
-        let e = desired("rancher", &req(RecordKind::Alias, target)).unwrap_err();
+        let e = desired(
+            &ClusterRef::new("rancher", "europe-west1"),
+            &req(RecordKind::Alias, target),
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), Some(FailureKind::InvalidRequest));
     }
 }

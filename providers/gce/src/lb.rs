@@ -1118,6 +1118,8 @@ impl GceProvider {
                     .collect::<Vec<_>>(),
             ),
             targets,
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         }))
     }
 

@@ -49,7 +49,7 @@ use triad_core::error::{Error, Result, SpecProblems};
 use triad_core::model::{
     LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
 };
-use triad_core::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
+use triad_core::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
 use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
 
 pub use client::Connection;
@@ -286,6 +286,27 @@ impl DnsProvider for GceProvider {
 
     async fn wait_record(&self, _zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
         self.dns_wait(fqdn, timeout).await
+    }
+
+    fn capabilities(&self) -> DnsCapabilities {
+        DnsCapabilities {
+            alias: false,
+            lock: true,
+        }
+    }
+
+    async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        self.dns_read_txt(zone, name).await
+    }
+
+    async fn swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        self.dns_swap_txt(zone, name, expected, new).await
     }
 
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {

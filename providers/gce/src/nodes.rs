@@ -102,6 +102,7 @@ pub(crate) fn to_node(i: &Instance) -> Node {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
+        created_ms: None,
     }
 }
 

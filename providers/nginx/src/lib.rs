@@ -385,6 +385,8 @@ impl NginxProvider {
             endpoint: self.settings.address.as_deref().map(endpoint_of),
             listeners: render::listeners(h.mode, &self.settings, &h.registration_ports),
             targets: ids(&h.targets),
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 
@@ -647,6 +649,7 @@ pub fn balancer_cluster(cluster: &ClusterRef) -> ClusterRef {
         region: cluster.region.clone(),
         dns_zone: None,
         labels: cluster.labels.clone(),
+        id: cluster.id.clone(),
     }
 }
 
@@ -830,6 +833,8 @@ impl NginxProvider {
                 .map(|a| Endpoint::Ip { addresses: vec![a] }),
             listeners: render::listeners(mode, &self.settings, &registration),
             targets,
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         }
     }
 
@@ -873,6 +878,8 @@ impl NginxProvider {
             endpoint: None,
             listeners: render::listeners(request.mode, &self.settings, &request.registration_ports),
             targets: Vec::new(),
+            labels: Default::default(),
+            partial_targets: Vec::new(),
         })
     }
 

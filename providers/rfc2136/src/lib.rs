@@ -55,7 +55,8 @@ use tracing::{debug, info};
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
 use triad_core::provider::{
-    ownership_name, ownership_value, parse_ownership, DnsCapabilities, DnsProvider,
+    ownership_name, ownership_txt, parse_ownership, parse_ownership_id, DnsCapabilities,
+    DnsProvider,
 };
 use triad_core::spec::{ClusterRef, ValidSpec};
 
@@ -381,7 +382,10 @@ impl Rfc2136Provider {
     /// The state at `fqdn` as a triad [`Record`], if a record triad writes is there.
     fn to_record(zone: &str, fqdn: &str, state: &State) -> Option<Record> {
         let owner = state.owners().into_iter().next();
-        record_from(zone, fqdn, &state.records, owner)
+        record_from(zone, fqdn, &state.records, owner).map(|r| Record {
+            owner_id: owner_id(&state.txt),
+            ..r
+        })
     }
 
     fn zone_for<'a>(&'a self, zone: &'a str) -> &'a str {
@@ -445,6 +449,7 @@ fn record_from(
             },
             ttl,
             owner,
+            owner_id: None,
         });
     }
     let mut addresses: Vec<IpAddr> = records
@@ -467,6 +472,7 @@ fn record_from(
         target: Endpoint::Ip { addresses },
         ttl,
         owner,
+        owner_id: None,
     })
 }
 
@@ -513,7 +519,10 @@ impl DnsProvider for Rfc2136Provider {
     }
 
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: false }
+        DnsCapabilities {
+            alias: false,
+            lock: true,
+        }
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
@@ -686,7 +695,7 @@ impl DnsProvider for Rfc2136Provider {
             return Err(not_owned(cluster, &fqdn, &owners, current.map(|r| r.kind)));
         }
 
-        let value = ownership_value(&cluster.name, request.kind);
+        let value = ownership_txt(cluster, request.kind);
         let want = Record {
             fqdn: fqdn.clone(),
             zone: normalize(&zone),
@@ -694,6 +703,7 @@ impl DnsProvider for Rfc2136Provider {
             target: request.target.clone(),
             ttl: Some(request.ttl),
             owner: Some(cluster.name.clone()),
+            owner_id: cluster.id.clone(),
         };
         let txt_is_exact = state.txt.len() == 1
             && wire::txt_text(&state.txt[0]).as_deref() == Some(value.as_str())
@@ -796,6 +806,41 @@ impl DnsProvider for Rfc2136Provider {
         }
     }
 
+    async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        let zone = self.zone_for(zone).to_owned();
+        let (action, resource) = ("read", format!("TXT record {name}"));
+        let client = self.client(action, &resource).await?;
+        let owner = wire::name(&normalize(name))
+            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
+        let txt = self
+            .rrset(&client, &zone, &owner, RecordType::TXT, action, &resource)
+            .await?;
+        Ok((!txt.is_empty()).then(|| txt.iter().filter_map(wire::txt_text).collect()))
+    }
+
+    async fn swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        let zone = self.zone_for(zone).to_owned();
+        let (action, resource) = ("change", format!("TXT record {name}"));
+        let client = self.client(action, &resource).await?;
+        let zname = self.check_zone(&client, &zone, action).await?;
+        let owner = wire::name(&normalize(name))
+            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
+        let message = wire::swap_txt(&zname, &owner, expected, new);
+        let resp = self.exchange(&client, message, action, &resource).await?;
+        match resp.response_code() {
+            ResponseCode::NoError => Ok(true),
+            // A prerequisite failed: the TXT is not what the caller expected.
+            ResponseCode::YXRRSet | ResponseCode::NXRRSet | ResponseCode::YXDomain => Ok(false),
+            rcode => Err(self.rcode_err(action, &resource, &zone, rcode)),
+        }
+    }
+
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
         let zone = self.zone_for(zone).to_owned();
         let fqdn = normalize(fqdn);
@@ -847,7 +892,12 @@ fn owned_or_orphan(
     cluster: &str,
 ) -> Record {
     let owner = Some(cluster.to_owned());
-    record_from(zone, fqdn, at, owner.clone()).unwrap_or_else(|| {
+    let id = owner_id(txt);
+    let found = record_from(zone, fqdn, at, owner.clone()).map(|r| Record {
+        owner_id: id.clone(),
+        ..r
+    });
+    found.unwrap_or_else(|| {
         let kind = txt
             .iter()
             .filter_map(wire::txt_text)
@@ -864,8 +914,16 @@ fn owned_or_orphan(
             target: Endpoint::Ip { addresses: vec![] },
             ttl: None,
             owner,
+            owner_id: id,
         }
     })
+}
+
+/// The cluster id in an ownership TXT RRset.
+fn owner_id(txt: &[DnsRecord]) -> Option<String> {
+    txt.iter()
+        .filter_map(wire::txt_text)
+        .find_map(|t| parse_ownership_id(&t))
 }
 
 #[cfg(test)]
@@ -956,7 +1014,7 @@ mod tests {
         let t = wire::txt(
             &wire::name("_triad.r.example.com").unwrap(),
             60,
-            &ownership_value("c", RecordKind::Cname),
+            &triad_core::provider::ownership_value("c", RecordKind::Cname),
         );
         let r = owned_or_orphan("example.com", "r.example.com", &[], &[t], "c");
         assert_eq!(r.kind, RecordKind::Cname);

@@ -193,6 +193,35 @@ pub(crate) fn delete(zone: &Name, fqdn: &Name, txt_name: &Name, current_txt: &[R
     m
 }
 
+/// The TTL of the lock TXT record.
+pub(crate) const LOCK_TTL: u32 = 60;
+
+/// Change the TXT at `name` from exactly `expected` (`None`: no TXT there) to `new`
+/// (`None`: delete it), with RFC 2136 prerequisites: the server applies the whole
+/// update only if the TXT RRset is exactly `expected` (2.4.2 value dependent, or
+/// 2.4.3 does not exist), so of two racing writers exactly one succeeds.
+pub(crate) fn swap_txt(
+    zone: &Name,
+    name: &Name,
+    expected: Option<&str>,
+    new: Option<&str>,
+) -> Message {
+    let mut m = update(zone);
+    match expected {
+        Some(v) => {
+            m.add_pre_requisite(rr_present(&txt(name, LOCK_TTL, v)));
+        }
+        None => {
+            m.add_pre_requisite(rrset_absent(name, RecordType::TXT));
+        }
+    }
+    m.add_update(delete_rrset(name, RecordType::TXT));
+    if let Some(v) = new {
+        m.add_update(txt(name, LOCK_TTL, v));
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
-use triad_core::provider::{ownership_name, ownership_value, parse_ownership, DnsCapabilities};
+use triad_core::provider::{
+    ownership_name, ownership_txt, parse_ownership, parse_ownership_id, DnsCapabilities,
+};
 use triad_core::spec::{ClusterRef, ValidSpec};
 use triad_core::{DnsProvider, Error, FailureKind, Result};
 
@@ -37,6 +39,19 @@ fn unknown_zone_message(zone: &str) -> String {
 enum Change {
     Upsert(SimRecordSet),
     Delete(SimRecordSet),
+    /// Create a set that must not exist yet (Route 53's `CREATE`).
+    Create(SimRecordSet),
+}
+
+/// The TTL of the lock TXT record.
+const LOCK_TTL: u32 = 60;
+
+fn txt_set(fqdn: &str, value: &str) -> SimRecordSet {
+    SimRecordSet {
+        fqdn: fqdn.to_owned(),
+        ttl: Some(LOCK_TTL),
+        data: SimRecordData::Txt(vec![value.to_owned()]),
+    }
 }
 
 /// What `ListRecords` returns.
@@ -91,7 +106,11 @@ fn holder(listing: &Listing, cluster: &str, fqdn: &str) -> Holder {
     }
 }
 
-fn to_record(set: &SimRecordSet, zone: &str, owner: Option<String>) -> Option<Record> {
+fn to_record(
+    set: &SimRecordSet,
+    zone: &str,
+    owner: Option<(String, Option<String>)>,
+) -> Option<Record> {
     let (kind, target) = match &set.data {
         SimRecordData::A(addresses) => (
             RecordKind::A,
@@ -121,13 +140,17 @@ fn to_record(set: &SimRecordSet, zone: &str, owner: Option<String>) -> Option<Re
         kind,
         target,
         ttl: set.ttl,
-        owner,
+        owner_id: owner.as_ref().and_then(|(_, id)| id.clone()),
+        owner: owner.map(|(name, _)| name),
     })
 }
 
-fn owner_of(listing: &Listing, fqdn: &str) -> Option<String> {
+/// The owning cluster's name and id, as the ownership TXT tells.
+fn owner_of(listing: &Listing, fqdn: &str) -> Option<(String, Option<String>)> {
     match &listing.txt(&ownership_name(fqdn))?.data {
-        SimRecordData::Txt(values) => values.iter().find_map(|v| parse_ownership(v)),
+        SimRecordData::Txt(values) => values
+            .iter()
+            .find_map(|v| parse_ownership(v).map(|name| (name, parse_ownership_id(v)))),
         _ => None,
     }
 }
@@ -206,10 +229,27 @@ impl SimCloud {
             let mut touched = Vec::new();
             for change in changes {
                 match change {
+                    Change::Create(set) => {
+                        if records
+                            .iter()
+                            .any(|r| r.fqdn == set.fqdn && r.data.rtype() == set.data.rtype())
+                        {
+                            return Err(ApiError::new(
+                                FailureKind::Conflict,
+                                format!(
+                                    "cannot create {} record {}: it already exists",
+                                    set.data.rtype(),
+                                    set.fqdn
+                                ),
+                            ));
+                        }
+                        touched.push(set.fqdn.clone());
+                        records.push(set);
+                    }
                     Change::Delete(set) => {
                         let at = records.iter().position(|r| *r == set).ok_or_else(|| {
                             ApiError::new(
-                                FailureKind::InvalidRequest,
+                                FailureKind::Conflict,
                                 format!(
                                     "cannot delete {} record {}: it does not exist with these values",
                                     set.data.rtype(),
@@ -274,7 +314,10 @@ impl DnsProvider for SimCloud {
     }
 
     fn capabilities(&self) -> DnsCapabilities {
-        DnsCapabilities { alias: true }
+        DnsCapabilities {
+            alias: true,
+            lock: true,
+        }
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
@@ -296,8 +339,10 @@ impl DnsProvider for SimCloud {
             .records
             .iter()
             .filter(|r| r.data.is_address())
-            .filter(|r| owner_of(&listing, &r.fqdn).as_deref() == Some(cluster.name.as_str()))
-            .filter_map(|r| to_record(r, &zone, Some(cluster.name.clone())))
+            .filter_map(|r| {
+                let owner = owner_of(&listing, &r.fqdn)?;
+                (owner.0 == cluster.name).then(|| to_record(r, &zone, Some(owner)))?
+            })
             .collect();
         out.sort_by(|a, b| a.fqdn.cmp(&b.fqdn));
         Ok(out)
@@ -326,10 +371,15 @@ impl DnsProvider for SimCloud {
         let txt = SimRecordSet {
             fqdn: txt_name.clone(),
             ttl: Some(request.ttl),
-            data: SimRecordData::Txt(vec![ownership_value(&cluster.name, request.kind)]),
+            data: SimRecordData::Txt(vec![ownership_txt(cluster, request.kind)]),
         };
         let current = listing.address(&fqdn).cloned();
-        let record = to_record(&desired, &zone, Some(cluster.name.clone())).ok_or_else(|| {
+        let record = to_record(
+            &desired,
+            &zone,
+            Some((cluster.name.clone(), cluster.id.clone())),
+        )
+        .ok_or_else(|| {
             Error::provider(
                 NAME,
                 "write record",
@@ -384,6 +434,42 @@ impl DnsProvider for SimCloud {
             }
         })
         .await
+    }
+
+    async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
+        let (zone, name) = Self::zone_and_fqdn(zone, name, "read TXT record")?;
+        let listing = self.list_records(&zone).await?;
+        Ok(listing.txt(&name).and_then(|t| match &t.data {
+            SimRecordData::Txt(values) => Some(values.concat()),
+            _ => None,
+        }))
+    }
+
+    async fn swap_txt(
+        &self,
+        zone: &str,
+        name: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool> {
+        let (zone, name) = Self::zone_and_fqdn(zone, name, "change TXT record")?;
+        // One atomic batch: delete exactly the expected value (or create where
+        // nothing may exist); the zone refuses the whole batch when it does not match.
+        let mut changes = Vec::new();
+        match (expected, new) {
+            (Some(old), Some(new)) => {
+                changes.push(Change::Delete(txt_set(&name, old)));
+                changes.push(Change::Create(txt_set(&name, new)));
+            }
+            (Some(old), None) => changes.push(Change::Delete(txt_set(&name, old))),
+            (None, Some(new)) => changes.push(Change::Create(txt_set(&name, new))),
+            (None, None) => return Ok(self.read_txt(&zone, &name).await?.is_none()),
+        }
+        match self.change_records(&zone, &name, changes).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == Some(FailureKind::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {

@@ -52,11 +52,19 @@ pub enum SimApi {
     ChangeRecords,
     /// Whether a change is in sync (read).
     GetChange,
+    /// Replace the SSH rules of a security group (mutating).
+    ModifySecurityGroupRules,
+    /// Replace the labels of an instance or a balancer (mutating).
+    ModifyTags,
+    /// Change a listener's certificate (mutating).
+    ModifyListener,
+    /// Change a target group's health check (mutating).
+    ModifyTargetGroup,
 }
 
 impl SimApi {
     /// Every call, in declaration order.
-    pub const ALL: [SimApi; 21] = [
+    pub const ALL: [SimApi; 25] = [
         SimApi::DescribeZones,
         SimApi::DescribeInstances,
         SimApi::RunInstance,
@@ -78,6 +86,10 @@ impl SimApi {
         SimApi::ListRecords,
         SimApi::ChangeRecords,
         SimApi::GetChange,
+        SimApi::ModifySecurityGroupRules,
+        SimApi::ModifyTags,
+        SimApi::ModifyListener,
+        SimApi::ModifyTargetGroup,
     ];
 
     /// The call's name, e.g. `RunInstance`.
@@ -104,6 +116,10 @@ impl SimApi {
             SimApi::ListRecords => "ListRecords",
             SimApi::ChangeRecords => "ChangeRecords",
             SimApi::GetChange => "GetChange",
+            SimApi::ModifySecurityGroupRules => "ModifySecurityGroupRules",
+            SimApi::ModifyTags => "ModifyTags",
+            SimApi::ModifyListener => "ModifyListener",
+            SimApi::ModifyTargetGroup => "ModifyTargetGroup",
         }
     }
 

@@ -123,17 +123,22 @@ struct Parts {
     target_groups: Vec<SimTargetGroup>,
 }
 
-fn tg_prefix(lb_name: &str) -> String {
-    format!("{lb_name}-")
+/// Whether the target group named `tg` belongs to the balancer named `lb_name` (two
+/// balancers of one cluster, `rancher` and `rancher-b`, live side by side during a
+/// mode change: a prefix would mix their target groups).
+fn is_tg_of(lb_name: &str, tg: &str) -> bool {
+    ["tcp-80", "tcp-443", "http-80"]
+        .iter()
+        .any(|suffix| tg == format!("{lb_name}-{suffix}"))
 }
 
 fn build(parts: &Parts) -> Option<LoadBalancer> {
     let b = parts.balancer.as_ref()?;
-    let prefix = tg_prefix(&b.name);
+
     let tgs: Vec<&SimTargetGroup> = parts
         .target_groups
         .iter()
-        .filter(|t| t.name.starts_with(&prefix))
+        .filter(|t| is_tg_of(&b.name, &t.name))
         .collect();
     let mut listeners: Vec<Listener> = parts
         .listeners
@@ -160,6 +165,14 @@ fn build(parts: &Parts) -> Option<LoadBalancer> {
             .cloned()
             .collect(),
     };
+    let partial_targets: Vec<String> = tgs
+        .iter()
+        .flat_map(|t| t.targets.iter())
+        .filter(|id| !targets.contains(id))
+        .cloned()
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
     Some(LoadBalancer {
         id: b.arn.clone(),
         name: b.name.clone(),
@@ -169,6 +182,8 @@ fn build(parts: &Parts) -> Option<LoadBalancer> {
         endpoint: b.endpoint.clone(),
         listeners,
         targets,
+        labels: b.labels.clone(),
+        partial_targets,
     })
 }
 
@@ -535,6 +550,67 @@ impl SimCloud {
     }
 }
 
+impl SimCloud {
+    /// Delete a balancer's listeners, then the balancer.
+    async fn delete_balancer(&self, b: &crate::world::SimBalancer) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for l in self.describe_listeners(&b.name, &b.arn).await? {
+            let resource = format!("listener {}:{}", b.name, l.port);
+            let arn = l.arn.clone();
+            if self
+                .delete_part(SimApi::DeleteListener, &resource, |w| {
+                    w.listeners
+                        .remove(&arn)
+                        .map(|_| ())
+                        .ok_or_else(|| gone(&arn))
+                })
+                .await?
+            {
+                deleted.push(resource);
+            }
+        }
+        let resource = format!("load balancer {}", b.name);
+        let arn = b.arn.clone();
+        if self
+            .delete_part(SimApi::DeleteBalancer, &resource, |w| {
+                w.balancers.remove(&arn).ok_or_else(|| gone(&arn))?;
+                // Like ELB, deleting a balancer deletes whatever listeners remain.
+                w.listeners.retain(|_, l| l.balancer_arn != arn);
+                Ok(())
+            })
+            .await?
+        {
+            deleted.push(resource);
+        }
+        Ok(deleted)
+    }
+
+    /// Delete a target group no listener uses.
+    async fn delete_target_group(&self, tg: &SimTargetGroup) -> Result<Vec<String>> {
+        let resource = format!("target group {}", tg.name);
+        let arn = tg.arn.clone();
+        let deleted = self
+            .delete_part(SimApi::DeleteTargetGroup, &resource, |w| {
+                if let Some(l) = w
+                    .listeners
+                    .values()
+                    .find(|l| l.action == SimListenerAction::Forward(arn.clone()))
+                {
+                    return Err(ApiError::new(
+                        FailureKind::Conflict,
+                        format!("target group is in use by listener {}", l.arn),
+                    ));
+                }
+                w.target_groups
+                    .remove(&arn)
+                    .map(|_| ())
+                    .ok_or_else(|| gone(&arn))
+            })
+            .await?;
+        Ok(if deleted { vec![resource] } else { Vec::new() })
+    }
+}
+
 fn gone(what: &str) -> ApiError {
     ApiError::new(FailureKind::NotFound, format!("{what} does not exist"))
 }
@@ -552,6 +628,45 @@ impl LoadBalancerProvider for SimCloud {
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         let parts = self.discover_parts(cluster, None).await?;
         Ok(build(&parts))
+    }
+
+    fn coexists(&self) -> bool {
+        true
+    }
+
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        let mut out = Vec::new();
+        for b in self.describe_balancers(cluster).await? {
+            let parts = self.discover_parts(cluster, Some(&b.name)).await?;
+            out.extend(build(&parts));
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for b in self
+            .describe_balancers(cluster)
+            .await?
+            .into_iter()
+            .filter(|b| b.name == name)
+        {
+            deleted.extend(self.delete_balancer(&b).await?);
+        }
+        for tg in self
+            .describe_target_groups(cluster)
+            .await?
+            .into_iter()
+            .filter(|t| is_tg_of(name, &t.name))
+        {
+            deleted.extend(self.delete_target_group(&tg).await?);
+        }
+        Ok(deleted)
     }
 
     async fn create_load_balancer(
@@ -652,12 +767,11 @@ impl LoadBalancerProvider for SimCloud {
         nodes: &[Node],
     ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
-        let prefix = tg_prefix(&lb.name);
         let tgs: Vec<SimTargetGroup> = self
             .describe_target_groups(cluster)
             .await?
             .into_iter()
-            .filter(|t| t.name.starts_with(&prefix))
+            .filter(|t| is_tg_of(&lb.name, &t.name))
             .collect();
         if tgs.is_empty() {
             return Err(Error::provider(
@@ -693,62 +807,96 @@ impl LoadBalancerProvider for SimCloud {
         })
     }
 
+    async fn update_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+        let Some(balancer) = parts.balancer.clone() else {
+            return Err(Error::provider(
+                NAME,
+                "update load balancer",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer does not exist",
+            ));
+        };
+        // The certificate of the HTTPS listener (l7).
+        for l in parts.listeners.iter().filter(|l| l.protocol == "HTTPS") {
+            if l.certificate != request.certificate {
+                let (arn, cert) = (l.arn.clone(), request.certificate.clone());
+                if cert.is_none() {
+                    return Err(Error::provider(
+                        NAME,
+                        "update load balancer",
+                        &resource,
+                        FailureKind::InvalidRequest,
+                        "an HTTPS listener needs a certificate (load_balancer.certificate)",
+                    ));
+                }
+                self.call(SimApi::ModifyListener, &resource, |w, _, _| {
+                    let l = w.listeners.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                    l.certificate = cert;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        // The health check of every target group.
+        for tg in parts
+            .target_groups
+            .iter()
+            .filter(|t| is_tg_of(&lb.name, &t.name))
+        {
+            if tg.health_check.path != request.health_check_path {
+                let arn = tg.arn.clone();
+                let path = request.health_check_path.clone();
+                self.call(
+                    SimApi::ModifyTargetGroup,
+                    &format!("target group {}", tg.name),
+                    |w, _, _| {
+                        let t = w.target_groups.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                        t.health_check.path = path;
+                        Ok(())
+                    },
+                )
+                .await?;
+            }
+        }
+        // The labels (the fingerprint among them).
+        let mut labels = request.labels.clone();
+        labels.extend(cluster.labels_for(Role::Lb));
+        if balancer.labels != labels {
+            let arn = balancer.arn.clone();
+            self.call(SimApi::ModifyTags, &resource, |w, _, _| {
+                let b = w.balancers.get_mut(&arn).ok_or_else(|| gone(&arn))?;
+                b.labels = labels;
+                Ok(())
+            })
+            .await?;
+        }
+        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+        build(&parts).ok_or_else(|| {
+            Error::provider(
+                NAME,
+                "update load balancer",
+                &resource,
+                FailureKind::NotFound,
+                "the balancer vanished while it was being updated",
+            )
+        })
+    }
+
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
         for b in self.describe_balancers(cluster).await? {
-            for l in self.describe_listeners(&b.name, &b.arn).await? {
-                let resource = format!("listener {}:{}", b.name, l.port);
-                let arn = l.arn.clone();
-                if self
-                    .delete_part(SimApi::DeleteListener, &resource, |w| {
-                        w.listeners
-                            .remove(&arn)
-                            .map(|_| ())
-                            .ok_or_else(|| gone(&arn))
-                    })
-                    .await?
-                {
-                    deleted.push(resource);
-                }
-            }
-            let resource = format!("load balancer {}", b.name);
-            let arn = b.arn.clone();
-            if self
-                .delete_part(SimApi::DeleteBalancer, &resource, |w| {
-                    w.balancers.remove(&arn).ok_or_else(|| gone(&arn))?;
-                    // Like ELB, deleting a balancer deletes whatever listeners remain.
-                    w.listeners.retain(|_, l| l.balancer_arn != arn);
-                    Ok(())
-                })
-                .await?
-            {
-                deleted.push(resource);
-            }
+            deleted.extend(self.delete_balancer(&b).await?);
         }
         for tg in self.describe_target_groups(cluster).await? {
-            let resource = format!("target group {}", tg.name);
-            let arn = tg.arn.clone();
-            if self
-                .delete_part(SimApi::DeleteTargetGroup, &resource, |w| {
-                    if let Some(l) = w
-                        .listeners
-                        .values()
-                        .find(|l| l.action == SimListenerAction::Forward(arn.clone()))
-                    {
-                        return Err(ApiError::new(
-                            FailureKind::Conflict,
-                            format!("target group is in use by listener {}", l.arn),
-                        ));
-                    }
-                    w.target_groups
-                        .remove(&arn)
-                        .map(|_| ())
-                        .ok_or_else(|| gone(&arn))
-                })
-                .await?
-            {
-                deleted.push(resource);
-            }
+            deleted.extend(self.delete_target_group(&tg).await?);
         }
         Ok(deleted)
     }

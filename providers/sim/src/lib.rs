@@ -119,7 +119,7 @@ use triad_core::{Error, FailureKind, Result};
 pub use config::{EndpointStyle, SimConfig, SimSettings};
 pub use fault::{FaultTarget, FaultTiming, FaultTrigger, SimApi, SimFault};
 pub use world::{
-    SimBalancer, SimHealthCheck, SimHostedZone, SimListener, SimListenerAction, SimNode,
+    SimBalancer, SimEvent, SimHealthCheck, SimHostedZone, SimListener, SimListenerAction, SimNode,
     SimRecordData, SimRecordSet, SimSecurityGroup, SimSnapshot, SimStats, SimTargetGroup,
 };
 
@@ -241,9 +241,36 @@ impl SimCloud {
         self.lock().stats.clone()
     }
 
-    /// Forget the calls made so far.
+    /// Forget the calls made so far (the [timeline](SimCloud::timeline) too).
     pub fn reset_stats(&self) {
-        self.lock().stats = SimStats::default();
+        let mut w = self.lock();
+        w.stats = SimStats::default();
+        w.timeline.clear();
+    }
+
+    /// Every successful mutating call since creation or [`SimCloud::reset_stats`], in
+    /// order, each with the running targets of every target group right after it:
+    /// what a test asserts "never fewer than two serving nodes" on.
+    pub fn timeline(&self) -> Vec<SimEvent> {
+        self.lock().timeline.clone()
+    }
+
+    /// Write a TXT record directly (not an API call), replacing any TXT at `fqdn`:
+    /// for tests that need a record another party wrote (a stale lock).
+    pub fn put_txt(&self, zone: &str, fqdn: &str, value: &str) -> Result<()> {
+        let zone_name = normalize(zone);
+        let fqdn = normalize(fqdn);
+        let mut w = self.lock();
+        let Some(z) = w.zones.get_mut(&zone_name) else {
+            return Err(dns::unknown_zone(&zone_name, "put TXT record"));
+        };
+        z.records.retain(|r| r.fqdn != fqdn || r.data.is_address());
+        z.records.push(SimRecordSet {
+            fqdn,
+            ttl: Some(60),
+            data: SimRecordData::Txt(vec![value.to_owned()]),
+        });
+        Ok(())
     }
 
     /// Everything that exists now.
@@ -337,6 +364,9 @@ impl SimCloud {
             Error::provider(NAME, api.as_str(), resource, e.kind, e.message)
         })?;
         tracing::trace!(%api, resource, "sim: call");
+        if api.is_mutating() {
+            w.record_event(&self.inner.config, now, api, resource);
+        }
         if let Some((kind, FaultTiming::After)) = fired {
             return Err(injected(kind, FaultTiming::After));
         }

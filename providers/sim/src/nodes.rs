@@ -44,6 +44,7 @@ fn to_node(i: &Instance, cfg: &SimConfig, now: tokio::time::Instant) -> Option<N
         private_ip: Some(i.private_ip),
         public_ip: None,
         labels: i.labels.clone(),
+        created_ms: Some(i.created_ms),
     })
 }
 
@@ -69,8 +70,12 @@ impl SimCloud {
         .await
     }
 
-    /// Find the cluster's security group, or create it.
-    async fn ensure_security_group(&self, cluster: &ClusterRef) -> Result<String> {
+    /// Find the cluster's security group, or create it with `ssh_cidrs`.
+    async fn ensure_security_group(
+        &self,
+        cluster: &ClusterRef,
+        ssh_cidrs: &[String],
+    ) -> Result<String> {
         let name = security_group_name(cluster);
         let resource = format!("security group {name}");
         let found = self
@@ -110,6 +115,7 @@ impl SimCloud {
                     name: name.clone(),
                     region: cluster.region.clone(),
                     labels,
+                    ssh_cidrs: ssh_cidrs.to_vec(),
                 },
             );
             Ok(id)
@@ -163,7 +169,9 @@ impl NodeProvider for SimCloud {
             tracing::debug!(node = %node.name, id = %node.id, "sim: node exists");
             return Ok(node);
         }
-        let security_group = self.ensure_security_group(cluster).await?;
+        let security_group = self
+            .ensure_security_group(cluster, &request.ssh_allowed_cidrs)
+            .await?;
 
         // The ownership labels always win over whatever the request carries, so the
         // node is found again by discovery.
@@ -215,6 +223,7 @@ impl NodeProvider for SimCloud {
                 size: request.size.clone(),
                 image: request.image.clone(),
                 created: now,
+                created_ms: w.unix_ms(now),
                 terminated: None,
             };
             let node = to_node(&instance, cfg, now)
@@ -292,6 +301,61 @@ impl NodeProvider for SimCloud {
             Err(e) if e.kind() == Some(FailureKind::NotFound) => Ok(()),
             other => other,
         }
+    }
+
+    async fn update_node(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        let resource = format!("node {} ({})", node.name, node.id);
+        let security_group = self
+            .ensure_security_group(cluster, &request.ssh_allowed_cidrs)
+            .await?;
+        let current = self
+            .call(SimApi::DescribeSecurityGroups, &resource, |w, _, _| {
+                Ok(w.security_groups
+                    .get(&security_group)
+                    .map(|g| g.ssh_cidrs.clone()))
+            })
+            .await?;
+        if current.as_deref() != Some(request.ssh_allowed_cidrs.as_slice()) {
+            self.call(SimApi::ModifySecurityGroupRules, &resource, |w, _, _| {
+                let g = w.security_groups.get_mut(&security_group).ok_or_else(|| {
+                    ApiError::new(
+                        FailureKind::NotFound,
+                        format!("security group {security_group} does not exist"),
+                    )
+                })?;
+                g.ssh_cidrs = request.ssh_allowed_cidrs.clone();
+                Ok(())
+            })
+            .await?;
+        }
+        let mut labels = request.labels.clone();
+        labels.extend(cluster.labels_for(Role::Node));
+        let Some(found) = self.describe_instance(&node.id).await? else {
+            return Err(Error::provider(
+                NAME,
+                "update node",
+                &resource,
+                FailureKind::NotFound,
+                "the instance does not exist",
+            ));
+        };
+        if found.labels == labels {
+            return Ok(found);
+        }
+        self.call(SimApi::ModifyTags, &resource, |w, cfg, now| {
+            let i = w.instances.get_mut(&node.id).ok_or_else(|| {
+                ApiError::new(FailureKind::NotFound, "the instance does not exist")
+            })?;
+            i.labels = labels;
+            to_node(i, cfg, now)
+                .ok_or_else(|| ApiError::new(FailureKind::NotFound, "the instance has vanished"))
+        })
+        .await
     }
 
     async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {

@@ -74,6 +74,7 @@ pub(crate) struct Instance {
     pub(crate) size: Option<String>,
     pub(crate) image: Option<String>,
     pub(crate) created: Instant,
+    pub(crate) created_ms: u64,
     pub(crate) terminated: Option<Instant>,
 }
 
@@ -161,6 +162,8 @@ pub struct SimSecurityGroup {
     pub region: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// CIDRs allowed to reach port 22 (`nodes.ssh_allowed_cidrs`).
+    pub ssh_cidrs: Vec<String>,
 }
 
 /// A target group's health check.
@@ -444,7 +447,29 @@ pub(crate) struct World {
     pub(crate) changes: BTreeMap<String, Instant>,
     /// Addresses handed out per zone index.
     pub(crate) next_host: BTreeMap<usize, u32>,
+    /// When the cloud was made: creation times count from here.
+    pub(crate) epoch: Instant,
+    /// Every successful mutating call, in order.
+    pub(crate) timeline: Vec<SimEvent>,
 }
+
+/// One successful mutating call on the [timeline](crate::SimCloud::timeline), with
+/// what the balancer could serve right after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimEvent {
+    /// Virtual time since the cloud was made.
+    pub at: Duration,
+    /// The call.
+    pub api: SimApi,
+    /// The resource it was made on.
+    pub resource: String,
+    /// Per target group (by name): how many registered targets are running.
+    pub running_targets: BTreeMap<String, usize>,
+}
+
+/// Milliseconds since the Unix epoch of the sim's start (2026-01-01T00:00:00Z):
+/// creation times are reported from here.
+pub(crate) const EPOCH_MS: u64 = 1_767_225_600_000;
 
 impl World {
     pub(crate) fn new(seed: u64) -> Self {
@@ -461,7 +486,45 @@ impl World {
             zones: BTreeMap::new(),
             changes: BTreeMap::new(),
             next_host: BTreeMap::new(),
+            epoch: Instant::now(),
+            timeline: Vec::new(),
         }
+    }
+
+    /// `at` in milliseconds since the Unix epoch.
+    pub(crate) fn unix_ms(&self, at: Instant) -> u64 {
+        EPOCH_MS + u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(0)
+    }
+
+    /// Record a successful mutating call on the timeline.
+    pub(crate) fn record_event(
+        &mut self,
+        cfg: &SimConfig,
+        now: Instant,
+        api: SimApi,
+        resource: &str,
+    ) {
+        let running_targets = self
+            .target_groups
+            .values()
+            .map(|tg| {
+                let running = tg
+                    .targets
+                    .iter()
+                    .filter(|id| {
+                        self.instances.get(*id).and_then(|i| i.state(cfg, now))
+                            == Some(NodeState::Running)
+                    })
+                    .count();
+                (tg.name.clone(), running)
+            })
+            .collect();
+        self.timeline.push(SimEvent {
+            at: now.saturating_duration_since(self.epoch),
+            api,
+            resource: resource.to_owned(),
+            running_targets,
+        });
     }
 
     /// `n` random lowercase hex digits.

@@ -162,6 +162,7 @@ impl VmInfo {
             private_ip: self.ip,
             public_ip: None,
             labels,
+            created_ms: None,
         })
     }
 }

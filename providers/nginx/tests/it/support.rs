@@ -240,6 +240,7 @@ impl Backend {
             private_ip: Some(self.addr.ip()),
             public_ip: None,
             labels: Default::default(),
+            created_ms: None,
         }
     }
 

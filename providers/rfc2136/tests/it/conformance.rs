@@ -46,3 +46,13 @@ async fn dns_refuses_foreign_record() {
     conformance::dns_refuses_foreign_record(&dns, &fx, "foreign.example.com").await;
     assert_eq!(dig("foreign.example.com", "A"), ["192.0.2.99"]);
 }
+
+#[tokio::test]
+#[ignore = "needs BIND; scripts/test starts it"]
+async fn dns_lock_two_writers_exactly_one_wins() {
+    let dns = provider();
+    let fx = fixture("conf-lock", "conf-lock.example.com");
+    conformance::dns_lock_conditional_write(&dns, &fx).await;
+    // BIND itself (read with dig, not the provider) holds no lock record afterwards.
+    assert!(dig("_triad-lock.conf-lock.example.com", "TXT").is_empty());
+}

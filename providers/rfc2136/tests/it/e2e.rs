@@ -59,10 +59,16 @@ async fn apply_rerun_destroy() {
     let mut want: Vec<String> = addresses.iter().map(ToString::to_string).collect();
     want.sort();
     assert_eq!(dig("e2e-rancher.example.com", "A"), want);
+    // The ownership TXT carries the cluster id the plan made (and BIND serves it).
+    let id = plan.cluster.id.clone().expect("the plan made a cluster id");
     assert_eq!(
         dig("_triad.e2e-rancher.example.com", "TXT"),
-        ["\"heritage=triad,triad-cluster=e2e,kind=a\""]
+        [format!(
+            "\"heritage=triad,triad-cluster=e2e,triad-cluster-id={id},kind=a\""
+        )]
     );
+    // The lock was released: no lock record is left in the zone.
+    assert!(dig("_triad-lock.e2e.example.com", "TXT").is_empty());
 
     let again = triad.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");

@@ -311,6 +311,8 @@ impl LoadBalancerProvider for MemoryBalancer {
                 }),
                 listeners: vec![tcp(80), tcp(443)],
                 targets: Vec::new(),
+                labels: Default::default(),
+                partial_targets: Vec::new(),
             })
             .clone())
     }
