@@ -8,7 +8,8 @@
 //!
 //! - [`spec`]: the declarative [`ClusterSpec`], validated into a
 //!   [`ValidSpec`] before any API call.
-//! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`].
+//! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`];
+//!   [`choice`]: which provider makes which part, chosen by the spec's sections.
 //! - [`orchestrator`]: plan, apply, destroy.
 //! - [`layers`]: retry, rate limit, call counting, fault injection around any provider.
 //! - [`bootstrap`]: cloud-init user data with the proxy set up; [`render`]: the next
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod choice;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod error;

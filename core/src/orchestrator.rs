@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::bootstrap;
@@ -64,7 +64,7 @@ impl Default for Options {
 }
 
 /// What apply will do with one node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum NodeAction {
     /// Create it in `zone`.
@@ -95,7 +95,7 @@ pub enum NodeAction {
 }
 
 /// What apply will do with the balancer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum LbAction {
     /// Create it.
@@ -123,7 +123,7 @@ pub enum LbAction {
 }
 
 /// What apply will do with the balancer's targets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum TargetsAction {
     /// They are exactly the nodes already.
@@ -138,7 +138,7 @@ pub enum TargetsAction {
 }
 
 /// What apply will do with the DNS record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum DnsAction {
     /// The record already points at the balancer.
@@ -156,7 +156,7 @@ pub enum DnsAction {
 }
 
 /// What the plan found in the cloud.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovered {
     /// The cluster's nodes.
     pub nodes: Vec<Node>,
@@ -577,6 +577,47 @@ impl Orchestrator {
         })
     }
 
+    /// The inventory of the cluster as `plan` found it, without changing anything:
+    /// what `show` prints for an existing cluster. `None` while the cluster has no
+    /// balancer with an endpoint or no record at its hostname (apply makes them).
+    pub fn inventory(&self, plan: &Plan) -> Option<Inventory> {
+        let lb = plan.discovered.load_balancer.clone()?;
+        lb.endpoint.as_ref()?;
+        let fqdn = plan.spec.fqdn();
+        let record = plan
+            .discovered
+            .records
+            .iter()
+            .find(|r| r.fqdn == fqdn)?
+            .clone();
+        let mut nodes: Vec<Node> = plan
+            .discovered
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Terminating)
+            .cloned()
+            .collect();
+        nodes.sort_by_key(|n| natural_key(&n.name));
+        Some(Inventory {
+            cluster: plan.cluster.name.clone(),
+            region: plan.cluster.region.clone(),
+            nodes,
+            tls_external: lb.mode == LbMode::L7,
+            load_balancer: lb,
+            dns: DnsEntry::from(record),
+            rancher_url: format!("https://{fqdn}"),
+            providers: self.providers(),
+        })
+    }
+
+    fn providers(&self) -> Providers {
+        Providers {
+            nodes: self.nodes.name().to_owned(),
+            load_balancer: self.lb.name().to_owned(),
+            dns: self.dns.name().to_owned(),
+        }
+    }
+
     /// Carry out `plan` and return the inventory. On failure the error
     /// ([`Error::Apply`]) lists every resource that exists; they all carry the
     /// cluster's labels, so a rerun converges and `destroy` removes them.
@@ -668,11 +709,7 @@ impl Orchestrator {
             load_balancer: lb,
             dns: DnsEntry::from(record),
             rancher_url: format!("https://{}", spec.fqdn()),
-            providers: Providers {
-                nodes: self.nodes.name().to_owned(),
-                load_balancer: self.lb.name().to_owned(),
-                dns: self.dns.name().to_owned(),
-            },
+            providers: self.providers(),
         })
     }
 

@@ -35,6 +35,7 @@ pub(crate) fn problems(spec: &ClusterSpec) -> Vec<SpecProblem> {
     load_balancer(&mut p, spec);
     dns(&mut p, spec);
     extra_labels(&mut p, spec);
+    p.0.extend(crate::choice::problems(spec));
     p.0
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use triad_core::labels;
 use triad_core::model::{Endpoint, LbState, NodeState};
@@ -62,7 +63,7 @@ impl SimStats {
 }
 
 /// An instance as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Instance {
     pub(crate) id: String,
     pub(crate) name: String,
@@ -73,7 +74,9 @@ pub(crate) struct Instance {
     pub(crate) security_group: String,
     pub(crate) size: Option<String>,
     pub(crate) image: Option<String>,
+    #[serde(with = "crate::state::wall")]
     pub(crate) created: Instant,
+    #[serde(with = "crate::state::wall_opt")]
     pub(crate) terminated: Option<Instant>,
 }
 
@@ -151,7 +154,7 @@ pub struct SimNode {
 }
 
 /// The per-cluster security group in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimSecurityGroup {
     /// Id, `sg-` and 17 hex digits.
     pub id: String,
@@ -164,7 +167,7 @@ pub struct SimSecurityGroup {
 }
 
 /// A target group's health check.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimHealthCheck {
     /// `HTTP`.
     pub protocol: String,
@@ -183,7 +186,7 @@ pub struct SimHealthCheck {
 }
 
 /// A target group in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimTargetGroup {
     /// Id (`arn:sim:elb:<region>:targetgroup/<name>/<hex>`).
     pub arn: String,
@@ -204,7 +207,7 @@ pub struct SimTargetGroup {
 }
 
 /// A balancer as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Balancer {
     pub(crate) arn: String,
     pub(crate) name: String,
@@ -214,6 +217,7 @@ pub(crate) struct Balancer {
     pub(crate) zones: Vec<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) endpoint: Endpoint,
+    #[serde(with = "crate::state::wall")]
     pub(crate) created: Instant,
 }
 
@@ -266,7 +270,7 @@ pub struct SimBalancer {
 }
 
 /// What a listener does with a connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SimListenerAction {
     /// Send it to a target group (by arn).
     Forward(String),
@@ -275,7 +279,7 @@ pub enum SimListenerAction {
 }
 
 /// A listener in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimListener {
     /// Id.
     pub arn: String,
@@ -294,7 +298,7 @@ pub struct SimListener {
 }
 
 /// The data of a record set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SimRecordData {
     /// Addresses.
     A(Vec<IpAddr>),
@@ -328,7 +332,7 @@ impl SimRecordData {
 }
 
 /// One record set of a hosted zone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimRecordSet {
     /// Name, lowercase without trailing dot.
     pub fqdn: String,
@@ -339,7 +343,7 @@ pub struct SimRecordSet {
 }
 
 /// A hosted zone as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct HostedZone {
     pub(crate) id: String,
     pub(crate) records: Vec<SimRecordSet>,
