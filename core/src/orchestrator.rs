@@ -598,23 +598,30 @@ impl Orchestrator {
             .cloned()
             .collect();
         nodes.sort_by_key(|n| natural_key(&n.name));
-        Some(Inventory {
+        Some(self.inventory_of(plan, nodes, lb, record))
+    }
+
+    /// The inventory of `plan`'s cluster made of these parts.
+    fn inventory_of(
+        &self,
+        plan: &Plan,
+        nodes: Vec<Node>,
+        lb: LoadBalancer,
+        record: Record,
+    ) -> Inventory {
+        Inventory {
             cluster: plan.cluster.name.clone(),
             region: plan.cluster.region.clone(),
             nodes,
             tls_external: lb.mode == LbMode::L7,
             load_balancer: lb,
             dns: DnsEntry::from(record),
-            rancher_url: format!("https://{fqdn}"),
-            providers: self.providers(),
-        })
-    }
-
-    fn providers(&self) -> Providers {
-        Providers {
-            nodes: self.nodes.name().to_owned(),
-            load_balancer: self.lb.name().to_owned(),
-            dns: self.dns.name().to_owned(),
+            rancher_url: format!("https://{}", plan.spec.fqdn()),
+            providers: Providers {
+                nodes: self.nodes.name().to_owned(),
+                load_balancer: self.lb.name().to_owned(),
+                dns: self.dns.name().to_owned(),
+            },
         }
     }
 
@@ -700,17 +707,7 @@ impl Orchestrator {
         .await;
         deletions.into_iter().collect::<Result<Vec<()>>>()?;
 
-        let spec = &plan.spec;
-        Ok(Inventory {
-            cluster: plan.cluster.name.clone(),
-            region: plan.cluster.region.clone(),
-            nodes,
-            tls_external: lb.mode == LbMode::L7,
-            load_balancer: lb,
-            dns: DnsEntry::from(record),
-            rancher_url: format!("https://{}", spec.fqdn()),
-            providers: self.providers(),
-        })
+        Ok(self.inventory_of(plan, nodes, lb, record))
     }
 
     /// Create, or wait for, every wanted node; return them sorted by name.
