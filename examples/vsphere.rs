@@ -26,7 +26,6 @@ use std::sync::Arc;
 
 use clap::Parser;
 use common::CloudArgs;
-use triad::model::NodeRequest;
 use triad::nginx::NginxProvider;
 use triad::rfc2136::Rfc2136Provider;
 use triad::vsphere::VsphereProvider;
@@ -44,9 +43,7 @@ async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let mut vsphere = VsphereProvider::from_spec(&spec).await?;
     if std::env::var("TRIAD_VCSIM_GUEST_IPS").as_deref() == Ok("1") {
         eprintln!("vcsim mode: fake guest IPs ($TRIAD_VCSIM_GUEST_IPS=1)");
-        vsphere = vsphere.with_node_extra_config(|r: &NodeRequest| {
-            vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
-        });
+        vsphere = vsphere.with_vcsim_guest_ips();
     }
     let nodes: Arc<dyn NodeProvider> = Arc::new(vsphere);
     // In node mode the balancer VM is made by the same vSphere provider, apart from
@@ -55,17 +52,4 @@ async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let dns = Arc::new(Rfc2136Provider::from_spec(&spec)?);
     let triad = Orchestrator::new(nodes, lb, dns).with_options(args.options());
     common::run(triad, &spec, &args).await
-}
-
-/// A distinct 10.x.y.z per VM name (FNV-1a), for vcsim's `SET.guest.ipAddress`.
-fn fake_ip(name: &str) -> String {
-    let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    format!(
-        "10.{}.{}.{}",
-        (h >> 16) & 0xff,
-        (h >> 8) & 0xff,
-        (h & 0xff).clamp(1, 254)
-    )
 }

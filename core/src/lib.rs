@@ -8,7 +8,8 @@
 //!
 //! - [`spec`]: the declarative [`ClusterSpec`], validated into a
 //!   [`ValidSpec`] before any API call.
-//! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`].
+//! - [`provider`]: [`NodeProvider`], [`LoadBalancerProvider`], [`DnsProvider`];
+//!   [`choice`]: which provider makes which part, chosen by the spec's sections.
 //! - [`orchestrator`]: plan, apply, destroy; [`drift`], [`rollout`], [`identity`] and
 //!   [`lock`]: how a second apply on a changed spec stays safe (Day 2).
 //! - [`layers`]: retry, rate limit, call counting, fault injection around any provider.
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod choice;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod drift;

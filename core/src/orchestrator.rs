@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::bootstrap;
@@ -82,7 +82,7 @@ impl Default for Options {
 }
 
 /// What apply will do with one node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum NodeAction {
     /// Create it in `zone`.
@@ -147,7 +147,7 @@ impl NodeAction {
 }
 
 /// What apply will do with the balancer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum LbAction {
     /// Create it.
@@ -193,7 +193,7 @@ pub enum LbAction {
 }
 
 /// What apply will do with the balancer's targets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum TargetsAction {
     /// They are exactly the nodes already.
@@ -208,7 +208,7 @@ pub enum TargetsAction {
 }
 
 /// What apply will do with the DNS record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum DnsAction {
     /// The record already points at the balancer.
@@ -226,7 +226,7 @@ pub enum DnsAction {
 }
 
 /// What the plan found in the cloud.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovered {
     /// The cluster's nodes.
     pub nodes: Vec<Node>,
@@ -873,6 +873,55 @@ impl Orchestrator {
         Ok(out)
     }
 
+    /// The inventory of the cluster as `plan` found it, without changing anything:
+    /// what `show` prints for an existing cluster. `None` while the cluster has no
+    /// balancer with an endpoint or no record at its hostname (apply makes them).
+    pub fn inventory(&self, plan: &Plan) -> Option<Inventory> {
+        let lb = plan.discovered.load_balancer.clone()?;
+        lb.endpoint.as_ref()?;
+        let fqdn = plan.spec.fqdn();
+        let record = plan
+            .discovered
+            .records
+            .iter()
+            .find(|r| r.fqdn == fqdn)?
+            .clone();
+        let mut nodes: Vec<Node> = plan
+            .discovered
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::Terminating)
+            .cloned()
+            .collect();
+        nodes.sort_by_key(|n| natural_key(&n.name));
+        Some(self.inventory_of(plan, nodes, lb, record))
+    }
+
+    /// The inventory of `plan`'s cluster made of these parts.
+    fn inventory_of(
+        &self,
+        plan: &Plan,
+        nodes: Vec<Node>,
+        lb: LoadBalancer,
+        record: Record,
+    ) -> Inventory {
+        Inventory {
+            kubernetes: Some(crate::render::kubernetes_entry(&plan.spec, &nodes)),
+            cluster: plan.cluster.name.clone(),
+            region: plan.cluster.region.clone(),
+            nodes,
+            tls_external: lb.mode == LbMode::L7,
+            load_balancer: lb,
+            dns: DnsEntry::from(record),
+            rancher_url: format!("https://{}", plan.spec.fqdn()),
+            providers: Providers {
+                nodes: self.nodes.name().to_owned(),
+                load_balancer: self.lb.name().to_owned(),
+                dns: self.dns.name().to_owned(),
+            },
+        }
+    }
+
     /// Carry out `plan` and return the inventory, holding the cluster's lock
     /// ([`lock`](crate::lock)) throughout (a plan with nothing to do makes no change
     /// and takes no lock). On failure the error ([`Error::Apply`]) lists every
@@ -1011,23 +1060,7 @@ impl Orchestrator {
         }
         let (lb, nodes) = self.roll(plan, lb, members, &note).await?;
 
-        let spec = &plan.spec;
-        let kubernetes = Some(crate::render::kubernetes_entry(spec, &nodes));
-        Ok(Inventory {
-            kubernetes,
-            cluster: plan.cluster.name.clone(),
-            region: plan.cluster.region.clone(),
-            nodes,
-            tls_external: lb.mode == LbMode::L7,
-            load_balancer: lb,
-            dns: DnsEntry::from(record),
-            rancher_url: format!("https://{}", spec.fqdn()),
-            providers: Providers {
-                nodes: self.nodes.name().to_owned(),
-                load_balancer: self.lb.name().to_owned(),
-                dns: self.dns.name().to_owned(),
-            },
-        })
+        Ok(self.inventory_of(plan, nodes, lb, record))
     }
 
     /// Make the balancer's targets exactly `members` (nothing when they are).

@@ -11,6 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::choice::ProviderChoice;
+pub use crate::choice::ProvidersSpec;
 use crate::error::{Error, SpecProblem, SpecProblems};
 use crate::labels;
 use crate::secret::{ProxyUrl, Secret, REDACTED};
@@ -92,6 +94,10 @@ pub struct ClusterSpec {
     /// `[rfc2136]`: settings of the RFC 2136 dynamic DNS provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<ProviderSection>,
+    /// `[providers]`: which provider makes the nodes, the balancer and the record,
+    /// when the sections present do not say it alone (see [`crate::choice`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<ProvidersSpec>,
 }
 
 /// `[nodes]`: how many Rancher nodes, and what they look like.
@@ -849,6 +855,13 @@ impl ValidSpec {
     /// The Rancher hostname without a trailing dot, lowercase.
     pub fn fqdn(&self) -> String {
         self.dns.hostname.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    /// The providers the spec chose for the nodes, the balancer and the record (see
+    /// [`crate::choice`]). Validation has reported every impossible mix already; this
+    /// fails only when the spec names no node provider at all.
+    pub fn providers(&self) -> Result<ProviderChoice, Error> {
+        crate::choice::choose(&self.spec)
     }
 
     /// The spec as written.

@@ -36,6 +36,7 @@ pub(crate) fn problems(spec: &ClusterSpec) -> Vec<SpecProblem> {
     dns(&mut p, spec);
     kubernetes(&mut p, spec);
     extra_labels(&mut p, spec);
+    p.0.extend(crate::choice::problems(spec));
     p.0
 }
 

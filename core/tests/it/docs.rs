@@ -70,7 +70,7 @@ fn every_fragment_in_the_docs_fits_a_valid_spec() {
             n += 1;
         }
     }
-    assert_eq!(n, 2, "the [labels] and [sim] fragments");
+    assert_eq!(n, 3, "the [labels], [sim] and [providers] fragments");
 }
 
 #[test]

@@ -214,6 +214,11 @@ pub struct SimSettings {
     /// Zone suffixes of every region (default `["a", "b", "c"]`).
     #[serde(default)]
     pub zones: Option<Vec<String>>,
+    /// A JSON file the cloud is loaded from and saved to after every mutating call,
+    /// so it outlives the process (see [`SimCloud::with_state_file`](crate::SimCloud::with_state_file)).
+    /// Relative paths are relative to the working directory. In memory only when absent.
+    #[serde(default)]
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SimSettings {
@@ -223,6 +228,7 @@ impl Default for SimSettings {
             balancer_endpoint: EndpointStyle::Ip,
             node_quota: None,
             zones: None,
+            state_file: None,
         }
     }
 }
@@ -285,6 +291,17 @@ impl SimSettings {
                     ));
                 }
             }
+        }
+        if self
+            .state_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(Error::invalid(
+                "sim.state_file",
+                "is empty",
+                "name a JSON file, e.g. \"sim-state.json\", or remove the field",
+            ));
         }
         if self.node_quota == Some(0) {
             return Err(Error::invalid(

@@ -79,6 +79,7 @@
 //! balancer_endpoint = "hostname"  # "ip" (default) or "hostname" (alias/CNAME records)
 //! node_quota = 5                  # live nodes per cluster
 //! zones = ["a", "b", "c"]         # zone suffixes of every region
+//! state_file = "sim-state.json"   # keep the cloud in this file between processes
 //! ```
 //!
 //! ## What the sim is made of
@@ -105,9 +106,11 @@ mod dns;
 mod fault;
 mod lb;
 mod nodes;
+mod state;
 mod world;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -140,6 +143,8 @@ pub struct SimCloud {
 struct Inner {
     config: SimConfig,
     world: Mutex<World>,
+    /// Where the world is saved after every mutating call (`[sim] state_file`).
+    state_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for SimCloud {
@@ -161,12 +166,27 @@ impl SimCloud {
     /// An empty cloud. Add hosted zones with [`SimCloud::with_zone`].
     pub fn new(config: SimConfig) -> Self {
         let world = World::new(config.seed);
+        Self::with_world(config, world, None)
+    }
+
+    fn with_world(config: SimConfig, world: World, state_file: Option<PathBuf>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 world: Mutex::new(world),
+                state_file,
             }),
         }
+    }
+
+    /// A cloud kept in the JSON file at `path`: loaded from it when it exists (empty
+    /// otherwise) and saved to it, atomically, after every mutating call — so the
+    /// cloud outlives the process (`[sim] state_file`). One process at a time may
+    /// use a file. Times are wall-clock times, so time passes between processes.
+    pub fn with_state_file(config: SimConfig, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let world = state::load(&path, config.seed)?;
+        Ok(Self::with_world(config, world, Some(path)))
     }
 
     /// The cloud a spec describes: its `[sim]` section (see [`SimSettings`]) applied
@@ -193,7 +213,11 @@ impl SimCloud {
     pub fn from_spec(spec: &ValidSpec) -> Result<Self> {
         let settings = SimSettings::from_spec(spec)?;
         let config = SimConfig::from_settings(&settings)?;
-        Ok(Self::new(config).with_zone(&spec.dns.zone))
+        let cloud = match &settings.state_file {
+            Some(path) => Self::with_state_file(config, path)?,
+            None => Self::new(config),
+        };
+        Ok(cloud.with_zone(&spec.dns.zone))
     }
 
     /// Add a hosted zone (builder style).
@@ -363,6 +387,9 @@ impl SimCloud {
             tracing::debug!(%api, resource, kind = ?e.kind, "sim: call failed");
             Error::provider(NAME, api.as_str(), resource, e.kind, e.message)
         })?;
+        if let (true, Some(path)) = (api.is_mutating(), &self.inner.state_file) {
+            state::save(&w, path)?;
+        }
         tracing::trace!(%api, resource, "sim: call");
         if api.is_mutating() {
             w.record_event(&self.inner.config, now, api, resource);

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use triad_core::labels;
 use triad_core::model::{Endpoint, LbState, NodeState};
@@ -62,7 +63,7 @@ impl SimStats {
 }
 
 /// An instance as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Instance {
     pub(crate) id: String,
     pub(crate) name: String,
@@ -73,8 +74,10 @@ pub(crate) struct Instance {
     pub(crate) security_group: String,
     pub(crate) size: Option<String>,
     pub(crate) image: Option<String>,
+    #[serde(with = "crate::state::wall")]
     pub(crate) created: Instant,
     pub(crate) created_ms: u64,
+    #[serde(with = "crate::state::wall_opt")]
     pub(crate) terminated: Option<Instant>,
 }
 
@@ -152,7 +155,7 @@ pub struct SimNode {
 }
 
 /// The per-cluster security group in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimSecurityGroup {
     /// Id, `sg-` and 17 hex digits.
     pub id: String,
@@ -167,7 +170,7 @@ pub struct SimSecurityGroup {
 }
 
 /// A target group's health check.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimHealthCheck {
     /// `HTTP`, or `TCP` for the registration ports.
     pub protocol: String,
@@ -186,7 +189,7 @@ pub struct SimHealthCheck {
 }
 
 /// A target group in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimTargetGroup {
     /// Id (`arn:sim:elb:<region>:targetgroup/<name>/<hex>`).
     pub arn: String,
@@ -207,7 +210,7 @@ pub struct SimTargetGroup {
 }
 
 /// A balancer as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Balancer {
     pub(crate) arn: String,
     pub(crate) name: String,
@@ -217,6 +220,7 @@ pub(crate) struct Balancer {
     pub(crate) zones: Vec<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) endpoint: Endpoint,
+    #[serde(with = "crate::state::wall")]
     pub(crate) created: Instant,
 }
 
@@ -269,7 +273,7 @@ pub struct SimBalancer {
 }
 
 /// What a listener does with a connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SimListenerAction {
     /// Send it to a target group (by arn).
     Forward(String),
@@ -278,7 +282,7 @@ pub enum SimListenerAction {
 }
 
 /// A listener in a [`SimSnapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimListener {
     /// Id.
     pub arn: String,
@@ -297,7 +301,7 @@ pub struct SimListener {
 }
 
 /// The data of a record set.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SimRecordData {
     /// Addresses.
     A(Vec<IpAddr>),
@@ -331,7 +335,7 @@ impl SimRecordData {
 }
 
 /// One record set of a hosted zone.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimRecordSet {
     /// Name, lowercase without trailing dot.
     pub fqdn: String,
@@ -342,7 +346,7 @@ pub struct SimRecordSet {
 }
 
 /// A hosted zone as stored.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct HostedZone {
     pub(crate) id: String,
     pub(crate) records: Vec<SimRecordSet>,

@@ -49,6 +49,20 @@ pub const NAME: &str = "vsphere";
 /// [`VsphereProvider::with_node_extra_config`]).
 pub type NodeExtraConfig = dyn Fn(&NodeRequest) -> Vec<(String, String)> + Send + Sync;
 
+/// A distinct `10.x.y.z` per VM name (FNV-1a of the name), the fake guest address
+/// [`VsphereProvider::with_vcsim_guest_ips`] gives a clone on vcsim.
+pub fn vcsim_guest_ip(name: &str) -> String {
+    let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!(
+        "10.{}.{}.{}",
+        (h >> 16) & 0xff,
+        (h >> 8) & 0xff,
+        (h & 0xff).clamp(1, 254)
+    )
+}
+
 /// The inventory objects the settings name, resolved once.
 #[derive(Clone, Debug)]
 pub(crate) struct Inventory {
@@ -117,6 +131,16 @@ impl VsphereProvider {
     ) -> Self {
         self.node_extra_config = Some(Arc::new(hook));
         self
+    }
+
+    /// **vcsim only** (govmomi's vCenter simulator, which reports no guest IP for a
+    /// clone): give each node the fake address [`vcsim_guest_ip`] derives from its
+    /// name, through vcsim's `SET.guest.ipAddress` extraConfig key. Never use it
+    /// against a vCenter.
+    pub fn with_vcsim_guest_ips(self) -> Self {
+        self.with_node_extra_config(|r: &NodeRequest| {
+            vec![("SET.guest.ipAddress".to_owned(), vcsim_guest_ip(&r.name))]
+        })
     }
 
     /// How often waits poll vCenter (2 s by default).

@@ -4,6 +4,7 @@
 mod conformance;
 mod faults;
 mod rules;
+mod state;
 mod timing;
 
 use std::time::Duration;

@@ -89,6 +89,9 @@ network = "DC0_DVPG0"
 dc0a = "DC0_C0"
 dc0b = "DC0_C1"
 dc0c = "DC0_C2/Resources"
+# The mix a user would write; this test stands in for the balancer and DNS in code.
+[nginx]
+[rfc2136]
 "#,
         url = env("TRIAD_VCSIM_URL"),
         user = env("TRIAD_VCSIM_USER"),
