@@ -1223,6 +1223,7 @@ mod tests {
             },
             private_ip: ready.then(|| "10.0.0.1".parse().unwrap()),
             public_ip: None,
+            ssh: None,
             labels: BTreeMap::new(),
         }
     }

@@ -492,6 +492,7 @@ mod tests {
             state: NodeState::Running,
             private_ip: Some(format!("10.0.{n}.10").parse().unwrap()),
             public_ip: None,
+            ssh: None,
             labels: BTreeMap::new(),
         }
     }
