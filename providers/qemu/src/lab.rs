@@ -34,12 +34,7 @@ impl Lab {
 
     /// The switch's PID, when it runs.
     pub fn running_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        process_mentions(pid, &self.socket()).then_some(pid)
+        crate::vm::running_pid(&self.pidfile(), &self.socket())
     }
 
     /// Whether anything of the lab is left (a running switch or its directory).

@@ -302,6 +302,20 @@ impl QemuProvider {
     }
 }
 
+/// The error for a VM directory whose record names another cluster (or role).
+fn not_ours(action: &str, what: &str, d: &VmDir, r: &VmRecord) -> Error {
+    err(
+        action,
+        what,
+        FailureKind::Conflict,
+        format!(
+            "the VM in {} belongs to cluster `{}`, not this one",
+            d.dir.display(),
+            r.labels.get(labels::CLUSTER).map_or("?", String::as_str)
+        ),
+    )
+}
+
 fn make_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new()
@@ -379,16 +393,7 @@ impl NodeProvider for QemuProvider {
         let d = self.vm_dir(&request.name);
         let record = match d.read_record()? {
             Some(r) if !Self::owned_by(&r, cluster) => {
-                return Err(err(
-                    "create",
-                    &what,
-                    FailureKind::Conflict,
-                    format!(
-                        "{} holds a VM of that name owned by cluster `{}`",
-                        d.dir.display(),
-                        r.labels.get(labels::CLUSTER).map_or("?", String::as_str)
-                    ),
-                ))
+                return Err(not_ours("create", &what, &d, &r));
             }
             Some(r) => r,
             None => self.prepare(request, &what).await?.1,
@@ -444,16 +449,7 @@ impl NodeProvider for QemuProvider {
         match d.read_record()? {
             None if !d.dir.exists() => return Ok(()),
             Some(r) if !Self::owned_by(&r, cluster) => {
-                return Err(err(
-                    "delete",
-                    &what,
-                    FailureKind::Conflict,
-                    format!(
-                        "the VM in {} belongs to cluster `{}`",
-                        d.dir.display(),
-                        r.labels.get(labels::CLUSTER).map_or("?", String::as_str)
-                    ),
-                ))
+                return Err(not_ours("delete", &what, &d, &r));
             }
             _ => {}
         }

@@ -89,13 +89,14 @@ impl VmDir {
     /// The QEMU process, if it runs: the pidfile's PID, alive, and its command line
     /// naming this directory (so a reused PID is not mistaken for the VM).
     pub fn running_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        process_mentions(pid, &self.dir).then_some(pid)
+        running_pid(&self.pidfile(), &self.dir)
     }
+}
+
+/// The PID in `pidfile`, when that process runs and its command line mentions `path`.
+pub(crate) fn running_pid(pidfile: &Path, path: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    process_mentions(pid, path).then_some(pid)
 }
 
 /// Whether process `pid` runs and its command line mentions `path`.
