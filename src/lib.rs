@@ -15,6 +15,7 @@
 //! | `rfc2136` | `triad-rfc2136` | DNS by RFC 2136 dynamic update signed with TSIG (BIND, PowerDNS, Knot, Windows DNS) |
 //! | `gce` | `triad-gce` | Compute Engine instances, passthrough NLB / HTTPS load balancer, Cloud DNS |
 //! | `vsphere` | `triad-vsphere` | vSphere nodes: VMs cloned from a template over failure domains |
+//! | `qemu` | `triad-qemu` | local QEMU VMs as nodes: a lab on one host, proxy-only egress |
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> triad::Result<()> {
@@ -71,3 +72,7 @@ pub use triad_vsphere as vsphere;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Local QEMU VMs as nodes (feature `qemu`).
+#[cfg(feature = "qemu")]
+pub use triad_qemu as qemu;

@@ -40,6 +40,11 @@ pub struct Node {
     /// Public address, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<IpAddr>,
+    /// Where SSH reaches the node from the machine running triad (`host:port`), when
+    /// the provider knows a path other than the private IP on port 22 (the QEMU
+    /// provider's loopback port forward).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<String>,
     /// Labels (tags) on the node: ownership, cluster id and the fingerprint of what it
     /// was made from ([`drift`](crate::drift)).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -1828,6 +1828,7 @@ mod tests {
             },
             private_ip: ready.then(|| "10.0.0.1".parse().unwrap()),
             public_ip: None,
+            ssh: None,
             labels: BTreeMap::new(),
             created_ms: None,
         }

@@ -879,6 +879,7 @@ mod tests {
             state: NodeState::Running,
             private_ip: Some(format!("10.0.{n}.10").parse().unwrap()),
             public_ip: None,
+            ssh: None,
             labels: BTreeMap::new(),
             created_ms: None,
         }

@@ -88,6 +88,9 @@ pub struct ClusterSpec {
     /// `[vsphere]`: settings of the vSphere provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsphere: Option<ProviderSection>,
+    /// `[qemu]`: settings of the QEMU provider (nodes as local VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<ProviderSection>,
     /// `[nginx]`: settings of the NGINX load balancer provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<ProviderSection>,

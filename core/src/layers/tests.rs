@@ -107,6 +107,7 @@ fn node(name: &str) -> Node {
         state: NodeState::Running,
         private_ip: Some("10.0.0.1".parse().unwrap()),
         public_ip: None,
+        ssh: None,
         labels: BTreeMap::new(),
         created_ms: None,
     }

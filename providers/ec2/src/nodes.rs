@@ -102,6 +102,7 @@ pub(crate) fn node_of(i: &Instance) -> Node {
             .private_ip_address()
             .and_then(|a| a.parse::<IpAddr>().ok()),
         public_ip: i.public_ip_address().and_then(|a| a.parse::<IpAddr>().ok()),
+        ssh: None,
         labels,
         created_ms: None,
     }

@@ -97,6 +97,7 @@ pub(crate) fn to_node(i: &Instance) -> Node {
         state: state_of(i.status.as_ref()),
         private_ip,
         public_ip,
+        ssh: None,
         labels: i
             .labels
             .iter()

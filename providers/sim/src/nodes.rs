@@ -43,6 +43,7 @@ fn to_node(i: &Instance, cfg: &SimConfig, now: tokio::time::Instant) -> Option<N
         state: i.state(cfg, now)?,
         private_ip: Some(i.private_ip),
         public_ip: None,
+        ssh: None,
         labels: i.labels.clone(),
         created_ms: Some(i.created_ms),
     })

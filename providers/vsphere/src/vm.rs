@@ -161,6 +161,7 @@ impl VmInfo {
             state,
             private_ip: self.ip,
             public_ip: None,
+            ssh: None,
             labels,
             created_ms: None,
         })

@@ -239,6 +239,7 @@ impl Backend {
             state: NodeState::Running,
             private_ip: Some(self.addr.ip()),
             public_ip: None,
+            ssh: None,
             labels: Default::default(),
             created_ms: None,
         }
