@@ -1,35 +1,11 @@
-//! Consent for destructive changes: what a plan would destroy, and asking for it.
+//! Consent for destructive changes (what [`triad_core::Plan::destructive`] lists, and
+//! `destroy`): asking for it at a terminal, refusing without one.
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use triad_core::orchestrator::{LbAction, NodeAction};
-use triad_core::{ClusterRef, Plan};
+use triad_core::ClusterRef;
 
 use crate::CliError;
-
-/// What `plan` would delete or replace, one human line each; empty when it destroys
-/// nothing. (When core grows `Plan::destructive`, this becomes a call to it.)
-pub fn destructive(plan: &Plan) -> Vec<String> {
-    let mut out = Vec::new();
-    for action in &plan.nodes {
-        if let NodeAction::Delete { node, reason } = action {
-            out.push(format!("delete node {} ({}): {reason}", node.name, node.id));
-        }
-    }
-    if let LbAction::Replace { lb, reason } = &plan.load_balancer {
-        out.push(format!(
-            "replace load balancer {} ({reason}): its endpoint changes",
-            lb.name
-        ));
-    }
-    for r in &plan.dns_delete {
-        out.push(format!(
-            "delete DNS {} record {} (hostname change)",
-            r.kind, r.fqdn
-        ));
-    }
-    out
-}
 
 /// The lines `destroy` asks consent for.
 pub fn destroy_lines(cluster: &ClusterRef, fqdn: &str) -> Vec<String> {

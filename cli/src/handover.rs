@@ -7,24 +7,17 @@ use triad_core::{render, Inventory, ValidSpec};
 
 use crate::CliError;
 
-/// Write the hand-over for `inventory` into `dir` (created if missing) and return
-/// the files written: `inventory.json` and `next-steps.txt`.
+/// Write core's hand-over bundle ([`render::bundle`]: `inventory.json`,
+/// `next-steps.txt`, the distribution's configs, the Rancher chart's values,
+/// cert-manager and kubeconfig commands) into `dir` (created if missing) and return
+/// the files written.
 pub fn write(
     dir: &Path,
     spec: &ValidSpec,
     inventory: &Inventory,
 ) -> Result<Vec<PathBuf>, CliError> {
-    let io = |path: &Path, e: std::io::Error| CliError::Io(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let files = [
-        ("inventory.json", render::inventory_json(inventory)),
-        ("next-steps.txt", render::next_steps(spec, inventory)),
-    ];
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("{}\n", text.trim_end())).map_err(|e| io(&path, e))?;
-        written.push(path);
-    }
-    Ok(written)
+    let bundle = render::bundle(spec, inventory);
+    render::write_to(&bundle, dir)
+        .map_err(|e| CliError::Io(format!("{}: {e}", dir.display())))?;
+    Ok(bundle.iter().map(|f| dir.join(&f.path)).collect())
 }

@@ -46,6 +46,21 @@ struct Cli {
     /// Less output on stderr: no progress, errors only.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Wait up to this many seconds for another run's lock on the cluster (apply,
+    /// destroy); 0 fails at once, naming the holder.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, global = true)]
+    lock_wait: u64,
+    /// Break the cluster's lock when its lease has expired (its holder crashed).
+    #[arg(long, global = true)]
+    break_stale_lock: bool,
+}
+
+/// The run-wide settings the orchestrator takes from the command line.
+#[derive(Clone, Copy, Debug)]
+struct RunOptions {
+    allow_hostname_change: bool,
+    lock_wait: u64,
+    break_stale_lock: bool,
 }
 
 const EXIT_CODES: &str =
@@ -223,7 +238,7 @@ fn json(value: &impl serde::Serialize) -> String {
 async fn orchestrator(
     spec: &ValidSpec,
     progress: &Arc<Progress>,
-    allow_hostname_change: bool,
+    run: RunOptions,
 ) -> Result<Orchestrator, CliError> {
     let choice = spec.providers()?;
     tracing::info!(%choice, "providers");
@@ -231,7 +246,9 @@ async fn orchestrator(
     Ok(Orchestrator::new(p.nodes, p.lb, p.dns)
         .with_observer(progress.clone())
         .with_options(Options {
-            allow_hostname_change,
+            allow_hostname_change: run.allow_hostname_change,
+            lock_wait: std::time::Duration::from_secs(run.lock_wait),
+            break_stale_lock: run.break_stale_lock,
             ..Options::default()
         }))
 }
@@ -239,6 +256,11 @@ async fn orchestrator(
 async fn run(cli: Cli) -> Result<Done, CliError> {
     let progress = Arc::new(Progress::new(cli.quiet));
     let config = cli.config.as_ref();
+    let run_options = |allow_hostname_change| RunOptions {
+        allow_hostname_change,
+        lock_wait: cli.lock_wait,
+        break_stale_lock: cli.break_stale_lock,
+    };
     match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "triad", &mut std::io::stdout());
@@ -260,7 +282,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             allow_hostname_change,
         } => {
             let spec = load(config)?;
-            let triad = orchestrator(&spec, &progress, allow_hostname_change).await?;
+            let triad = orchestrator(&spec, &progress, run_options(allow_hostname_change)).await?;
             let plan = triad.plan(&spec).await?;
             match output {
                 Output::Text => println!("{plan}"),
@@ -279,12 +301,12 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             allow_hostname_change,
         } => {
             let spec = load(config)?;
-            let triad = orchestrator(&spec, &progress, allow_hostname_change).await?;
+            let triad = orchestrator(&spec, &progress, run_options(allow_hostname_change)).await?;
             let plan = triad.plan(&spec).await?;
             if !progress.is_silent() {
                 eprintln!("{plan}\n");
             }
-            consent::confirm(&consent::destructive(&plan), yes, "apply")?;
+            consent::confirm(&plan.destructive(), yes, "apply")?;
             let inventory = triad.apply(&plan).await?;
             progress.finish();
             if let Some(dir) = &out {
@@ -306,7 +328,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
                 yes,
                 "destroy",
             )?;
-            let triad = orchestrator(&spec, &progress, false).await?;
+            let triad = orchestrator(&spec, &progress, run_options(false)).await?;
             let report = triad.destroy(&cluster).await?;
             progress.finish();
             match output {
@@ -322,7 +344,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
         }
         Command::Show { output } => {
             let spec = load(config)?;
-            let triad = orchestrator(&spec, &progress, false).await?;
+            let triad = orchestrator(&spec, &progress, run_options(false)).await?;
             let plan = triad.plan(&spec).await?;
             progress.finish();
             let Some(inventory) = triad.inventory(&plan) else {

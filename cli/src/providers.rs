@@ -93,6 +93,8 @@ impl Clouds {
                 }
                 Ok(Arc::new(vsphere))
             }
+            #[cfg(feature = "qemu")]
+            "qemu" => Ok(Arc::new(triad_qemu::QemuProvider::from_spec(spec)?)),
             other => Err(not_built("providers.nodes", other)),
         }
     }
@@ -194,6 +196,7 @@ fn compiled(name: &str) -> bool {
         "ec2" => cfg!(feature = "ec2"),
         "gce" => cfg!(feature = "gce"),
         "vsphere" => cfg!(feature = "vsphere"),
+        "qemu" => cfg!(feature = "qemu"),
         "nginx" => cfg!(feature = "nginx"),
         "rfc2136" => cfg!(feature = "rfc2136"),
         _ => false,
@@ -219,6 +222,8 @@ fn offline_check(spec: &ValidSpec, name: &str) -> Result<()> {
         "gce" => triad_gce::GceSettings::from_spec(spec).map(drop),
         #[cfg(feature = "vsphere")]
         "vsphere" => triad_vsphere::VsphereSettings::from_spec(spec).map(drop),
+        #[cfg(feature = "qemu")]
+        "qemu" => triad_qemu::QemuSettings::from_spec(spec).map(drop),
         #[cfg(feature = "nginx")]
         "nginx" => {
             let settings: triad_nginx::NginxSettings = match &spec.nginx {

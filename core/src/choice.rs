@@ -2,7 +2,7 @@
 //! spec's sections so that any mix works without code.
 //!
 //! - **Nodes**: the one node-capable section present (`[sim]`, `[ec2]`, `[gce]`,
-//!   `[vsphere]`).
+//!   `[vsphere]`, `[qemu]`).
 //! - **Balancer**: `[nginx]` when present, else the node cloud's own.
 //! - **DNS**: `[rfc2136]` when present, else the node cloud's own.
 //! - `[providers] nodes / load_balancer / dns = "…"` overrides each choice.
@@ -59,14 +59,8 @@ pub const PROVIDERS: &[ProviderInfo] = &[
     cloud("sim", true),
     cloud("ec2", true),
     cloud("gce", false),
-    ProviderInfo {
-        name: "vsphere",
-        nodes: true,
-        load_balancer: false,
-        dns: false,
-        balancer_needs_own_nodes: false,
-        dns_alias: false,
-    },
+    nodes_only("vsphere"),
+    nodes_only("qemu"),
     ProviderInfo {
         name: "nginx",
         nodes: false,
@@ -84,6 +78,18 @@ pub const PROVIDERS: &[ProviderInfo] = &[
         dns_alias: false,
     },
 ];
+
+/// Nodes only: no balancer or DNS of its own (vSphere, local QEMU VMs).
+const fn nodes_only(name: &'static str) -> ProviderInfo {
+    ProviderInfo {
+        name,
+        nodes: true,
+        load_balancer: false,
+        dns: false,
+        balancer_needs_own_nodes: false,
+        dns_alias: false,
+    }
+}
 
 /// A cloud with nodes, a managed balancer (for its own instances) and DNS.
 const fn cloud(name: &'static str, dns_alias: bool) -> ProviderInfo {
@@ -109,6 +115,7 @@ pub fn section<'a>(spec: &'a ClusterSpec, name: &str) -> Option<&'a ProviderSect
         "ec2" => spec.ec2.as_ref(),
         "gce" => spec.gce.as_ref(),
         "vsphere" => spec.vsphere.as_ref(),
+        "qemu" => spec.qemu.as_ref(),
         "nginx" => spec.nginx.as_ref(),
         "rfc2136" => spec.rfc2136.as_ref(),
         _ => None,
@@ -119,7 +126,7 @@ pub fn section<'a>(spec: &'a ClusterSpec, name: &str) -> Option<&'a ProviderSect
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersSpec {
-    /// The node provider (`sim`, `ec2`, `gce`, `vsphere`).
+    /// The node provider (`sim`, `ec2`, `gce`, `vsphere`, `qemu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
     /// The balancer provider (`sim`, `ec2`, `gce`, `nginx`).
