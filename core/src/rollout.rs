@@ -275,6 +275,74 @@ mod tests {
         assert_eq!(v, ["r-1", "r-2", "r-2-g2", "r-10"]);
     }
 
+    fn spec() -> ValidSpec {
+        crate::spec::ClusterSpec::from_toml(
+            "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"example.com\"\nhostname = \"rancher.example.com\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn node(name: &str, id: &str, created_ms: Option<u64>) -> Node {
+        Node {
+            id: id.into(),
+            name: name.into(),
+            zone: "xa".into(),
+            state: NodeState::Running,
+            private_ip: Some("10.0.0.1".parse().unwrap()),
+            public_ip: None,
+            labels: drift::labels_of(&drift::node_wanted(&spec())),
+            created_ms,
+        }
+    }
+
+    #[test]
+    fn of_two_nodes_with_one_name_the_oldest_is_kept_and_the_other_reported() {
+        let zones = ["xa".to_owned(), "xb".to_owned(), "xc".to_owned()];
+        // A stray clone with a lower id but made later never wins.
+        let found = [
+            node("r-1", "a-clone", Some(2_000)),
+            node("r-1", "z-real", Some(1_000)),
+        ];
+        let actions = plan_nodes(&spec(), &zones, &found);
+        assert!(actions.contains(&NodeAction::Keep {
+            node: found[1].clone()
+        }));
+        let reason = actions
+            .iter()
+            .find_map(|a| match a {
+                NodeAction::Delete { node, reason } if node.id == "a-clone" => Some(reason.clone()),
+                _ => None,
+            })
+            .expect("the newer one is deleted");
+        assert!(
+            reason.contains("duplicate of r-1 (z-real), which is older"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_half_done_replacement_keeps_the_new_node_and_retires_the_old() {
+        let zones = ["xa".to_owned(), "xb".to_owned(), "xc".to_owned()];
+        let mut old = node("r-2", "i-old", Some(1));
+        old.labels
+            .insert("triad-fp-image".into(), "ami-0old".into());
+        let new = node("r-2-g2", "i-new", Some(2));
+        let actions = plan_nodes(&spec(), &zones, &[old.clone(), new.clone()]);
+        assert!(actions.contains(&NodeAction::Keep { node: new }));
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, NodeAction::Delete { node, reason }
+            if node.id == "i-old" && reason.contains("replaced by r-2-g2"))));
+        // Alone, the old one is replaced by the next generation in its zone.
+        let actions = plan_nodes(&spec(), &zones, &[old]);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, NodeAction::Replace { name, zone, .. }
+            if name == "r-2-g2" && zone == "xa")));
+    }
+
     #[test]
     fn names_round_trip() {
         for (slot, gen) in [(1, 1), (2, 2), (11, 7)] {
