@@ -30,15 +30,15 @@ use triad::{NodeProvider, Orchestrator};
 async fn main() -> ExitCode {
     common::init_tracing();
     let args = CloudArgs::parse();
-    common::exit(run(args).await)
+    common::exit_code(run(args).await)
 }
 
-async fn run(args: CloudArgs) -> triad::Result<()> {
+async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let spec = common::load_spec(&args)?;
     let nodes: Arc<dyn NodeProvider> = Arc::new(QemuProvider::from_spec(&spec)?);
     // The balancer VM is made by the same provider, on the same lab segment.
     let lb = Arc::new(NginxProvider::from_spec(&spec, Some(nodes.clone()))?);
     let dns = Arc::new(Rfc2136Provider::from_spec(&spec)?);
     let triad = Orchestrator::new(nodes, lb, dns).with_options(args.options());
-    common::run(triad, &spec, args.command, args.output).await
+    common::run(triad, &spec, &args).await
 }

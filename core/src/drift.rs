@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::labels;
 use crate::spec::ValidSpec;
@@ -29,7 +29,7 @@ use crate::spec::ValidSpec;
 pub const PREFIX: &str = "triad-fp-";
 
 /// One attribute triad fingerprints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Attribute {
     /// `nodes.image`: replace.
@@ -106,7 +106,7 @@ impl Attribute {
 }
 
 /// One difference between a resource and the spec.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// What differs.
     pub attribute: Attribute,
@@ -265,8 +265,8 @@ pub fn load_balancer_wanted(spec: &ValidSpec) -> Vec<Wanted> {
         ),
         Wanted::new(
             Attribute::HealthCheckPath,
-            lb.health_check_path.clone(),
-            &lb.health_check_path,
+            spec.health_check_path(),
+            &spec.health_check_path(),
         ),
     ]
 }

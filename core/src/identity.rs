@@ -90,6 +90,7 @@ mod tests {
                 .map(|id| [(labels::CLUSTER_ID.to_owned(), id.to_owned())].into())
                 .unwrap_or_default(),
             created_ms: None,
+            ssh: None,
         }
     }
 

@@ -890,10 +890,10 @@ impl Orchestrator {
             .discovered
             .nodes
             .iter()
-            .filter(|n| n.state != NodeState::Terminating)
+            .filter(|n| n.state != crate::model::NodeState::Terminating)
             .cloned()
             .collect();
-        nodes.sort_by_key(|n| natural_key(&n.name));
+        nodes.sort_by_key(|n| crate::rollout::natural_key(&n.name));
         Some(self.inventory_of(plan, nodes, lb, record))
     }
 
@@ -1588,14 +1588,14 @@ fn plan_lb(
     };
     if let Some(lb) = matching.first() {
         let lb = (*lb).clone();
-        let action =
-            // Complete: not active yet, or a listener is missing (the Kubernetes
-            // registration ports of rke2/k3s included).
-            let listeners_missing = lb.listeners.len() < 2
+        // Complete: not active yet, or a listener is missing (the Kubernetes
+        // registration ports of rke2/k3s included).
+        let listeners_missing = lb.listeners.len() < 2
                 || !spec
                     .registration_ports()
                     .iter()
                     .all(|p| lb.listeners.iter().any(|l| l.port == *p));
+        let action =
             if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
                 LbAction::Complete { lb }
             } else {

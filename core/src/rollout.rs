@@ -294,6 +294,7 @@ mod tests {
             public_ip: None,
             labels: drift::labels_of(&drift::node_wanted(&spec())),
             created_ms,
+            ssh: None,
         }
     }
 

@@ -112,7 +112,7 @@ async fn each_drift_kind_is_planned_applied_and_then_stable() {
         Case {
             name: "health check",
             base: spec,
-            change: |s| s.load_balancer.health_check_path = "/ping".into(),
+            change: |s| s.load_balancer.health_check_path = Some("/ping".into()),
             line: "~ load balancer rancher: health_check_path h-",
             replace: false,
         },

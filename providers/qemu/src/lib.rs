@@ -184,6 +184,9 @@ impl QemuProvider {
             public_ip: r.published.then_some(IpAddr::V4(self.settings.address())),
             ssh: Some(r.ssh.to_string()),
             labels: r.labels.clone(),
+            // One state directory per node name: two VMs can never share a name,
+            // so "keep the oldest" has nothing to choose between.
+            created_ms: None,
         }
     }
 

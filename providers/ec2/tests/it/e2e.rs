@@ -570,7 +570,7 @@ async fn l7_alb_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn l7_with_balancer_registration_is_refused_at_plan() {
-    let aws = Arc::new(provider(Ec2Settings::default()).await);
+    let aws = Arc::new(provider(crate::default_vpc()).await);
     let name = unique("e2ereg");
     let zone = format!("{name}.test");
     let spec = spec(&aws, &name, &zone, &format!("mode = \"l7\"\ncertificate = \"{CERT}\"")).await;
