@@ -38,5 +38,12 @@ async fn run(args: CloudArgs) -> triad::Result<()> {
     let gce = Arc::new(GceProvider::from_spec_with(&spec, connection).await?);
     let orchestrator =
         Orchestrator::new(gce.clone(), gce.clone(), gce).with_options(args.options());
-    common::run(orchestrator, &spec, args.command, args.output, args.out.as_deref()).await
+    common::run(
+        orchestrator,
+        &spec,
+        args.command,
+        args.output,
+        args.out.as_deref(),
+    )
+    .await
 }

@@ -86,7 +86,9 @@ impl Rule {
     /// registration ports 9345/6443), which the load balancer side manages on the
     /// nodes' group.
     pub fn is_web(&self) -> bool {
-        self.protocol == "tcp" && self.from == self.to && matches!(self.from, 80 | 443 | 9345 | 6443)
+        self.protocol == "tcp"
+            && self.from == self.to
+            && matches!(self.from, 80 | 443 | 9345 | 6443)
     }
 }
 
