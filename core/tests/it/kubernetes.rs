@@ -774,7 +774,9 @@ fn inventory() -> Inventory {
             state: NodeState::Running,
             private_ip: Some(format!("10.20.{n}.10").parse().unwrap()),
             public_ip: None,
+            ssh: None,
             labels: BTreeMap::new(),
+            created_ms: None,
         })
         .collect();
     let endpoint = Endpoint::Hostname {
@@ -793,6 +795,8 @@ fn inventory() -> Inventory {
             endpoint: Some(endpoint.clone()),
             listeners: vec![],
             targets: nodes.iter().map(|n| n.id.clone()).collect(),
+            partial_targets: Vec::new(),
+            labels: BTreeMap::new(),
         },
         kubernetes: None,
         nodes,

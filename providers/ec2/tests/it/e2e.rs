@@ -332,7 +332,11 @@ async fn full_flow(lb_section: &str, l7: bool) {
         assert_eq!(g.port(), Some(*port));
         assert_eq!(g.target_type().unwrap().as_str(), "instance");
         if matches!(port, 9345 | 6443) {
-            assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Tcp), "{part}");
+            assert_eq!(
+                g.health_check_protocol(),
+                Some(&ProtocolEnum::Tcp),
+                "{part}"
+            );
             assert_eq!(g.health_check_port(), Some("traffic-port"), "{part}");
         } else {
             assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
@@ -426,10 +430,16 @@ async fn full_flow(lb_section: &str, l7: bool) {
                 .flat_map(|r| r.ip_ranges())
                 .filter_map(|r| r.cidr_ip())
                 .collect();
-            assert!(!from.is_empty() && !from.contains(&"0.0.0.0/0"), "{p}: {from:?}");
+            assert!(
+                !from.is_empty() && !from.contains(&"0.0.0.0/0"),
+                "{p}: {from:?}"
+            );
         }
         let reg = inv.kubernetes.as_ref().unwrap();
-        assert_eq!(reg.join_url.as_deref(), Some(format!("https://rancher.{zone}:9345").as_str()));
+        assert_eq!(
+            reg.join_url.as_deref(),
+            Some(format!("https://rancher.{zone}:9345").as_str())
+        );
     }
     // The balancer has its own group, open to the world (the spec's default ingress);
     // the nodes take 80 (l7) or 80/443 (l4, where the NLB keeps client addresses) from
@@ -573,7 +583,13 @@ async fn l7_with_balancer_registration_is_refused_at_plan() {
     let aws = Arc::new(provider(crate::default_vpc()).await);
     let name = unique("e2ereg");
     let zone = format!("{name}.test");
-    let spec = spec(&aws, &name, &zone, &format!("mode = \"l7\"\ncertificate = \"{CERT}\"")).await;
+    let spec = spec(
+        &aws,
+        &name,
+        &zone,
+        &format!("mode = \"l7\"\ncertificate = \"{CERT}\""),
+    )
+    .await;
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
     let err = triad.plan(&spec).await.unwrap_err();
     let problems = err.spec_problems().expect("a spec problem");

@@ -153,7 +153,10 @@ async fn run(project: &str, name: &str, l7: bool) {
         );
     } else {
         // RKE2's registration address rides the same passthrough rule.
-        assert_eq!(rule["ports"], serde_json::json!(["80", "443", "9345", "6443"]));
+        assert_eq!(
+            rule["ports"],
+            serde_json::json!(["80", "443", "9345", "6443"])
+        );
         let ports: Vec<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
         assert_eq!(ports, [80, 443, 9345, 6443]);
         assert_eq!(rule["loadBalancingScheme"], "EXTERNAL");
@@ -226,7 +229,12 @@ async fn l7_with_balancer_registration_is_refused_at_plan() {
     );
     let triad = Orchestrator::new(gce.clone(), gce.clone(), gce);
     let err = triad.plan(&spec).await.unwrap_err();
-    assert!(err.spec_problems().unwrap().names("load_balancer.registration"), "{err}");
+    assert!(
+        err.spec_problems()
+            .unwrap()
+            .names("load_balancer.registration"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
