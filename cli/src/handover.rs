@@ -17,7 +17,6 @@ pub fn write(
     inventory: &Inventory,
 ) -> Result<Vec<PathBuf>, CliError> {
     let bundle = render::bundle(spec, inventory);
-    render::write_to(&bundle, dir)
-        .map_err(|e| CliError::Io(format!("{}: {e}", dir.display())))?;
+    render::write_to(&bundle, dir).map_err(|e| CliError::Io(format!("{}: {e}", dir.display())))?;
     Ok(bundle.iter().map(|f| dir.join(&f.path)).collect())
 }

@@ -1591,21 +1591,20 @@ fn plan_lb(
         // Complete: not active yet, or a listener is missing (the Kubernetes
         // registration ports of rke2/k3s included).
         let listeners_missing = lb.listeners.len() < 2
-                || !spec
-                    .registration_ports()
-                    .iter()
-                    .all(|p| lb.listeners.iter().any(|l| l.port == *p));
-        let action =
-            if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
-                LbAction::Complete { lb }
+            || !spec
+                .registration_ports()
+                .iter()
+                .all(|p| lb.listeners.iter().any(|l| l.port == *p));
+        let action = if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
+            LbAction::Complete { lb }
+        } else {
+            let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
+            if changes.is_empty() {
+                LbAction::Keep { lb }
             } else {
-                let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
-                if changes.is_empty() {
-                    LbAction::Keep { lb }
-                } else {
-                    LbAction::Update { lb, changes }
-                }
-            };
+                LbAction::Update { lb, changes }
+            }
+        };
         return (action, retire(1));
     }
     let Some(old) = stale.first() else {

@@ -430,7 +430,11 @@ impl Ec2 {
         // Registration and API ports (RKE2 9345, 6443): the balancer takes them only
         // from inside the VPC, never from the internet.
         let registration: Vec<i32> = match request.mode {
-            LbMode::L4 => request.registration_ports.iter().map(|&p| i32::from(p)).collect(),
+            LbMode::L4 => request
+                .registration_ports
+                .iter()
+                .map(|&p| i32::from(p))
+                .collect(),
             LbMode::L7 => Vec::new(),
         };
         for &port in &registration {
