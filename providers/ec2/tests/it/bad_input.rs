@@ -113,7 +113,7 @@ async fn a_zone_without_subnet_is_named_and_nothing_is_made() {
 async fn a_certificate_of_another_region_is_refused_before_anything_is_made() {
     let (aws, spec, triad) = setup(
         crate::default_vpc(),
-        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:eu-west-1:123456789012:certificate/abc\"",
+        "[load_balancer]\nmode = \"l7\"\nregistration = \"first-node\"\ncertificate = \"arn:aws:acm:eu-west-1:123456789012:certificate/abc\"",
     )
     .await;
     let err = triad.plan(&spec).await.unwrap_err();
@@ -129,7 +129,7 @@ async fn a_certificate_of_another_region_is_refused_before_anything_is_made() {
 async fn an_unknown_certificate_fails_apply_and_reports_what_exists() {
     let (aws, spec, triad) = setup(
         crate::default_vpc(),
-        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000\"",
+        "[load_balancer]\nmode = \"l7\"\nregistration = \"first-node\"\ncertificate = \"arn:aws:acm:us-east-1:123456789012:certificate/00000000-0000-0000-0000-000000000000\"",
     )
     .await;
     let plan = triad.plan(&spec).await.unwrap();

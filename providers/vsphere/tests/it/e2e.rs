@@ -312,7 +312,12 @@ impl LoadBalancerProvider for MemoryBalancer {
                 endpoint: Some(Endpoint::Ip {
                     addresses: vec!["192.0.2.10".parse().unwrap()],
                 }),
-                listeners: vec![tcp(80), tcp(443)],
+                // 80/443 and the Kubernetes registration ports the request asks for.
+                listeners: [80, 443]
+                    .into_iter()
+                    .chain(r.registration_ports.iter().copied())
+                    .map(tcp)
+                    .collect(),
                 targets: Vec::new(),
                 labels: Default::default(),
                 partial_targets: Vec::new(),
