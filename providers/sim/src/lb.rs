@@ -127,9 +127,14 @@ struct Parts {
 /// balancers of one cluster, `rancher` and `rancher-b`, live side by side during a
 /// mode change: a prefix would mix their target groups).
 fn is_tg_of(lb_name: &str, tg: &str) -> bool {
-    ["tcp-80", "tcp-443", "http-80"]
-        .iter()
-        .any(|suffix| tg == format!("{lb_name}-{suffix}"))
+    // `<lb>-tcp-<port>` (80, 443 and the registration ports) or `<lb>-http-80`.
+    let Some(rest) = tg.strip_prefix(lb_name).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let port = rest
+        .strip_prefix("tcp-")
+        .or_else(|| rest.strip_prefix("http-"));
+    port.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn build(parts: &Parts) -> Option<LoadBalancer> {

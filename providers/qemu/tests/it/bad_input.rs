@@ -4,9 +4,16 @@ use triad_core::spec::ClusterSpec;
 use triad_core::{Error, NodeProvider};
 use triad_qemu::{QemuProvider, QemuSettings};
 
+/// A spec with `extra`; with a `[qemu]` section, the lab's balancer and DNS sections
+/// too (QEMU makes nodes only, so a spec must say who makes the rest).
 fn spec(extra: &str) -> triad_core::ValidSpec {
+    let rest = if extra.contains("[qemu]") {
+        "\n[nginx]\nrun_on = \"node\"\n[rfc2136]\nserver = \"127.0.0.1:53\"\nkey_name = \"k\"\nsecret_env = \"TSIG\"\n"
+    } else {
+        ""
+    };
     ClusterSpec::from_toml(&format!(
-        "name = \"lab\"\nregion = \"local\"\n[dns]\nzone = \"example.com\"\nhostname = \"lab.example.com\"\n{extra}"
+        "name = \"lab\"\nregion = \"local\"\n[dns]\nzone = \"example.com\"\nhostname = \"lab.example.com\"\n{extra}{rest}"
     ))
     .unwrap()
     .validate()
