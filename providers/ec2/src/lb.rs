@@ -33,7 +33,8 @@ pub const HEALTH_INTERVAL_SECS: i32 = 10;
 /// One target group the balancer needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct GroupSpec {
-    /// `tcp-443`, `tcp-80`, `http-80`, `tcp-9345`, `tcp-6443`.
+    /// `tcp-443`, `tcp-80`, `http-80`, `tcp9345`, `tcp6443` (no dash in the
+    /// registration parts: `<24-character name>-tcp9345` is the 32 ELBv2 allows).
     pub part: String,
     pub protocol: ProtocolEnum,
     pub port: i32,
@@ -66,7 +67,7 @@ pub(crate) fn groups_for(mode: LbMode, registration: &[u16]) -> Vec<GroupSpec> {
     };
     if mode == LbMode::L4 {
         out.extend(registration.iter().map(|&p| GroupSpec {
-            part: format!("tcp-{p}"),
+            part: format!("tcp{p}"),
             protocol: ProtocolEnum::Tcp,
             port: i32::from(p),
             tcp_check: true,
@@ -1100,8 +1101,8 @@ mod tests {
             [
                 ("rancher-tcp-443".to_owned(), false),
                 ("rancher-tcp-80".to_owned(), false),
-                ("rancher-tcp-9345".to_owned(), true),
-                ("rancher-tcp-6443".to_owned(), true)
+                ("rancher-tcp9345".to_owned(), true),
+                ("rancher-tcp6443".to_owned(), true)
             ]
         );
         // The longest cluster name still fits AWS's 32-character limit.

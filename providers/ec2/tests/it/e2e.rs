@@ -312,8 +312,8 @@ async fn full_flow(lb_section: &str, l7: bool) {
         &[
             ("tcp-443", "TCP", 443),
             ("tcp-80", "TCP", 80),
-            ("tcp-9345", "TCP", 9345),
-            ("tcp-6443", "TCP", 6443),
+            ("tcp9345", "TCP", 9345),
+            ("tcp6443", "TCP", 6443),
         ]
     };
     assert_eq!(
