@@ -34,7 +34,17 @@ async fn fixture(aws: &triad_ec2::Ec2, prefix: &str) -> Fixture {
 async fn conformance_suite_passes_against_moto() {
     let aws = provider(crate::default_vpc()).await;
     let fx = fixture(&aws, "conf").await;
-    conformance::run_all(&aws, &aws, &aws, &fx).await;
+    // Every check of `run_all` but `dns_lock_conditional_write`: moto applies a
+    // Route 53 CREATE over an existing record set instead of refusing the batch, so
+    // two racing writers both "win" there. The lock relies on Route 53 refusing it
+    // (DELETE-exact + CREATE in one batch); that is not proven against moto.
+    conformance::nodes_create_discover_delete(&aws, &fx).await;
+    conformance::node_create_is_idempotent(&aws, &fx).await;
+    conformance::node_delete_missing_is_ok(&aws, &fx).await;
+    conformance::nodes_spread_over_zones(&aws, &fx).await;
+    conformance::load_balancer_lifecycle(&aws, &aws, &fx).await;
+    conformance::load_balancer_create_is_idempotent(&aws, &fx).await;
+    conformance::dns_upsert_ownership_delete(&aws, &fx).await;
 }
 
 /// The DNS checks once more with an alias target (what an NLB gives), and the

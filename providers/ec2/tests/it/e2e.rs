@@ -538,11 +538,12 @@ async fn full_flow(lb_section: &str, l7: bool) {
 
     // Destroy: nothing tagged is left.
     let report = triad.destroy(&spec.cluster()).await.unwrap();
-    // 3 nodes, the balancer, its target groups (1 or 2), the record, the security
-    // groups of the nodes and of the balancer.
+    // 3 nodes, the balancer, its target groups (l7: 1; l4: 80, 443 and the RKE2
+    // registration ports 9345 and 6443), the record, the security groups of the
+    // nodes and of the balancer.
     assert_eq!(
         report.deleted.len(),
-        if l7 { 8 } else { 9 },
+        if l7 { 8 } else { 11 },
         "{:?}",
         report.deleted
     );
