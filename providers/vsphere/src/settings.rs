@@ -343,7 +343,15 @@ mod tests {
             [dns]
             zone = "example.com"
             hostname = "rancher.example.com"
-            "#
+            {rest}
+            "#,
+            // vSphere makes nodes only: the spec names who makes the balancer and
+            // the record.
+            rest = if section.contains("[vsphere]") {
+                "[nginx]\n[rfc2136]"
+            } else {
+                ""
+            }
         ))
         .unwrap()
         .validate()
