@@ -52,7 +52,7 @@ pub struct Options {
     /// Allow a plan that changes the Rancher hostname of an existing cluster. Only
     /// safe before Rancher is installed: Rancher's hostname cannot change afterwards.
     pub allow_hostname_change: bool,
-    /// How long apply and destroy wait for another run's lock ([`lock`](crate::lock))
+    /// How long apply and destroy wait for another run's lock ([`lock`])
     /// before failing with [`Error::Locked`]. Zero: fail at once.
     pub lock_wait: Duration,
     /// How long a lock is held at most; a lock older than this is stale (its holder
@@ -111,7 +111,7 @@ pub enum NodeAction {
         changes: Vec<Change>,
     },
     /// It differs in attributes that need a new machine: a rolling replace (new node
-    /// `name` in `zone`, then the old one leaves). See [`rollout`](crate::rollout).
+    /// `name` in `zone`, then the old one leaves). See [`rollout`].
     Replace {
         /// The node there now.
         node: Node,
@@ -923,7 +923,7 @@ impl Orchestrator {
     }
 
     /// Carry out `plan` and return the inventory, holding the cluster's lock
-    /// ([`lock`](crate::lock)) throughout (a plan with nothing to do makes no change
+    /// ([`lock`]) throughout (a plan with nothing to do makes no change
     /// and takes no lock). On failure the error ([`Error::Apply`]) lists every
     /// resource that exists; they all carry the cluster's labels, so a rerun converges
     /// and `destroy` removes them. Another run's lock is [`Error::Locked`].
