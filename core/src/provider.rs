@@ -229,7 +229,7 @@ pub trait DnsProvider: Send + Sync {
     async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>>;
 
     /// Write the record and its ownership TXT (create or update), refusing with
-    /// [`Error::NotOwned`](crate::Error::NotOwned) when another owner holds the name.
+    /// [`Error::NotOwned`] when another owner holds the name.
     async fn upsert_record(&self, cluster: &ClusterRef, request: &RecordRequest) -> Result<Record>;
 
     /// Wait until the latest change to `fqdn` is served by the zone's name servers.
@@ -237,7 +237,7 @@ pub trait DnsProvider: Send + Sync {
 
     /// Delete the record and its ownership TXT if `cluster` owns them; a record that is
     /// already gone is success; one owned by somebody else is
-    /// [`Error::NotOwned`](crate::Error::NotOwned).
+    /// [`Error::NotOwned`].
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()>;
 
     /// The value of the TXT record at `name` in `zone` (its strings joined), if any.
