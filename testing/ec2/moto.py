@@ -4,8 +4,12 @@
     moto.py check-inventory FILE    check the example's JSON inventory (EC2 specifics)
     moto.py check-destroy FILE      check the example's JSON destroy report
     moto.py tagged CLUSTER          print what still carries triad-cluster=CLUSTER
+    moto.py network CIDR            make a VPC the way a real cluster has one: three
+                                    private subnets (no public IP, no internet gateway
+                                    route) for the nodes and three public ones for the
+                                    balancer; print `subnets = [...]` and `lb_subnets = [...]`
 
-`prepare` and `tagged` run with moto's venv python (boto3) and the AWS_* variables
+`prepare`, `network` and `tagged` run with moto's venv python (boto3) and the AWS_* variables
 pointing at moto; the checks need only the standard library.
 """
 
@@ -87,6 +91,30 @@ def tagged(cluster):
     print(" ".join(left))
 
 
+def network(cidr):
+    """A VPC (CIDR like 10.60.0.0/16) with private node subnets and public balancer subnets."""
+    ec2 = client("ec2")
+    base = cidr.split("/")[0].split(".")
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    # Only the balancer's subnets get a route table with the internet gateway; the
+    # nodes' subnets stay on the main table (the VPC's local route only).
+    public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    private, public = [], []
+    for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"]):
+        sub = lambda third: "%s.%s.%d.0/24" % (base[0], base[1], third)
+        node = ec2.create_subnet(VpcId=vpc, CidrBlock=sub(i), AvailabilityZone=zone)["Subnet"]
+        lb = ec2.create_subnet(VpcId=vpc, CidrBlock=sub(100 + i), AvailabilityZone=zone)["Subnet"]
+        ec2.associate_route_table(RouteTableId=public_rt, SubnetId=lb["SubnetId"])
+        private.append(node["SubnetId"])
+        public.append(lb["SubnetId"])
+    quoted = lambda ids: ", ".join('"%s"' % i for i in ids)
+    print("subnets = [%s]" % quoted(private))
+    print("lb_subnets = [%s]" % quoted(public))
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -96,4 +124,5 @@ if __name__ == "__main__":
         "check-inventory": check_inventory,
         "check-destroy": check_destroy,
         "tagged": tagged,
+        "network": network,
     }[cmd](arg)
