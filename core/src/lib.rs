@@ -37,6 +37,7 @@ pub mod rollout;
 pub mod secret;
 pub mod spec;
 mod validate;
+pub mod wait;
 
 pub use error::{Error, FailureKind, Result};
 pub use model::{Endpoint, Inventory, LoadBalancer, Node, Record};

@@ -57,7 +57,6 @@ pub mod error;
 mod lb;
 mod network;
 mod nodes;
-mod poll;
 pub mod settings;
 
 pub use settings::Ec2Settings;
@@ -75,7 +74,7 @@ pub struct Ec2 {
     region: String,
     settings: Ec2Settings,
     wanted_zones: Vec<String>,
-    poll: poll::Poll,
+    poll: triad_core::wait::Poll,
     cleanup_timeout: Duration,
     network: tokio::sync::OnceCell<network::Network>,
     sg_lock: tokio::sync::Mutex<()>,
@@ -121,7 +120,7 @@ impl Ec2 {
             region: region.to_owned(),
             settings,
             wanted_zones: Vec::new(),
-            poll: poll::Poll::default(),
+            poll: triad_core::wait::Poll::default(),
             cleanup_timeout: Duration::from_secs(15 * 60),
             network: tokio::sync::OnceCell::new(),
             sg_lock: tokio::sync::Mutex::new(()),
@@ -140,7 +139,7 @@ impl Ec2 {
     /// How waits poll: first after `initial`, doubling up to `max` (defaults 2 s
     /// and 15 s). Tests against an emulator use milliseconds.
     pub fn with_poll_interval(mut self, initial: Duration, max: Duration) -> Self {
-        self.poll = poll::Poll { initial, max };
+        self.poll = triad_core::wait::Poll::new(initial, max);
         self
     }
 

@@ -1,18 +1,27 @@
-//! Waiting with backoff until AWS reports a state, or a deadline passes.
+//! Waiting until a cloud reports a state, or a deadline passes: the one poll loop
+//! every provider uses (kube-runtime's `await_condition` is the model), so backoff,
+//! deadlines and [`Error::Timeout`] mean the same thing everywhere.
+//!
+//! The pause starts short (a fresh resource is often ready at the first or second
+//! look) and doubles toward `max`, the provider's steady poll interval, so a long
+//! wait costs few calls against the cloud's request-rate limits.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use triad_core::error::{Error, Result};
+use crate::error::{Error, Result};
 
-/// First pause, doubling up to `max`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Poll {
+/// How to poll: the first pause, doubling up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Poll {
+    /// The pause after the first look.
     pub initial: Duration,
+    /// The longest pause: the provider's steady poll interval.
     pub max: Duration,
 }
 
+/// 2 s, doubling to 15 s.
 impl Default for Poll {
     fn default() -> Self {
         Self {
@@ -23,6 +32,14 @@ impl Default for Poll {
 }
 
 impl Poll {
+    /// A poll that starts at `initial` and doubles up to `max` (at least `initial`).
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max: max.max(initial),
+        }
+    }
+
     /// Call `check` until it returns `Some`, pausing with backoff between calls; an
     /// error from `check` ends the wait. After `timeout`: [`Error::Timeout`] naming
     /// `resource` and `state`.
