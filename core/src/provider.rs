@@ -52,6 +52,22 @@ pub trait NodeProvider: Send + Sync {
     async fn wait_node(&self, cluster: &ClusterRef, node: &Node, timeout: Duration)
         -> Result<Node>;
 
+    /// Wait until every node in `nodes` runs with a private IP, or `timeout` passes;
+    /// returns them in the order given. A provider that can read many nodes in one
+    /// call (EC2 `DescribeInstances` with the ids, a GCE list with a filter, one
+    /// vSphere property-collector read) overrides this so a poll costs one call for
+    /// the whole cluster, not one per node. The default waits for each node with
+    /// [`wait_node`](Self::wait_node), concurrently.
+    async fn wait_nodes(
+        &self,
+        cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        futures::future::try_join_all(nodes.iter().map(|n| self.wait_node(cluster, n, timeout)))
+            .await
+    }
+
     /// Delete the node; a node that is already gone is success.
     async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()>;
 
@@ -358,6 +374,9 @@ macro_rules! forward_provider_traits {
             }
             async fn wait_node(&self, cluster: &ClusterRef, node: &Node, timeout: Duration) -> Result<Node> {
                 (**self).wait_node(cluster, node, timeout).await
+            }
+            async fn wait_nodes(&self, cluster: &ClusterRef, nodes: &[Node], timeout: Duration) -> Result<Vec<Node>> {
+                (**self).wait_nodes(cluster, nodes, timeout).await
             }
             async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
                 (**self).delete_node(cluster, node).await

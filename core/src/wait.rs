@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use crate::error::{Error, Result};
+use tokio::time::Instant;
 
 /// How to poll: the first pause, doubling up to `max`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

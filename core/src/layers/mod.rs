@@ -106,6 +106,8 @@ pub enum Op {
     CreateNode,
     /// [`NodeProvider::wait_node`].
     WaitNode,
+    /// [`NodeProvider::wait_nodes`].
+    WaitNodes,
     /// [`NodeProvider::delete_node`].
     DeleteNode,
     /// [`NodeProvider::cleanup`].
@@ -142,11 +144,12 @@ pub enum Op {
 
 impl Op {
     /// Every op, in declaration order.
-    pub const ALL: [Op; 20] = [
+    pub const ALL: [Op; 21] = [
         Op::Zones,
         Op::DiscoverNodes,
         Op::CreateNode,
         Op::WaitNode,
+        Op::WaitNodes,
         Op::DeleteNode,
         Op::Cleanup,
         Op::DiscoverLoadBalancer,
@@ -172,6 +175,7 @@ impl Op {
             Op::DiscoverNodes => "discover_nodes",
             Op::CreateNode => "create_node",
             Op::WaitNode => "wait_node",
+            Op::WaitNodes => "wait_nodes",
             Op::DeleteNode => "delete_node",
             Op::Cleanup => "cleanup",
             Op::DiscoverLoadBalancer => "discover_load_balancer",
@@ -198,6 +202,7 @@ impl Op {
             Op::DiscoverNodes => "discover nodes",
             Op::CreateNode => "create node",
             Op::WaitNode => "wait for node",
+            Op::WaitNodes => "wait for nodes",
             Op::DeleteNode => "delete node",
             Op::Cleanup => "clean up",
             Op::DiscoverLoadBalancer => "discover load balancer",
@@ -237,7 +242,10 @@ impl Op {
 
     /// Whether the op waits for a state, bounded by its own `timeout` argument.
     pub fn is_wait(self) -> bool {
-        matches!(self, Op::WaitNode | Op::WaitLoadBalancer | Op::WaitRecord)
+        matches!(
+            self,
+            Op::WaitNode | Op::WaitNodes | Op::WaitLoadBalancer | Op::WaitRecord
+        )
     }
 
     /// The op's position in [`Op::ALL`].
@@ -385,6 +393,18 @@ impl<P: NodeProvider, L: Layer> NodeProvider for Layered<P, L> {
         let resource = format!("node {}", node.name);
         let call = || self.inner.wait_node(cluster, node, timeout);
         self.layer.call(Op::WaitNode, &resource, &call).await
+    }
+
+    async fn wait_nodes(
+        &self,
+        cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let resource = format!("nodes {}", names.join(", "));
+        let call = || self.inner.wait_nodes(cluster, nodes, timeout);
+        self.layer.call(Op::WaitNodes, &resource, &call).await
     }
 
     async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {

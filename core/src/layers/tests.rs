@@ -197,6 +197,10 @@ impl NodeProvider for Fake {
         self.begin(Op::WaitNode, &node.name).await?;
         Ok(node.clone())
     }
+    async fn wait_nodes(&self, _: &ClusterRef, nodes: &[Node], _: Duration) -> Result<Vec<Node>> {
+        self.begin(Op::WaitNodes, "nodes").await?;
+        Ok(nodes.to_vec())
+    }
     async fn delete_node(&self, _: &ClusterRef, node: &Node) -> Result<()> {
         self.begin(Op::DeleteNode, &node.name).await?;
         self.state.lock().unwrap().nodes.remove(&node.name);
@@ -352,7 +356,15 @@ fn ops_are_listed_once_with_distinct_names() {
     assert_eq!(mutating.len(), 11);
     assert!(!Op::DiscoverNodes.is_mutating() && !Op::WaitNode.is_mutating());
     let waits: Vec<_> = Op::ALL.iter().filter(|o| o.is_wait()).copied().collect();
-    assert_eq!(waits, [Op::WaitNode, Op::WaitLoadBalancer, Op::WaitRecord]);
+    assert_eq!(
+        waits,
+        [
+            Op::WaitNode,
+            Op::WaitNodes,
+            Op::WaitLoadBalancer,
+            Op::WaitRecord
+        ]
+    );
 }
 
 // ------------------------------------------------------------------------- Retry
@@ -650,6 +662,8 @@ async fn every_method_maps_to_its_op() {
     p.discover_nodes(&c).await.unwrap();
     let n = p.create_node(&c, &node_request("a")).await.unwrap();
     p.wait_node(&c, &n, t).await.unwrap();
+    let waited = p.wait_nodes(&c, std::slice::from_ref(&n), t).await.unwrap();
+    assert_eq!(waited, [n.clone()]);
     p.delete_node(&c, &n).await.unwrap();
     p.cleanup(&c).await.unwrap();
     p.discover_load_balancer(&c).await.unwrap();
