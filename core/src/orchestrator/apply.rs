@@ -224,8 +224,8 @@ impl Orchestrator {
                 )
                 .await?;
             note(format!("node {} ({})", new.name, new.id));
-            let new = self.wait_node(plan, &new).await?;
-            members.push(new);
+            let new = self.wait_nodes(plan, std::slice::from_ref(&new)).await?;
+            members.extend(new);
             lb = self.converge_targets(plan, lb, &members).await?;
             members.retain(|m| m.id != old.id);
             lb = self.converge_targets(plan, lb, &members).await?;
@@ -242,10 +242,20 @@ impl Orchestrator {
 
     /// Create, wait for or update in place every wanted node (a node to be replaced
     /// stays as it is until its rolling step); return them sorted by name.
+    ///
+    /// Three phases: create what is missing (concurrently, at most
+    /// [`Options::max_concurrency`] calls at once), wait for every node that is not
+    /// running yet with one [`NodeProvider::wait_nodes`] (one poll for the whole
+    /// cluster where the provider can), then update in place what drifted. The cloud
+    /// boots the nodes in parallel either way, so batching the waits costs no time
+    /// and saves a read per node and poll.
     async fn apply_nodes(&self, plan: &Plan, note: &(dyn Fn(String) + Sync)) -> Result<Vec<Node>> {
         let spec = &plan.spec;
         let limit = Semaphore::new(self.options.max_concurrency.max(1));
-        let work = plan.nodes.iter().filter_map(|action| {
+
+        // Phase 1: the nodes as they are, and the missing ones created. Every create
+        // finishes (or fails) so one failure does not strand the others half made.
+        let made = plan.nodes.iter().filter_map(|action| {
             let limit = &limit;
             let fut = async move {
                 match action {
@@ -253,91 +263,108 @@ impl Orchestrator {
                         self.emit(Event::Unchanged {
                             resource: Resource::Node(node.name.clone()),
                         });
-                        Ok(node.clone())
+                        Ok((node.clone(), false))
                     }
                     NodeAction::Wait { node } | NodeAction::Replace { node, .. } => {
-                        if node.is_ready() {
-                            Ok(node.clone())
-                        } else {
-                            self.wait_node(plan, node).await
-                        }
+                        Ok((node.clone(), false))
                     }
-                    NodeAction::Update { node, .. } => {
-                        let node = if node.is_ready() {
-                            node.clone()
-                        } else {
-                            self.wait_node(plan, node).await?
-                        };
-                        let request = node_request(spec, &plan.cluster, &node.name, &node.zone);
-                        let _permit = limit.acquire().await.map_err(|_| closed())?;
-                        self.step(
-                            Resource::Node(node.name.clone()),
-                            "updating in place",
-                            self.nodes.update_node(&plan.cluster, &node, &request),
-                        )
-                        .await
-                    }
+                    NodeAction::Update { node, .. } => Ok((node.clone(), true)),
                     NodeAction::Create { name, zone } => {
                         let request = node_request(spec, &plan.cluster, name, zone);
-                        let node = {
-                            let _permit = limit.acquire().await.map_err(|_| closed())?;
-                            self.step(
+                        let _permit = limit.acquire().await.map_err(|_| closed())?;
+                        let node = self
+                            .step(
                                 Resource::Node(name.clone()),
                                 "creating",
                                 self.nodes.create_node(&plan.cluster, &request),
                             )
-                            .await?
-                        };
+                            .await?;
                         note(format!("node {} ({})", node.name, node.id));
-                        self.wait_node(plan, &node).await
+                        Ok((node, false))
                     }
                     NodeAction::Delete { .. } => unreachable!("filtered out"),
                 }
             };
             (!matches!(action, NodeAction::Delete { .. })).then_some(fut)
         });
-        // Let every node finish (or fail) so one failure does not strand the others
-        // half made; report the first failure.
-        let results = join_all(work).await;
-        let mut nodes = Vec::with_capacity(results.len());
-        let mut first_err = None;
-        for r in results {
-            match r {
-                Ok(n) => nodes.push(n),
-                Err(e) => {
-                    first_err.get_or_insert(e);
+        let mut nodes = Vec::new();
+        let mut update = Vec::new();
+        for (node, drifted) in first_error(join_all(made).await)? {
+            update.push(drifted);
+            nodes.push(node);
+        }
+
+        // Phase 2: one wait for every node that does not run yet.
+        let pending: Vec<Node> = nodes.iter().filter(|n| !n.is_ready()).cloned().collect();
+        if !pending.is_empty() {
+            let ready = self.wait_nodes(plan, &pending).await?;
+            for n in nodes.iter_mut().filter(|n| !n.is_ready()) {
+                match ready.iter().find(|r| r.id == n.id) {
+                    Some(r) => *n = r.clone(),
+                    None => {
+                        return Err(Error::provider(
+                            self.nodes.name(),
+                            "wait for nodes",
+                            &format!("node {}", n.name),
+                            crate::FailureKind::Other,
+                            "the provider's wait returned without this node",
+                        ))
+                    }
                 }
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
+
+        // Phase 3: in-place updates of the nodes that drifted.
+        let updates = nodes.iter().zip(&update).map(|(node, &drifted)| {
+            let limit = &limit;
+            async move {
+                if !drifted {
+                    return Ok(node.clone());
+                }
+                let request = node_request(spec, &plan.cluster, &node.name, &node.zone);
+                let _permit = limit.acquire().await.map_err(|_| closed())?;
+                self.step(
+                    Resource::Node(node.name.clone()),
+                    "updating in place",
+                    self.nodes.update_node(&plan.cluster, node, &request),
+                )
+                .await
+            }
+        });
+        let mut nodes = first_error(join_all(updates).await)?;
         nodes.sort_by_key(|n| rollout::natural_key(&n.name));
         Ok(nodes)
     }
 
-    async fn wait_node(&self, plan: &Plan, node: &Node) -> Result<Node> {
-        let resource = Resource::Node(node.name.clone());
-        self.started(&resource, "waiting until running");
+    /// Wait until `nodes` run, reporting each node's wait as a step of its own.
+    pub(super) async fn wait_nodes(&self, plan: &Plan, nodes: &[Node]) -> Result<Vec<Node>> {
+        let step = "waiting until running";
+        for node in nodes {
+            self.started(&Resource::Node(node.name.clone()), step);
+        }
         match self
             .nodes
-            .wait_node(&plan.cluster, node, self.options.node_timeout)
+            .wait_nodes(&plan.cluster, nodes, self.options.node_timeout)
             .await
         {
-            Ok(n) => {
-                self.finished(
-                    &resource,
-                    "running",
-                    n.private_ip.map(|ip| format!("{ip} in {}", n.zone)),
-                );
-                Ok(n)
+            Ok(ready) => {
+                for n in &ready {
+                    self.finished(
+                        &Resource::Node(n.name.clone()),
+                        "running",
+                        n.private_ip.map(|ip| format!("{ip} in {}", n.zone)),
+                    );
+                }
+                Ok(ready)
             }
             Err(e) => {
-                self.emit(Event::Failed {
-                    resource,
-                    step: "waiting until running".into(),
-                    error: e.to_string(),
-                });
+                for node in nodes {
+                    self.emit(Event::Failed {
+                        resource: Resource::Node(node.name.clone()),
+                        step: step.into(),
+                        error: e.to_string(),
+                    });
+                }
                 Err(e)
             }
         }
@@ -513,4 +540,9 @@ fn lb_request(
         zones: zones.to_vec(),
         labels,
     }
+}
+
+/// All the values, or the first error (after every future has finished).
+fn first_error<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    results.into_iter().collect()
 }

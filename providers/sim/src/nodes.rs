@@ -262,6 +262,49 @@ impl NodeProvider for SimCloud {
         .await
     }
 
+    /// One `DescribeInstances` with every id per poll, as EC2 allows.
+    async fn wait_nodes(
+        &self,
+        _cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let resource = format!("nodes {}", names.join(", "));
+        self.poll(&resource, "running", timeout, || async {
+            let found = self
+                .call(SimApi::DescribeInstances, &resource, |w, cfg, now| {
+                    Ok(nodes
+                        .iter()
+                        .map(|n| w.instances.get(&n.id).and_then(|i| to_node(i, cfg, now)))
+                        .collect::<Vec<_>>())
+                })
+                .await?;
+            let mut ready = Vec::with_capacity(nodes.len());
+            for (wanted, found) in nodes.iter().zip(found) {
+                match found {
+                    None
+                    | Some(Node {
+                        state: NodeState::Terminating,
+                        ..
+                    }) => {
+                        return Err(Error::provider(
+                            NAME,
+                            "wait for node",
+                            &format!("node {} ({})", wanted.name, wanted.id),
+                            FailureKind::NotFound,
+                            "the instance was terminated while waiting for it to run",
+                        ))
+                    }
+                    Some(n) if n.is_ready() => ready.push(n),
+                    Some(_) => return Ok(None),
+                }
+            }
+            Ok(Some(ready))
+        })
+        .await
+    }
+
     async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
         let resource = format!("node {} ({})", node.name, node.id);
         let Some(found) = self.describe_instance(&node.id).await? else {
