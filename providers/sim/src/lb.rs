@@ -748,20 +748,26 @@ impl LoadBalancerProvider for SimCloud {
         timeout: Duration,
     ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
-        self.poll(&resource, "active", timeout, || async {
-            let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
-            match build(&parts) {
-                None => Err(Error::provider(
-                    NAME,
-                    "wait for load balancer",
-                    &resource,
-                    FailureKind::NotFound,
-                    "the balancer was deleted while waiting for it to be active",
-                )),
-                Some(b) if b.state == LbState::Active && b.endpoint.is_some() => Ok(Some(b)),
-                Some(_) => Ok(None),
-            }
-        })
+        self.poll(
+            self.inner.config.lb_poll,
+            &resource,
+            "active",
+            timeout,
+            || async {
+                let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
+                match build(&parts) {
+                    None => Err(Error::provider(
+                        NAME,
+                        "wait for load balancer",
+                        &resource,
+                        FailureKind::NotFound,
+                        "the balancer was deleted while waiting for it to be active",
+                    )),
+                    Some(b) if b.state == LbState::Active && b.endpoint.is_some() => Ok(Some(b)),
+                    Some(_) => Ok(None),
+                }
+            },
+        )
         .await
     }
 

@@ -242,23 +242,29 @@ impl NodeProvider for SimCloud {
         timeout: Duration,
     ) -> Result<Node> {
         let resource = format!("node {} ({})", node.name, node.id);
-        self.poll(&resource, "running", timeout, || async {
-            match self.describe_instance(&node.id).await? {
-                None
-                | Some(Node {
-                    state: NodeState::Terminating,
-                    ..
-                }) => Err(Error::provider(
-                    NAME,
-                    "wait for node",
-                    &resource,
-                    FailureKind::NotFound,
-                    "the instance was terminated while waiting for it to run",
-                )),
-                Some(n) if n.is_ready() => Ok(Some(n)),
-                Some(_) => Ok(None),
-            }
-        })
+        self.poll(
+            self.inner.config.node_poll,
+            &resource,
+            "running",
+            timeout,
+            || async {
+                match self.describe_instance(&node.id).await? {
+                    None
+                    | Some(Node {
+                        state: NodeState::Terminating,
+                        ..
+                    }) => Err(Error::provider(
+                        NAME,
+                        "wait for node",
+                        &resource,
+                        FailureKind::NotFound,
+                        "the instance was terminated while waiting for it to run",
+                    )),
+                    Some(n) if n.is_ready() => Ok(Some(n)),
+                    Some(_) => Ok(None),
+                }
+            },
+        )
         .await
     }
 
@@ -271,37 +277,43 @@ impl NodeProvider for SimCloud {
     ) -> Result<Vec<Node>> {
         let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         let resource = format!("nodes {}", names.join(", "));
-        self.poll(&resource, "running", timeout, || async {
-            let found = self
-                .call(SimApi::DescribeInstances, &resource, |w, cfg, now| {
-                    Ok(nodes
-                        .iter()
-                        .map(|n| w.instances.get(&n.id).and_then(|i| to_node(i, cfg, now)))
-                        .collect::<Vec<_>>())
-                })
-                .await?;
-            let mut ready = Vec::with_capacity(nodes.len());
-            for (wanted, found) in nodes.iter().zip(found) {
-                match found {
-                    None
-                    | Some(Node {
-                        state: NodeState::Terminating,
-                        ..
-                    }) => {
-                        return Err(Error::provider(
-                            NAME,
-                            "wait for node",
-                            &format!("node {} ({})", wanted.name, wanted.id),
-                            FailureKind::NotFound,
-                            "the instance was terminated while waiting for it to run",
-                        ))
+        self.poll(
+            self.inner.config.node_poll,
+            &resource,
+            "running",
+            timeout,
+            || async {
+                let found = self
+                    .call(SimApi::DescribeInstances, &resource, |w, cfg, now| {
+                        Ok(nodes
+                            .iter()
+                            .map(|n| w.instances.get(&n.id).and_then(|i| to_node(i, cfg, now)))
+                            .collect::<Vec<_>>())
+                    })
+                    .await?;
+                let mut ready = Vec::with_capacity(nodes.len());
+                for (wanted, found) in nodes.iter().zip(found) {
+                    match found {
+                        None
+                        | Some(Node {
+                            state: NodeState::Terminating,
+                            ..
+                        }) => {
+                            return Err(Error::provider(
+                                NAME,
+                                "wait for node",
+                                &format!("node {} ({})", wanted.name, wanted.id),
+                                FailureKind::NotFound,
+                                "the instance was terminated while waiting for it to run",
+                            ))
+                        }
+                        Some(n) if n.is_ready() => ready.push(n),
+                        Some(_) => return Ok(None),
                     }
-                    Some(n) if n.is_ready() => ready.push(n),
-                    Some(_) => return Ok(None),
                 }
-            }
-            Ok(Some(ready))
-        })
+                Ok(Some(ready))
+            },
+        )
         .await
     }
 
