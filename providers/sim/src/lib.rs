@@ -146,6 +146,10 @@ struct Inner {
     world: Mutex<World>,
     /// Where the world is saved after every mutating call (`[sim] state_file`).
     state_file: Option<PathBuf>,
+    /// The security group id of each cluster (`region/name`) this process has made
+    /// sure of, as a real provider caches it: concurrent `create_node` calls wait
+    /// for the first one's describe-or-create instead of each making their own.
+    security_groups: tokio::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for SimCloud {
@@ -176,6 +180,7 @@ impl SimCloud {
                 config,
                 world: Mutex::new(world),
                 state_file,
+                security_groups: Default::default(),
             }),
         }
     }
