@@ -194,13 +194,15 @@ impl NginxProvider {
         let hash = targets_hash(&want_targets);
         // A balancer node built for exactly the nodes that run now is active; any
         // other is reported provisioning, so a plan completes it (rebuilds it).
+        // One built from other settings (certificate, health check path) is reported
+        // provisioning too: it is rebuilt by wait_load_balancer, whose new address
+        // the same apply then writes to DNS (an in-place update would leave the
+        // record on the old node's address).
         let request = self.request_for(cluster, action, &resource).ok();
-        let built_for = |n: &&Node| n.labels.get(LB_TARGETS) == Some(&hash);
-        let current = lbs
-            .iter()
-            .filter(built_for)
-            .find(|n| request.as_ref().is_none_or(|r| same_fingerprint(n, r)))
-            .or_else(|| lbs.iter().find(built_for));
+        let current = lbs.iter().find(|n| {
+            n.labels.get(LB_TARGETS) == Some(&hash)
+                && request.as_ref().is_none_or(|r| same_fingerprint(n, r))
+        });
         if let Some(n) = current {
             return Ok(Some(self.node_lb(n, complete, ids(&want_targets))));
         }

@@ -37,7 +37,7 @@ fn spec(name: &str, nginx: &str) -> ValidSpec {
     .unwrap()
 }
 
-fn orchestrator(
+pub fn orchestrator(
     nodes: Arc<dyn NodeProvider>,
     lb: Arc<dyn LoadBalancerProvider>,
     dns: Arc<dyn DnsProvider>,
