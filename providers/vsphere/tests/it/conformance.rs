@@ -45,3 +45,17 @@ async fn nodes_spread_over_zones() {
     let p = provider("conf-d-").await;
     conformance::nodes_spread_over_zones(&p, &fixture("conf-d")).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs vcsim; scripts/test starts it"]
+async fn nodes_wait_together() {
+    let p = provider("conf-e-").await;
+    conformance::nodes_wait_together(&p, &fixture("conf-e")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs vcsim; scripts/test starts it"]
+async fn node_update_in_place() {
+    let p = provider("conf-f-").await;
+    conformance::node_update_in_place(&p, &fixture("conf-f")).await;
+}
