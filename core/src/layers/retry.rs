@@ -178,6 +178,9 @@ impl Layer for Retry {
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
+                    // The last attempt's error is final: a retry layer further
+                    // out must not start the attempts again.
+                    Err(error) if error.is_retryable() => return Err(error.exhausted()),
                     other => return other,
                 }
             }
