@@ -12,6 +12,11 @@
 //! then fails with [`Error::Locked`] naming the holder and since when. A lock whose
 //! lease has expired (its holder crashed) is broken only when the caller says so
 //! ([`Options::break_stale_lock`](crate::orchestrator::Options)).
+//!
+//! The holder renews its lease every third of [`Options::lock_lease`](crate::orchestrator::Options)
+//! while it works (the same conditional change, from its own value to one with a
+//! later expiry), so a run longer than the lease is never taken for a crashed one.
+//! If the lock was taken over meanwhile, the run stops with [`Error::Locked`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -77,12 +82,14 @@ impl LockRecord {
     }
 }
 
-/// A held lock; give it back with [`release`].
+/// A held lock; renew it with [`hold`], give it back with [`release`].
 #[derive(Clone, Debug)]
 pub(crate) struct Lease {
     zone: String,
     name: String,
     value: String,
+    cluster: ClusterRef,
+    lease: Duration,
 }
 
 /// What [`acquire`] needs to know.
@@ -147,6 +154,8 @@ pub(crate) async fn acquire(dns: &dyn DnsProvider, req: Request<'_>) -> Result<O
                 zone: req.zone.to_owned(),
                 name,
                 value: mine,
+                cluster: req.cluster.clone(),
+                lease: req.lease,
             }));
         }
         // Somebody changed it between our read and our write: look again.
@@ -169,6 +178,62 @@ fn locked(cluster: &ClusterRef, record: Option<LockRecord>, raw: &str, now: u64)
             expires: "never".into(),
             stale: false,
         },
+    }
+}
+
+/// Renew `lease` every third of its length, for as long as the caller runs it
+/// (beside its work, in a `select!`). Returns only when the lock was taken over:
+/// [`Error::Locked`] naming the new holder. A renewal that fails for another reason
+/// (the DNS API is briefly unavailable) is logged and tried again at the next turn;
+/// the lease still has two thirds of its length left.
+pub(crate) async fn hold(dns: &dyn DnsProvider, lease: &std::sync::Mutex<Lease>) -> Error {
+    let (every, zone, name, cluster) = {
+        let l = lease.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            (l.lease / 3).max(Duration::from_secs(1)),
+            l.zone.clone(),
+            l.name.clone(),
+            l.cluster.clone(),
+        )
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let current = lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .value
+            .clone();
+        let Some(mut record) = LockRecord::parse(&current) else {
+            return Error::Locked {
+                cluster: cluster.name.clone(),
+                holder: "unknown".into(),
+                since: "unknown".into(),
+                expires: "unknown".into(),
+                stale: false,
+            };
+        };
+        let length = lease.lock().unwrap_or_else(|e| e.into_inner()).lease;
+        record.expires = unix_now() + length.as_secs();
+        let renewed = record.to_txt();
+        match dns
+            .swap_txt(&zone, &name, Some(&current), Some(&renewed))
+            .await
+        {
+            Ok(true) => {
+                tracing::debug!(lock = %name, expires = record.expires, "lock renewed");
+                lease.lock().unwrap_or_else(|e| e.into_inner()).value = renewed;
+            }
+            Ok(false) => {
+                let now = unix_now();
+                return match dns.read_txt(&zone, &name).await {
+                    Ok(Some(raw)) => locked(&cluster, LockRecord::parse(&raw), &raw, now),
+                    _ => locked(&cluster, None, "(gone)", now),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(lock = %name, error = %e, "could not renew the lock; trying again")
+            }
+        }
     }
 }
 

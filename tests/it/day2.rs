@@ -489,6 +489,44 @@ async fn a_stale_lock_is_broken_only_with_the_flag() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_longer_than_its_lease_renews_it_and_stops_if_it_is_taken_over() {
+    // A 60 s lease on a ~190 s apply: the holder renews every 20 s (a conditional
+    // change each), so nobody may take it for a crashed run.
+    let sim = cloud();
+    let short = |o: &mut Options| o.lock_lease = Duration::from_secs(60);
+    let alice = with_lock_options(orchestrator(&sim, &CallCounter::new()), "alice", short);
+    apply(&alice, &spec()).await.unwrap();
+    let changes = sim.stats().calls(SimApi::ChangeRecords);
+    // The lock, the record, the release, and at least eight renewals.
+    assert!(
+        changes >= 3 + 8,
+        "{changes} ChangeRecords: the lease was not renewed"
+    );
+    assert_eq!(sim.snapshot().txt(ZONE, &lock_name("rancher", ZONE)), None);
+
+    // Somebody takes the lock over mid-run (a broken lease, an operator): the run
+    // stops at its next renewal, naming the new holder, and leaves their lock alone.
+    let sim = cloud();
+    let alice = with_lock_options(orchestrator(&sim, &CallCounter::new()), "alice", short);
+    let run = tokio::spawn(async move { apply(&alice, &spec()).await });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let name = lock_name("rancher", ZONE);
+    let mallory = LockRecord {
+        holder: "mallory".into(),
+        since: 1_000,
+        expires: u64::MAX / 2,
+    };
+    sim.put_txt(ZONE, &name, &mallory.to_txt()).unwrap();
+    let err = run.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&err, Error::Locked { holder, .. } if holder == "mallory"),
+        "{err}"
+    );
+    let left = sim.snapshot().txt(ZONE, &name).cloned();
+    assert!(format!("{left:?}").contains("mallory"), "{left:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn destroy_stops_before_it_orphans_the_balancer() {
     let sim = applied(&spec()).await;
     sim.inject(

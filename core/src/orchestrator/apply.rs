@@ -62,7 +62,9 @@ impl Orchestrator {
                 )
                 .collect(),
         );
-        let result = self.apply_inner(plan, &known).await;
+        let result = self
+            .holding(lease.as_ref(), self.apply_inner(plan, &known))
+            .await;
         let released = self.unlock(lease).await;
         result
             .and_then(|inv| released.map(|()| inv))
@@ -80,7 +82,10 @@ impl Orchestrator {
 
     /// Take the cluster's lock in its DNS zone (nothing when the cluster has no zone
     /// or the DNS provider cannot hold one).
-    pub(super) async fn lock(&self, cluster: &ClusterRef) -> Result<Option<lock::Lease>> {
+    pub(super) async fn lock(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<Option<std::sync::Mutex<lock::Lease>>> {
         let Some(zone) = &cluster.dns_zone else {
             return Ok(None);
         };
@@ -101,13 +106,33 @@ impl Orchestrator {
             },
         )
         .await
+        .map(|lease| lease.map(std::sync::Mutex::new))
+    }
+
+    /// Run `work` while renewing `lease` (if any); stop with [`Error::Locked`] if
+    /// another run took the lock over meanwhile.
+    pub(super) async fn holding<T>(
+        &self,
+        lease: Option<&std::sync::Mutex<lock::Lease>>,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(lease) = lease else {
+            return work.await;
+        };
+        tokio::select! {
+            result = work => result,
+            lost = lock::hold(self.dns.as_ref(), lease) => Err(lost),
+        }
     }
 
     /// Give the lock back. A failure leaves a lock that only this holder (the same
     /// [`Options::lock_holder`]) or the end of its lease frees: it is reported.
-    pub(super) async fn unlock(&self, lease: Option<lock::Lease>) -> Result<()> {
+    pub(super) async fn unlock(&self, lease: Option<std::sync::Mutex<lock::Lease>>) -> Result<()> {
         match lease {
-            Some(lease) => lock::release(self.dns.as_ref(), &lease).await,
+            Some(lease) => {
+                let lease = lease.into_inner().unwrap_or_else(|e| e.into_inner());
+                lock::release(self.dns.as_ref(), &lease).await
+            }
             None => Ok(()),
         }
     }

@@ -29,7 +29,9 @@ impl Orchestrator {
     /// are refused ([`Error::Identity`]) before anything is deleted.
     pub async fn destroy(&self, cluster: &ClusterRef) -> Result<DestroyReport> {
         let lease = self.lock(cluster).await?;
-        let result = self.destroy_inner(cluster).await;
+        let result = self
+            .holding(lease.as_ref(), self.destroy_inner(cluster))
+            .await;
         let released = self.unlock(lease).await;
         let report = result?;
         released?;
