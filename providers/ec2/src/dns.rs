@@ -398,7 +398,7 @@ impl DnsProvider for Ec2 {
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        self.check(spec)
+        self.check(spec, crate::settings::Concern::Dns)
     }
 
     async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {

@@ -249,7 +249,7 @@ impl NodeProvider for Ec2 {
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        self.check(spec)
+        self.check(spec, crate::settings::Concern::Nodes)
     }
 
     fn plan_warnings(&self, _spec: &ValidSpec) -> Vec<String> {
