@@ -84,8 +84,14 @@ pub struct Ec2 {
     cleanup_timeout: Duration,
     network: tokio::sync::OnceCell<network::Network>,
     sg_lock: tokio::sync::Mutex<()>,
+    /// The nodes' group as last converged: (cluster, SSH CIDRs, group id).
+    node_rules: tokio::sync::Mutex<Option<(String, Vec<String>, String)>>,
     hosted_zones: Mutex<HashMap<String, String>>,
     changes: Mutex<HashMap<String, String>>,
+    /// Hosted zone ids being looked up now.
+    zone_reads: dns::InFlight<String>,
+    /// Zone listings being read now.
+    listings: dns::InFlight<std::sync::Arc<Vec<aws_sdk_route53::types::ResourceRecordSet>>>,
 }
 
 impl std::fmt::Debug for Ec2 {
@@ -130,8 +136,11 @@ impl Ec2 {
             cleanup_timeout: Duration::from_secs(15 * 60),
             network: tokio::sync::OnceCell::new(),
             sg_lock: tokio::sync::Mutex::new(()),
+            node_rules: tokio::sync::Mutex::new(None),
             hosted_zones: Mutex::new(HashMap::new()),
             changes: Mutex::new(HashMap::new()),
+            zone_reads: dns::InFlight::default(),
+            listings: dns::InFlight::default(),
         }
     }
 

@@ -186,6 +186,24 @@ pub(crate) fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
+/// The associated IPv4 CIDRs of `vpcs`.
+fn cidrs_of(vpcs: &[aws_sdk_ec2::types::Vpc]) -> Vec<String> {
+    let mut cidrs = BTreeSet::new();
+    for v in vpcs {
+        cidrs.extend(v.cidr_block().map(str::to_owned));
+        for a in v.cidr_block_association_set() {
+            let associated = a
+                .cidr_block_state()
+                .and_then(|s| s.state())
+                .is_none_or(|s| s.as_str() == "associated");
+            if associated {
+                cidrs.extend(a.cidr_block().map(str::to_owned));
+            }
+        }
+    }
+    cidrs.into_iter().collect()
+}
+
 fn problem(field: String, problem: String, fix: impl Into<String>) -> SpecProblem {
     SpecProblem {
         field,
@@ -205,11 +223,11 @@ impl Ec2 {
     }
 
     async fn resolve_network(&self) -> Result<Network> {
-        let zones = self.region_zones().await?;
         let mut problems = Vec::new();
         let s = &self.settings;
 
         let explicit = !s.subnets.is_empty();
+        let mut default_cidrs = None;
         let (vpc_id, routes, node_subnets) = if explicit {
             let subnets = self
                 .checked_subnets(&s.subnets, "subnets", None, &mut problems)
@@ -223,7 +241,11 @@ impl Ec2 {
         } else {
             let vpc = match &s.vpc {
                 Some(v) => v.clone(),
-                None => self.default_vpc().await?,
+                None => {
+                    let (id, cidrs) = self.default_vpc().await?;
+                    default_cidrs = Some(cidrs);
+                    id
+                }
             };
             let routes = self.routes(&vpc).await?;
             let subnets = self.discover_subnets(&vpc, &routes).await?;
@@ -232,7 +254,10 @@ impl Ec2 {
         if !s.allow_direct_egress {
             problems.extend(self.egress_problems(&node_subnets, &routes));
         }
-        let vpc_cidrs = self.vpc_cidrs(&vpc_id, &mut problems).await?;
+        let vpc_cidrs = match default_cidrs {
+            Some(cidrs) => cidrs,
+            None => self.vpc_cidrs(&vpc_id, &mut problems).await?,
+        };
         let node_subnets: Vec<(String, String)> = node_subnets
             .into_iter()
             .map(|(z, id, _, _)| (z, id))
@@ -258,9 +283,10 @@ impl Ec2 {
                 .map(|(z, id, _, _)| (z, id))
                 .collect()
         };
+        // Zone names sort in the region's order (us-east-1a, us-east-1b, …).
         let order = |v: Vec<(String, String)>| -> Vec<(String, String)> {
             let mut v = v;
-            v.sort_by_key(|(z, _)| zones.iter().position(|x| x == z).unwrap_or(usize::MAX));
+            v.sort();
             v
         };
         let network = Network {
@@ -270,7 +296,7 @@ impl Ec2 {
             lb_subnets: order(lb_subnets),
         };
         for (i, z) in self.wanted_zones.iter().enumerate() {
-            if zones.contains(z) && network.node_subnet(z).is_none() {
+            if network.node_subnet(z).is_none() {
                 problems.push(problem(
                     format!("zones[{i}]"),
                     format!("zone `{z}` has no subnet for the nodes"),
@@ -292,22 +318,6 @@ impl Ec2 {
         }
         tracing::debug!(?network, "resolved the cluster's network");
         Ok(network)
-    }
-
-    /// The region's availability zones, in AWS's order.
-    pub(crate) async fn region_zones(&self) -> Result<Vec<String>> {
-        let out = self
-            .ec2
-            .describe_availability_zones()
-            .send()
-            .await
-            .map_err(sdk("list zones of", format!("region {}", self.region)))?;
-        Ok(out
-            .availability_zones()
-            .iter()
-            .filter(|z| z.state().is_none_or(|s| s.as_str() == "available"))
-            .filter_map(|z| z.zone_name().map(str::to_owned))
-            .collect())
     }
 
     /// The listed subnets as (zone, id, vpc, public IP on launch), each checked to
@@ -370,7 +380,8 @@ impl Ec2 {
         Ok(out)
     }
 
-    async fn default_vpc(&self) -> Result<String> {
+    /// The region's default VPC and its CIDRs (one call).
+    async fn default_vpc(&self) -> Result<(String, Vec<String>)> {
         let out = self
             .ec2
             .describe_vpcs()
@@ -378,10 +389,11 @@ impl Ec2 {
             .send()
             .await
             .map_err(sdk("find", format!("the default VPC of {}", self.region)))?;
+        let cidrs = cidrs_of(out.vpcs());
         out.vpcs()
             .first()
             .and_then(|v| v.vpc_id())
-            .map(str::to_owned)
+            .map(|id| (id.to_owned(), cidrs))
             .ok_or_else(|| {
                 Error::invalid(
                     "ec2.subnets",
@@ -550,20 +562,7 @@ impl Ec2 {
                 return Err(e.into_error("read", format!("VPC {vpc}")));
             }
         };
-        let mut cidrs = BTreeSet::new();
-        for v in out.vpcs() {
-            cidrs.extend(v.cidr_block().map(str::to_owned));
-            for a in v.cidr_block_association_set() {
-                let associated = a
-                    .cidr_block_state()
-                    .and_then(|s| s.state())
-                    .is_none_or(|s| s.as_str() == "associated");
-                if associated {
-                    cidrs.extend(a.cidr_block().map(str::to_owned));
-                }
-            }
-        }
-        Ok(cidrs.into_iter().collect())
+        Ok(cidrs_of(out.vpcs()))
     }
 
     /// The cluster's security group for `part` (`nodes` or `alb`), made the first

@@ -18,7 +18,7 @@ use triad_core::provider::NodeProvider;
 use triad_core::spec::{ClusterRef, ValidSpec};
 
 use crate::error::{fail, sdk, AwsError, PROVIDER};
-use crate::network::{filter, node_rules, tag_spec, tag_value, Rule};
+use crate::network::{ec2_tags, filter, node_rules, tag_spec, tag_value, Rule};
 use crate::settings::DEFAULT_INSTANCE_TYPE;
 use crate::Ec2;
 
@@ -135,6 +135,28 @@ fn is_terminated(i: &Instance) -> bool {
     )
 }
 
+/// The node `i` is once it runs with a private IP; `None` while it starts; an error
+/// when it stopped or went instead (with EC2's reason).
+fn running(i: &Instance, n: &Node) -> Result<Option<Node>> {
+    let node = node_of(i);
+    match node.state {
+        NodeState::Running if node.private_ip.is_some() => Ok(Some(node)),
+        NodeState::Terminating | NodeState::Stopped => Err(fail(
+            "wait for",
+            format!("node {} ({})", n.name, n.id),
+            FailureKind::Other,
+            format!(
+                "the instance is {:?} instead of starting: {}",
+                node.state,
+                i.state_reason()
+                    .and_then(|r| r.message())
+                    .unwrap_or("no reason given")
+            ),
+        )),
+        _ => Ok(None),
+    }
+}
+
 impl Ec2 {
     /// Instances of the cluster's nodes in `states`; optionally only those named
     /// `name`. Oldest first.
@@ -174,13 +196,73 @@ impl Ec2 {
         Ok(out)
     }
 
-    /// The nodes' security group with the inter-node rules and SSH from `ssh`.
+    /// The nodes' security group with the inter-node rules and SSH from `ssh`
+    /// exactly (a CIDR no longer wanted is revoked). Converged once per provider and
+    /// SSH set: the nodes made together share one read and at most one
+    /// `AuthorizeSecurityGroupIngress` with every missing rule.
     async fn node_group(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<String> {
+        let mut done = self.node_rules.lock().await;
+        if let Some((name, cidrs, id)) = done.as_ref() {
+            if *name == cluster.name && cidrs.as_slice() == ssh {
+                return Ok(id.clone());
+            }
+        }
         let sg = self.ensure_group(cluster, "nodes").await?;
         let id = sg.group_id().unwrap_or_default().to_owned();
         self.converge_rules(&sg, &node_rules(&id, ssh), |r: &Rule| !r.is_web(&id))
             .await?;
+        *done = Some((cluster.name.clone(), ssh.to_vec(), id.clone()));
         Ok(id)
+    }
+
+    /// Make the instance's tags carry `want` (and its `Name`): add what differs,
+    /// remove fingerprint tags (`triad-fp-*`) no longer wanted; other tags stay.
+    async fn converge_node_tags(
+        &self,
+        node: &Node,
+        want: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut want = want.clone();
+        want.insert("Name".into(), node.name.clone());
+        let have = &node.labels;
+        let add: BTreeMap<String, String> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let remove: Vec<String> = have
+            .keys()
+            .filter(|k| k.starts_with(triad_core::drift::PREFIX) && !want.contains_key(*k))
+            .cloned()
+            .collect();
+        let what = format!("node {} ({})", node.name, node.id);
+        if !add.is_empty() {
+            self.ec2
+                .create_tags()
+                .resources(&node.id)
+                .set_tags(Some(ec2_tags(&add)))
+                .send()
+                .await
+                .map_err(sdk("tag", &what))?;
+        }
+        if !remove.is_empty() {
+            self.ec2
+                .delete_tags()
+                .resources(&node.id)
+                .set_tags(Some(
+                    remove
+                        .iter()
+                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(sdk("untag", &what))?;
+        }
+        let mut out = have.clone();
+        out.extend(add);
+        out.retain(|k, _| !remove.contains(k));
+        Ok(out)
     }
 
     /// Send one `RunInstances` and return its instance; a capacity error names the
@@ -457,52 +539,101 @@ impl NodeProvider for Ec2 {
 
     async fn wait_node(
         &self,
-        _cluster: &ClusterRef,
+        cluster: &ClusterRef,
         node: &Node,
         timeout: Duration,
     ) -> Result<Node> {
-        let resource = format!("node {} ({})", node.name, node.id);
+        let mut nodes = self
+            .wait_nodes(cluster, std::slice::from_ref(node), timeout)
+            .await?;
+        nodes.pop().ok_or_else(|| {
+            fail(
+                "wait for",
+                format!("node {}", node.name),
+                FailureKind::Other,
+                "no node",
+            )
+        })
+    }
+
+    /// One `DescribeInstances` with every id per poll, however many nodes.
+    async fn wait_nodes(
+        &self,
+        _cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let resource = match nodes {
+            [n] => format!("node {} ({})", n.name, n.id),
+            _ => format!(
+                "nodes {}",
+                nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         self.poll
             .until(timeout, &resource, "running with a private IP", || async {
                 let out = match self
                     .ec2
                     .describe_instances()
-                    .instance_ids(&node.id)
+                    .set_instance_ids(Some(ids.clone()))
                     .send()
                     .await
                 {
                     Ok(out) => out,
                     Err(e) => {
                         let e = AwsError::from_sdk(e);
-                        // Just made: EC2 may not know the id yet (eventual consistency).
+                        // Just made: EC2 may not know an id yet (eventual consistency).
                         if e.is("InvalidInstanceID.NotFound") {
                             return Ok(None);
                         }
                         return Err(e.into_error("wait for", resource.clone()));
                     }
                 };
-                let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
-                    return Ok(None);
-                };
-                let n = node_of(i);
-                match n.state {
-                    NodeState::Running if n.private_ip.is_some() => Ok(Some(n)),
-                    NodeState::Terminating | NodeState::Stopped => Err(fail(
-                        "wait for",
-                        resource.clone(),
-                        FailureKind::Other,
-                        format!(
-                            "the instance is {:?} instead of starting: {}",
-                            n.state,
-                            i.state_reason()
-                                .and_then(|r| r.message())
-                                .unwrap_or("no reason given")
-                        ),
-                    )),
-                    _ => Ok(None),
+                let found: BTreeMap<&str, &Instance> = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(|i| Some((i.instance_id()?, i)))
+                    .collect();
+                let mut ready = Vec::with_capacity(nodes.len());
+                for n in nodes {
+                    let Some(i) = found.get(n.id.as_str()) else {
+                        return Ok(None);
+                    };
+                    match running(i, n)? {
+                        Some(node) => ready.push(node),
+                        None => return Ok(None),
+                    }
                 }
+                Ok(Some(ready))
             })
             .await
+    }
+
+    /// The SSH rules of the nodes' security group to `request.ssh_allowed_cidrs`
+    /// (revoke what is no longer wanted, authorize what is new), and the instance's
+    /// tags to `request.labels`, its fingerprint among them.
+    async fn update_node(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        self.node_group(cluster, &request.ssh_allowed_cidrs).await?;
+        let labels = self.converge_node_tags(node, &request.labels).await?;
+        tracing::info!(node = node.name, "updated in place");
+        Ok(Node {
+            labels,
+            ..node.clone()
+        })
     }
 
     async fn delete_node(&self, _cluster: &ClusterRef, node: &Node) -> Result<()> {
