@@ -341,6 +341,53 @@ async fn a_pending_route53_change_is_waited_for() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
 }
 
+/// Three nodes still starting are waited for with one `DescribeInstances` per
+/// poll for all of them, not one per node.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn many_nodes_are_waited_for_with_one_call_per_poll() {
+    let (aws, calls) = scripted(|action, nth| {
+        (action == "DescribeInstances" && nth < 6).then(|| {
+            Fault::Rewrite(vec![
+                ("<name>running</name>".into(), "<name>pending</name>".into()),
+                ("<privateIpAddress>".into(), "<ignoredIpAddress>".into()),
+                ("</privateIpAddress>".into(), "</ignoredIpAddress>".into()),
+            ])
+        })
+    })
+    .await;
+    let fx = fixture(&aws, "many").await;
+    let zones = aws.zones(&fx.cluster).await.unwrap();
+    let mut made = Vec::new();
+    for (i, zone) in zones.iter().take(3).enumerate() {
+        let req = fx.node_request(&fx.node_name(i + 1), zone);
+        made.push(aws.create_node(&fx.cluster, &req).await.unwrap());
+    }
+    let before = calls.get("DescribeInstances");
+    let ready = aws
+        .wait_nodes(&fx.cluster, &made, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let polls = calls.get("DescribeInstances") - before;
+    assert_eq!(ready.len(), 3);
+    assert!(ready.iter().all(|n| n.private_ip.is_some()), "{ready:?}");
+    let order: Vec<&str> = ready.iter().map(|n| n.id.as_str()).collect();
+    let want: Vec<&str> = made.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(order, want, "in the order given");
+    // The first 6 DescribeInstances answer "pending" (create_node's lookups
+    // took `before` of them): the wait polls until then, and once more.
+    assert!(before < 6, "{before}");
+    assert_eq!(
+        polls,
+        6 - before + 1,
+        "one DescribeInstances per poll for all 3 nodes"
+    );
+    for n in &made {
+        aws.delete_node(&fx.cluster, n).await.unwrap();
+    }
+    aws.cleanup(&fx.cluster).await.unwrap();
+}
+
 /// Throttling is retried by the SDK — and only by it: with 3 attempts configured a
 /// call is sent exactly 3 times, then fails as Throttled (retryable) for the caller.
 #[tokio::test(flavor = "multi_thread")]
