@@ -43,7 +43,7 @@
 //! ```
 #![warn(missing_docs)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -237,4 +237,31 @@ impl Ec2 {
             Err(Error::InvalidSpec(SpecProblems(problems)))
         }
     }
+}
+
+/// What to change so tags `have` carry `want`: the tags to add or overwrite, and the
+/// fingerprint tags (`triad-fp-*`) to remove because no longer wanted. Other tags
+/// stay. Also returns the tags there are afterwards.
+pub(crate) fn tag_diff(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> (
+    BTreeMap<String, String>,
+    Vec<String>,
+    BTreeMap<String, String>,
+) {
+    let add: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove: Vec<String> = have
+        .keys()
+        .filter(|k| k.starts_with(triad_core::drift::PREFIX) && !want.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut after = have.clone();
+    after.extend(add.clone());
+    after.retain(|k, _| !remove.contains(k));
+    (add, remove, after)
 }

@@ -51,16 +51,7 @@ impl Ec2 {
     ) -> Result<BTreeMap<String, String>> {
         let mut want = want.clone();
         want.insert("Name".into(), name.to_owned());
-        let add: BTreeMap<String, String> = want
-            .iter()
-            .filter(|(k, v)| have.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let remove: Vec<String> = have
-            .keys()
-            .filter(|k| k.starts_with(triad_core::drift::PREFIX) && !want.contains_key(*k))
-            .cloned()
-            .collect();
+        let (add, remove, after) = crate::tag_diff(have, &want);
         let what = format!("load balancer {name}");
         if !add.is_empty() {
             self.elb
@@ -80,10 +71,7 @@ impl Ec2 {
                 .await
                 .map_err(sdk("untag", &what))?;
         }
-        let mut out = have.clone();
-        out.extend(add);
-        out.retain(|k, _| !remove.contains(k));
-        Ok(out)
+        Ok(after)
     }
 }
 

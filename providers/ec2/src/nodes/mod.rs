@@ -167,16 +167,7 @@ impl Ec2 {
         let mut want = want.clone();
         want.insert("Name".into(), node.name.clone());
         let have = &node.labels;
-        let add: BTreeMap<String, String> = want
-            .iter()
-            .filter(|(k, v)| have.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let remove: Vec<String> = have
-            .keys()
-            .filter(|k| k.starts_with(triad_core::drift::PREFIX) && !want.contains_key(*k))
-            .cloned()
-            .collect();
+        let (add, remove, after) = crate::tag_diff(have, &want);
         let what = format!("node {} ({})", node.name, node.id);
         if !add.is_empty() {
             self.ec2
@@ -201,10 +192,7 @@ impl Ec2 {
                 .await
                 .map_err(sdk("untag", &what))?;
         }
-        let mut out = have.clone();
-        out.extend(add);
-        out.retain(|k, _| !remove.contains(k));
-        Ok(out)
+        Ok(after)
     }
 
     /// Send one `RunInstances` and return its instance; a capacity error names the
