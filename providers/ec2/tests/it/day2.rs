@@ -210,3 +210,79 @@ async fn ssh_cidrs_and_health_check_update_in_place() {
     triad.destroy(&second.cluster()).await.unwrap();
     assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
 }
+
+/// A certificate moto's ACM issues (boto3 through testing/ec2/moto.py, with
+/// `MOTO_PYTHON` from scripts/test): moto checks that a listener's certificate exists
+/// when it is changed.
+fn acm_cert(domain: &str) -> String {
+    let python = std::env::var("MOTO_PYTHON")
+        .expect("MOTO_PYTHON is not set: scripts/test (need_moto) exports moto's venv python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testing/ec2/moto.py");
+    let out = std::process::Command::new(python)
+        .args([script, "acm-cert", domain])
+        .env("AWS_ENDPOINT_URL", crate::moto_url())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", crate::REGION)
+        .output()
+        .expect("run moto.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// An l7 balancer's certificate changes in place: `ModifyListener` on HTTPS 443,
+/// read back with the SDK; the balancer stays the same.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn l7_certificate_updates_in_place() {
+    let aws = Arc::new(provider(crate::default_vpc()).await);
+    let name = unique("day2c");
+    hosted_zone(aws.route53_client(), &format!("{name}.test")).await;
+    let image = ubuntu_ami(aws.ec2_client()).await;
+    let l7 = |cert: &str| {
+        ClusterSpec::from_toml(&format!(
+            "name = \"{name}\"\nregion = \"us-east-1\"\n\
+             zones = [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]\n\
+             [nodes]\nsize = \"t3.micro\"\nimage = \"{image}\"\n\
+             [load_balancer]\nmode = \"l7\"\nregistration = \"first-node\"\ncertificate = \"{cert}\"\n\
+             [dns]\nzone = \"{name}.test\"\nhostname = \"rancher.{name}.test\"\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap()
+    };
+    let a = acm_cert(&format!("rancher.{name}.test"));
+    let b = acm_cert(&format!("rancher.{name}.test"));
+    let (a, b) = (a.as_str(), b.as_str());
+    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
+    let inv = triad
+        .apply(&triad.plan(&l7(a)).await.unwrap())
+        .await
+        .unwrap();
+    let plan = triad.plan(&l7(b)).await.unwrap();
+    assert!(
+        matches!(plan.load_balancer, LbAction::Update { .. }),
+        "{plan}"
+    );
+    let inv2 = triad.apply(&plan).await.unwrap();
+    assert_eq!(inv2.load_balancer.id, inv.load_balancer.id, "not replaced");
+    let listeners = aws
+        .elb_client()
+        .describe_listeners()
+        .load_balancer_arn(&inv.load_balancer.id)
+        .send()
+        .await
+        .unwrap();
+    let https = listeners
+        .listeners()
+        .iter()
+        .find(|l| l.port() == Some(443))
+        .unwrap();
+    assert_eq!(https.certificates()[0].certificate_arn(), Some(b));
+    assert!(triad.plan(&l7(b)).await.unwrap().is_noop());
+    triad.destroy(&l7(b).cluster()).await.unwrap();
+}
