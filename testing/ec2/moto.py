@@ -8,6 +8,7 @@
                                     private subnets (no public IP, no internet gateway
                                     route) for the nodes and three public ones for the
                                     balancer; print `subnets = [...]` and `lb_subnets = [...]`
+    moto.py acm-cert DOMAIN         request an ACM certificate for DOMAIN; print its ARN
 
 `prepare`, `network` and `tagged` run with moto's venv python (boto3) and the AWS_* variables
 pointing at moto; the checks need only the standard library.
@@ -115,6 +116,12 @@ def network(cidr):
     print("lb_subnets = [%s]" % quoted(public))
 
 
+def acm_cert(domain):
+    """An ACM certificate moto issues at once, for listener tests."""
+    arn = client("acm").request_certificate(DomainName=domain)["CertificateArn"]
+    print(arn)
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -125,4 +132,5 @@ if __name__ == "__main__":
         "check-destroy": check_destroy,
         "tagged": tagged,
         "network": network,
+        "acm-cert": acm_cert,
     }[cmd](arg)

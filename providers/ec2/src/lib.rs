@@ -43,12 +43,13 @@
 //! ```
 #![warn(missing_docs)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use triad_core::error::{Error, Result, SpecProblems};
+use settings::Concern;
+use triad_core::error::{Error, Result, SpecProblem, SpecProblems};
 use triad_core::spec::ValidSpec;
 
 pub mod client;
@@ -73,13 +74,24 @@ pub struct Ec2 {
     r53: aws_sdk_route53::Client,
     region: String,
     settings: Ec2Settings,
+    /// The problems of `settings`, found once when the provider was built.
+    settings_problems: Vec<SpecProblem>,
+    /// The `[ec2]` section of the spec the provider was built from
+    /// ([`Ec2::from_spec`]), to refuse a plan of a spec with another one.
+    built_from: Option<Option<serde_json::Value>>,
     wanted_zones: Vec<String>,
     poll: triad_core::wait::Poll,
     cleanup_timeout: Duration,
     network: tokio::sync::OnceCell<network::Network>,
     sg_lock: tokio::sync::Mutex<()>,
+    /// The nodes' group as last converged: (cluster, SSH CIDRs, group id).
+    node_rules: tokio::sync::Mutex<Option<(String, Vec<String>, String)>>,
     hosted_zones: Mutex<HashMap<String, String>>,
     changes: Mutex<HashMap<String, String>>,
+    /// Hosted zone ids being looked up now.
+    zone_reads: dns::InFlight<String>,
+    /// Zone listings being read now.
+    listings: dns::InFlight<std::sync::Arc<Vec<aws_sdk_route53::types::ResourceRecordSet>>>,
 }
 
 impl std::fmt::Debug for Ec2 {
@@ -98,22 +110,22 @@ impl Ec2 {
     /// `AWS_ENDPOINT_URL`, `AWS_PROFILE`, proxy variables) — see
     /// [`client::load_sdk_config`].
     pub async fn from_spec(spec: &ValidSpec) -> Result<Self> {
-        let problems = settings::spec_problems(spec);
-        if !problems.is_empty() {
-            return Err(Error::InvalidSpec(SpecProblems(problems)));
-        }
-        let mut settings = Ec2Settings::from_spec(spec)?;
-        if settings.ssl_policy.is_none() {
-            settings.ssl_policy = spec.load_balancer.ssl_policy.clone();
-        }
+        let settings = Ec2Settings::from_spec(spec)?;
         let config = client::load_sdk_config(&spec.region, settings.max_attempts()).await;
-        Ok(Self::from_sdk_config(&config, &spec.region, settings).with_zones(spec.zones.clone()))
+        let mut aws =
+            Self::from_sdk_config(&config, &spec.region, settings).with_zones(spec.zones.clone());
+        aws.built_from = Some(spec.ec2.as_ref().map(|s| s.redacted().clone()));
+        Ok(aws)
     }
 
     /// A provider using `config` (its endpoint, credentials, HTTP client, retry) in
-    /// `region`, with explicit settings.
+    /// `region`, with explicit settings. They are checked here, once; a problem is
+    /// reported by the `check_spec` of the trait it concerns (so by `plan`, before
+    /// any call).
     pub fn from_sdk_config(config: &SdkConfig, region: &str, settings: Ec2Settings) -> Self {
         Self {
+            settings_problems: settings.problems(),
+            built_from: None,
             ec2: aws_sdk_ec2::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             r53: aws_sdk_route53::Client::new(config),
@@ -124,8 +136,11 @@ impl Ec2 {
             cleanup_timeout: Duration::from_secs(15 * 60),
             network: tokio::sync::OnceCell::new(),
             sg_lock: tokio::sync::Mutex::new(()),
+            node_rules: tokio::sync::Mutex::new(None),
             hosted_zones: Mutex::new(HashMap::new()),
             changes: Mutex::new(HashMap::new()),
+            zone_reads: dns::InFlight::default(),
+            listings: dns::InFlight::default(),
         }
     }
 
@@ -176,11 +191,38 @@ impl Ec2 {
         &self.r53
     }
 
-    fn check(&self, spec: &ValidSpec) -> Result<()> {
-        let mut problems = settings::spec_problems(spec);
-        problems.extend(lb::registration_problem(spec));
-        if spec.region != self.region {
-            problems.push(triad_core::error::SpecProblem {
+    /// The problems of `spec` that concern one of the three traits: the settings'
+    /// own (found when the provider was built) and the spec's fields that concern
+    /// ([`settings::node_problems`], [`settings::lb_problems`]), without a call.
+    fn check(&self, spec: &ValidSpec, concern: Concern) -> Result<()> {
+        let mut problems: Vec<SpecProblem> = self
+            .settings_problems
+            .iter()
+            .filter(|p| Concern::of(&p.field) == concern)
+            .cloned()
+            .collect();
+        match concern {
+            Concern::Nodes => {
+                problems.extend(settings::node_problems(spec));
+                let section = spec.ec2.as_ref().map(|s| s.redacted());
+                if self
+                    .built_from
+                    .as_ref()
+                    .is_some_and(|built| built.as_ref() != section)
+                {
+                    problems.push(SpecProblem {
+                        field: "ec2".into(),
+                        problem: "differs from the [ec2] section this provider was built from"
+                            .into(),
+                        fix: "build the provider from this spec (Ec2::from_spec)".into(),
+                    });
+                }
+            }
+            Concern::LoadBalancer => problems.extend(settings::lb_problems(spec, &self.settings)),
+            Concern::Dns => {}
+        }
+        if concern != Concern::Dns && spec.region != self.region {
+            problems.push(SpecProblem {
                 field: "region".into(),
                 problem: format!(
                     "is `{}`, but this EC2 provider works in `{}`",
@@ -195,4 +237,31 @@ impl Ec2 {
             Err(Error::InvalidSpec(SpecProblems(problems)))
         }
     }
+}
+
+/// What to change so tags `have` carry `want`: the tags to add or overwrite, and the
+/// fingerprint tags (`triad-fp-*`) to remove because no longer wanted. Other tags
+/// stay. Also returns the tags there are afterwards.
+pub(crate) fn tag_diff(
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> (
+    BTreeMap<String, String>,
+    Vec<String>,
+    BTreeMap<String, String>,
+) {
+    let add: BTreeMap<String, String> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove: Vec<String> = have
+        .keys()
+        .filter(|k| k.starts_with(triad_core::drift::PREFIX) && !want.contains_key(*k))
+        .cloned()
+        .collect();
+    let mut after = have.clone();
+    after.extend(add.clone());
+    after.retain(|k, _| !remove.contains(k));
+    (add, remove, after)
 }

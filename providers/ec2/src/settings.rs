@@ -81,14 +81,6 @@ pub struct Ec2Settings {
 }
 
 impl Ec2Settings {
-    /// The spec's `[ec2]` section, or the defaults when there is none.
-    pub fn from_spec(spec: &ValidSpec) -> Result<Self, Error> {
-        match &spec.ec2 {
-            Some(section) => section.parse("ec2"),
-            None => Ok(Self::default()),
-        }
-    }
-
     /// The TLS policy of the HTTPS listener.
     pub fn ssl_policy(&self) -> &str {
         self.ssl_policy.as_deref().unwrap_or(DEFAULT_SSL_POLICY)
@@ -233,18 +225,65 @@ pub(crate) fn check_cidr(c: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Every problem the EC2 provider sees in `spec`: its `[ec2]` section and the
-/// generic fields it gives a meaning to (image, size, certificate).
-pub fn spec_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
-    let mut out = match Ec2Settings::from_spec(spec) {
-        Ok(s) => s.problems(),
-        Err(Error::InvalidSpec(SpecProblems(p))) => p,
-        Err(e) => vec![SpecProblem {
-            field: "ec2".into(),
-            problem: e.to_string(),
-            fix: "fix the [ec2] section (see docs/ec2.md)".into(),
-        }],
-    };
+/// Which of the three provider traits a check belongs to: each trait's `check_spec`
+/// reports only its own problems, so an [`Ec2`](crate::Ec2) that plays one part
+/// (EC2 nodes behind an NGINX balancer, say) never refuses a field another provider
+/// gives a meaning to, and one that plays all three reports each problem once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Concern {
+    /// Instances, subnets, security groups (and the SDK's own settings).
+    Nodes,
+    /// The balancer, its subnets, ingress and TLS.
+    LoadBalancer,
+    /// Route 53.
+    Dns,
+}
+
+impl Concern {
+    /// The concern of a spec field (`ec2.lb_subnets[0]`, `load_balancer.ssl_policy`).
+    pub(crate) fn of(field: &str) -> Self {
+        let key = field.split(['[', '.']).nth(1).unwrap_or("");
+        match (field.split('.').next(), key) {
+            (Some("ec2"), "lb_subnets" | "ingress_cidrs" | "ssl_policy") => Self::LoadBalancer,
+            (Some("ec2"), "hosted_zone_id") => Self::Dns,
+            (Some("load_balancer"), _) => Self::LoadBalancer,
+            (Some("dns"), _) => Self::Dns,
+            _ => Self::Nodes,
+        }
+    }
+}
+
+impl Ec2Settings {
+    /// The spec's `[ec2]` section, parsed and checked once: every problem of the
+    /// section at once, each naming its field. `load_balancer.ssl_policy` is taken
+    /// in when `ec2.ssl_policy` is not given (giving both, differently, is a problem).
+    pub fn from_spec(spec: &ValidSpec) -> Result<Self, Error> {
+        let mut settings: Self = match &spec.ec2 {
+            Some(section) => section.parse("ec2")?,
+            None => Self::default(),
+        };
+        let mut problems = settings.problems();
+        match (&settings.ssl_policy, &spec.load_balancer.ssl_policy) {
+            (Some(ec2), Some(lb)) if ec2 != lb => problems.push(SpecProblem {
+                field: "load_balancer.ssl_policy".into(),
+                problem: "differs from ec2.ssl_policy".into(),
+                fix: "give the policy once (load_balancer.ssl_policy)".into(),
+            }),
+            (None, Some(lb)) => settings.ssl_policy = Some(lb.clone()),
+            _ => {}
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(Error::InvalidSpec(SpecProblems(problems)))
+        }
+    }
+}
+
+/// The problems of the node fields EC2 gives a meaning to: `nodes.image` must be an
+/// AMI id, `nodes.size` an instance type. No API call.
+pub(crate) fn node_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
+    let mut out = Vec::new();
     match &spec.nodes.image {
         None => out.push(SpecProblem {
             field: "nodes.image".into(),
@@ -277,19 +316,31 @@ pub fn spec_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
             });
         }
     }
+    out
+}
+
+/// The problems of the balancer fields EC2 gives a meaning to, for a provider with
+/// `settings`: the TLS policy, the certificate of an l7 balancer, and the
+/// registration listeners an ALB cannot have. No API call.
+pub(crate) fn lb_problems(spec: &ValidSpec, settings: &Ec2Settings) -> Vec<SpecProblem> {
+    let mut out = Vec::new();
     if let Some(policy) = &spec.load_balancer.ssl_policy {
-        let ec2 = Ec2Settings::from_spec(spec).ok().and_then(|s| s.ssl_policy);
         if !policy.starts_with("ELBSecurityPolicy-") {
             out.push(SpecProblem {
                 field: "load_balancer.ssl_policy".into(),
                 problem: format!("`{policy}` is not an ELB security policy"),
                 fix: format!("use a policy like {DEFAULT_SSL_POLICY}, or leave it out"),
             });
-        } else if ec2.as_ref().is_some_and(|e| e != policy) {
+        } else if settings.ssl_policy.as_ref() != Some(policy) {
             out.push(SpecProblem {
                 field: "load_balancer.ssl_policy".into(),
-                problem: "differs from ec2.ssl_policy".into(),
-                fix: "give the policy once (load_balancer.ssl_policy)".into(),
+                problem: format!(
+                    "is `{policy}`, but this EC2 provider was built with `{}`",
+                    settings.ssl_policy()
+                ),
+                fix: "build the provider from this spec (Ec2::from_spec), or give the \
+                      policy in its settings"
+                    .into(),
             });
         }
     }
@@ -302,6 +353,20 @@ pub fn spec_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
                     fix,
                 });
             }
+        }
+        // An ALB has no TCP listeners, and the Rancher hostname points at the ALB,
+        // so a companion NLB would need an address of its own that the nodes' user
+        // data cannot know.
+        if !spec.registration_ports().is_empty() {
+            out.push(SpecProblem {
+                field: "load_balancer.registration".into(),
+                problem: "is `balancer`, but an EC2 application load balancer (l7) cannot \
+                          pass TCP 9345/6443 through"
+                    .into(),
+                fix: "use mode = \"l4\" (an NLB carries 80, 443, 9345 and 6443), or \
+                      registration = \"first-node\" with kubernetes.install = false"
+                    .into(),
+            });
         }
     }
     out
@@ -355,6 +420,20 @@ mod tests {
     }
 
     const IMAGE: &str = "[nodes]\nimage = \"ami-0123abcd\"\n";
+
+    /// Every problem the three traits together report for `s`.
+    fn spec_problems(s: &ValidSpec) -> Vec<SpecProblem> {
+        let (settings, mut out) = match Ec2Settings::from_spec(s) {
+            Ok(settings) => (settings, Vec::new()),
+            Err(e) => (
+                Ec2Settings::default(),
+                e.spec_problems().expect("spec problems").0.clone(),
+            ),
+        };
+        out.extend(node_problems(s));
+        out.extend(lb_problems(s, &settings));
+        out
+    }
 
     #[test]
     fn defaults_are_fine() {

@@ -42,7 +42,10 @@ async fn conformance_suite_passes_against_moto() {
     conformance::node_create_is_idempotent(&aws, &fx).await;
     conformance::node_delete_missing_is_ok(&aws, &fx).await;
     conformance::nodes_spread_over_zones(&aws, &fx).await;
+    conformance::nodes_wait_together(&aws, &fx).await;
+    conformance::node_update_in_place(&aws, &fx).await;
     conformance::load_balancer_lifecycle(&aws, &aws, &fx).await;
+    conformance::load_balancer_update_in_place(&aws, &aws, &fx).await;
     conformance::load_balancer_create_is_idempotent(&aws, &fx).await;
     conformance::dns_upsert_ownership_delete(&aws, &fx).await;
 }

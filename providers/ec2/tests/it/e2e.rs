@@ -338,6 +338,19 @@ async fn full_flow(lb_section: &str, l7: bool) {
                 "{part}"
             );
             assert_eq!(g.health_check_port(), Some("traffic-port"), "{part}");
+            // A node registering through the NLB to itself must not hairpin-fail.
+            let attrs = elb
+                .describe_target_group_attributes()
+                .target_group_arn(g.target_group_arn().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let preserve = attrs
+                .attributes()
+                .iter()
+                .find(|a| a.key() == Some("preserve_client_ip.enabled"))
+                .and_then(|a| a.value());
+            assert_eq!(preserve, Some("false"), "{part}: {:?}", attrs.attributes());
         } else {
             assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
             assert_eq!(g.health_check_port(), Some("80"));

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod conformance;
+mod day2;
 mod e2e;
 mod egress;
 mod proxy;

@@ -24,7 +24,7 @@ use crate::{hosted_zone, moto_url, sdk_config, ubuntu_ami, unique, REGION};
 
 /// What to do with one call.
 #[derive(Clone)]
-enum Fault {
+pub(crate) enum Fault {
     /// Answer with this status and body; moto never sees the call.
     Respond(u16, String),
     /// Forward to moto and replace `from` by `to` in the answer.
@@ -36,9 +36,19 @@ type Rule = dyn Fn(&str, u32) -> Option<Fault> + Send + Sync;
 /// Counts every call by action (retries included) and applies the rule; keeps the
 /// request bodies of `RunInstances`.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<HashMap<String, u32>>>, Arc<Mutex<Vec<String>>>);
+pub(crate) struct Calls(Arc<Mutex<HashMap<String, u32>>>, Arc<Mutex<Vec<String>>>);
 
 impl Calls {
+    /// Calls per action, retries included.
+    pub(crate) fn snapshot(&self) -> std::collections::BTreeMap<String, u32> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     fn get(&self, action: &str) -> u32 {
         self.0.lock().unwrap().get(action).copied().unwrap_or(0)
     }
@@ -70,8 +80,14 @@ fn action_of(req: &HttpRequest) -> String {
     let uri = req.uri();
     if uri.contains("/change/") {
         "GetChange".into()
+    } else if uri.contains("/rrset") && req.method() == "POST" {
+        "ChangeResourceRecordSets".into()
     } else if uri.contains("/rrset") {
-        "Rrset".into()
+        "ListResourceRecordSets".into()
+    } else if uri.contains("/hostedzonesbyname") {
+        "ListHostedZonesByName".into()
+    } else if uri.contains("/hostedzone/") && req.method() == "GET" {
+        "GetHostedZone".into()
     } else {
         uri.to_owned()
     }
@@ -147,7 +163,7 @@ impl HttpConnector for Interceptor {
     }
 }
 
-async fn scripted(
+pub(crate) async fn scripted(
     rule: impl Fn(&str, u32) -> Option<Fault> + Send + Sync + 'static,
 ) -> (Ec2, Calls) {
     let calls = Calls::default();
@@ -325,38 +341,76 @@ async fn a_pending_route53_change_is_waited_for() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
 }
 
+/// Three nodes still starting are waited for with one `DescribeInstances` per
+/// poll for all of them, not one per node.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn many_nodes_are_waited_for_with_one_call_per_poll() {
+    let (aws, calls) = scripted(|action, nth| {
+        (action == "DescribeInstances" && nth < 6).then(|| {
+            Fault::Rewrite(vec![
+                ("<name>running</name>".into(), "<name>pending</name>".into()),
+                ("<privateIpAddress>".into(), "<ignoredIpAddress>".into()),
+                ("</privateIpAddress>".into(), "</ignoredIpAddress>".into()),
+            ])
+        })
+    })
+    .await;
+    let fx = fixture(&aws, "many").await;
+    let zones = aws.zones(&fx.cluster).await.unwrap();
+    let mut made = Vec::new();
+    for (i, zone) in zones.iter().take(3).enumerate() {
+        let req = fx.node_request(&fx.node_name(i + 1), zone);
+        made.push(aws.create_node(&fx.cluster, &req).await.unwrap());
+    }
+    let before = calls.get("DescribeInstances");
+    let ready = aws
+        .wait_nodes(&fx.cluster, &made, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let polls = calls.get("DescribeInstances") - before;
+    assert_eq!(ready.len(), 3);
+    assert!(ready.iter().all(|n| n.private_ip.is_some()), "{ready:?}");
+    let order: Vec<&str> = ready.iter().map(|n| n.id.as_str()).collect();
+    let want: Vec<&str> = made.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(order, want, "in the order given");
+    // The first 6 DescribeInstances answer "pending" (create_node's lookups
+    // took `before` of them): the wait polls until then, and once more.
+    assert!(before < 6, "{before}");
+    assert_eq!(
+        polls,
+        6 - before + 1,
+        "one DescribeInstances per poll for all 3 nodes"
+    );
+    for n in &made {
+        aws.delete_node(&fx.cluster, n).await.unwrap();
+    }
+    aws.cleanup(&fx.cluster).await.unwrap();
+}
+
 /// Throttling is retried by the SDK — and only by it: with 3 attempts configured a
 /// call is sent exactly 3 times, then fails as Throttled (retryable) for the caller.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn throttling_is_retried_by_the_sdk_alone() {
     let (aws, calls) = scripted(|action, nth| {
-        (action == "DescribeAvailabilityZones" && nth < 2)
+        (action == "DescribeVpcs" && nth < 2)
             .then(|| Fault::Respond(503, ec2_error("RequestLimitExceeded")))
     })
     .await;
     let cluster = ClusterRef::new(unique("thr"), REGION);
     let zones = aws.zones(&cluster).await.unwrap();
     assert!(zones.len() >= 3);
-    assert_eq!(
-        calls.get("DescribeAvailabilityZones"),
-        3,
-        "2 throttled + 1 answered"
-    );
+    assert_eq!(calls.get("DescribeVpcs"), 3, "2 throttled + 1 answered");
 
     let (aws, calls) = scripted(|action, _| {
-        (action == "DescribeAvailabilityZones")
-            .then(|| Fault::Respond(400, ec2_error("RequestLimitExceeded")))
+        (action == "DescribeVpcs").then(|| Fault::Respond(400, ec2_error("RequestLimitExceeded")))
     })
     .await;
     let err = aws.zones(&cluster).await.unwrap_err();
     assert_eq!(err.kind(), Some(FailureKind::Throttled), "{err}");
     assert!(err.is_retryable());
-    assert_eq!(
-        calls.get("DescribeAvailabilityZones"),
-        3,
-        "no retry on top of the SDK's"
-    );
+    assert_eq!(calls.get("DescribeVpcs"), 3, "no retry on top of the SDK's");
 }
 
 /// A 5xx without a parsable body is Transient, after the SDK's attempts.

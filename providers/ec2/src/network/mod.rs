@@ -1,18 +1,18 @@
 //! Where the cluster lives: the VPC, one subnet per zone (for the nodes and for the
-//! balancer), and the cluster's security groups with their rules.
+//! balancer), checked once before anything is made; the security groups are in
+//! [`groups`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{
-    Filter, IpPermission, IpRange, ResourceType, SecurityGroup, Subnet, Tag, TagSpecification,
-    UserIdGroupPair,
-};
+use aws_sdk_ec2::types::{Filter, ResourceType, Subnet, Tag, TagSpecification};
 use triad_core::error::{Error, FailureKind, Result, SpecProblem, SpecProblems};
-use triad_core::labels::{self, Role};
-use triad_core::spec::ClusterRef;
 
-use crate::error::{fail, sdk, AwsError};
+use crate::error::{sdk, AwsError};
 use crate::Ec2;
+
+mod groups;
+
+pub(crate) use groups::{node_rules, Rule, Source};
 
 /// Tag naming which part of the cluster a resource is (`nodes`, `alb`, `tcp-443`, …).
 pub(crate) const PART: &str = "triad-part";
@@ -64,102 +64,6 @@ impl Routes {
     }
 }
 
-/// One security group rule, flattened: protocol, port range and one source.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Rule {
-    pub protocol: String,
-    pub from: i32,
-    pub to: i32,
-    pub source: Source,
-}
-
-/// Where a rule lets traffic in from.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Source {
-    Cidr(String),
-    Group(String),
-}
-
-impl Rule {
-    pub fn tcp(port: i32, source: Source) -> Self {
-        Self::range("tcp", port, port, source)
-    }
-    pub fn range(protocol: &str, from: i32, to: i32, source: Source) -> Self {
-        Self {
-            protocol: protocol.to_owned(),
-            from,
-            to,
-            source,
-        }
-    }
-    fn permission(&self) -> IpPermission {
-        let b = IpPermission::builder()
-            .ip_protocol(&self.protocol)
-            .from_port(self.from)
-            .to_port(self.to);
-        match &self.source {
-            Source::Cidr(c) => b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
-            Source::Group(g) => {
-                b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
-            }
-        }
-        .build()
-    }
-    /// Whether the load balancer side manages this rule of the nodes' group
-    /// (`nodes_sg`): the balancer's ports (80/443, and the Kubernetes registration
-    /// ports 9345/6443) from anywhere but the nodes' own group. The nodes side
-    /// manages everything else, the nodes-to-nodes 9345/6443 rules included, so the
-    /// two sides never undo each other's rules.
-    pub fn is_web(&self, nodes_sg: &str) -> bool {
-        self.protocol == "tcp"
-            && self.from == self.to
-            && matches!(self.from, 80 | 443 | 9345 | 6443)
-            && self.source != Source::Group(nodes_sg.to_owned())
-    }
-}
-
-/// The rules a group has now.
-pub(crate) fn rules_of(sg: &SecurityGroup) -> BTreeSet<Rule> {
-    let mut out = BTreeSet::new();
-    for p in sg.ip_permissions() {
-        let protocol = p.ip_protocol().unwrap_or("-1").to_owned();
-        let (from, to) = (p.from_port().unwrap_or(-1), p.to_port().unwrap_or(-1));
-        for r in p.ip_ranges() {
-            if let Some(c) = r.cidr_ip() {
-                out.insert(Rule::range(&protocol, from, to, Source::Cidr(c.to_owned())));
-            }
-        }
-        for g in p.user_id_group_pairs() {
-            if let Some(id) = g.group_id() {
-                out.insert(Rule::range(
-                    &protocol,
-                    from,
-                    to,
-                    Source::Group(id.to_owned()),
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The rules every node needs from the other nodes: etcd, the Kubernetes API, the
-/// RKE2 supervisor, the kubelet and VXLAN.
-pub(crate) fn node_rules(sg_id: &str, ssh_cidrs: &[String]) -> BTreeSet<Rule> {
-    let me = || Source::Group(sg_id.to_owned());
-    let mut out = BTreeSet::from([
-        Rule::range("tcp", 2379, 2380, me()),
-        Rule::tcp(6443, me()),
-        Rule::tcp(9345, me()),
-        Rule::tcp(10250, me()),
-        Rule::range("udp", 8472, 8472, me()),
-    ]);
-    for c in ssh_cidrs {
-        out.insert(Rule::tcp(22, Source::Cidr(c.clone())));
-    }
-    out
-}
-
 pub(crate) fn ec2_tags(tags: &BTreeMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -186,6 +90,24 @@ pub(crate) fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
+/// The associated IPv4 CIDRs of `vpcs`.
+fn cidrs_of(vpcs: &[aws_sdk_ec2::types::Vpc]) -> Vec<String> {
+    let mut cidrs = BTreeSet::new();
+    for v in vpcs {
+        cidrs.extend(v.cidr_block().map(str::to_owned));
+        for a in v.cidr_block_association_set() {
+            let associated = a
+                .cidr_block_state()
+                .and_then(|s| s.state())
+                .is_none_or(|s| s.as_str() == "associated");
+            if associated {
+                cidrs.extend(a.cidr_block().map(str::to_owned));
+            }
+        }
+    }
+    cidrs.into_iter().collect()
+}
+
 fn problem(field: String, problem: String, fix: impl Into<String>) -> SpecProblem {
     SpecProblem {
         field,
@@ -205,11 +127,11 @@ impl Ec2 {
     }
 
     async fn resolve_network(&self) -> Result<Network> {
-        let zones = self.region_zones().await?;
         let mut problems = Vec::new();
         let s = &self.settings;
 
         let explicit = !s.subnets.is_empty();
+        let mut default_cidrs = None;
         let (vpc_id, routes, node_subnets) = if explicit {
             let subnets = self
                 .checked_subnets(&s.subnets, "subnets", None, &mut problems)
@@ -223,7 +145,11 @@ impl Ec2 {
         } else {
             let vpc = match &s.vpc {
                 Some(v) => v.clone(),
-                None => self.default_vpc().await?,
+                None => {
+                    let (id, cidrs) = self.default_vpc().await?;
+                    default_cidrs = Some(cidrs);
+                    id
+                }
             };
             let routes = self.routes(&vpc).await?;
             let subnets = self.discover_subnets(&vpc, &routes).await?;
@@ -232,7 +158,10 @@ impl Ec2 {
         if !s.allow_direct_egress {
             problems.extend(self.egress_problems(&node_subnets, &routes));
         }
-        let vpc_cidrs = self.vpc_cidrs(&vpc_id, &mut problems).await?;
+        let vpc_cidrs = match default_cidrs {
+            Some(cidrs) => cidrs,
+            None => self.vpc_cidrs(&vpc_id, &mut problems).await?,
+        };
         let node_subnets: Vec<(String, String)> = node_subnets
             .into_iter()
             .map(|(z, id, _, _)| (z, id))
@@ -258,9 +187,10 @@ impl Ec2 {
                 .map(|(z, id, _, _)| (z, id))
                 .collect()
         };
+        // Zone names sort in the region's order (us-east-1a, us-east-1b, …).
         let order = |v: Vec<(String, String)>| -> Vec<(String, String)> {
             let mut v = v;
-            v.sort_by_key(|(z, _)| zones.iter().position(|x| x == z).unwrap_or(usize::MAX));
+            v.sort();
             v
         };
         let network = Network {
@@ -270,7 +200,7 @@ impl Ec2 {
             lb_subnets: order(lb_subnets),
         };
         for (i, z) in self.wanted_zones.iter().enumerate() {
-            if zones.contains(z) && network.node_subnet(z).is_none() {
+            if network.node_subnet(z).is_none() {
                 problems.push(problem(
                     format!("zones[{i}]"),
                     format!("zone `{z}` has no subnet for the nodes"),
@@ -292,22 +222,6 @@ impl Ec2 {
         }
         tracing::debug!(?network, "resolved the cluster's network");
         Ok(network)
-    }
-
-    /// The region's availability zones, in AWS's order.
-    pub(crate) async fn region_zones(&self) -> Result<Vec<String>> {
-        let out = self
-            .ec2
-            .describe_availability_zones()
-            .send()
-            .await
-            .map_err(sdk("list zones of", format!("region {}", self.region)))?;
-        Ok(out
-            .availability_zones()
-            .iter()
-            .filter(|z| z.state().is_none_or(|s| s.as_str() == "available"))
-            .filter_map(|z| z.zone_name().map(str::to_owned))
-            .collect())
     }
 
     /// The listed subnets as (zone, id, vpc, public IP on launch), each checked to
@@ -370,7 +284,8 @@ impl Ec2 {
         Ok(out)
     }
 
-    async fn default_vpc(&self) -> Result<String> {
+    /// The region's default VPC and its CIDRs (one call).
+    async fn default_vpc(&self) -> Result<(String, Vec<String>)> {
         let out = self
             .ec2
             .describe_vpcs()
@@ -378,10 +293,11 @@ impl Ec2 {
             .send()
             .await
             .map_err(sdk("find", format!("the default VPC of {}", self.region)))?;
+        let cidrs = cidrs_of(out.vpcs());
         out.vpcs()
             .first()
             .and_then(|v| v.vpc_id())
-            .map(str::to_owned)
+            .map(|id| (id.to_owned(), cidrs))
             .ok_or_else(|| {
                 Error::invalid(
                     "ec2.subnets",
@@ -550,195 +466,6 @@ impl Ec2 {
                 return Err(e.into_error("read", format!("VPC {vpc}")));
             }
         };
-        let mut cidrs = BTreeSet::new();
-        for v in out.vpcs() {
-            cidrs.extend(v.cidr_block().map(str::to_owned));
-            for a in v.cidr_block_association_set() {
-                let associated = a
-                    .cidr_block_state()
-                    .and_then(|s| s.state())
-                    .is_none_or(|s| s.as_str() == "associated");
-                if associated {
-                    cidrs.extend(a.cidr_block().map(str::to_owned));
-                }
-            }
-        }
-        Ok(cidrs.into_iter().collect())
-    }
-
-    /// The cluster's security group for `part` (`nodes` or `alb`), made the first
-    /// time. Its name `<cluster>-<part>` is unique in the VPC, so two runs at once
-    /// cannot make two.
-    pub(crate) async fn ensure_group(
-        &self,
-        cluster: &ClusterRef,
-        part: &str,
-    ) -> Result<SecurityGroup> {
-        let net = self.network().await?;
-        let name = format!("{}-{part}", cluster.name);
-        let _guard = self.sg_lock.lock().await;
-        if let Some(sg) = self.find_group(cluster, &net.vpc_id, &name).await? {
-            return Ok(sg);
-        }
-        let mut tags = cluster.labels_for(Role::Network);
-        tags.insert("Name".into(), name.clone());
-        tags.insert(PART.into(), part.into());
-        let desc = match part {
-            "nodes" => format!("Rancher nodes of triad cluster {}", cluster.name),
-            _ => format!("Load balancer of triad cluster {}", cluster.name),
-        };
-        let created = self
-            .ec2
-            .create_security_group()
-            .group_name(&name)
-            .description(desc)
-            .vpc_id(&net.vpc_id)
-            .tag_specifications(tag_spec(ResourceType::SecurityGroup, &tags))
-            .send()
-            .await;
-        match created {
-            Ok(_) => {
-                tracing::info!(group = name, "created security group");
-            }
-            Err(e) => {
-                let e = AwsError::from_sdk(e);
-                if !e.is("InvalidGroup.Duplicate") {
-                    return Err(e.into_error("create", format!("security group {name}")));
-                }
-            }
-        }
-        self.find_group(cluster, &net.vpc_id, &name)
-            .await?
-            .ok_or_else(|| {
-                fail(
-                    "create",
-                    format!("security group {name}"),
-                    FailureKind::Transient,
-                    "created, but not found yet",
-                )
-            })
-    }
-
-    async fn find_group(
-        &self,
-        cluster: &ClusterRef,
-        vpc: &str,
-        name: &str,
-    ) -> Result<Option<SecurityGroup>> {
-        let out = self
-            .ec2
-            .describe_security_groups()
-            .filters(filter("vpc-id", &[vpc]))
-            .filters(filter("group-name", &[name]))
-            .send()
-            .await
-            .map_err(sdk("find", format!("security group {name}")))?;
-        let Some(sg) = out.security_groups().first() else {
-            return Ok(None);
-        };
-        if tag_value(sg.tags(), labels::CLUSTER) != Some(cluster.name.as_str()) {
-            return Err(fail(
-                "use",
-                format!("security group {name}"),
-                FailureKind::Conflict,
-                format!(
-                    "a security group named {name} exists in {vpc} ({}) without the tag {}={}; \
-                     triad does not take over groups it did not make: delete or rename it",
-                    sg.group_id().unwrap_or("?"),
-                    labels::CLUSTER,
-                    cluster.name
-                ),
-            ));
-        }
-        Ok(Some(sg.clone()))
-    }
-
-    /// Make the rules of `sg` selected by `scope` exactly `want`: authorize what is
-    /// missing, revoke what is extra. No call when they already match.
-    pub(crate) async fn converge_rules(
-        &self,
-        sg: &SecurityGroup,
-        want: &BTreeSet<Rule>,
-        scope: impl Fn(&Rule) -> bool,
-    ) -> Result<()> {
-        let id = sg.group_id().unwrap_or_default();
-        let have: BTreeSet<Rule> = rules_of(sg).into_iter().filter(|r| scope(r)).collect();
-        let add: Vec<IpPermission> = want.difference(&have).map(Rule::permission).collect();
-        let remove: Vec<IpPermission> = have.difference(want).map(Rule::permission).collect();
-        let what = format!("security group {} ({id})", sg.group_name().unwrap_or(""));
-        if !add.is_empty() {
-            if let Err(e) = self
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(add))
-                .send()
-                .await
-            {
-                let e = AwsError::from_sdk(e);
-                if !e.is("InvalidPermission.Duplicate") {
-                    return Err(e.into_error("add rules to", what));
-                }
-            }
-        }
-        if !remove.is_empty() {
-            if let Err(e) = self
-                .ec2
-                .revoke_security_group_ingress()
-                .group_id(id)
-                .set_ip_permissions(Some(remove))
-                .send()
-                .await
-            {
-                let e = AwsError::from_sdk(e);
-                if !e.is("InvalidPermission.NotFound") {
-                    return Err(e.into_error("remove rules from", what));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every security group carrying the cluster's network labels, in any VPC.
-    pub(crate) async fn owned_groups(&self, cluster: &ClusterRef) -> Result<Vec<SecurityGroup>> {
-        let out = self
-            .ec2
-            .describe_security_groups()
-            .filters(filter(
-                &format!("tag:{}", labels::CLUSTER),
-                &[&cluster.name],
-            ))
-            .filters(filter(
-                &format!("tag:{}", labels::ROLE),
-                &[Role::Network.as_str()],
-            ))
-            .send()
-            .await
-            .map_err(sdk("list", format!("security groups of {}", cluster.name)))?;
-        Ok(out.security_groups().to_vec())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rules_flatten_and_round_trip() {
-        let want = node_rules("sg-1", &["203.0.113.0/24".into()]);
-        assert_eq!(want.len(), 6);
-        let sg = SecurityGroup::builder()
-            .set_ip_permissions(Some(want.iter().map(Rule::permission).collect()))
-            .build();
-        assert_eq!(rules_of(&sg), want);
-        assert!(want.iter().all(|r| !r.is_web("sg-1")));
-        assert!(Rule::tcp(443, Source::Cidr("0.0.0.0/0".into())).is_web("sg-1"));
-        assert!(Rule::tcp(9345, Source::Group("sg-lb".into())).is_web("sg-1"));
-        assert!(want.contains(&Rule::range(
-            "udp",
-            8472,
-            8472,
-            Source::Group("sg-1".into())
-        )));
+        Ok(cidrs_of(out.vpcs()))
     }
 }

@@ -18,62 +18,15 @@ use triad_core::provider::NodeProvider;
 use triad_core::spec::{ClusterRef, ValidSpec};
 
 use crate::error::{fail, sdk, AwsError, PROVIDER};
-use crate::network::{filter, node_rules, tag_spec, tag_value, Rule};
+use crate::network::{ec2_tags, filter, node_rules, tag_spec, tag_value, Rule};
 use crate::settings::DEFAULT_INSTANCE_TYPE;
 use crate::Ec2;
+use token::{client_token, generation};
+
+mod token;
 
 /// The states of an instance that still exists (everything but `terminated`).
 const LIVE: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
-
-/// 128-bit FNV-1a: a hash that is the same in every build and on every machine, for
-/// client tokens that must survive a restart with a new binary.
-pub(crate) fn fnv128(parts: &[&str]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    let mut h = OFFSET;
-    for p in parts {
-        for b in p.bytes().chain([0xff]) {
-            h ^= u128::from(b);
-            h = h.wrapping_mul(PRIME);
-        }
-    }
-    h
-}
-
-/// The `RunInstances` client token of a node: the cluster, the node, everything
-/// that shapes the instance, and the node's generation — so a retried or rerun
-/// create returns the same instance, a changed spec does not collide with an old
-/// token (`IdempotentParameterMismatch`), and a node made again after a delete is
-/// new. At most 64 ASCII characters, as EC2 requires.
-///
-/// EC2 honours a token for at least 24 hours after its instance is terminated, far
-/// longer than terminated instances stay listed (about an hour), so the generation
-/// ([`generation`]) is built from what survives: the id of the nodes' security group
-/// (a new one after `destroy`), the terminated instances still listed, and the ids
-/// of instances an old token brought back.
-pub(crate) fn client_token(
-    cluster: &str,
-    request: &NodeRequest,
-    instance_type: &str,
-    subnet: &str,
-    generation: &str,
-) -> String {
-    let disk = request.disk_gib.map(|d| d.to_string()).unwrap_or_default();
-    let h = fnv128(&[
-        cluster,
-        &request.name,
-        &request.zone,
-        instance_type,
-        request.image.as_deref().unwrap_or(""),
-        &disk,
-        subnet,
-        &request.user_data,
-        generation,
-    ]);
-    let mut t = format!("triad-{:032x}-{}", h, request.name);
-    t.truncate(64);
-    t
-}
 
 pub(crate) fn node_of(i: &Instance) -> Node {
     let tags = i.tags();
@@ -108,17 +61,6 @@ pub(crate) fn node_of(i: &Instance) -> Node {
     }
 }
 
-/// A node's token generation: its security group, how many of its instances are
-/// listed as terminated, and the instances old tokens brought back (`replayed`).
-pub(crate) fn generation(security_group: &str, terminated: usize, replayed: &[String]) -> String {
-    let mut g = format!("{security_group}/{terminated}");
-    for id in replayed {
-        g.push('/');
-        g.push_str(id);
-    }
-    g
-}
-
 /// Whether EC2 answered `RunInstances` with an instance that is gone or going: the
 /// token was used before, by an instance terminated since.
 fn is_gone(i: &Instance) -> bool {
@@ -133,6 +75,28 @@ fn is_terminated(i: &Instance) -> bool {
         i.state().and_then(|s| s.name()),
         Some(InstanceStateName::Terminated)
     )
+}
+
+/// The node `i` is once it runs with a private IP; `None` while it starts; an error
+/// when it stopped or went instead (with EC2's reason).
+fn running(i: &Instance, n: &Node) -> Result<Option<Node>> {
+    let node = node_of(i);
+    match node.state {
+        NodeState::Running if node.private_ip.is_some() => Ok(Some(node)),
+        NodeState::Terminating | NodeState::Stopped => Err(fail(
+            "wait for",
+            format!("node {} ({})", n.name, n.id),
+            FailureKind::Other,
+            format!(
+                "the instance is {:?} instead of starting: {}",
+                node.state,
+                i.state_reason()
+                    .and_then(|r| r.message())
+                    .unwrap_or("no reason given")
+            ),
+        )),
+        _ => Ok(None),
+    }
 }
 
 impl Ec2 {
@@ -174,13 +138,61 @@ impl Ec2 {
         Ok(out)
     }
 
-    /// The nodes' security group with the inter-node rules and SSH from `ssh`.
+    /// The nodes' security group with the inter-node rules and SSH from `ssh`
+    /// exactly (a CIDR no longer wanted is revoked). Converged once per provider and
+    /// SSH set: the nodes made together share one read and at most one
+    /// `AuthorizeSecurityGroupIngress` with every missing rule.
     async fn node_group(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<String> {
+        let mut done = self.node_rules.lock().await;
+        if let Some((name, cidrs, id)) = done.as_ref() {
+            if *name == cluster.name && cidrs.as_slice() == ssh {
+                return Ok(id.clone());
+            }
+        }
         let sg = self.ensure_group(cluster, "nodes").await?;
         let id = sg.group_id().unwrap_or_default().to_owned();
         self.converge_rules(&sg, &node_rules(&id, ssh), |r: &Rule| !r.is_web(&id))
             .await?;
+        *done = Some((cluster.name.clone(), ssh.to_vec(), id.clone()));
         Ok(id)
+    }
+
+    /// Make the instance's tags carry `want` (and its `Name`): add what differs,
+    /// remove fingerprint tags (`triad-fp-*`) no longer wanted; other tags stay.
+    async fn converge_node_tags(
+        &self,
+        node: &Node,
+        want: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut want = want.clone();
+        want.insert("Name".into(), node.name.clone());
+        let have = &node.labels;
+        let (add, remove, after) = crate::tag_diff(have, &want);
+        let what = format!("node {} ({})", node.name, node.id);
+        if !add.is_empty() {
+            self.ec2
+                .create_tags()
+                .resources(&node.id)
+                .set_tags(Some(ec2_tags(&add)))
+                .send()
+                .await
+                .map_err(sdk("tag", &what))?;
+        }
+        if !remove.is_empty() {
+            self.ec2
+                .delete_tags()
+                .resources(&node.id)
+                .set_tags(Some(
+                    remove
+                        .iter()
+                        .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(sdk("untag", &what))?;
+        }
+        Ok(after)
     }
 
     /// Send one `RunInstances` and return its instance; a capacity error names the
@@ -249,7 +261,7 @@ impl NodeProvider for Ec2 {
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        self.check(spec)
+        self.check(spec, crate::settings::Concern::Nodes)
     }
 
     fn plan_warnings(&self, _spec: &ValidSpec) -> Vec<String> {
@@ -457,52 +469,101 @@ impl NodeProvider for Ec2 {
 
     async fn wait_node(
         &self,
-        _cluster: &ClusterRef,
+        cluster: &ClusterRef,
         node: &Node,
         timeout: Duration,
     ) -> Result<Node> {
-        let resource = format!("node {} ({})", node.name, node.id);
+        let mut nodes = self
+            .wait_nodes(cluster, std::slice::from_ref(node), timeout)
+            .await?;
+        nodes.pop().ok_or_else(|| {
+            fail(
+                "wait for",
+                format!("node {}", node.name),
+                FailureKind::Other,
+                "no node",
+            )
+        })
+    }
+
+    /// One `DescribeInstances` with every id per poll, however many nodes.
+    async fn wait_nodes(
+        &self,
+        _cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let resource = match nodes {
+            [n] => format!("node {} ({})", n.name, n.id),
+            _ => format!(
+                "nodes {}",
+                nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         self.poll
             .until(timeout, &resource, "running with a private IP", || async {
                 let out = match self
                     .ec2
                     .describe_instances()
-                    .instance_ids(&node.id)
+                    .set_instance_ids(Some(ids.clone()))
                     .send()
                     .await
                 {
                     Ok(out) => out,
                     Err(e) => {
                         let e = AwsError::from_sdk(e);
-                        // Just made: EC2 may not know the id yet (eventual consistency).
+                        // Just made: EC2 may not know an id yet (eventual consistency).
                         if e.is("InvalidInstanceID.NotFound") {
                             return Ok(None);
                         }
                         return Err(e.into_error("wait for", resource.clone()));
                     }
                 };
-                let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
-                    return Ok(None);
-                };
-                let n = node_of(i);
-                match n.state {
-                    NodeState::Running if n.private_ip.is_some() => Ok(Some(n)),
-                    NodeState::Terminating | NodeState::Stopped => Err(fail(
-                        "wait for",
-                        resource.clone(),
-                        FailureKind::Other,
-                        format!(
-                            "the instance is {:?} instead of starting: {}",
-                            n.state,
-                            i.state_reason()
-                                .and_then(|r| r.message())
-                                .unwrap_or("no reason given")
-                        ),
-                    )),
-                    _ => Ok(None),
+                let found: BTreeMap<&str, &Instance> = out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .filter_map(|i| Some((i.instance_id()?, i)))
+                    .collect();
+                let mut ready = Vec::with_capacity(nodes.len());
+                for n in nodes {
+                    let Some(i) = found.get(n.id.as_str()) else {
+                        return Ok(None);
+                    };
+                    match running(i, n)? {
+                        Some(node) => ready.push(node),
+                        None => return Ok(None),
+                    }
                 }
+                Ok(Some(ready))
             })
             .await
+    }
+
+    /// The SSH rules of the nodes' security group to `request.ssh_allowed_cidrs`
+    /// (revoke what is no longer wanted, authorize what is new), and the instance's
+    /// tags to `request.labels`, its fingerprint among them.
+    async fn update_node(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        self.node_group(cluster, &request.ssh_allowed_cidrs).await?;
+        let labels = self.converge_node_tags(node, &request.labels).await?;
+        tracing::info!(node = node.name, "updated in place");
+        Ok(Node {
+            labels,
+            ..node.clone()
+        })
     }
 
     async fn delete_node(&self, _cluster: &ClusterRef, node: &Node) -> Result<()> {
@@ -580,96 +641,6 @@ impl NodeProvider for Ec2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(user_data: &str) -> NodeRequest {
-        NodeRequest {
-            name: "rancher-1".into(),
-            zone: "us-east-1a".into(),
-            size: None,
-            image: Some("ami-1".into()),
-            disk_gib: Some(100),
-            ssh_allowed_cidrs: vec![],
-            labels: BTreeMap::new(),
-            user_data: user_data.into(),
-        }
-    }
-
-    #[test]
-    fn client_tokens_are_stable_short_and_follow_what_matters() {
-        let a = client_token(
-            "rancher",
-            &request("#cloud-config\n"),
-            "t3.xlarge",
-            "subnet-1",
-            "0",
-        );
-        // The same in every build: a rerun with a new binary must find the same token.
-        assert_eq!(
-            a,
-            client_token(
-                "rancher",
-                &request("#cloud-config\n"),
-                "t3.xlarge",
-                "subnet-1",
-                "0"
-            )
-        );
-        assert!(a.len() <= 64 && a.is_ascii(), "{a}");
-        assert!(a.starts_with("triad-") && a.ends_with("-rancher-1"), "{a}");
-        for other in [
-            client_token(
-                "rancher",
-                &request("#cloud-config\nx"),
-                "t3.xlarge",
-                "subnet-1",
-                "0",
-            ),
-            client_token(
-                "rancher",
-                &request("#cloud-config\n"),
-                "m5.xlarge",
-                "subnet-1",
-                "0",
-            ),
-            client_token(
-                "rancher",
-                &request("#cloud-config\n"),
-                "t3.xlarge",
-                "subnet-2",
-                "0",
-            ),
-            client_token(
-                "rancher",
-                &request("#cloud-config\n"),
-                "t3.xlarge",
-                "subnet-1",
-                "1",
-            ),
-            client_token(
-                "other",
-                &request("#cloud-config\n"),
-                "t3.xlarge",
-                "subnet-1",
-                "0",
-            ),
-        ] {
-            assert_ne!(a, other);
-        }
-        // A new security group (after destroy) or an instance an old token brought
-        // back makes a new generation.
-        let g = generation("sg-1", 0, &[]);
-        assert_eq!(g, generation("sg-1", 0, &[]));
-        assert_ne!(g, generation("sg-2", 0, &[]));
-        assert_ne!(g, generation("sg-1", 0, &["i-old".into()]));
-        assert_ne!(
-            generation("sg-1", 0, &["i-a".into()]),
-            generation("sg-1", 0, &["i-a".into(), "i-b".into()])
-        );
-        // Field boundaries matter: ("ab","c") and ("a","bc") differ.
-        assert_ne!(fnv128(&["ab", "c"]), fnv128(&["a", "bc"]));
-        // A known value pins the algorithm.
-        assert_eq!(fnv128(&[]), 0x6c62272e07bb014262b821756295c58d);
-    }
 
     #[test]
     fn instances_become_nodes() {

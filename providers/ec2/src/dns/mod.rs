@@ -1,198 +1,65 @@
 //! Route 53: the Rancher record (alias, CNAME or A) and the ownership TXT beside it.
 
-use std::net::IpAddr;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_route53::types::{
-    AliasTarget, Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord,
-    ResourceRecordSet, RrType,
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecordSet, RrType,
 };
 use triad_core::error::{Error, FailureKind, Result};
-use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
-use triad_core::provider::{
-    ownership_name, ownership_txt, parse_ownership, parse_ownership_id, DnsCapabilities,
-    DnsProvider,
-};
+use triad_core::model::{Record, RecordKind, RecordRequest};
+use triad_core::provider::{DnsCapabilities, DnsProvider};
 use triad_core::spec::{ClusterRef, ValidSpec};
 
 use crate::error::{fail, sdk, AwsError};
 use crate::Ec2;
+use records::{
+    at_name_in, build_err, change, norm, record_of, rrset_for, txt_owner, txt_owner_id, txt_rrset,
+    txt_set, AtName, LOCK_TTL,
+};
 
 /// The name of the DNS provider in errors and the inventory.
 pub const DNS_PROVIDER: &str = "route53";
 
-/// `name` as triad compares names: lowercase, no trailing dot.
-fn norm(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+/// Reads of one key that are under way, shared by everyone who asks meanwhile
+/// (a single flight): the plan's concurrent `lookup` and `owned_records` make one
+/// listing of the zone, not two. Forgotten once read, so a later call reads again.
+pub(crate) struct InFlight<T>(Mutex<HashMap<String, Arc<tokio::sync::OnceCell<T>>>>);
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
 }
 
-fn build_err(what: &str, e: impl std::fmt::Display) -> Error {
-    fail("build", what, FailureKind::Other, e.to_string())
-}
-
-/// The record a record set is, if it is of a kind triad makes.
-pub(crate) fn record_of(
-    rrset: &ResourceRecordSet,
-    zone: &str,
-    owner: Option<String>,
-) -> Option<Record> {
-    let fqdn = norm(rrset.name());
-    let ttl = rrset.ttl().and_then(|t| u32::try_from(t).ok());
-    let (kind, target, ttl) = match rrset.r#type() {
-        RrType::A => match rrset.alias_target() {
-            Some(a) => (
-                RecordKind::Alias,
-                Endpoint::Hostname {
-                    name: norm(a.dns_name()),
-                    alias_zone: Some(a.hosted_zone_id().to_owned()),
-                },
-                None,
-            ),
-            None => (
-                RecordKind::A,
-                Endpoint::Ip {
-                    addresses: rrset
-                        .resource_records()
-                        .iter()
-                        .filter_map(|r| r.value().parse::<IpAddr>().ok())
-                        .collect(),
-                },
-                ttl,
-            ),
-        },
-        RrType::Cname => (
-            RecordKind::Cname,
-            Endpoint::Hostname {
-                name: rrset
-                    .resource_records()
-                    .first()
-                    .map(|r| norm(r.value()))
-                    .unwrap_or_default(),
-                alias_zone: None,
-            },
-            ttl,
-        ),
-        _ => return None,
-    };
-    Some(Record {
-        fqdn,
-        zone: zone.to_owned(),
-        kind,
-        target,
-        ttl,
-        owner,
-        owner_id: None,
-    })
-}
-
-/// The record set a request asks for.
-pub(crate) fn rrset_for(request: &RecordRequest) -> Result<ResourceRecordSet> {
-    let what = format!("record {}", request.fqdn);
-    let b = ResourceRecordSet::builder().name(format!("{}.", request.fqdn));
-    let b = match (request.kind, &request.target) {
-        (
-            RecordKind::Alias,
-            Endpoint::Hostname {
-                name,
-                alias_zone: Some(zone),
-            },
-        ) => b.r#type(RrType::A).alias_target(
-            AliasTarget::builder()
-                .dns_name(name)
-                .hosted_zone_id(zone)
-                .evaluate_target_health(false)
-                .build()
-                .map_err(|e| build_err(&what, e))?,
-        ),
-        (RecordKind::A, Endpoint::Ip { addresses }) => {
-            let mut b = b.r#type(RrType::A).ttl(i64::from(request.ttl));
-            for a in addresses {
-                b = b.resource_records(
-                    ResourceRecord::builder()
-                        .value(a.to_string())
-                        .build()
-                        .map_err(|e| build_err(&what, e))?,
-                );
+impl<T: Clone> InFlight<T> {
+    /// The value of `key`: the read under way, else a new `read`.
+    pub(crate) async fn get<F, Fut>(&self, key: &str, read: F) -> Result<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let (cell, mine) = {
+            let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            match m.get(key) {
+                Some(c) => (c.clone(), false),
+                None => {
+                    let c = Arc::new(tokio::sync::OnceCell::new());
+                    m.insert(key.to_owned(), c.clone());
+                    (c, true)
+                }
             }
-            b
+        };
+        let out = cell.get_or_try_init(read).await.cloned();
+        if mine {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
         }
-        (RecordKind::Cname, Endpoint::Hostname { name, .. }) => b
-            .r#type(RrType::Cname)
-            .ttl(i64::from(request.ttl))
-            .resource_records(
-                ResourceRecord::builder()
-                    .value(name)
-                    .build()
-                    .map_err(|e| build_err(&what, e))?,
-            ),
-        (kind, target) => {
-            return Err(fail(
-                "write",
-                what,
-                FailureKind::InvalidRequest,
-                format!("a {kind} record cannot point at {target}"),
-            ))
-        }
-    };
-    b.build().map_err(|e| build_err(&what, e))
-}
-
-fn txt_rrset(
-    fqdn: &str,
-    cluster: &ClusterRef,
-    kind: RecordKind,
-    ttl: u32,
-) -> Result<ResourceRecordSet> {
-    txt_set(&ownership_name(fqdn), &ownership_txt(cluster, kind), ttl)
-}
-
-/// A TXT record set at `name` holding the one string `value`.
-fn txt_set(name: &str, value: &str, ttl: u32) -> Result<ResourceRecordSet> {
-    let what = format!("TXT record {name}");
-    ResourceRecordSet::builder()
-        .name(format!("{name}."))
-        .r#type(RrType::Txt)
-        .ttl(i64::from(ttl))
-        .resource_records(
-            ResourceRecord::builder()
-                .value(format!("\"{value}\""))
-                .build()
-                .map_err(|e| build_err(&what, e))?,
-        )
-        .build()
-        .map_err(|e| build_err(&what, e))
-}
-
-/// The TTL of the lock TXT record.
-const LOCK_TTL: u32 = 60;
-
-fn txt_owner(rrset: &ResourceRecordSet) -> Option<String> {
-    rrset
-        .resource_records()
-        .iter()
-        .find_map(|r| parse_ownership(r.value()))
-}
-
-fn txt_owner_id(rrset: &ResourceRecordSet) -> Option<String> {
-    rrset
-        .resource_records()
-        .iter()
-        .find_map(|r| parse_ownership_id(r.value()))
-}
-
-fn change(action: ChangeAction, rrset: ResourceRecordSet) -> Result<Change> {
-    Change::builder()
-        .action(action)
-        .resource_record_set(rrset)
-        .build()
-        .map_err(|e| build_err("change", e))
-}
-
-/// What is at a name: the record (raw and as triad sees it) and the ownership TXT.
-struct AtName {
-    record: Option<(ResourceRecordSet, Record)>,
-    txt: Option<ResourceRecordSet>,
+        out
+    }
 }
 
 impl Ec2 {
@@ -207,6 +74,63 @@ impl Ec2 {
         {
             return Ok(id.clone());
         }
+        let id = self
+            .zone_reads
+            .get(&zone, || self.find_zone_id(&zone))
+            .await?;
+        self.hosted_zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(zone, id.clone());
+        Ok(id)
+    }
+
+    /// Every record set of the zone, read once for everyone asking meanwhile.
+    async fn zone_sets(&self, zone: &str) -> Result<Arc<Vec<ResourceRecordSet>>> {
+        let zone_id = self.zone_id(zone).await?;
+        self.listings
+            .get(&zone_id, || self.list_zone(&zone_id, zone))
+            .await
+    }
+
+    async fn list_zone(&self, zone_id: &str, zone: &str) -> Result<Arc<Vec<ResourceRecordSet>>> {
+        let mut all = Vec::new();
+        let mut next: Option<(String, RrType, Option<String>)> = None;
+        loop {
+            let mut req = self.r53.list_resource_record_sets().hosted_zone_id(zone_id);
+            if let Some((name, kind, ident)) = next.take() {
+                req = req
+                    .start_record_name(name)
+                    .start_record_type(kind)
+                    .set_start_record_identifier(ident);
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(sdk("list records of", format!("zone {zone}")))?;
+            all.extend(out.resource_record_sets().iter().cloned());
+            match (
+                out.is_truncated(),
+                out.next_record_name(),
+                out.next_record_type(),
+            ) {
+                (true, Some(n), Some(t)) => {
+                    next = Some((
+                        n.to_owned(),
+                        t.clone(),
+                        out.next_record_identifier().map(str::to_owned),
+                    ))
+                }
+                _ => break,
+            }
+        }
+        Ok(Arc::new(all))
+    }
+
+    /// The hosted zone id of `zone`: the setting (checked to be that zone), else the
+    /// one zone of that name.
+    async fn find_zone_id(&self, zone: &str) -> Result<String> {
+        let zone = zone.to_owned();
         let id = match &self.settings.hosted_zone_id {
             Some(id) => {
                 let id = id.trim_start_matches("/hostedzone/").to_owned();
@@ -283,10 +207,6 @@ impl Ec2 {
                 }
             }
         };
-        self.hosted_zones
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(zone, id.clone());
         Ok(id)
     }
 
@@ -309,27 +229,15 @@ impl Ec2 {
             .collect())
     }
 
+    /// What is at `fqdn` now: two targeted reads (the TXT and the record), for
+    /// writes that must see the latest state.
     async fn at_name(&self, zone: &str, zone_id: &str, fqdn: &str) -> Result<AtName> {
         let fqdn = norm(fqdn);
-        let txt = self
-            .sets_at(zone_id, &ownership_name(&fqdn))
-            .await?
-            .into_iter()
-            .find(|r| r.r#type() == &RrType::Txt);
-        let owner = txt.as_ref().and_then(txt_owner);
-        let owner_id = txt.as_ref().and_then(txt_owner_id);
-        let record = self
-            .sets_at(zone_id, &fqdn)
-            .await?
-            .into_iter()
-            .filter(|r| r.set_identifier().is_none())
-            .find_map(|r| {
-                record_of(&r, &norm(zone), owner.clone()).map(|mut rec| {
-                    rec.owner_id = owner_id.clone();
-                    (r, rec)
-                })
-            });
-        Ok(AtName { record, txt })
+        let mut sets = self
+            .sets_at(zone_id, &triad_core::provider::ownership_name(&fqdn))
+            .await?;
+        sets.extend(self.sets_at(zone_id, &fqdn).await?);
+        Ok(at_name_in(&sets, zone, &fqdn))
     }
 
     async fn submit(
@@ -398,53 +306,16 @@ impl DnsProvider for Ec2 {
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        self.check(spec)
+        self.check(spec, crate::settings::Concern::Dns)
     }
 
     async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
-        let zone_id = self.zone_id(zone).await?;
-        Ok(self
-            .at_name(zone, &zone_id, fqdn)
-            .await?
-            .record
-            .map(|(_, r)| r))
+        let sets = self.zone_sets(zone).await?;
+        Ok(at_name_in(&sets, zone, fqdn).record.map(|(_, r)| r))
     }
 
     async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
-        let zone_id = self.zone_id(zone).await?;
-        let mut all = Vec::new();
-        let mut next: Option<(String, RrType, Option<String>)> = None;
-        loop {
-            let mut req = self
-                .r53
-                .list_resource_record_sets()
-                .hosted_zone_id(&zone_id);
-            if let Some((name, kind, ident)) = next.take() {
-                req = req
-                    .start_record_name(name)
-                    .start_record_type(kind)
-                    .set_start_record_identifier(ident);
-            }
-            let out = req
-                .send()
-                .await
-                .map_err(sdk("list records of", format!("zone {zone}")))?;
-            all.extend(out.resource_record_sets().iter().cloned());
-            match (
-                out.is_truncated(),
-                out.next_record_name(),
-                out.next_record_type(),
-            ) {
-                (true, Some(n), Some(t)) => {
-                    next = Some((
-                        n.to_owned(),
-                        t.clone(),
-                        out.next_record_identifier().map(str::to_owned),
-                    ))
-                }
-                _ => break,
-            }
-        }
+        let all = self.zone_sets(zone).await?;
         let mut out = Vec::new();
         for txt in all.iter().filter(|r| r.r#type() == &RrType::Txt) {
             if txt_owner(txt).as_deref() != Some(cluster.name.as_str()) {
@@ -684,69 +555,5 @@ impl DnsProvider for Ec2 {
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_round_trip_through_record_sets() {
-        let alias = RecordRequest {
-            fqdn: "rancher.example.com".into(),
-            zone: "example.com".into(),
-            kind: RecordKind::Alias,
-            target: Endpoint::Hostname {
-                name: "r-123.elb.us-east-1.amazonaws.com".into(),
-                alias_zone: Some("Z26RNL4JYFTOTI".into()),
-            },
-            ttl: 60,
-        };
-        let a = RecordRequest {
-            kind: RecordKind::A,
-            target: Endpoint::Ip {
-                addresses: vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()],
-            },
-            ..alias.clone()
-        };
-        let cname = RecordRequest {
-            kind: RecordKind::Cname,
-            target: Endpoint::Hostname {
-                name: "r-123.elb.us-east-1.amazonaws.com".into(),
-                alias_zone: None,
-            },
-            ..alias.clone()
-        };
-        for req in [alias, a, cname] {
-            let set = rrset_for(&req).unwrap();
-            assert_eq!(set.name(), "rancher.example.com.");
-            let rec = record_of(&set, "example.com", Some("c".into())).unwrap();
-            assert!(req.is_satisfied_by(&rec), "{req:?} -> {rec:?}");
-        }
-        let bad = RecordRequest {
-            kind: RecordKind::A,
-            target: Endpoint::Hostname {
-                name: "x".into(),
-                alias_zone: None,
-            },
-            fqdn: "a.b".into(),
-            zone: "b".into(),
-            ttl: 60,
-        };
-        assert!(rrset_for(&bad).is_err());
-    }
-
-    #[test]
-    fn ownership_txt_is_quoted_and_parsed() {
-        let mut cluster = ClusterRef::new("prod", "us-east-1");
-        cluster.id = Some("0a1b2c3d4e5f".into());
-        let t = txt_rrset("rancher.example.com", &cluster, RecordKind::Alias, 60).unwrap();
-        assert_eq!(t.name(), "_triad.rancher.example.com.");
-        assert!(t.resource_records()[0]
-            .value()
-            .starts_with("\"heritage=triad,"));
-        assert_eq!(txt_owner(&t).as_deref(), Some("prod"));
-        assert_eq!(txt_owner_id(&t).as_deref(), Some("0a1b2c3d4e5f"));
     }
 }

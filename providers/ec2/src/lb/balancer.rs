@@ -1,0 +1,244 @@
+//! The balancer itself (an NLB or an ALB), and the 80/443 (and registration) rules
+//! of its security group and of the nodes' group behind it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_elasticloadbalancingv2::types::{
+    LoadBalancer as AwsLb, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+};
+use triad_core::error::{Error, FailureKind, Result};
+use triad_core::model::LoadBalancerRequest;
+use triad_core::spec::{ClusterRef, LbMode, LbScheme};
+
+use super::found::{elb_tags, mode_of, scheme_of};
+use crate::error::{fail, AwsError};
+use crate::network::{Rule, Source};
+use crate::Ec2;
+
+impl Ec2 {
+    /// The 80/443 rules. Every balancer has its own security group that admits
+    /// `ingress` (`<cluster>-nlb` for l4, `<cluster>-alb` for l7), and the nodes'
+    /// group admits 80/443 (l4) or 80 (l7) from that group only, so the nodes are
+    /// never open to the internet themselves, even though an NLB keeps the clients'
+    /// addresses. An NLB made without a security group (by an older triad) cannot
+    /// get one: for it the nodes' group admits `ingress` itself, with a warning.
+    /// Returns the balancer's group, for a new balancer.
+    pub(super) async fn web_rules(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+    ) -> Result<Option<String>> {
+        let net = self.network().await?;
+        let ingress: Vec<String> = match (&self.settings.ingress_cidrs, request.scheme) {
+            (Some(c), _) => c.clone(),
+            (None, LbScheme::InternetFacing) => vec!["0.0.0.0/0".into()],
+            (None, LbScheme::Internal) => net.vpc_cidrs.clone(),
+        };
+        let nodes_sg = self.ensure_group(cluster, "nodes").await?;
+        let (part, node_ports) = match request.mode {
+            LbMode::L4 => ("nlb", &[80, 443][..]),
+            LbMode::L7 => ("alb", &[80][..]),
+        };
+        if request.mode == LbMode::L4 {
+            let existing = self.lb_named(cluster, &request.name).await?;
+            if existing
+                .as_ref()
+                .is_some_and(|(lb, _)| lb.security_groups().is_empty())
+            {
+                tracing::warn!(
+                    lb = request.name,
+                    "the NLB has no security group (made by an older triad): the nodes' \
+                     security group admits {} on 80/443 itself; delete the balancer and apply \
+                     to give it one",
+                    ingress.join(", ")
+                );
+                let mut want = BTreeSet::new();
+                for port in [80, 443] {
+                    for c in ingress.iter().chain(&net.vpc_cidrs) {
+                        want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
+                    }
+                }
+                // Registration and API ports: only from inside the VPC (the NLB
+                // keeps client addresses), never from the internet.
+                for &port in &request.registration_ports {
+                    for c in &net.vpc_cidrs {
+                        want.insert(Rule::tcp(i32::from(port), Source::Cidr(c.clone())));
+                    }
+                }
+                let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
+                self.converge_rules(&nodes_sg, &want, |r| r.is_web(&nodes_id))
+                    .await?;
+                return Ok(None);
+            }
+        }
+        let lb_sg = self.ensure_group(cluster, part).await?;
+        let lb_id = lb_sg.group_id().unwrap_or_default().to_owned();
+        let mut want = BTreeSet::new();
+        for port in [80, 443] {
+            for c in &ingress {
+                want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
+            }
+        }
+        // Registration and API ports (RKE2 9345, 6443): the balancer takes them only
+        // from inside the VPC, never from the internet.
+        let registration: Vec<i32> = match request.mode {
+            LbMode::L4 => request
+                .registration_ports
+                .iter()
+                .map(|&p| i32::from(p))
+                .collect(),
+            LbMode::L7 => Vec::new(),
+        };
+        for &port in &registration {
+            for c in &net.vpc_cidrs {
+                want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
+            }
+        }
+        self.converge_rules(&lb_sg, &want, |_| true).await?;
+        let nodes_want: BTreeSet<Rule> = node_ports
+            .iter()
+            .copied()
+            .chain(registration)
+            .map(|p| Rule::tcp(p, Source::Group(lb_id.clone())))
+            .collect();
+        let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
+        self.converge_rules(&nodes_sg, &nodes_want, |r| r.is_web(&nodes_id))
+            .await?;
+        Ok(Some(lb_id))
+    }
+
+    /// The cluster's balancer named in `request`, made (with `lb_sg`) if there is
+    /// none, with its tags. One of another mode or scheme is a conflict.
+    pub(super) async fn ensure_lb(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        lb_sg: Option<&str>,
+    ) -> Result<(AwsLb, BTreeMap<String, String>)> {
+        let resource = format!("load balancer {}", request.name);
+        if let Some((lb, tags)) = self.lb_named(cluster, &request.name).await? {
+            if mode_of(&lb) != request.mode || scheme_of(&lb) != request.scheme {
+                return Err(fail(
+                    "create",
+                    resource,
+                    FailureKind::Conflict,
+                    format!(
+                        "the cluster's balancer is {} {}, the request is {} {}: delete it first",
+                        mode_of(&lb),
+                        scheme_of(&lb),
+                        request.mode,
+                        request.scheme
+                    ),
+                ));
+            }
+            return Ok((lb, tags));
+        }
+        let net = self.network().await?;
+        let mut subnets = Vec::new();
+        // No zones asked for: every zone the nodes may use.
+        let zones: Vec<String> = if request.zones.is_empty() {
+            net.node_subnets.iter().map(|(z, _)| z.clone()).collect()
+        } else {
+            request.zones.clone()
+        };
+        for zone in &zones {
+            match net.lb_subnet(zone) {
+                Some(s) => subnets.push(s.to_owned()),
+                None => {
+                    return Err(Error::invalid(
+                        if self.settings.lb_subnets.is_empty() {
+                            "ec2.subnets"
+                        } else {
+                            "ec2.lb_subnets"
+                        },
+                        format!("has no subnet in zone {zone}, where nodes are"),
+                        "give the balancer a subnet in every zone of the nodes",
+                    ))
+                }
+            }
+        }
+        let mut tags = request.labels.clone();
+        tags.insert("Name".into(), request.name.clone());
+        let (kind, scheme) = (
+            match request.mode {
+                LbMode::L4 => LoadBalancerTypeEnum::Network,
+                LbMode::L7 => LoadBalancerTypeEnum::Application,
+            },
+            match request.scheme {
+                LbScheme::InternetFacing => LoadBalancerSchemeEnum::InternetFacing,
+                LbScheme::Internal => LoadBalancerSchemeEnum::Internal,
+            },
+        );
+        let out = self
+            .elb
+            .create_load_balancer()
+            .name(&request.name)
+            .r#type(kind)
+            .scheme(scheme)
+            .set_subnets(Some(subnets))
+            .set_security_groups(lb_sg.map(|s| vec![s.to_owned()]))
+            .set_tags(Some(elb_tags(&tags)))
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let lb = out.load_balancers().first().cloned().ok_or_else(|| {
+                    fail(
+                        "create",
+                        &resource,
+                        FailureKind::Other,
+                        "CreateLoadBalancer returned nothing",
+                    )
+                })?;
+                tracing::info!(
+                    lb = request.name,
+                    arn = lb.load_balancer_arn(),
+                    "created load balancer"
+                );
+                Ok((lb, tags))
+            }
+            Err(e) => {
+                let e = AwsError::from_sdk(e);
+                if e.is("DuplicateLoadBalancerName") {
+                    return Err(fail(
+                        "create",
+                        resource,
+                        FailureKind::Conflict,
+                        format!(
+                            "a load balancer named {} exists without the tags of cluster {}; \
+                             triad does not take over balancers it did not make",
+                            request.name, cluster.name
+                        ),
+                    ));
+                }
+                Err(e.into_error("create", resource))
+            }
+        }
+    }
+
+    /// Wait until the balancer `arn` is gone.
+    pub(super) async fn wait_gone(&self, arn: &str, what: &str) -> Result<()> {
+        self.poll
+            .until(self.cleanup_timeout, what, "deleted", || async {
+                match self
+                    .elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(arn)
+                    .send()
+                    .await
+                {
+                    Ok(out) if out.load_balancers().is_empty() => Ok(Some(())),
+                    Ok(_) => Ok(None),
+                    Err(e) => {
+                        let e = AwsError::from_sdk(e);
+                        if e.kind == FailureKind::NotFound {
+                            Ok(Some(()))
+                        } else {
+                            Err(e.into_error("wait for the deletion of", what))
+                        }
+                    }
+                }
+            })
+            .await
+    }
+}

@@ -1,0 +1,390 @@
+//! The balancer: an NLB (layer 4) or an ALB (layer 7) with its target groups and
+//! listeners, and the 80/443 rules on the security groups.
+//!
+//! - [`found`]: what exists, read with few calls (discovery);
+//! - [`balancer`]: the balancer itself and its security group rules;
+//! - [`target_groups`]: the groups, their health checks, attributes and targets;
+//! - [`listeners`]: the listeners (and the l7 certificate).
+
+mod balancer;
+mod found;
+mod listeners;
+mod target_groups;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_elasticloadbalancingv2::types::{Tag, TargetGroup};
+use triad_core::error::{FailureKind, Result};
+use triad_core::model::{LbState, LoadBalancer, LoadBalancerRequest, Node};
+use triad_core::provider::LoadBalancerProvider;
+use triad_core::spec::{ClusterRef, LbMode, LbScheme, ValidSpec};
+
+use crate::error::{fail, sdk, AwsError, PROVIDER};
+use crate::Ec2;
+use found::{elb_tags, endpoint_of, state_of, targets_of, targets_tag, Found, TARGETS};
+use target_groups::{by_name, groups_for, registration_of};
+
+impl Ec2 {
+    /// The target groups attached to the balancer `arn` (through its listeners).
+    async fn lb_groups(&self, arn: &str) -> Result<Vec<TargetGroup>> {
+        let out = self
+            .elb
+            .describe_target_groups()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+            .map_err(sdk("list the target groups of", arn))?;
+        Ok(out.target_groups().to_vec())
+    }
+
+    /// Make the balancer's tags carry `want` (and its `Name`): add what differs,
+    /// remove fingerprint tags (`triad-fp-*`) no longer wanted; other tags stay.
+    /// Returns the tags it has then.
+    async fn converge_lb_tags(
+        &self,
+        arn: &str,
+        name: &str,
+        have: &BTreeMap<String, String>,
+        want: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let mut want = want.clone();
+        want.insert("Name".into(), name.to_owned());
+        let (add, remove, after) = crate::tag_diff(have, &want);
+        let what = format!("load balancer {name}");
+        if !add.is_empty() {
+            self.elb
+                .add_tags()
+                .resource_arns(arn)
+                .set_tags(Some(elb_tags(&add)))
+                .send()
+                .await
+                .map_err(sdk("tag", &what))?;
+        }
+        if !remove.is_empty() {
+            self.elb
+                .remove_tags()
+                .resource_arns(arn)
+                .set_tag_keys(Some(remove.clone()))
+                .send()
+                .await
+                .map_err(sdk("untag", &what))?;
+        }
+        Ok(after)
+    }
+}
+
+#[async_trait]
+impl LoadBalancerProvider for Ec2 {
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+
+    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
+        self.check(spec, crate::settings::Concern::LoadBalancer)
+    }
+
+    fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+        let lb = &spec.load_balancer;
+        if lb.mode != LbMode::L4 || lb.scheme != LbScheme::InternetFacing {
+            return Vec::new();
+        }
+        let ingress = match &self.settings.ingress_cidrs {
+            Some(c) => c.join(", "),
+            None => "0.0.0.0/0".to_owned(),
+        };
+        vec![format!(
+            "the internet-facing NLB passes client addresses through to the nodes: its own \
+             security group admits {ingress} on 80/443, and the nodes' group admits 80/443 \
+             only from that group (narrow it with ec2.ingress_cidrs)"
+        )]
+    }
+
+    /// The balancer named like the cluster, with its tags (the fingerprint among
+    /// them): `DescribeLoadBalancers` by name, `DescribeTags`, `DescribeListeners` and
+    /// the targets of one group.
+    async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
+        match self.find(cluster, &cluster.name).await? {
+            Some(found) => Ok(Some(self.model(&found).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        if request.mode == LbMode::L7 {
+            let cert = request.certificate.as_deref().unwrap_or("");
+            if let Err((problem, fix)) = crate::settings::check_certificate_arn(cert, &self.region)
+            {
+                return Err(triad_core::Error::invalid(
+                    "load_balancer.certificate",
+                    problem,
+                    fix,
+                ));
+            }
+        }
+        let lb_sg = self.web_rules(cluster, request).await?;
+        let (lb, tags) = self.ensure_lb(cluster, request, lb_sg.as_deref()).await?;
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+        let tags = self
+            .converge_lb_tags(&arn, &request.name, &tags, &request.labels)
+            .await?;
+        let owned = self.owned_groups_elb(cluster).await?;
+        let mut groups = Vec::new();
+        for spec in groups_for(request.mode, &request.registration_ports) {
+            let g = self
+                .ensure_group_elb(cluster, request, &spec, &owned)
+                .await?;
+            groups.push((spec, g));
+        }
+        let have = self.listeners(&arn).await?;
+        self.ensure_listeners(&arn, &have, request, &groups).await?;
+        let found = Found {
+            listeners: self.listeners(&arn).await?,
+            tags,
+            lb,
+        };
+        self.model(&found).await
+    }
+
+    async fn wait_load_balancer(
+        &self,
+        _cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        timeout: Duration,
+    ) -> Result<LoadBalancer> {
+        let resource = format!("load balancer {}", lb.name);
+        let active = self
+            .poll
+            .until(timeout, &resource, "active", || async {
+                let out = self
+                    .elb
+                    .describe_load_balancers()
+                    .load_balancer_arns(&lb.id)
+                    .send()
+                    .await
+                    .map_err(sdk("wait for", resource.clone()))?;
+                let Some(found) = out.load_balancers().first() else {
+                    return Ok(None);
+                };
+                match state_of(found) {
+                    LbState::Active if found.dns_name().is_some() => Ok(Some(found.clone())),
+                    LbState::Failed => Err(fail(
+                        "wait for",
+                        resource.clone(),
+                        FailureKind::Other,
+                        format!(
+                            "the balancer failed to provision: {}",
+                            found
+                                .state()
+                                .and_then(|s| s.reason())
+                                .unwrap_or("no reason given")
+                        ),
+                    )),
+                    _ => Ok(None),
+                }
+            })
+            .await?;
+        Ok(LoadBalancer {
+            state: LbState::Active,
+            endpoint: endpoint_of(&active),
+            ..lb.clone()
+        })
+    }
+
+    /// Make every target group's targets `nodes`, in [`groups_for`] order, then
+    /// record them in the balancer's [`TARGETS`] tag.
+    async fn set_targets(
+        &self,
+        _cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        nodes: &[Node],
+    ) -> Result<LoadBalancer> {
+        let groups = self.lb_groups(&lb.id).await?;
+        let groups = by_name(&groups);
+        let want: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let mut per_group = Vec::new();
+        for spec in groups_for(lb.mode, &registration_of(&lb.listeners)) {
+            let name = spec.name(&lb.name);
+            let g = groups.get(name.as_str()).ok_or_else(|| {
+                fail(
+                    "set targets of",
+                    format!("load balancer {}", lb.name),
+                    FailureKind::NotFound,
+                    format!("target group {name} is missing; rerun apply to complete the balancer"),
+                )
+            })?;
+            self.converge_group_targets(&name, g.target_group_arn().unwrap_or_default(), &want)
+                .await?;
+            per_group.push((name, want.clone()));
+        }
+        let tags = self.elb.describe_tags().resource_arns(&lb.id).send().await;
+        let have: BTreeMap<String, String> = tags
+            .map_err(sdk("read tags of", format!("load balancer {}", lb.name)))?
+            .tag_descriptions()
+            .first()
+            .map(|d| found::tag_map(d.tags()))
+            .unwrap_or_default();
+        let mark = targets_tag(&want);
+        if have.get(TARGETS) != Some(&mark) {
+            self.elb
+                .add_tags()
+                .resource_arns(&lb.id)
+                .tags(Tag::builder().key(TARGETS).value(mark).build())
+                .send()
+                .await
+                .map_err(sdk("tag", format!("load balancer {}", lb.name)))?;
+        }
+        Ok(LoadBalancer {
+            targets: targets_of(&per_group),
+            ..lb.clone()
+        })
+    }
+
+    /// The listener certificate and TLS policy (l7, `ModifyListener`), every target
+    /// group's health check (`ModifyTargetGroup`) and the balancer's tags, its
+    /// fingerprint among them. Only what differs is changed.
+    async fn update_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        let Some(found) = self.find(cluster, &lb.name).await? else {
+            return Err(fail(
+                "update",
+                format!("load balancer {}", lb.name),
+                FailureKind::NotFound,
+                "the balancer does not exist (any more); rerun apply to make it",
+            ));
+        };
+        let attached = self.lb_groups(found.arn()).await?;
+        let mut groups = Vec::new();
+        for spec in groups_for(request.mode, &request.registration_ports) {
+            let g = self
+                .ensure_group_elb(cluster, request, &spec, &attached)
+                .await?;
+            groups.push((spec, g));
+        }
+        self.ensure_listeners(found.arn(), &found.listeners, request, &groups)
+            .await?;
+        let mut labels = self
+            .converge_lb_tags(found.arn(), found.name(), &found.tags, &request.labels)
+            .await?;
+        labels.remove(TARGETS);
+        Ok(LoadBalancer {
+            labels,
+            ..lb.clone()
+        })
+    }
+
+    async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for lb in self.owned_lbs(cluster).await? {
+            let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+            let what = format!(
+                "load balancer {} ({arn})",
+                lb.load_balancer_name().unwrap_or("")
+            );
+            // Deleting the balancer deletes its listeners.
+            if let Err(e) = self
+                .elb
+                .delete_load_balancer()
+                .load_balancer_arn(&arn)
+                .send()
+                .await
+            {
+                let e = AwsError::from_sdk(e);
+                if e.kind != FailureKind::NotFound {
+                    return Err(e.into_error("delete", what));
+                }
+            }
+            self.wait_gone(&arn, &what).await?;
+            tracing::info!(arn, "deleted load balancer");
+            deleted.push(what);
+        }
+        for g in self.owned_groups_elb(cluster).await? {
+            let arn = g.target_group_arn().unwrap_or_default().to_owned();
+            let what = format!("target group {}", g.target_group_name().unwrap_or(&arn));
+            self.poll
+                .until(self.cleanup_timeout, &what, "deleted", || async {
+                    match self
+                        .elb
+                        .delete_target_group()
+                        .target_group_arn(&arn)
+                        .send()
+                        .await
+                    {
+                        Ok(_) => Ok(Some(())),
+                        Err(e) => {
+                            let e = AwsError::from_sdk(e);
+                            if e.kind == FailureKind::NotFound {
+                                Ok(Some(()))
+                            } else if e.is("ResourceInUse") {
+                                Ok(None)
+                            } else {
+                                Err(e.into_error("delete", what.clone()))
+                            }
+                        }
+                    }
+                })
+                .await?;
+            tracing::info!(arn, "deleted target group");
+            deleted.push(what);
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        ActionTypeEnum, Listener as AwsListener, ProtocolEnum, TargetGroup,
+    };
+    use triad_core::model::Listener;
+
+    use super::found::listeners_of;
+    use super::*;
+
+    #[test]
+    fn l7_redirects_http_and_forwards_https_to_port_80() {
+        let g = TargetGroup::builder()
+            .target_group_arn("arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/r-http-80/1")
+            .port(80)
+            .build();
+        let groups = vec![(groups_for(LbMode::L7, &[])[0].clone(), g.clone())];
+        let https = Ec2::listener_action(LbMode::L7, 443, &groups);
+        assert_eq!(https.target_group_arn(), g.target_group_arn());
+        let http = Ec2::listener_action(LbMode::L7, 80, &groups);
+        assert_eq!(http.r#type(), Some(&ActionTypeEnum::Redirect));
+        let l = AwsListener::builder()
+            .port(443)
+            .protocol(ProtocolEnum::Https)
+            .default_actions(https)
+            .build();
+        let r = AwsListener::builder()
+            .port(80)
+            .protocol(ProtocolEnum::Http)
+            .default_actions(http)
+            .build();
+        assert_eq!(
+            listeners_of("r", &[l, r]),
+            [
+                Listener {
+                    port: 80,
+                    protocol: "HTTP".into(),
+                    target_port: None
+                },
+                Listener {
+                    port: 443,
+                    protocol: "HTTPS".into(),
+                    target_port: Some(80)
+                },
+            ]
+        );
+    }
+}
