@@ -430,34 +430,29 @@ impl GceProvider {
         let Some((mz, id)) = pending else {
             return Ok(());
         };
-        let start = tokio::time::Instant::now();
-        loop {
-            let c = self
-                .clients
-                .changes
-                .get()
-                .set_project(&self.settings.project)
-                .set_managed_zone(&mz)
-                .set_change_id(&id)
-                .send()
-                .await
-                .map_err(|e| error::sdk("get change", &format!("DNS record {fqdn}"), &e))?;
-            if c.status.as_ref().and_then(|s| s.name()) == Some("done") {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&dotted(fqdn));
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("DNS record {fqdn}"),
-                    state: "done".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout)).await;
-        }
+        let resource = format!("DNS record {fqdn}");
+        self.poll
+            .until(timeout, &resource, "done", || async {
+                let c = self
+                    .clients
+                    .changes
+                    .get()
+                    .set_project(&self.settings.project)
+                    .set_managed_zone(&mz)
+                    .set_change_id(&id)
+                    .send()
+                    .await
+                    .map_err(|e| error::sdk("get change", &resource, &e))?;
+                if c.status.as_ref().and_then(|s| s.name()) == Some("done") {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&dotted(fqdn));
+                    return Ok(Some(()));
+                }
+                Ok(None)
+            })
+            .await
     }
 
     pub(crate) async fn dns_delete(

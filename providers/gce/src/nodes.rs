@@ -1,11 +1,11 @@
 //! Instances and the cluster's firewall rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use google_cloud_compute_v1::model::{
     firewall, instance, metadata, AttachedDisk, AttachedDiskInitializeParams, Firewall, Instance,
-    Metadata, NetworkInterface, ServiceAccount, Tags,
+    InstancesSetLabelsRequest, Metadata, NetworkInterface, ServiceAccount, Tags,
 };
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
@@ -105,6 +105,32 @@ pub(crate) fn to_node(i: &Instance) -> Node {
             .collect::<BTreeMap<_, _>>(),
         created_ms: None,
     }
+}
+
+/// Whether an instance triad waits for is ready; an error when it is gone or not
+/// starting.
+pub(crate) fn ready(resource: &str, i: Option<&Instance>) -> Result<bool> {
+    let Some(i) = i else {
+        return Err(own(
+            "wait for node",
+            resource,
+            FailureKind::NotFound,
+            "the instance disappeared while triad waited for it",
+        ));
+    };
+    let n = to_node(i);
+    if n.state == NodeState::Stopped {
+        return Err(own(
+            "wait for node",
+            resource,
+            FailureKind::Other,
+            format!(
+                "the instance is {:?}, not starting",
+                i.status.as_ref().and_then(|s| s.name())
+            ),
+        ));
+    }
+    Ok(n.is_ready())
 }
 
 /// One firewall rule the cluster wants.
@@ -269,6 +295,184 @@ impl GceProvider {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Every instance of the cluster in the zones of its region, in one aggregated
+    /// list (all pages): one call however many zones and nodes.
+    pub(crate) async fn list_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
+        let scope = format!("zones/{}-", cluster.region);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .clients
+                .instances
+                .aggregated_list()
+                .set_project(&self.settings.project)
+                .set_filter(label_filter(&cluster.name, Role::Node))
+                .set_or_clear_page_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    error::sdk("list instances", &format!("region {}", cluster.region), &e)
+                })?;
+            for (zone, list) in page.items {
+                if zone.starts_with(&scope) {
+                    out.extend(list.instances);
+                }
+            }
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Wait until every one of `nodes` runs with an internal IP: one aggregated list
+    /// per poll for all of them.
+    pub(crate) async fn wait_all(
+        &self,
+        cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let resource = format!("{} instance(s) of {}", nodes.len(), cluster.name);
+        self.poll
+            .until(
+                timeout,
+                &resource,
+                "RUNNING with an internal IP",
+                || async {
+                    let found = self.list_nodes(cluster).await?;
+                    let mut out = Vec::with_capacity(nodes.len());
+                    for node in nodes {
+                        let i = found.iter().find(|i| {
+                            i.name.as_deref() == Some(node.name.as_str())
+                                && i.zone.as_deref().map(short) == Some(node.zone.as_str())
+                        });
+                        if !ready(&format!("instance {}", node.name), i)? {
+                            return Ok(None);
+                        }
+                        out.extend(i.map(to_node));
+                    }
+                    Ok(Some(out))
+                },
+            )
+            .await
+    }
+
+    /// Day 2: the `<cluster>-ssh` rule's sources to `request.ssh_allowed_cidrs` (made
+    /// when missing, deleted when the list is empty), and the instance's labels to
+    /// `request.labels` (its fingerprint among them). Each only when it differs.
+    pub(crate) async fn update(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        self.update_ssh_rule(cluster, &request.ssh_allowed_cidrs)
+            .await?;
+        let what = format!("instance {}", node.name);
+        let mut i = self
+            .get_instance(&node.zone, &node.name)
+            .await?
+            .ok_or_else(|| {
+                own(
+                    "update node",
+                    &what,
+                    FailureKind::NotFound,
+                    "the instance does not exist",
+                )
+            })?;
+        self.check_owner(cluster, &i)?;
+        let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
+        if i.labels != labels {
+            let mut body = InstancesSetLabelsRequest::default();
+            body.labels = labels.clone();
+            body.label_fingerprint = i.label_fingerprint.clone();
+            let project = &self.settings.project;
+            let op = self
+                .clients
+                .instances
+                .set_labels()
+                .set_project(project)
+                .set_zone(&node.zone)
+                .set_instance(&node.name)
+                .set_request_id(request_id())
+                .set_body(body)
+                .send()
+                .await
+                .map_err(|e| error::sdk("set the labels of", &what, &e))?;
+            let at = Scope::Zone(node.zone.clone());
+            self.clients
+                .wait(project, &at, op, self.poll, "set the labels of", &what)
+                .await?;
+            tracing::info!(node = %node.name, "set labels");
+            i.labels = labels;
+        }
+        Ok(to_node(&i))
+    }
+
+    /// The SSH rule's sources to `cidrs`. One caller at a time, so the nodes of one
+    /// apply, updated together, change the rule once.
+    async fn update_ssh_rule(&self, cluster: &ClusterRef, cidrs: &[String]) -> Result<()> {
+        let _one = self.firewall_lock.lock().await;
+        self.ensure_firewalls(cluster, cidrs).await?;
+        let name = format!("{}-ssh", cluster.name);
+        let what = format!("firewall rule {name}");
+        let project = &self.settings.project;
+        let rule = match self
+            .clients
+            .firewalls
+            .get()
+            .set_project(project)
+            .set_firewall(&name)
+            .send()
+            .await
+        {
+            Ok(f) if owned_by(f.description.as_deref(), &cluster.name) => f,
+            Ok(_) => return Ok(()),
+            Err(e) if Failure::of(&e).is_not_found() => return Ok(()),
+            Err(e) => return Err(error::sdk("get firewall rule", &what, &e)),
+        };
+        let op = if cidrs.is_empty() {
+            self.clients
+                .firewalls
+                .delete()
+                .set_project(project)
+                .set_firewall(&name)
+                .set_request_id(request_id())
+                .send()
+                .await
+        } else if rule.source_ranges != cidrs {
+            let mut patch = Firewall::default();
+            patch.source_ranges = cidrs.to_vec();
+            self.clients
+                .firewalls
+                .patch()
+                .set_project(project)
+                .set_firewall(&name)
+                .set_request_id(request_id())
+                .set_body(patch)
+                .send()
+                .await
+        } else {
+            return Ok(());
+        };
+        let action = if cidrs.is_empty() {
+            "delete"
+        } else {
+            "set the sources of"
+        };
+        let op = op.map_err(|e| error::sdk(action, &what, &e))?;
+        self.clients
+            .wait(project, &Scope::Global, op, self.poll, action, &what)
+            .await?;
+        tracing::info!(rule = %name, sources = ?cidrs, "updated the SSH rule");
+        Ok(())
     }
 
     pub(crate) async fn node_zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
@@ -523,40 +727,19 @@ impl GceProvider {
     }
 
     pub(crate) async fn wait_running(&self, node: &Node, timeout: Duration) -> Result<Node> {
-        let start = tokio::time::Instant::now();
-        loop {
-            let Some(i) = self.get_instance(&node.zone, &node.name).await? else {
-                return Err(own(
-                    "wait for node",
-                    &format!("instance {}", node.name),
-                    FailureKind::NotFound,
-                    "the instance disappeared while triad waited for it",
-                ));
-            };
-            let n = to_node(&i);
-            if n.is_ready() {
-                return Ok(n);
-            }
-            if n.state == NodeState::Stopped {
-                return Err(own(
-                    "wait for node",
-                    &format!("instance {}", node.name),
-                    FailureKind::Other,
-                    format!(
-                        "the instance is {:?}, not starting",
-                        i.status.as_ref().and_then(|s| s.name())
-                    ),
-                ));
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("instance {}", node.name),
-                    state: "RUNNING with an internal IP".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout)).await;
-        }
+        let resource = format!("instance {}", node.name);
+        self.poll
+            .until(
+                timeout,
+                &resource,
+                "RUNNING with an internal IP",
+                || async {
+                    let i = self.get_instance(&node.zone, &node.name).await?;
+                    ready(&resource, i.as_ref())
+                        .map(|ok| ok.then(|| i.as_ref().map(to_node)).flatten())
+                },
+            )
+            .await
     }
 
     pub(crate) async fn delete(&self, node: &Node) -> Result<()> {
