@@ -458,7 +458,8 @@ class Api:
             patched.update(body)
             self.check_refs(base, project, patched)
             c.resources[path] = patched
-            patched["fingerprint"] = "%016x" % random.getrandbits(64)
+            if "fingerprint" in res:
+                patched["fingerprint"] = "%016x" % random.getrandbits(64)
             return c.operation(project, scope, base, path, "patch", query.get("requestId"))
         raise ApiError(501, "notImplemented", "the fake does not serve %s" % mid)
 

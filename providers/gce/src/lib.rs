@@ -36,6 +36,7 @@
 mod client;
 mod dns;
 mod error;
+mod flight;
 mod lb;
 mod nodes;
 pub mod settings;
@@ -74,6 +75,10 @@ pub struct GceProvider {
     zone_cache: Mutex<HashMap<String, String>>,
     pending: Mutex<HashMap<String, (String, String)>>,
     firewall_lock: tokio::sync::Mutex<()>,
+    zone_reads: flight::Flights<String>,
+    node_reads: flight::Flights<Vec<google_cloud_compute_v1::model::Instance>>,
+    ids: Mutex<HashMap<(String, String), String>>,
+    record_reads: flight::Flights<Vec<google_cloud_dns_v1::model::ResourceRecordSet>>,
 }
 
 impl std::fmt::Debug for GceProvider {
@@ -129,6 +134,10 @@ impl GceProvider {
             zone_cache: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             firewall_lock: tokio::sync::Mutex::new(()),
+            zone_reads: flight::Flights::default(),
+            node_reads: flight::Flights::default(),
+            ids: Mutex::new(HashMap::new()),
+            record_reads: flight::Flights::default(),
         })
     }
 
@@ -169,9 +178,7 @@ impl NodeProvider for GceProvider {
     }
 
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        let zones = self.node_zones(cluster).await?;
-        self.preflight().await?;
-        Ok(zones)
+        self.node_zones(cluster).await
     }
 
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
@@ -182,6 +189,11 @@ impl NodeProvider for GceProvider {
             .map(nodes::to_node)
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        // Check the image and the network at plan time, unless a node made from this
+        // very image on this network exists (a rerun, where they proved themselves).
+        if !out.iter().any(|n| self.made_from_spec(n)) {
+            self.preflight().await?;
+        }
         Ok(out)
     }
 

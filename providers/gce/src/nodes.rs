@@ -7,6 +7,7 @@ use google_cloud_compute_v1::model::{
     firewall, instance, metadata, AttachedDisk, AttachedDiskInitializeParams, Firewall, Instance,
     InstancesSetLabelsRequest, Metadata, NetworkInterface, ServiceAccount, Tags,
 };
+use triad_core::drift::{self, Attribute};
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
 use triad_core::model::{Node, NodeRequest, NodeState};
@@ -273,33 +274,37 @@ impl GceProvider {
         }
     }
 
-    /// Every instance of the cluster in `zone`.
-    pub(crate) async fn list_nodes_in(&self, cluster: &str, zone: &str) -> Result<Vec<Instance>> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .clients
-                .instances
-                .list()
-                .set_project(&self.settings.project)
-                .set_zone(zone)
-                .set_filter(label_filter(cluster, Role::Node))
-                .set_or_clear_page_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| error::sdk("list instances", &format!("zone {zone}"), &e))?;
-            out.extend(page.items);
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+    /// Every instance of the cluster in the zones of its region, in one aggregated
+    /// list (all pages): one call however many zones and nodes, shared by concurrent
+    /// callers (the plan discovers the nodes and the balancer's targets at once).
+    pub(crate) async fn list_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
+        let key = format!("{}/{}", cluster.region, cluster.name);
+        self.node_reads
+            .share(&key, || self.list_nodes_now(cluster))
+            .await
+    }
+
+    /// The id of the instance (zone, name) as last seen by this provider. An
+    /// instance keeps its id for life; one deleted and made again by someone else in
+    /// between shows as a target to converge, never as a wrong deletion.
+    pub(crate) fn known_id(&self, key: &(String, String)) -> Option<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, instances: &[Instance]) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        for i in instances {
+            if let (Some(zone), Some(name), Some(id)) = (&i.zone, &i.name, i.id) {
+                ids.insert((short(zone).to_owned(), name.clone()), id.to_string());
             }
         }
     }
 
-    /// Every instance of the cluster in the zones of its region, in one aggregated
-    /// list (all pages): one call however many zones and nodes.
-    pub(crate) async fn list_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
+    async fn list_nodes_now(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
         let scope = format!("zones/{}-", cluster.region);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -323,9 +328,11 @@ impl GceProvider {
             }
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        self.remember(&out);
+        Ok(out)
     }
 
     /// Wait until every one of `nodes` runs with an internal IP: one aggregated list
@@ -502,6 +509,16 @@ impl GceProvider {
         let mut zones: Vec<String> = region.zones.iter().map(|z| short(z).to_owned()).collect();
         zones.sort();
         Ok(zones)
+    }
+
+    /// Whether `node` was made from the image the spec names now (its fingerprint
+    /// label says so), so the image and the network need no check.
+    pub(crate) fn made_from_spec(&self, node: &Node) -> bool {
+        self.settings.image.is_none()
+            && node.labels.get(Attribute::Image.label())
+                == Some(&drift::encode(
+                    self.nodes_image.as_deref().unwrap_or("default"),
+                ))
     }
 
     /// Check, once, that the image and the network exist, so a typo fails `plan`
@@ -743,6 +760,10 @@ impl GceProvider {
     }
 
     pub(crate) async fn delete(&self, node: &Node) -> Result<()> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(node.zone.clone(), node.name.clone()));
         let what = format!("instance {}", node.name);
         let project = &self.settings.project;
         match self

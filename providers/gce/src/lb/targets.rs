@@ -162,18 +162,14 @@ impl GceProvider {
             };
             keys.extend(self.group_members(zone_of(g), short(g)).await?);
         }
-        let zones: BTreeSet<&String> = keys.iter().map(|(z, _)| z).collect();
-        let mut ids = BTreeMap::new();
-        for z in zones {
-            for i in self.list_nodes_in(&cluster.name, z).await? {
-                if let (Some(name), Some(id)) = (i.name, i.id) {
-                    ids.insert((z.clone(), name), id.to_string());
-                }
-            }
+        // The ids the plan's node discovery has just read; a list only for a member
+        // it has not seen.
+        if keys.iter().any(|k| self.known_id(k).is_none()) {
+            self.list_nodes(cluster).await?;
         }
         let mut out = BTreeMap::new();
         for key in keys {
-            let id = match ids.get(&key) {
+            let id = match self.known_id(&key) {
                 Some(id) => id.clone(),
                 None => match self.get_instance(&key.0, &key.1).await? {
                     Some(i) => i.id.map(|x| x.to_string()).unwrap_or_else(|| key.1.clone()),

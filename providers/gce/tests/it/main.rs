@@ -2,6 +2,7 @@
 //! starts and exports as `TRIAD_GCE_FAKE_ENDPOINT`.
 
 mod conformance;
+mod day2;
 mod e2e;
 mod errors;
 mod proxy;
@@ -86,6 +87,37 @@ pub fn assert_no_violations() {
         serde_json::json!([]),
         "the fake broke a schema: {body}"
     );
+}
+
+/// The API methods the fake served for `project`, in order
+/// (`compute.instances.get`, …).
+pub fn calls(project: &str) -> Vec<String> {
+    let (_, body) = http("GET", &format!("/_fake/calls?project={project}"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether an API method changes something.
+pub fn is_mutation(method: &str) -> bool {
+    let verb = method.rsplit('.').next().unwrap_or("");
+    matches!(
+        verb,
+        "insert"
+            | "delete"
+            | "patch"
+            | "update"
+            | "addInstances"
+            | "removeInstances"
+            | "create"
+            | "setSslPolicy"
+            | "setSslCertificates"
+            | "setLabels"
+    )
 }
 
 /// Test settings for `project`: fast polling.
