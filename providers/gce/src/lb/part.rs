@@ -62,132 +62,53 @@ fn labelled(labels: &std::collections::HashMap<String, String>, cluster: &str) -
     labels.get(labels::CLUSTER).map(String::as_str) == Some(cluster)
 }
 
-/// `Part` for a kind in a regional collection (`Scope::Region`) and a global one
-/// (any other scope), or in a global collection only.
+/// A kind's name in messages: with `global ` in front for the global one of a kind
+/// that has both.
+macro_rules! noun {
+    ($noun:literal, $at:ident, $r:ident) => {
+        scoped($noun, $at)
+    };
+    ($noun:literal, $at:ident) => {
+        $noun.to_owned()
+    };
+}
+
+/// `Part` for a kind in a global collection, and (`region: …`) a regional one used
+/// when asked in `Scope::Region`.
 macro_rules! part {
-    ($ty:ty, $noun:literal, $owned:expr, region: $r:ident, global: $g:ident, $set:ident) => {
+    ($ty:ty, $noun:literal, $owned:expr, $(region: $r:ident,)? global: $g:ident, $set:ident) => {
         #[async_trait]
         impl Part for $ty {
             fn noun(at: &Scope) -> String {
-                scoped($noun, at)
+                let _ = at;
+                noun!($noun, at $(, $r)?)
             }
             async fn get(gce: &GceProvider, at: &Scope, name: &str) -> Sdk<Self> {
                 let (c, p) = (&gce.clients, gce.project());
                 match at {
-                    Scope::Region(r) => {
-                        c.$r.get()
-                            .set_project(p)
-                            .set_region(r)
-                            .$set(name)
-                            .send()
-                            .await
-                    }
+                    $(Scope::Region(r) => c.$r.get().set_project(p).set_region(r).$set(name).send().await,)?
                     _ => c.$g.get().set_project(p).$set(name).send().await,
                 }
             }
-            async fn insert(
-                gce: &GceProvider,
-                at: &Scope,
-                body: Self,
-                rid: String,
-            ) -> Sdk<Operation> {
+            async fn insert(gce: &GceProvider, at: &Scope, body: Self, rid: String) -> Sdk<Operation> {
                 let (c, p) = (&gce.clients, gce.project());
                 match at {
-                    Scope::Region(r) => {
-                        c.$r.insert()
-                            .set_project(p)
-                            .set_region(r)
-                            .set_request_id(rid)
-                            .set_body(body)
-                            .send()
-                            .await
-                    }
-                    _ => {
-                        c.$g.insert()
-                            .set_project(p)
-                            .set_request_id(rid)
-                            .set_body(body)
-                            .send()
-                            .await
-                    }
+                    $(Scope::Region(r) => {
+                        let b = c.$r.insert().set_project(p).set_region(r);
+                        b.set_request_id(rid).set_body(body).send().await
+                    })?
+                    _ => c.$g.insert().set_project(p).set_request_id(rid).set_body(body).send().await,
                 }
             }
-            async fn delete(
-                gce: &GceProvider,
-                at: &Scope,
-                name: &str,
-                rid: String,
-            ) -> Sdk<Operation> {
+            async fn delete(gce: &GceProvider, at: &Scope, name: &str, rid: String) -> Sdk<Operation> {
                 let (c, p) = (&gce.clients, gce.project());
                 match at {
-                    Scope::Region(r) => {
-                        c.$r.delete()
-                            .set_project(p)
-                            .set_region(r)
-                            .$set(name)
-                            .set_request_id(rid)
-                            .send()
-                            .await
-                    }
-                    _ => {
-                        c.$g.delete()
-                            .set_project(p)
-                            .$set(name)
-                            .set_request_id(rid)
-                            .send()
-                            .await
-                    }
+                    $(Scope::Region(r) => {
+                        let b = c.$r.delete().set_project(p).set_region(r);
+                        b.$set(name).set_request_id(rid).send().await
+                    })?
+                    _ => c.$g.delete().set_project(p).$set(name).set_request_id(rid).send().await,
                 }
-            }
-            fn is_owned_by(&self, cluster: &str) -> bool {
-                ($owned)(self, cluster)
-            }
-        }
-    };
-    ($ty:ty, $noun:literal, $owned:expr, global: $g:ident, $set:ident) => {
-        #[async_trait]
-        impl Part for $ty {
-            fn noun(_: &Scope) -> String {
-                $noun.to_owned()
-            }
-            async fn get(gce: &GceProvider, _: &Scope, name: &str) -> Sdk<Self> {
-                gce.clients
-                    .$g
-                    .get()
-                    .set_project(gce.project())
-                    .$set(name)
-                    .send()
-                    .await
-            }
-            async fn insert(
-                gce: &GceProvider,
-                _: &Scope,
-                body: Self,
-                rid: String,
-            ) -> Sdk<Operation> {
-                gce.clients
-                    .$g
-                    .insert()
-                    .set_project(gce.project())
-                    .set_request_id(rid)
-                    .set_body(body)
-                    .send()
-                    .await
-            }
-            async fn delete(
-                gce: &GceProvider,
-                _: &Scope,
-                name: &str,
-                rid: String,
-            ) -> Sdk<Operation> {
-                gce.clients
-                    .$g
-                    .delete()
-                    .set_project(gce.project())
-                    .$set(name)
-                    .set_request_id(rid)
-                    .send()
-                    .await
             }
             fn is_owned_by(&self, cluster: &str) -> bool {
                 ($owned)(self, cluster)

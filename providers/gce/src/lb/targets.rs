@@ -261,39 +261,25 @@ impl GceProvider {
             };
             let add: Vec<InstanceReference> = want.difference(&current).map(link).collect();
             let remove: Vec<InstanceReference> = current.difference(&want).map(link).collect();
-            if !add.is_empty() {
-                let mut body = InstanceGroupsAddInstancesRequest::default();
-                body.instances = add;
-                let op = self
-                    .clients
-                    .instance_groups
-                    .add_instances()
-                    .set_project(p)
-                    .set_zone(&zone)
-                    .set_instance_group(&group)
-                    .set_request_id(request_id())
-                    .set_body(body)
-                    .send()
-                    .await;
-                self.membership(&zone, &group, op, "add instances to")
-                    .await?;
-            }
-            if !remove.is_empty() {
-                let mut body = InstanceGroupsRemoveInstancesRequest::default();
-                body.instances = remove;
-                let op = self
-                    .clients
-                    .instance_groups
-                    .remove_instances()
-                    .set_project(p)
-                    .set_zone(&zone)
-                    .set_instance_group(&group)
-                    .set_request_id(request_id())
-                    .set_body(body)
-                    .send()
-                    .await;
-                self.membership(&zone, &group, op, "remove instances from")
-                    .await?;
+            for (instances, adding) in [(add, true), (remove, false)] {
+                if instances.is_empty() {
+                    continue;
+                }
+                let groups = &self.clients.instance_groups;
+                let (op, action) = if adding {
+                    let mut body = InstanceGroupsAddInstancesRequest::default();
+                    body.instances = instances;
+                    let b = groups.add_instances().set_project(p).set_zone(&zone);
+                    let b = b.set_instance_group(&group).set_request_id(request_id());
+                    (b.set_body(body).send().await, "add instances to")
+                } else {
+                    let mut body = InstanceGroupsRemoveInstancesRequest::default();
+                    body.instances = instances;
+                    let b = groups.remove_instances().set_project(p).set_zone(&zone);
+                    let b = b.set_instance_group(&group).set_request_id(request_id());
+                    (b.set_body(body).send().await, "remove instances from")
+                };
+                self.membership(&zone, &group, op, action).await?;
             }
         }
         let mut targets: Vec<String> = self.members(cluster, &bs).await?.into_values().collect();

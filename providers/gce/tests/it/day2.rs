@@ -10,11 +10,13 @@ use triad_core::drift::{self, Attribute};
 use triad_core::labels::Role;
 use triad_core::model::NodeRequest;
 use triad_core::orchestrator::{LbAction, NodeAction};
-use triad_core::spec::{ClusterRef, ClusterSpec, LbMode};
+use triad_core::spec::{ClusterRef, LbMode};
 use triad_core::{NodeProvider, Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
-use crate::{assert_no_violations, calls, endpoint, http, is_mutation, provider, seed, REGION};
+use crate::{
+    assert_no_violations, calls, cluster_spec, endpoint, http, is_mutation, provider, seed, REGION,
+};
 
 /// One GET through the fake's REST API (not through triad), as JSON.
 fn get(path: &str) -> serde_json::Value {
@@ -80,34 +82,17 @@ async fn wait_nodes_reads_all_nodes_in_one_list_call() {
 }
 
 fn spec(project: &str, name: &str, l7: bool, cidrs: &str, path: &str, cert: &str) -> ValidSpec {
-    let lb = if l7 {
+    let l7 = if l7 {
         format!("mode = \"l7\"\ncertificate = \"{cert}\"\nregistration = \"first-node\"\n")
     } else {
         String::new()
     };
-    ClusterSpec::from_toml(&format!(
-        r#"
-name = "{name}"
-region = "us-central1"
-[nodes]
-count = 3
-size = "4cpu-16gb"
-image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
-ssh_allowed_cidrs = [{cidrs}]
-[load_balancer]
-health_check_path = "{path}"
-{lb}
-[dns]
-zone = "example.com"
-hostname = "{name}.example.com"
-[gce]
-project = "{project}"
-poll_interval_ms = 50
-"#
-    ))
-    .unwrap()
-    .validate()
-    .unwrap()
+    cluster_spec(
+        project,
+        name,
+        &format!("ssh_allowed_cidrs = [{cidrs}]"),
+        &format!("[load_balancer]\nhealth_check_path = \"{path}\"\n{l7}"),
+    )
 }
 
 /// Apply `first`, then `second` (in-place changes only), then `second` again.

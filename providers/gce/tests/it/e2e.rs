@@ -8,7 +8,7 @@ use triad_core::spec::ClusterSpec;
 use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
-use crate::{assert_no_violations, calls, endpoint, is_mutation, seed, state};
+use crate::{assert_no_violations, calls, cluster_spec, endpoint, is_mutation, seed, state};
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     let lb = if l7 {
@@ -16,29 +16,12 @@ fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     } else {
         ""
     };
-    ClusterSpec::from_toml(&format!(
-        r#"
-name = "{name}"
-region = "us-central1"
-[nodes]
-count = 3
-size = "4cpu-16gb"
-image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
-ssh_allowed_cidrs = ["203.0.113.0/24"]
-[proxy]
-http = "http://proxy.internal:3128"
-{lb}
-[dns]
-zone = "example.com"
-hostname = "{name}.example.com"
-[gce]
-project = "{project}"
-poll_interval_ms = 50
-"#
-    ))
-    .unwrap()
-    .validate()
-    .unwrap()
+    cluster_spec(
+        project,
+        name,
+        "ssh_allowed_cidrs = [\"203.0.113.0/24\"]",
+        &format!("[proxy]\nhttp = \"http://proxy.internal:3128\"\n{lb}"),
+    )
 }
 
 async fn run(project: &str, name: &str, l7: bool) {

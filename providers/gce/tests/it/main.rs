@@ -11,7 +11,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use triad_core::spec::LbMode;
+use triad_core::spec::{ClusterSpec, LbMode};
+use triad_core::ValidSpec;
 use triad_gce::{Connection, GceProvider, GceSettings};
 
 /// The DNS zone every test project gets.
@@ -118,6 +119,32 @@ pub fn is_mutation(method: &str) -> bool {
             | "setSslCertificates"
             | "setLabels"
     )
+}
+
+/// A 3-node cluster `name` in `project` against the fake; `nodes` is more of the
+/// `[nodes]` table, `rest` more sections.
+pub fn cluster_spec(project: &str, name: &str, nodes: &str, rest: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&format!(
+        r#"
+name = "{name}"
+region = "us-central1"
+[nodes]
+count = 3
+size = "4cpu-16gb"
+image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+{nodes}
+{rest}
+[dns]
+zone = "example.com"
+hostname = "{name}.example.com"
+[gce]
+project = "{project}"
+poll_interval_ms = 50
+"#
+    ))
+    .unwrap()
+    .validate()
+    .unwrap()
 }
 
 /// Test settings for `project`: fast polling.
