@@ -8,13 +8,18 @@
 //!    chain of cloud latencies the dependencies force:
 //!    `max(node create + boot, balancer) ` for the targets and
 //!    `balancer + DNS sync` for the record — round trips and polling excluded, so the
-//!    ratio shows everything the orchestrator and provider add on top.
+//!    ratio shows everything the orchestrator and provider add on top. The providers
+//!    poll as real ones do (nodes at most every 5 s, the balancer every 10 s, DNS every
+//!    5 s, shaped by the expected latency); each row counts the cloud calls, the calls
+//!    of a no-op rerun (plan + apply on the applied cluster), and a second run has
+//!    the cloud 25 % slower than the providers expect.
 //! 2. **Planner and renderer micro-benchmarks, in wall-clock time**: spec validation,
 //!    user-data generation, a plan against an instant simulated cloud holding a
 //!    99-node cluster.
 //!
 //! Results and method: `docs/performance.md`. Options: `--quick` (fewer iterations).
 
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,17 +55,28 @@ struct Schedule {
     critical: Duration,
     calls: u64,
     mutating: u64,
+    by_api: BTreeMap<&'static str, u64>,
+    rerun_calls: u64,
+    rerun_mutating: u64,
 }
 
 /// One apply in virtual time on a fresh realistic cloud.
-fn schedule(nodes: u32) -> Schedule {
+/// `slower`: the cloud takes `slower` times the latencies the providers expect.
+fn schedule(nodes: u32, slower: f64) -> Schedule {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let config = SimConfig::realistic();
+        let expected = SimConfig::realistic();
+        let config = SimConfig {
+            node_create: expected.node_create.mul_f64(slower),
+            node_boot: expected.node_boot.mul_f64(slower),
+            lb_provision: expected.lb_provision.mul_f64(slower),
+            dns_sync: expected.dns_sync.mul_f64(slower),
+            ..expected
+        };
         let critical = (config.node_create + config.node_boot)
             .max(config.lb_provision)
             .max(config.lb_provision + config.dns_sync);
@@ -78,12 +94,21 @@ fn schedule(nodes: u32) -> Schedule {
         let inv = o.apply(&plan).await.expect("apply");
         let apply = start.elapsed();
         assert_eq!(inv.nodes.len(), nodes as usize);
+        let stats = sim.stats();
+        sim.reset_stats();
+        let plan = o.plan(&spec).await.expect("plan again");
+        assert!(plan.is_noop(), "the rerun plans changes:\n{plan}");
+        o.apply(&plan).await.expect("apply again");
+        let rerun = sim.stats();
         Schedule {
             nodes,
             apply,
             critical,
-            calls: sim.stats().total(),
-            mutating: sim.stats().mutating,
+            calls: stats.total(),
+            mutating: stats.mutating,
+            by_api: stats.calls,
+            rerun_calls: rerun.total(),
+            rerun_mutating: rerun.mutating,
         }
     })
 }
@@ -109,18 +134,48 @@ fn main() {
     let iters = if quick { 5 } else { 200 };
 
     println!("## Apply schedule in virtual time (realistic latencies)\n");
-    println!("| nodes | apply (s) | critical path (s) | ratio | cloud calls | mutating |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [3, 9, 99] {
-        let s = schedule(n);
+    let mut breakdown = Vec::new();
+    for (title, slower) in [
+        ("the cloud as fast as expected", 1.0),
+        ("the cloud 25 % slower than expected", 1.25),
+    ] {
+        println!("{title}:\n");
         println!(
-            "| {} | {:.1} | {:.1} | {:.4} | {} | {} |",
-            s.nodes,
-            s.apply.as_secs_f64(),
-            s.critical.as_secs_f64(),
-            s.apply.as_secs_f64() / s.critical.as_secs_f64(),
-            s.calls,
-            s.mutating
+            "| nodes | apply (s) | critical path (s) | ratio | cloud calls | mutating | no-op rerun calls | rerun mutating |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for n in [3, 9, 99] {
+            let s = schedule(n, slower);
+            println!(
+                "| {} | {:.1} | {:.1} | {:.4} | {} | {} | {} | {} |",
+                s.nodes,
+                s.apply.as_secs_f64(),
+                s.critical.as_secs_f64(),
+                s.apply.as_secs_f64() / s.critical.as_secs_f64(),
+                s.calls,
+                s.mutating,
+                s.rerun_calls,
+                s.rerun_mutating
+            );
+            if slower == 1.0 && n != 9 {
+                breakdown.push(s);
+            }
+        }
+        println!();
+    }
+    println!("Cloud calls of one apply, by API:\n");
+    println!("| API | 3 nodes | 99 nodes |");
+    println!("|---|---:|---:|");
+    let apis: std::collections::BTreeSet<&str> = breakdown
+        .iter()
+        .flat_map(|s| s.by_api.keys().copied())
+        .collect();
+    for api in apis {
+        let count = |s: &Schedule| s.by_api.get(api).copied().unwrap_or(0);
+        println!(
+            "| {api} | {} | {} |",
+            count(&breakdown[0]),
+            count(&breakdown[1])
         );
     }
 

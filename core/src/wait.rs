@@ -2,8 +2,14 @@
 //! every provider uses (kube-runtime's `await_condition` is the model), so backoff,
 //! deadlines and [`Error::Timeout`] mean the same thing everywhere.
 //!
-//! The pause starts short (a fresh resource is often ready at the first or second
-//! look) and doubles toward `max`, the provider's steady poll interval, so a long
+//! The schedule is shaped by what the provider expects. Without an expectation the
+//! pause starts short (a fresh resource is often ready at the first or second look)
+//! and doubles toward `max`, the provider's steady poll interval. With one
+//! ([`Poll::expected`]: a balancer typically takes about two and a half minutes) the
+//! pauses before that moment halve the time left each time (never shorter than
+//! `max`), so an early resource is still seen soon while a typical one costs a
+//! handful of calls; from the expected moment on the pause starts short again and
+//! doubles toward `max`, which is where readiness is most likely. Either way a long
 //! wait costs few calls against the cloud's request-rate limits.
 
 use std::future::Future;
@@ -12,21 +18,25 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use tokio::time::Instant;
 
-/// How to poll: the first pause, doubling up to `max`.
+/// How to poll: the first pause, doubling up to `max`, shaped by when the resource
+/// is expected to be ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Poll {
-    /// The pause after the first look.
+    /// The pause after the first look (and after the expected moment).
     pub initial: Duration,
     /// The longest pause: the provider's steady poll interval.
     pub max: Duration,
+    /// How long the resource typically takes; zero when nothing is expected.
+    pub expected: Duration,
 }
 
-/// 2 s, doubling to 15 s.
+/// 2 s, doubling to 15 s, nothing expected.
 impl Default for Poll {
     fn default() -> Self {
         Self {
             initial: Duration::from_secs(2),
             max: Duration::from_secs(15),
+            expected: Duration::ZERO,
         }
     }
 }
@@ -37,6 +47,22 @@ impl Poll {
         Self {
             initial,
             max: max.max(initial),
+            expected: Duration::ZERO,
+        }
+    }
+
+    /// The same poll, for a resource that typically takes `expected`.
+    pub fn expecting(mut self, expected: Duration) -> Self {
+        self.expected = expected;
+        self
+    }
+
+    /// The pause after a look at `elapsed` into the wait, given the last backoff
+    /// pause; returns (this pause, the next backoff pause).
+    fn pause(&self, elapsed: Duration, backoff: Duration) -> (Duration, Duration) {
+        match self.expected.checked_sub(elapsed) {
+            Some(left) if !left.is_zero() => ((left / 2).max(self.max).min(left), self.initial),
+            _ => (backoff, (backoff * 2).min(self.max)),
         }
     }
 
@@ -55,7 +81,7 @@ impl Poll {
         Fut: Future<Output = Result<Option<T>>>,
     {
         let start = Instant::now();
-        let mut pause = self.initial;
+        let mut backoff = self.initial;
         loop {
             if let Some(v) = check().await? {
                 return Ok(v);
@@ -68,10 +94,11 @@ impl Poll {
                     after: timeout,
                 });
             }
+            let (pause, next) = self.pause(elapsed, backoff);
+            backoff = next;
             let wait = pause.min(timeout - elapsed);
             tracing::debug!(resource, state, ?wait, "waiting");
             tokio::time::sleep(wait).await;
-            pause = (pause * 2).min(self.max);
         }
     }
 }
@@ -82,10 +109,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn backs_off_and_times_out() {
-        let poll = Poll {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(4),
-        };
+        let poll = Poll::new(Duration::from_secs(1), Duration::from_secs(4));
         let mut calls = 0;
         let r: Result<()> = poll
             .until(Duration::from_secs(20), "node x", "running", || {
@@ -107,5 +131,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((v, n), (7, 3));
+    }
+
+    /// The instants (seconds into the wait) at which `poll` looks, for a resource
+    /// that is never ready within `timeout`.
+    async fn looks(poll: Poll, timeout: u64) -> Vec<u64> {
+        let start = Instant::now();
+        let mut at = Vec::new();
+        let _: Result<()> = poll
+            .until(Duration::from_secs(timeout), "lb x", "active", || {
+                at.push(start.elapsed().as_secs());
+                async { Ok(None) }
+            })
+            .await;
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expected_latency_shapes_the_pauses() {
+        let poll = Poll::new(Duration::from_secs(1), Duration::from_secs(10))
+            .expecting(Duration::from_secs(160));
+        // Halving the time left (80, 40, 20, then `max`), short again at 160.
+        assert_eq!(
+            looks(poll, 200).await,
+            [0, 80, 120, 140, 150, 160, 161, 163, 167, 175, 185, 195, 200]
+        );
+        // Nothing expected: plain backoff.
+        let plain = Poll::new(Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(looks(plain, 30).await, [0, 1, 3, 7, 15, 25, 30]);
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use triad_core::spec::ValidSpec;
+use triad_core::wait::Poll;
 use triad_core::{Error, Result};
 
 /// What kind of endpoint the simulated balancers get.
@@ -48,8 +49,12 @@ pub struct SimConfig {
     pub lb_provision: Duration,
     /// A DNS change is pending this long, then in sync.
     pub dns_sync: Duration,
-    /// How often the `wait_*` methods poll.
-    pub poll_interval: Duration,
+    /// How `wait_node` and `wait_nodes` poll.
+    pub node_poll: Poll,
+    /// How `wait_load_balancer` polls.
+    pub lb_poll: Poll,
+    /// How `wait_record` polls.
+    pub dns_poll: Poll,
     /// Zone suffixes of every region: `["a", "b", "c"]` gives region `us-east-1`
     /// the zones `us-east-1a`, `us-east-1b`, `us-east-1c`. Any region name is accepted.
     pub zones: Vec<String>,
@@ -62,6 +67,11 @@ pub struct SimConfig {
     pub seed: u64,
 }
 
+/// Every millisecond, nothing expected.
+fn instant_poll() -> Poll {
+    Poll::new(Duration::from_millis(1), Duration::from_millis(1))
+}
+
 impl Default for SimConfig {
     /// [`SimConfig::instant`].
     fn default() -> Self {
@@ -71,7 +81,10 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Latencies close to a real cloud: API calls 100 ms, node creation 45 s, boot
-    /// 60 s, termination 30 s, balancer 150 s, DNS sync 40 s, polling every second.
+    /// 60 s, termination 30 s, balancer 150 s, DNS sync 40 s. Polling as a real
+    /// provider polls: nodes at most every 5 s, the balancer every 10 s, DNS every
+    /// 5 s, each expecting its resource after the typical time (105 s, 150 s, 40 s:
+    /// the latencies above, which are the typical ones), starting at 1 s after that.
     pub fn realistic() -> Self {
         Self {
             api: Duration::from_millis(100),
@@ -80,7 +93,12 @@ impl SimConfig {
             node_terminate: Duration::from_secs(30),
             lb_provision: Duration::from_secs(150),
             dns_sync: Duration::from_secs(40),
-            poll_interval: Duration::from_secs(1),
+            node_poll: Poll::new(Duration::from_secs(1), Duration::from_secs(5))
+                .expecting(Duration::from_secs(105)),
+            lb_poll: Poll::new(Duration::from_secs(1), Duration::from_secs(10))
+                .expecting(Duration::from_secs(150)),
+            dns_poll: Poll::new(Duration::from_secs(1), Duration::from_secs(5))
+                .expecting(Duration::from_secs(40)),
             zones: default_zones(),
             node_quota: None,
             balancer_endpoint: EndpointStyle::Ip,
@@ -97,7 +115,9 @@ impl SimConfig {
             node_terminate: Duration::ZERO,
             lb_provision: Duration::ZERO,
             dns_sync: Duration::ZERO,
-            poll_interval: Duration::from_millis(1),
+            node_poll: instant_poll(),
+            lb_poll: instant_poll(),
+            dns_poll: instant_poll(),
             ..Self::realistic()
         }
     }
@@ -119,7 +139,11 @@ impl SimConfig {
         self.node_terminate = scale(self.node_terminate);
         self.lb_provision = scale(self.lb_provision);
         self.dns_sync = scale(self.dns_sync);
-        self.poll_interval = scale(self.poll_interval);
+        for poll in [&mut self.node_poll, &mut self.lb_poll, &mut self.dns_poll] {
+            poll.initial = scale(poll.initial);
+            poll.max = scale(poll.max);
+            poll.expected = scale(poll.expected);
+        }
         self
     }
 

@@ -410,29 +410,38 @@ impl DnsProvider for SimCloud {
         // Find the latest change, then poll it; both inside the poll loop so a
         // throttled call is simply made again.
         let change: std::sync::Mutex<Option<Option<String>>> = std::sync::Mutex::new(None);
-        self.poll(&resource, "in sync", timeout, || {
-            let (change, resource, zone, fqdn) = (&change, &resource, &zone, &fqdn);
-            async move {
-                let known = change.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let id = match known {
-                    Some(id) => id,
-                    None => {
-                        let listing = self.list_records(zone).await?;
-                        let id = listing.latest_change.get(fqdn).cloned();
-                        *change.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
-                        id
-                    }
-                };
-                let Some(id) = id else { return Ok(Some(())) };
-                self.call(SimApi::GetChange, resource, |w, cfg, now| {
-                    let submitted = w.changes.get(&id).ok_or_else(|| {
-                        ApiError::new(FailureKind::NotFound, format!("change {id} does not exist"))
-                    })?;
-                    Ok((now >= *submitted + cfg.dns_sync).then_some(()))
-                })
-                .await
-            }
-        })
+        self.poll(
+            self.inner.config.dns_poll,
+            &resource,
+            "in sync",
+            timeout,
+            || {
+                let (change, resource, zone, fqdn) = (&change, &resource, &zone, &fqdn);
+                async move {
+                    let known = change.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let id = match known {
+                        Some(id) => id,
+                        None => {
+                            let listing = self.list_records(zone).await?;
+                            let id = listing.latest_change.get(fqdn).cloned();
+                            *change.lock().unwrap_or_else(|e| e.into_inner()) = Some(id.clone());
+                            id
+                        }
+                    };
+                    let Some(id) = id else { return Ok(Some(())) };
+                    self.call(SimApi::GetChange, resource, |w, cfg, now| {
+                        let submitted = w.changes.get(&id).ok_or_else(|| {
+                            ApiError::new(
+                                FailureKind::NotFound,
+                                format!("change {id} does not exist"),
+                            )
+                        })?;
+                        Ok((now >= *submitted + cfg.dns_sync).then_some(()))
+                    })
+                    .await
+                }
+            },
+        )
         .await
     }
 

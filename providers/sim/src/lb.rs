@@ -709,15 +709,19 @@ impl LoadBalancerProvider for SimCloud {
             .await?
             .into_iter()
             .find(|b| b.name == request.name);
-        let balancer = match existing {
-            Some(b) => b,
-            None => self.create_balancer(cluster, request, &labels).await?,
+        let (balancer, mut listeners) = match existing {
+            Some(b) => {
+                let listeners = self.describe_listeners(&b.name, &b.arn).await?;
+                (b, listeners)
+            }
+            // A balancer made just now has no listeners yet.
+            None => (
+                self.create_balancer(cluster, request, &labels).await?,
+                Vec::new(),
+            ),
         };
 
         // 3. Listeners, create-or-get by port.
-        let mut listeners = self
-            .describe_listeners(&balancer.name, &balancer.arn)
-            .await?;
         for spec in &listener_specs {
             if !listeners.iter().any(|l| l.port == spec.port) {
                 let l = self.create_listener(&balancer, spec, &tgs, &labels).await?;
@@ -748,20 +752,39 @@ impl LoadBalancerProvider for SimCloud {
         timeout: Duration,
     ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
-        self.poll(&resource, "active", timeout, || async {
-            let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
-            match build(&parts) {
-                None => Err(Error::provider(
-                    NAME,
-                    "wait for load balancer",
-                    &resource,
-                    FailureKind::NotFound,
-                    "the balancer was deleted while waiting for it to be active",
-                )),
-                Some(b) if b.state == LbState::Active && b.endpoint.is_some() => Ok(Some(b)),
-                Some(_) => Ok(None),
-            }
-        })
+        self.poll(
+            self.inner.config.lb_poll,
+            &resource,
+            "active",
+            timeout,
+            // One DescribeBalancers per poll: the state is all that changes while
+            // a balancer provisions; listeners and targets are `lb`'s.
+            || async {
+                let found = self
+                    .describe_balancers(cluster)
+                    .await?
+                    .into_iter()
+                    .find(|b| b.name == lb.name);
+                match found {
+                    None => Err(Error::provider(
+                        NAME,
+                        "wait for load balancer",
+                        &resource,
+                        FailureKind::NotFound,
+                        "the balancer was deleted while waiting for it to be active",
+                    )),
+                    Some(b) if b.state == LbState::Active && b.endpoint.is_some() => {
+                        Ok(Some(LoadBalancer {
+                            state: b.state,
+                            endpoint: b.endpoint,
+                            labels: b.labels,
+                            ..lb.clone()
+                        }))
+                    }
+                    Some(_) => Ok(None),
+                }
+            },
+        )
         .await
     }
 
@@ -800,15 +823,11 @@ impl LoadBalancerProvider for SimCloud {
                     .await?;
             }
         }
-        let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
-        build(&parts).ok_or_else(|| {
-            Error::provider(
-                NAME,
-                "set targets",
-                &resource,
-                FailureKind::NotFound,
-                "the balancer does not exist",
-            )
+        // Every target group now holds exactly `desired`: no describe needed.
+        Ok(LoadBalancer {
+            targets: desired.into_iter().collect(),
+            partial_targets: Vec::new(),
+            ..lb.clone()
         })
     }
 

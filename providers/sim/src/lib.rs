@@ -117,6 +117,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use triad_core::model::Endpoint;
 use triad_core::spec::ValidSpec;
+use triad_core::wait::Poll;
 use triad_core::{Error, FailureKind, Result};
 
 pub use config::{EndpointStyle, SimConfig, SimSettings};
@@ -145,6 +146,10 @@ struct Inner {
     world: Mutex<World>,
     /// Where the world is saved after every mutating call (`[sim] state_file`).
     state_file: Option<PathBuf>,
+    /// The security group id of each cluster (`region/name`) this process has made
+    /// sure of, as a real provider caches it: concurrent `create_node` calls wait
+    /// for the first one's describe-or-create instead of each making their own.
+    security_groups: tokio::sync::Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for SimCloud {
@@ -175,6 +180,7 @@ impl SimCloud {
                 config,
                 world: Mutex::new(world),
                 state_file,
+                security_groups: Default::default(),
             }),
         }
     }
@@ -400,9 +406,12 @@ impl SimCloud {
         Ok(out)
     }
 
-    /// Poll `check` every poll interval until it yields a value or `timeout` passes.
+    /// Poll `check` on `poll`'s schedule until it yields a value or `timeout` passes.
+    /// Like a cloud SDK's waiter, a throttled or transient poll is not the end of the
+    /// wait: it counts as "not yet".
     pub(crate) async fn poll<T, F, Fut>(
         &self,
+        poll: Poll,
         resource: &str,
         state: &str,
         timeout: Duration,
@@ -412,38 +421,19 @@ impl SimCloud {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
-        let start = Instant::now();
-        let deadline = start.checked_add(timeout);
-        let interval = self
-            .inner
-            .config
-            .poll_interval
-            .max(Duration::from_millis(1));
-        loop {
-            // Like a cloud SDK's waiter, a throttled or transient poll is not the
-            // end of the wait: poll again until the deadline.
-            match check().await {
-                Ok(Some(v)) => return Ok(v),
-                Ok(None) => {}
-                Err(e) if e.is_retryable() => {
-                    tracing::debug!(resource, state, error = %e, "poll failed; polling again")
+        poll.until(timeout, resource, state, || {
+            let fut = check();
+            async move {
+                match fut.await {
+                    Err(e) if e.is_retryable() => {
+                        tracing::debug!(resource, state, error = %e, "poll failed; polling again");
+                        Ok(None)
+                    }
+                    other => other,
                 }
-                Err(e) => return Err(e),
             }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if now >= d => {
-                    return Err(Error::Timeout {
-                        resource: resource.to_owned(),
-                        state: state.to_owned(),
-                        after: now - start,
-                    })
-                }
-                Some(d) => d - now,
-                None => interval,
-            };
-            tokio::time::sleep(interval.min(left)).await;
-        }
+        })
+        .await
     }
 
     /// Check the `[sim]` section of a spec.

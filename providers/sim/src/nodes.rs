@@ -79,6 +79,11 @@ impl SimCloud {
     ) -> Result<String> {
         let name = security_group_name(cluster);
         let resource = format!("security group {name}");
+        let key = format!("{}/{name}", cluster.region);
+        let mut known = self.inner.security_groups.lock().await;
+        if let Some(id) = known.get(&key) {
+            return Ok(id.clone());
+        }
         let found = self
             .call(SimApi::DescribeSecurityGroups, &resource, |w, _, _| {
                 Ok(w.security_groups
@@ -88,40 +93,52 @@ impl SimCloud {
             })
             .await?;
         if let Some(id) = found {
+            known.insert(key, id.clone());
             return Ok(id);
         }
         let labels = cluster.labels_for(Role::Network);
-        self.call(SimApi::CreateSecurityGroup, &resource, |w, _, _| {
-            if let Some(g) = w
-                .security_groups
-                .values()
-                .find(|g| g.name == name && g.region == cluster.region)
-            {
-                if g.labels.get(triad_core::labels::CLUSTER) != Some(&cluster.name) {
-                    return Err(ApiError::new(
-                        FailureKind::Conflict,
-                        format!("a security group named `{name}` exists and is not the cluster's"),
-                    ));
+        let id = self
+            .call(SimApi::CreateSecurityGroup, &resource, |w, _, _| {
+                if let Some(g) = w
+                    .security_groups
+                    .values()
+                    .find(|g| g.name == name && g.region == cluster.region)
+                {
+                    if g.labels.get(triad_core::labels::CLUSTER) != Some(&cluster.name) {
+                        return Err(ApiError::new(
+                            FailureKind::Conflict,
+                            format!(
+                                "a security group named `{name}` exists and is not the cluster's"
+                            ),
+                        ));
+                    }
+                    return Ok(g.id.clone());
                 }
-                return Ok(g.id.clone());
-            }
-            let id = {
-                let taken = w.security_groups.keys().cloned().collect::<Vec<_>>();
-                w.fresh_id("sg-", 17, |id| taken.iter().any(|t| t == id))
-            };
-            w.security_groups.insert(
-                id.clone(),
-                SimSecurityGroup {
-                    id: id.clone(),
-                    name: name.clone(),
-                    region: cluster.region.clone(),
-                    labels,
-                    ssh_cidrs: ssh_cidrs.to_vec(),
-                },
-            );
-            Ok(id)
-        })
-        .await
+                let id = {
+                    let taken = w.security_groups.keys().cloned().collect::<Vec<_>>();
+                    w.fresh_id("sg-", 17, |id| taken.iter().any(|t| t == id))
+                };
+                w.security_groups.insert(
+                    id.clone(),
+                    SimSecurityGroup {
+                        id: id.clone(),
+                        name: name.clone(),
+                        region: cluster.region.clone(),
+                        labels,
+                        ssh_cidrs: ssh_cidrs.to_vec(),
+                    },
+                );
+                Ok(id)
+            })
+            .await?;
+        known.insert(key, id.clone());
+        Ok(id)
+    }
+
+    /// Forget the cached security group of `cluster` (deleted, or found missing).
+    async fn forget_security_group(&self, cluster: &ClusterRef) {
+        let key = format!("{}/{}", cluster.region, security_group_name(cluster));
+        self.inner.security_groups.lock().await.remove(&key);
     }
 }
 
@@ -178,7 +195,7 @@ impl NodeProvider for SimCloud {
         // node is found again by discovery.
         let mut labels: BTreeMap<String, String> = request.labels.clone();
         labels.extend(cluster.labels_for(Role::Node));
-        self.call(SimApi::RunInstance, &resource, |w, cfg, now| {
+        let launched = self.call(SimApi::RunInstance, &resource, |w, cfg, now| {
             // Client token: the same name in the same cluster never launches twice.
             if let Some(i) = w.live_instance(cluster, &request.name) {
                 return to_node(i, cfg, now).ok_or_else(|| {
@@ -232,7 +249,12 @@ impl NodeProvider for SimCloud {
             w.instances.insert(id, instance);
             Ok(node)
         })
-        .await
+        .await;
+        if matches!(&launched, Err(e) if e.kind() == Some(FailureKind::NotFound)) {
+            // The cached security group is gone: the next try makes it again.
+            self.forget_security_group(cluster).await;
+        }
+        launched
     }
 
     async fn wait_node(
@@ -242,23 +264,78 @@ impl NodeProvider for SimCloud {
         timeout: Duration,
     ) -> Result<Node> {
         let resource = format!("node {} ({})", node.name, node.id);
-        self.poll(&resource, "running", timeout, || async {
-            match self.describe_instance(&node.id).await? {
-                None
-                | Some(Node {
-                    state: NodeState::Terminating,
-                    ..
-                }) => Err(Error::provider(
-                    NAME,
-                    "wait for node",
-                    &resource,
-                    FailureKind::NotFound,
-                    "the instance was terminated while waiting for it to run",
-                )),
-                Some(n) if n.is_ready() => Ok(Some(n)),
-                Some(_) => Ok(None),
-            }
-        })
+        self.poll(
+            self.inner.config.node_poll,
+            &resource,
+            "running",
+            timeout,
+            || async {
+                match self.describe_instance(&node.id).await? {
+                    None
+                    | Some(Node {
+                        state: NodeState::Terminating,
+                        ..
+                    }) => Err(Error::provider(
+                        NAME,
+                        "wait for node",
+                        &resource,
+                        FailureKind::NotFound,
+                        "the instance was terminated while waiting for it to run",
+                    )),
+                    Some(n) if n.is_ready() => Ok(Some(n)),
+                    Some(_) => Ok(None),
+                }
+            },
+        )
+        .await
+    }
+
+    /// One `DescribeInstances` with every id per poll, as EC2 allows.
+    async fn wait_nodes(
+        &self,
+        _cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        let resource = format!("nodes {}", names.join(", "));
+        self.poll(
+            self.inner.config.node_poll,
+            &resource,
+            "running",
+            timeout,
+            || async {
+                let found = self
+                    .call(SimApi::DescribeInstances, &resource, |w, cfg, now| {
+                        Ok(nodes
+                            .iter()
+                            .map(|n| w.instances.get(&n.id).and_then(|i| to_node(i, cfg, now)))
+                            .collect::<Vec<_>>())
+                    })
+                    .await?;
+                let mut ready = Vec::with_capacity(nodes.len());
+                for (wanted, found) in nodes.iter().zip(found) {
+                    match found {
+                        None
+                        | Some(Node {
+                            state: NodeState::Terminating,
+                            ..
+                        }) => {
+                            return Err(Error::provider(
+                                NAME,
+                                "wait for node",
+                                &format!("node {} ({})", wanted.name, wanted.id),
+                                FailureKind::NotFound,
+                                "the instance was terminated while waiting for it to run",
+                            ))
+                        }
+                        Some(n) if n.is_ready() => ready.push(n),
+                        Some(_) => return Ok(None),
+                    }
+                }
+                Ok(Some(ready))
+            },
+        )
         .await
     }
 
@@ -360,6 +437,7 @@ impl NodeProvider for SimCloud {
     }
 
     async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        self.forget_security_group(cluster).await;
         let resource = format!("security groups of cluster {}", cluster.name);
         let groups = self
             .call(SimApi::DescribeSecurityGroups, &resource, |w, _, _| {

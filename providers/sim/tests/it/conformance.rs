@@ -131,3 +131,13 @@ async fn the_suite_notices_a_dirty_fixture() {
     .unwrap();
     conformance::dns_upsert_ownership_delete(&sim, &fixture()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_place_updates() {
+    let sim = cloud(SimConfig::realistic());
+    let fx = fixture();
+    conformance::node_update_in_place(&sim, &fx).await;
+    conformance::load_balancer_update_in_place(&sim, &sim, &fx).await;
+    let snap = sim.snapshot();
+    assert!(snap.is_clean_of("rancher"), "{snap:#?}");
+}

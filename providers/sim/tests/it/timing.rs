@@ -177,7 +177,9 @@ async fn dns_change_is_pending_for_dns_sync() {
         waited >= Duration::from_secs(40) && waited <= Duration::from_millis(41_300),
         "{waited:?}"
     );
-    assert!(sim.stats().calls(SimApi::GetChange) >= 30);
+    // Polling shaped by the expected 40 s: a handful of looks, not one a second.
+    let polls = sim.stats().calls(SimApi::GetChange);
+    assert!((2..=8).contains(&polls), "{polls} GetChange calls");
 
     // A short timeout on a fresh change times out.
     let mut req2 = req.clone();
@@ -228,7 +230,7 @@ async fn an_orchestrator_dropped_mid_wait_leaves_state_a_clone_resumes() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(sim.snapshot().live_nodes("rancher").len(), 1);
     assert!(
-        sim.stats().calls(SimApi::DescribeInstances) >= 3,
+        sim.stats().calls(SimApi::DescribeInstances) >= 1,
         "it was polling"
     );
     task.abort();

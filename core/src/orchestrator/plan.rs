@@ -1,0 +1,997 @@
+//! The planner: what exists (discovery) against what the spec asks, as a [`Plan`].
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::drift::{self, Change};
+use crate::error::{Error, Result, SpecProblem, SpecProblems};
+use crate::events::Event;
+use crate::identity;
+use crate::model::{
+    DnsEntry, Endpoint, Inventory, LbState, LoadBalancer, Node, Providers, Record, RecordKind,
+    RecordRequest,
+};
+use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
+use crate::rollout;
+use crate::spec::{ClusterRef, LbMode, RecordChoice, ValidSpec};
+
+use super::Orchestrator;
+
+/// What apply will do with one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum NodeAction {
+    /// Create it in `zone`.
+    Create {
+        /// Node name.
+        name: String,
+        /// Zone chosen by fewest-first placement.
+        zone: String,
+    },
+    /// It exists and runs; nothing to do.
+    Keep {
+        /// The node.
+        node: Node,
+    },
+    /// It exists but is not running yet; wait for it.
+    Wait {
+        /// The node.
+        node: Node,
+    },
+    /// It runs but differs in attributes the cloud changes in place (SSH rules):
+    /// update it.
+    Update {
+        /// The node.
+        node: Node,
+        /// What differs (all in place).
+        changes: Vec<Change>,
+    },
+    /// It differs in attributes that need a new machine: a rolling replace (new node
+    /// `name` in `zone`, then the old one leaves). See [`rollout`].
+    Replace {
+        /// The node there now.
+        node: Node,
+        /// The new node's name.
+        name: String,
+        /// The zone (the old node's).
+        zone: String,
+        /// What differs.
+        changes: Vec<Change>,
+    },
+    /// It is not wanted (count lowered, a duplicate, the old half of a replacement):
+    /// delete it after it has left the balancer, one node per step.
+    Delete {
+        /// The node.
+        node: Node,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl NodeAction {
+    /// The name of the node the action is about (the old one for a replace).
+    pub fn name(&self) -> &str {
+        match self {
+            NodeAction::Create { name, .. } => name,
+            NodeAction::Keep { node }
+            | NodeAction::Wait { node }
+            | NodeAction::Update { node, .. }
+            | NodeAction::Replace { node, .. }
+            | NodeAction::Delete { node, .. } => &node.name,
+        }
+    }
+}
+
+/// What apply will do with the balancer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum LbAction {
+    /// Create it.
+    Create {
+        /// Name.
+        name: String,
+    },
+    /// It exists as wanted and is active.
+    Keep {
+        /// The balancer.
+        lb: LoadBalancer,
+    },
+    /// It exists as wanted but is still provisioning (or half made): complete it and wait.
+    Complete {
+        /// The balancer.
+        lb: LoadBalancer,
+    },
+    /// It exists as wanted but differs in attributes the cloud changes in place
+    /// (certificate, health check): update it.
+    Update {
+        /// The balancer.
+        lb: LoadBalancer,
+        /// What differs (all in place).
+        changes: Vec<Change>,
+    },
+    /// It exists with another mode or scheme: make a new one named `name`. When the
+    /// provider lets two balancers coexist (`make_first`), the new one is made, given
+    /// the nodes and the DNS record, and only then is the old one deleted (no moment
+    /// without a balancer); otherwise the old one is deleted first.
+    Replace {
+        /// The balancer.
+        lb: LoadBalancer,
+        /// The new balancer's name.
+        name: String,
+        /// Whether the new one is made before the old one goes.
+        make_first: bool,
+        /// What differs.
+        reason: String,
+        /// Whether Rancher must be (re)installed with `tls=external` (l4 → l7) or
+        /// without it (l7 → l4).
+        reinstall_rancher: bool,
+    },
+}
+
+/// What apply will do with the balancer's targets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum TargetsAction {
+    /// They are exactly the nodes already.
+    Keep,
+    /// Register and deregister until they are exactly the nodes.
+    Converge {
+        /// Node names to add (known now).
+        add: Vec<String>,
+        /// Node ids to remove (known now).
+        remove: Vec<String>,
+    },
+}
+
+/// What apply will do with the DNS record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum DnsAction {
+    /// The record already points at the balancer.
+    Keep {
+        /// The record.
+        record: Record,
+    },
+    /// Create or update it once the balancer's endpoint is known.
+    Upsert {
+        /// Name.
+        fqdn: String,
+        /// The record there now, if any (ours).
+        current: Option<Record>,
+    },
+}
+
+/// What the plan found in the cloud.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    /// The cluster's nodes.
+    pub nodes: Vec<Node>,
+    /// The cluster's balancer.
+    pub load_balancer: Option<LoadBalancer>,
+    /// Records in the zone the cluster owns.
+    pub records: Vec<Record>,
+}
+
+/// Desired vs discovered: what [`Orchestrator::apply`] will do. Print it (`Display`)
+/// for a readable diff, or serialize it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// The cluster.
+    pub cluster: ClusterRef,
+    /// Zones the nodes are spread over.
+    pub zones: Vec<String>,
+    /// One action per node (desired and surplus).
+    pub nodes: Vec<NodeAction>,
+    /// The balancer.
+    pub load_balancer: LbAction,
+    /// The balancer's targets.
+    pub targets: TargetsAction,
+    /// The record.
+    pub dns: DnsAction,
+    /// Owned records at an old hostname, deleted when the hostname change was allowed.
+    pub dns_delete: Vec<Record>,
+    /// Old balancers (another mode or scheme), deleted once the record points at the
+    /// new one.
+    pub lb_retire: Vec<LoadBalancer>,
+    /// What discovery found.
+    pub discovered: Discovered,
+    /// What the operator should know before applying: the spec's own
+    /// ([`ValidSpec::warnings`], e.g. an end-of-life distribution) and security
+    /// trade-offs (a proxy password readable from the nodes' metadata, nodes open to
+    /// the internet: the providers' [`NodeProvider::plan_warnings`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub(super) spec: ValidSpec,
+}
+
+impl Plan {
+    /// The spec this plan was made from.
+    pub fn spec(&self) -> &ValidSpec {
+        &self.spec
+    }
+
+    /// Number of resources that apply will create, change or delete.
+    pub fn changes(&self) -> usize {
+        let nodes = self
+            .nodes
+            .iter()
+            .filter(|a| !matches!(a, NodeAction::Keep { .. }))
+            .count();
+        let lb = usize::from(!matches!(self.load_balancer, LbAction::Keep { .. }));
+        let targets = usize::from(!matches!(self.targets, TargetsAction::Keep));
+        let dns = usize::from(!matches!(self.dns, DnsAction::Keep { .. }));
+        nodes + lb + targets + dns + self.dns_delete.len() + self.lb_retire.len()
+    }
+
+    /// Whether apply has nothing to do.
+    pub fn is_noop(&self) -> bool {
+        self.changes() == 0
+    }
+
+    /// Whether apply would change anything (`plan --detailed-exitcode` exits 2).
+    pub fn has_changes(&self) -> bool {
+        !self.is_noop()
+    }
+
+    /// What apply would destroy or replace, one line per resource for people (empty:
+    /// nothing destructive). A front end asks for consent when this is not empty.
+    pub fn destructive(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for a in &self.nodes {
+            match a {
+                NodeAction::Replace {
+                    node,
+                    name,
+                    changes,
+                    ..
+                } => out.push(format!(
+                    "replace node {} ({}) by {name}: {}; its disk and etcd member are lost",
+                    node.name,
+                    node.id,
+                    rollout::describe(changes)
+                )),
+                NodeAction::Delete { node, reason } => out.push(format!(
+                    "delete node {} ({}): {reason}; its disk and etcd member are lost",
+                    node.name, node.id
+                )),
+                _ => {}
+            }
+        }
+        if let LbAction::Replace {
+            lb,
+            reason,
+            reinstall_rancher,
+            ..
+        } = &self.load_balancer
+        {
+            out.push(format!(
+                "replace load balancer {} ({}): {reason}; it gets a new address{}",
+                lb.name,
+                lb.id,
+                if *reinstall_rancher {
+                    ", and Rancher must be reinstalled (tls=external changes)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        for r in &self.dns_delete {
+            out.push(format!(
+                "delete DNS {} record {} in {} (hostname change)",
+                r.kind, r.fqdn, r.zone
+            ));
+        }
+        out
+    }
+
+    /// The rolling steps apply will take, in order, with what each does to etcd and
+    /// the Kubernetes commands to run first. Empty when nothing rolls.
+    pub fn rolling_steps(&self) -> Vec<String> {
+        rollout::steps(&self.spec, &self.nodes)
+    }
+}
+
+/// Core's warnings about `spec`, then the node and balancer providers'.
+fn plan_warnings(
+    spec: &ValidSpec,
+    nodes: &dyn NodeProvider,
+    lb: &dyn LoadBalancerProvider,
+) -> Vec<String> {
+    let mut out = spec.warnings();
+    if let Some(proxy) = &spec.proxy {
+        if proxy.http.has_password() || proxy.https.as_ref().is_some_and(|u| u.has_password()) {
+            out.push(
+                "the proxy URL carries a password: it goes into every node's user data, which \
+                 any process on the node can read from the metadata service (EC2 IMDS, the GCE \
+                 metadata server, vSphere guestinfo); prefer a proxy that admits the nodes by \
+                 address, or a credential only for these nodes (see the provider's guide, \
+                 \"Egress\")"
+                    .to_owned(),
+            );
+        }
+    }
+    out.extend(nodes.plan_warnings(spec));
+    for w in lb.plan_warnings(spec) {
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+impl Orchestrator {
+    /// Compare the spec with what exists and say what apply would do. Makes only read
+    /// calls. Refuses (with nothing created) a spec a provider rejects, zones the region
+    /// does not have, a DNS name owned by somebody else, and a hostname change.
+    pub async fn plan(&self, spec: &ValidSpec) -> Result<Plan> {
+        let cluster = spec.cluster();
+
+        // Every provider checks its own part of the spec; report all problems at once.
+        let mut problems = Vec::new();
+        for check in [
+            self.nodes.check_spec(spec),
+            self.lb.check_spec(spec),
+            self.dns.check_spec(spec),
+        ] {
+            match check {
+                Ok(()) => {}
+                Err(Error::InvalidSpec(p)) => problems.extend(p.0),
+                Err(e) => return Err(e),
+            }
+        }
+        if spec.dns.record == RecordChoice::Alias && !self.dns.capabilities().alias {
+            problems.push(SpecProblem {
+                field: "dns.record".into(),
+                problem: format!(
+                    "is `alias`, which the {} DNS provider does not have",
+                    self.dns.name()
+                ),
+                fix: "use `auto`, `a` or `cname`".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(Error::InvalidSpec(SpecProblems(dedup(problems))));
+        }
+
+        self.emit(Event::Discovering);
+        let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        let fqdn = spec.fqdn();
+        let (region_zones, nodes, lbs, at_name, mut owned) = tokio::try_join!(
+            self.nodes.zones(&cluster),
+            self.nodes.discover_nodes(&cluster),
+            self.lb.discover_load_balancers(&cluster),
+            self.dns.lookup(&zone, &fqdn),
+            self.dns.owned_records(&cluster, &zone),
+        )?;
+
+        let zones = choose_zones(spec, &region_zones)?;
+
+        if let Some(r) = &at_name {
+            if r.owner.as_deref() != Some(cluster.name.as_str()) {
+                return Err(Error::NotOwned {
+                    fqdn: fqdn.clone(),
+                    cluster: cluster.name.clone(),
+                    owner: match &r.owner {
+                        Some(o) => format!("owned by triad cluster `{o}`"),
+                        None => format!("a {} record without triad's ownership TXT", r.kind),
+                    },
+                });
+            }
+        }
+        let (load_balancer, lb_retire) = plan_lb(spec, &cluster, &lbs, self.lb.coexists());
+        let lb = match &load_balancer {
+            LbAction::Create { .. } => None,
+            LbAction::Keep { lb }
+            | LbAction::Complete { lb }
+            | LbAction::Update { lb, .. }
+            | LbAction::Replace { lb, .. } => Some(lb.clone()),
+        };
+        // The record may live in another zone than the spec's now (a zone change):
+        // the resources' labels say where it was made.
+        owned.extend(
+            self.owned_in_label_zones(&cluster, &zone, &nodes, lb.as_ref())
+                .await?,
+        );
+
+        let mut cluster = cluster;
+        let records: Vec<&Record> = at_name.iter().chain(owned.iter()).collect();
+        cluster.id = Some(
+            identity::check(&cluster, &nodes, lb.as_ref(), &records)?
+                .unwrap_or_else(identity::new_id),
+        );
+
+        let dns_delete: Vec<Record> = owned.iter().filter(|r| r.fqdn != fqdn).cloned().collect();
+        if let Some(old) = dns_delete.first() {
+            if !self.options.allow_hostname_change {
+                return Err(Error::HostnameChange {
+                    from: old.fqdn.clone(),
+                    to: fqdn,
+                });
+            }
+        }
+
+        let node_actions = rollout::plan_nodes(spec, &zones, &nodes);
+        let targets = plan_targets(&node_actions, &load_balancer);
+        let dns = match (&load_balancer, &at_name) {
+            (LbAction::Keep { lb } | LbAction::Update { lb, .. }, Some(record)) => {
+                match desired_record(spec, lb, self.dns.as_ref()) {
+                    Ok(req) if req.is_satisfied_by(record) => DnsAction::Keep {
+                        record: record.clone(),
+                    },
+                    _ => DnsAction::Upsert {
+                        fqdn: fqdn.clone(),
+                        current: Some(record.clone()),
+                    },
+                }
+            }
+            _ => DnsAction::Upsert {
+                fqdn: fqdn.clone(),
+                current: at_name.clone(),
+            },
+        };
+
+        Ok(Plan {
+            cluster,
+            zones,
+            nodes: node_actions,
+            load_balancer,
+            targets,
+            dns,
+            dns_delete,
+            lb_retire,
+            discovered: Discovered {
+                nodes,
+                load_balancer: lb,
+                records: owned,
+            },
+            warnings: plan_warnings(spec, &*self.nodes, &*self.lb),
+            spec: spec.clone(),
+        })
+    }
+
+    /// Records `cluster` owns in the zones its resources' labels name, other than
+    /// `zone`. A zone the DNS provider no longer has is skipped (and logged).
+    pub(super) async fn owned_in_label_zones(
+        &self,
+        cluster: &ClusterRef,
+        zone: &str,
+        nodes: &[Node],
+        lb: Option<&LoadBalancer>,
+    ) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for z in identity::zones_from_labels(nodes, lb) {
+            if z == zone {
+                continue;
+            }
+            match self.dns.owned_records(cluster, &z).await {
+                Ok(records) => out.extend(records),
+                Err(e) if e.kind() == Some(crate::FailureKind::NotFound) => {
+                    tracing::warn!(zone = %z, error = %e, "the cluster's labels name a DNS zone that cannot be read")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The inventory of the cluster as `plan` found it, without changing anything:
+    /// what `show` prints for an existing cluster. `None` while the cluster has no
+    /// balancer with an endpoint or no record at its hostname (apply makes them).
+    pub fn inventory(&self, plan: &Plan) -> Option<Inventory> {
+        let lb = plan.discovered.load_balancer.clone()?;
+        lb.endpoint.as_ref()?;
+        let fqdn = plan.spec.fqdn();
+        let record = plan
+            .discovered
+            .records
+            .iter()
+            .find(|r| r.fqdn == fqdn)?
+            .clone();
+        let mut nodes: Vec<Node> = plan
+            .discovered
+            .nodes
+            .iter()
+            .filter(|n| n.state != crate::model::NodeState::Terminating)
+            .cloned()
+            .collect();
+        nodes.sort_by_key(|n| crate::rollout::natural_key(&n.name));
+        Some(self.inventory_of(plan, nodes, lb, record))
+    }
+
+    /// The inventory of `plan`'s cluster made of these parts.
+    pub(super) fn inventory_of(
+        &self,
+        plan: &Plan,
+        nodes: Vec<Node>,
+        lb: LoadBalancer,
+        record: Record,
+    ) -> Inventory {
+        Inventory {
+            kubernetes: Some(crate::render::kubernetes_entry(&plan.spec, &nodes)),
+            cluster: plan.cluster.name.clone(),
+            region: plan.cluster.region.clone(),
+            nodes,
+            tls_external: lb.mode == LbMode::L7,
+            load_balancer: lb,
+            dns: DnsEntry::from(record),
+            rancher_url: format!("https://{}", plan.spec.fqdn()),
+            providers: Providers {
+                nodes: self.nodes.name().to_owned(),
+                load_balancer: self.lb.name().to_owned(),
+                dns: self.dns.name().to_owned(),
+            },
+        }
+    }
+}
+
+fn dedup(problems: Vec<SpecProblem>) -> Vec<SpecProblem> {
+    let mut seen = BTreeSet::new();
+    problems
+        .into_iter()
+        .filter(|p| seen.insert((p.field.clone(), p.problem.clone())))
+        .collect()
+}
+
+/// The zones to use: the spec's, each checked against the region's, or all of the
+/// region's.
+fn choose_zones(spec: &ValidSpec, region_zones: &[String]) -> Result<Vec<String>> {
+    if region_zones.is_empty() {
+        return Err(Error::invalid(
+            "region",
+            format!("`{}` has no zones in this cloud", spec.region),
+            "check the region name",
+        ));
+    }
+    if spec.zones.is_empty() {
+        return Ok(region_zones.to_vec());
+    }
+    let problems: Vec<SpecProblem> = spec
+        .zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| !region_zones.contains(z))
+        .map(|(i, z)| SpecProblem {
+            field: format!("zones[{i}]"),
+            problem: format!("`{z}` is not a zone of region `{}`", spec.region),
+            fix: format!("use zones of the region: {}", region_zones.join(", ")),
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(spec.zones.clone())
+    } else {
+        Err(Error::InvalidSpec(SpecProblems(problems)))
+    }
+}
+
+/// What to do with the balancer (keep, complete, update in place, replace or
+/// create), and which balancers of another mode or scheme to delete once the record
+/// points at the new one.
+fn plan_lb(
+    spec: &ValidSpec,
+    cluster: &ClusterRef,
+    found: &[LoadBalancer],
+    coexists: bool,
+) -> (LbAction, Vec<LoadBalancer>) {
+    let want = &spec.load_balancer;
+    let (matching, stale): (Vec<&LoadBalancer>, Vec<&LoadBalancer>) = found
+        .iter()
+        .partition(|lb| lb.mode == want.mode && lb.scheme == want.scheme);
+    let retire = |skip: usize| -> Vec<LoadBalancer> {
+        matching
+            .iter()
+            .skip(skip)
+            .chain(stale.iter())
+            .map(|lb| (*lb).clone())
+            .collect()
+    };
+    if let Some(lb) = matching.first() {
+        let lb = (*lb).clone();
+        // Complete: not active yet, or a listener is missing (the Kubernetes
+        // registration ports of rke2/k3s included).
+        let listeners_missing = lb.listeners.len() < 2
+            || !spec
+                .registration_ports()
+                .iter()
+                .all(|p| lb.listeners.iter().any(|l| l.port == *p));
+        let action = if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
+            LbAction::Complete { lb }
+        } else {
+            let changes = drift::diff(&lb.labels, &drift::load_balancer_wanted(spec));
+            if changes.is_empty() {
+                LbAction::Keep { lb }
+            } else {
+                LbAction::Update { lb, changes }
+            }
+        };
+        return (action, retire(1));
+    }
+    let Some(old) = stale.first() else {
+        return (
+            LbAction::Create {
+                name: cluster.name.clone(),
+            },
+            Vec::new(),
+        );
+    };
+    // Two names take turns, so the new balancer never collides with the old one.
+    let name = if coexists && old.name == cluster.name {
+        format!("{}-b", cluster.name)
+    } else {
+        cluster.name.clone()
+    };
+    let action = LbAction::Replace {
+        lb: (*old).clone(),
+        name,
+        make_first: coexists,
+        reason: format!(
+            "is {} {}, the spec asks for {} {}",
+            old.mode, old.scheme, want.mode, want.scheme
+        ),
+        reinstall_rancher: old.mode != want.mode,
+    };
+    (action, if coexists { retire(0) } else { Vec::new() })
+}
+
+fn plan_targets(nodes: &[NodeAction], lb: &LbAction) -> TargetsAction {
+    let current: BTreeSet<&str> = match lb {
+        LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+            lb.targets.iter().map(String::as_str).collect()
+        }
+        LbAction::Create { .. } | LbAction::Replace { .. } => BTreeSet::new(),
+    };
+    let mut add = Vec::new();
+    let mut wanted_ids = BTreeSet::new();
+    for a in nodes {
+        match a {
+            NodeAction::Create { name, .. } => add.push(name.clone()),
+            NodeAction::Keep { node }
+            | NodeAction::Wait { node }
+            | NodeAction::Update { node, .. } => {
+                wanted_ids.insert(node.id.as_str());
+                if !current.contains(node.id.as_str()) {
+                    add.push(node.name.clone());
+                }
+            }
+            // The new node comes in, the old one leaves, in the rolling steps.
+            NodeAction::Replace { name, .. } => add.push(name.clone()),
+            NodeAction::Delete { .. } => {}
+        }
+    }
+    let remove: Vec<String> = current
+        .iter()
+        .filter(|id| !wanted_ids.contains(*id))
+        .map(|id| id.to_string())
+        .collect();
+    let partial = match lb {
+        LbAction::Keep { lb } | LbAction::Complete { lb } | LbAction::Update { lb, .. } => {
+            lb.partial_targets.clone()
+        }
+        LbAction::Create { .. } | LbAction::Replace { .. } => Vec::new(),
+    };
+    let remove: Vec<String> = remove
+        .into_iter()
+        .chain(
+            partial
+                .into_iter()
+                .filter(|id| !wanted_ids.contains(id.as_str())),
+        )
+        .collect();
+    if add.is_empty() && remove.is_empty() && matches!(lb, LbAction::Keep { .. }) {
+        TargetsAction::Keep
+    } else {
+        TargetsAction::Converge { add, remove }
+    }
+}
+
+/// The record the spec asks for, pointing at `lb`'s endpoint.
+pub(super) fn desired_record(
+    spec: &ValidSpec,
+    lb: &LoadBalancer,
+    dns: &dyn DnsProvider,
+) -> Result<RecordRequest> {
+    let endpoint = lb.endpoint.clone().ok_or_else(|| {
+        Error::provider(
+            "triad",
+            "read endpoint of",
+            format!("load balancer {}", lb.name),
+            crate::FailureKind::Transient,
+            "the balancer is active but has no endpoint yet",
+        )
+    })?;
+    let alias = dns.capabilities().alias;
+    let kind = match (spec.dns.record, &endpoint) {
+        (RecordChoice::Auto, Endpoint::Ip { .. }) | (RecordChoice::A, Endpoint::Ip { .. }) => {
+            RecordKind::A
+        }
+        (
+            RecordChoice::Auto,
+            Endpoint::Hostname {
+                alias_zone: Some(_),
+                ..
+            },
+        ) if alias => RecordKind::Alias,
+        (RecordChoice::Auto, Endpoint::Hostname { .. })
+        | (RecordChoice::Cname, Endpoint::Hostname { .. }) => RecordKind::Cname,
+        (
+            RecordChoice::Alias,
+            Endpoint::Hostname {
+                alias_zone: Some(_),
+                ..
+            },
+        ) => RecordKind::Alias,
+        (choice, endpoint) => {
+            return Err(Error::invalid(
+                "dns.record",
+                format!("is `{choice:?}` but the balancer's endpoint is {endpoint:?}")
+                    .to_lowercase(),
+                "use `auto`: an A record for an IP endpoint, an alias or CNAME for a hostname",
+            ))
+        }
+    };
+    if kind == RecordKind::Cname
+        && spec.fqdn() == spec.dns.zone.trim_end_matches('.').to_ascii_lowercase()
+    {
+        return Err(Error::invalid(
+            "dns.hostname",
+            "is the zone apex, where a CNAME is not allowed",
+            "use a name below the zone (rancher.example.com), or a DNS provider with alias records",
+        ));
+    }
+    // A CNAME names the host only; the alias zone means nothing there.
+    let target = match (kind, endpoint) {
+        (RecordKind::Cname, Endpoint::Hostname { name, .. }) => Endpoint::Hostname {
+            name,
+            alias_zone: None,
+        },
+        (_, endpoint) => endpoint,
+    };
+    Ok(RecordRequest {
+        fqdn: spec.fqdn(),
+        zone: spec.dns.zone.trim_end_matches('.').to_ascii_lowercase(),
+        kind,
+        target,
+        ttl: spec.dns.ttl,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{Listener, NodeState};
+    use crate::spec::{ClusterSpec, LbScheme};
+
+    fn spec(extra: &str) -> ValidSpec {
+        ClusterSpec::from_toml(&format!(
+            "name = \"r\"\nregion = \"x\"\n{extra}\n[dns]\nzone = \"example.com\"\nhostname = \"rancher.example.com\"\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    fn node(name: &str, id: &str, zone: &str, ready: bool) -> Node {
+        Node {
+            id: id.into(),
+            name: name.into(),
+            zone: zone.into(),
+            state: if ready {
+                NodeState::Running
+            } else {
+                NodeState::Pending
+            },
+            private_ip: ready.then(|| "10.0.0.1".parse().unwrap()),
+            public_ip: None,
+            ssh: None,
+            labels: BTreeMap::new(),
+            created_ms: None,
+        }
+    }
+
+    fn lb(targets: &[&str]) -> LoadBalancer {
+        LoadBalancer {
+            id: "lb-1".into(),
+            name: "r".into(),
+            mode: LbMode::L4,
+            scheme: LbScheme::InternetFacing,
+            state: LbState::Active,
+            endpoint: Some(Endpoint::Hostname {
+                name: "r-1.elb.example".into(),
+                alias_zone: Some("Z1".into()),
+            }),
+            listeners: vec![
+                Listener {
+                    port: 80,
+                    protocol: "TCP".into(),
+                    target_port: Some(80),
+                },
+                Listener {
+                    port: 443,
+                    protocol: "TCP".into(),
+                    target_port: Some(443),
+                },
+            ],
+            targets: targets.iter().map(|s| s.to_string()).collect(),
+            labels: Default::default(),
+            partial_targets: Vec::new(),
+        }
+    }
+
+    fn zones() -> Vec<String> {
+        vec!["xa".into(), "xb".into(), "xc".into()]
+    }
+
+    #[test]
+    fn fresh_cluster_creates_three_nodes_in_three_zones() {
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &[]);
+        let created: Vec<(&str, &str)> = actions
+            .iter()
+            .map(|a| match a {
+                NodeAction::Create { name, zone } => (name.as_str(), zone.as_str()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(created, vec![("r-1", "xa"), ("r-2", "xb"), ("r-3", "xc")]);
+    }
+
+    #[test]
+    fn missing_node_goes_to_the_emptiest_zone() {
+        let found = [
+            node("r-1", "i-1", "xa", true),
+            node("r-3", "i-3", "xb", true),
+        ];
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &found);
+        assert!(actions.contains(&NodeAction::Create {
+            name: "r-2".into(),
+            zone: "xc".into()
+        }));
+        assert_eq!(
+            actions
+                .iter()
+                .filter(|a| matches!(a, NodeAction::Keep { .. }))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn duplicates_and_surplus_are_deleted_and_pending_nodes_waited_for() {
+        let found = [
+            node("r-1", "i-9", "xa", false),
+            node("r-1", "i-1", "xa", true),
+            node("r-2", "i-2", "xb", false),
+            node("r-3", "i-3", "xc", true),
+            node("r-5", "i-5", "xc", true),
+        ];
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &found);
+        let deleted: BTreeSet<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                NodeAction::Delete { node, .. } => Some(node.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, BTreeSet::from(["i-9", "i-5"]));
+        assert!(actions.contains(&NodeAction::Keep {
+            node: found[1].clone()
+        }));
+        assert!(actions.contains(&NodeAction::Wait {
+            node: found[2].clone()
+        }));
+    }
+
+    #[test]
+    fn targets_keep_only_when_equal() {
+        let nodes = [
+            node("r-1", "i-1", "xa", true),
+            node("r-2", "i-2", "xb", true),
+            node("r-3", "i-3", "xc", true),
+        ];
+        let actions = rollout::plan_nodes(&spec(""), &zones(), &nodes);
+        let keep = LbAction::Keep {
+            lb: lb(&["i-1", "i-2", "i-3"]),
+        };
+        assert_eq!(plan_targets(&actions, &keep), TargetsAction::Keep);
+        let stale = LbAction::Keep {
+            lb: lb(&["i-1", "i-2", "i-7"]),
+        };
+        assert_eq!(
+            plan_targets(&actions, &stale),
+            TargetsAction::Converge {
+                add: vec!["r-3".into()],
+                remove: vec!["i-7".into()]
+            }
+        );
+    }
+
+    struct Caps(bool);
+    #[async_trait::async_trait]
+    impl DnsProvider for Caps {
+        fn name(&self) -> &str {
+            "caps"
+        }
+        fn capabilities(&self) -> crate::provider::DnsCapabilities {
+            crate::provider::DnsCapabilities {
+                alias: self.0,
+                lock: false,
+            }
+        }
+        async fn lookup(&self, _: &str, _: &str) -> Result<Option<Record>> {
+            unreachable!()
+        }
+        async fn owned_records(&self, _: &ClusterRef, _: &str) -> Result<Vec<Record>> {
+            unreachable!()
+        }
+        async fn upsert_record(&self, _: &ClusterRef, _: &RecordRequest) -> Result<Record> {
+            unreachable!()
+        }
+        async fn wait_record(&self, _: &str, _: &str, _: Duration) -> Result<()> {
+            unreachable!()
+        }
+        async fn delete_record(&self, _: &ClusterRef, _: &str, _: &str) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn record_kind_follows_endpoint_and_capabilities() {
+        let s = spec("");
+        assert_eq!(
+            desired_record(&s, &lb(&[]), &Caps(true)).unwrap().kind,
+            RecordKind::Alias
+        );
+        assert_eq!(
+            desired_record(&s, &lb(&[]), &Caps(false)).unwrap().kind,
+            RecordKind::Cname
+        );
+        let mut ip = lb(&[]);
+        ip.endpoint = Some(Endpoint::Ip {
+            addresses: vec!["203.0.113.7".parse().unwrap()],
+        });
+        let req = desired_record(&s, &ip, &Caps(true)).unwrap();
+        assert_eq!(
+            (req.kind, req.ttl, req.fqdn.as_str()),
+            (RecordKind::A, 60, "rancher.example.com")
+        );
+        // An A record cannot point at a hostname.
+        let err =
+            desired_record(&spec("").clone_with_record("a"), &lb(&[]), &Caps(true)).unwrap_err();
+        assert!(err.spec_problems().unwrap().names("dns.record"), "{err}");
+    }
+
+    #[test]
+    fn cname_at_the_apex_is_refused() {
+        let s = ClusterSpec::from_toml(
+            "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"example.com\"\nhostname = \"example.com\"\nrecord = \"cname\"\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let err = desired_record(&s, &lb(&[]), &Caps(false)).unwrap_err();
+        assert!(err.spec_problems().unwrap().names("dns.hostname"), "{err}");
+    }
+
+    #[test]
+    fn foreign_zones_are_named() {
+        let s = spec("zones = [\"xa\", \"elsewhere-1a\"]");
+        let err = choose_zones(&s, &zones()).unwrap_err();
+        let p = err.spec_problems().unwrap();
+        assert!(p.names("zones[1]") && !p.names("zones[0]"), "{err}");
+        assert_eq!(choose_zones(&spec(""), &zones()).unwrap(), zones());
+    }
+
+    trait WithRecord {
+        fn clone_with_record(&self, record: &str) -> ValidSpec;
+    }
+    impl WithRecord for ValidSpec {
+        fn clone_with_record(&self, record: &str) -> ValidSpec {
+            let mut s = self.clone().into_inner();
+            s.dns.record = serde_json::from_value(serde_json::json!(record)).unwrap();
+            s.validate().unwrap()
+        }
+    }
+}
