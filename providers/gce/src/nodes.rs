@@ -427,7 +427,6 @@ impl GceProvider {
     /// apply, updated together, change the rule once.
     async fn update_ssh_rule(&self, cluster: &ClusterRef, cidrs: &[String]) -> Result<()> {
         let _one = self.firewall_lock.lock().await;
-        self.ensure_firewalls(cluster, cidrs).await?;
         let name = format!("{}-ssh", cluster.name);
         let what = format!("firewall rule {name}");
         let project = &self.settings.project;
@@ -441,8 +440,11 @@ impl GceProvider {
             .await
         {
             Ok(f) if owned_by(f.description.as_deref(), &cluster.name) => f,
-            Ok(_) => return Ok(()),
-            Err(e) if Failure::of(&e).is_not_found() => return Ok(()),
+            // Made when missing; another owner's rule of that name is a conflict.
+            Ok(_) => return self.ensure_firewalls(cluster, cidrs).await,
+            Err(e) if Failure::of(&e).is_not_found() => {
+                return self.ensure_firewalls(cluster, cidrs).await
+            }
             Err(e) => return Err(error::sdk("get firewall rule", &what, &e)),
         };
         let op = if cidrs.is_empty() {
