@@ -36,6 +36,7 @@
 mod client;
 mod dns;
 mod error;
+mod firewall;
 mod flight;
 mod lb;
 mod nodes;
