@@ -172,7 +172,7 @@ pub enum Error {
     #[error(
         "the cluster's Rancher hostname is `{from}`; the spec asks for `{to}`. Rancher's \
              hostname cannot change after installation: keep `{from}`, or allow the change \
-             explicitly (PlanOptions::allow_hostname_change) if Rancher is not installed yet"
+             explicitly (Options::allow_hostname_change) if Rancher is not installed yet"
     )]
     HostnameChange {
         /// The hostname the cluster has.

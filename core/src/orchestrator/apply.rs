@@ -305,7 +305,7 @@ impl Orchestrator {
                         return Err(Error::provider(
                             self.nodes.name(),
                             "wait for nodes",
-                            &format!("node {}", n.name),
+                            format!("node {}", n.name),
                             crate::FailureKind::Other,
                             "the provider's wait returned without this node",
                         ))
@@ -467,11 +467,16 @@ impl Orchestrator {
         }
         let resource = Resource::Record(spec.fqdn());
         let record = match &plan.dns {
-            DnsAction::Keep { record } => {
+            // Kept only if the balancer this apply ends with still has the endpoint
+            // the record names: an in-place balancer update may have moved it (an
+            // NGINX node rebuilt, say). A local comparison, no cloud call.
+            DnsAction::Keep { record }
+                if desired_record(spec, lb, self.dns.as_ref())?.is_satisfied_by(record) =>
+            {
                 self.emit(Event::Unchanged { resource });
                 record.clone()
             }
-            DnsAction::Upsert { .. } => {
+            DnsAction::Keep { .. } | DnsAction::Upsert { .. } => {
                 let req = desired_record(spec, lb, self.dns.as_ref())?;
                 let record = self
                     .step(

@@ -589,12 +589,15 @@ fn plan_lb(
     if let Some(lb) = matching.first() {
         let lb = (*lb).clone();
         // Complete: not active yet, or a listener is missing (the Kubernetes
-        // registration ports of rke2/k3s included).
+        // registration ports of rke2/k3s included). A registration port is served by
+        // a listener on it, or by one forwarding to it from another port (NGINX's
+        // `registration_listen`, where the port is taken on the balancer's host).
         let listeners_missing = lb.listeners.len() < 2
-            || !spec
-                .registration_ports()
-                .iter()
-                .all(|p| lb.listeners.iter().any(|l| l.port == *p));
+            || !spec.registration_ports().iter().all(|p| {
+                lb.listeners
+                    .iter()
+                    .any(|l| l.port == *p || l.target_port == Some(*p))
+            });
         let action = if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
             LbAction::Complete { lb }
         } else {

@@ -56,6 +56,9 @@ pub struct Header {
     /// Kubernetes registration ports (9345, 6443) passed through by `stream`
     /// blocks in either mode.
     pub registration_ports: Vec<u16>,
+    /// `load_balancer.health_check_path`, recorded: NGINX Open Source checks
+    /// passively (`max_fails`), it has no path to probe.
+    pub health_check_path: Option<String>,
 }
 
 /// Everything a configuration is rendered from.
@@ -135,6 +138,9 @@ fn header_text(h: &Header) -> String {
     let _ = writeln!(out, "# triad-name={}", clean(&h.name));
     let _ = writeln!(out, "# triad-mode={}", mode_str(h.mode));
     let _ = writeln!(out, "# triad-scheme={}", scheme_str(h.scheme));
+    if let Some(p) = &h.health_check_path {
+        let _ = writeln!(out, "# triad-health-check-path={}", clean(p));
+    }
     for (k, v) in &h.labels {
         if k != labels::CLUSTER && k != labels::ROLE {
             let _ = writeln!(out, "# triad-label={}={}", clean(k), clean(v));
@@ -174,6 +180,7 @@ pub fn parse_header(text: &str) -> Option<Header> {
         targets: Vec::new(),
         tls: None,
         registration_ports: Vec::new(),
+        health_check_path: None,
     };
     let (mut cert, mut key) = (None, None);
     for line in lines {
@@ -201,6 +208,7 @@ pub fn parse_header(text: &str) -> Option<Header> {
                 }
             }
             "triad-certificate" => cert = Some(v.to_owned()),
+            "triad-health-check-path" => h.health_check_path = Some(v.to_owned()),
             "triad-registration-port" => h.registration_ports.extend(v.parse::<u16>().ok()),
             "triad-certificate-key" => key = Some(v.to_owned()),
             "triad-label" => {
@@ -422,6 +430,7 @@ mod tests {
             tls: (mode == LbMode::L7)
                 .then(|| ("/tls/cert.pem".to_owned(), "/tls/key.pem".to_owned())),
             registration_ports: Vec::new(),
+            health_check_path: None,
         }
     }
 
@@ -551,7 +560,8 @@ stream {
     fn header_round_trips() {
         let s = NginxSettings::host("192.0.2.1");
         for mode in [LbMode::L4, LbMode::L7] {
-            let h = header(mode, targets());
+            let mut h = header(mode, targets());
+            h.health_check_path = Some("/healthz".into());
             let text = render(&Config {
                 header: h.clone(),
                 settings: &s,

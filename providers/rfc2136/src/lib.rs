@@ -34,31 +34,27 @@
 //! ```
 #![warn(missing_docs)]
 
+mod list;
+mod records;
 mod settings;
+mod transport;
 mod wire;
+mod write;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use hickory_client::client::Client;
 use hickory_proto::dnssec::tsig::TSigner;
-use hickory_proto::op::{Message, MessageFinalizer, MessageVerifier, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record as DnsRecord, RecordType};
-use hickory_proto::runtime::TokioRuntimeProvider;
-use hickory_proto::tcp::TcpClientStream;
-use hickory_proto::xfer::{DnsHandle, DnsMultiplexer, DnsResponse, FirstAnswer};
-use hickory_proto::ProtoError;
-use tracing::{debug, info};
+use hickory_proto::rr::RecordType;
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::model::{Endpoint, Record, RecordKind, RecordRequest};
-use triad_core::provider::{
-    ownership_name, ownership_txt, parse_ownership, parse_ownership_id, DnsCapabilities,
-    DnsProvider,
-};
+use triad_core::provider::{ownership_name, DnsCapabilities, DnsProvider};
 use triad_core::spec::{ClusterRef, ValidSpec};
+use triad_core::wait::Poll;
+
+use records::{normalize, same_target, to_record};
 
 pub use settings::{Algorithm, OwnedRecords, Rfc2136Settings};
 
@@ -85,24 +81,6 @@ impl std::fmt::Debug for Rfc2136Provider {
         f.debug_struct("Rfc2136Provider")
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-/// What the server holds at a name: the records triad writes, and the TXT beside it.
-#[derive(Debug, Default)]
-struct State {
-    records: Vec<DnsRecord>,
-    txt: Vec<DnsRecord>,
-}
-
-impl State {
-    /// Cluster names in the TXT RRset (one per triad-style value).
-    fn owners(&self) -> Vec<String> {
-        self.txt
-            .iter()
-            .filter_map(wire::txt_text)
-            .filter_map(|t| parse_ownership(&t))
-            .collect()
     }
 }
 
@@ -172,222 +150,6 @@ impl Rfc2136Provider {
         Error::provider(PROVIDER, action, resource, kind, message)
     }
 
-    async fn server_addr(&self, action: &str, resource: &str) -> Result<SocketAddr> {
-        let (host, port) = settings::split_host_port(&self.settings.server)
-            .map_err(|e| Error::invalid("rfc2136.server", e, "give host:port"))?;
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
-        }
-        let mut addrs = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| {
-                self.err(
-                    action,
-                    resource,
-                    FailureKind::Transient,
-                    format!("cannot resolve the server {host}: {e}"),
-                )
-            })?;
-        addrs.next().ok_or_else(|| {
-            self.err(
-                action,
-                resource,
-                FailureKind::NotFound,
-                format!("the server {host} has no address"),
-            )
-        })
-    }
-
-    /// A TCP connection to the server whose messages are signed with the key.
-    async fn client(&self, action: &str, resource: &str) -> Result<Client> {
-        let addr = self.server_addr(action, resource).await?;
-        let timeout = self.settings.timeout();
-        let (stream, handle) =
-            TcpClientStream::new(addr, None, Some(timeout), TokioRuntimeProvider::new());
-        let signer: Arc<dyn MessageFinalizer> = Arc::new(SignAll(self.signer.clone()));
-        let mux = DnsMultiplexer::with_timeout(stream, handle, timeout, Some(signer));
-        let (client, bg) = Client::connect(mux)
-            .await
-            .map_err(|e| self.proto_err(action, resource, e))?;
-        tokio::spawn(bg);
-        Ok(client)
-    }
-
-    /// Map a transport or TSIG error; the message never holds the secret (hickory's
-    /// errors do not carry the key).
-    fn proto_err(&self, action: &str, resource: &str, e: ProtoError) -> Error {
-        let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        let (kind, message) =
-            if lower.contains("tsig") || lower.contains("signature") || lower.contains("mac") {
-                (
-                    FailureKind::Permission,
-                    format!(
-                        "the server's answer failed TSIG verification ({text}): the key `{}` \
-                     ({:?}) does not match the server's — check key_name, algorithm and secret",
-                        self.settings.key_name, self.settings.algorithm
-                    ),
-                )
-            } else if e.is_busy() || lower.contains("timed out") || lower.contains("timeout") {
-                (
-                    FailureKind::Transient,
-                    format!("no answer from {} in time: {text}", self.settings.server),
-                )
-            } else if lower.contains("connection refused")
-                || lower.contains("io error")
-                || lower.contains("reset")
-            {
-                (
-                    FailureKind::Transient,
-                    format!("cannot reach {}: {text}", self.settings.server),
-                )
-            } else {
-                (FailureKind::Other, text)
-            };
-        self.err(action, resource, kind, message)
-    }
-
-    /// Map a response code that is not NOERROR.
-    fn rcode_err(&self, action: &str, resource: &str, zone: &str, rcode: ResponseCode) -> Error {
-        let key = &self.settings.key_name;
-        let (kind, message) = match rcode {
-            ResponseCode::NotAuth => (
-                FailureKind::Permission,
-                format!(
-                    "the server did not accept the TSIG key `{key}` (NOTAUTH): unknown key, wrong \
-                     secret or algorithm, clock skew, or the server is not authoritative for {zone}"
-                ),
-            ),
-            ResponseCode::Refused => (
-                FailureKind::Permission,
-                format!(
-                    "the server refused the request (REFUSED): let the key `{key}` update (and \
-                     transfer) zone {zone} — BIND's `update-policy`/`allow-update`"
-                ),
-            ),
-            ResponseCode::NotZone => (
-                FailureKind::InvalidRequest,
-                format!("the name is not inside zone {zone} (NOTZONE)"),
-            ),
-            ResponseCode::ServFail => (
-                FailureKind::Transient,
-                format!("the server failed (SERVFAIL) on zone {zone}"),
-            ),
-            ResponseCode::YXDomain | ResponseCode::YXRRSet | ResponseCode::NXRRSet => (
-                FailureKind::Transient,
-                format!(
-                    "the name changed since it was read ({rcode}: a prerequisite failed); nothing \
-                     was written — read it again"
-                ),
-            ),
-            other => (
-                FailureKind::InvalidRequest,
-                format!("the server answered {other}"),
-            ),
-        };
-        self.err(action, resource, kind, message)
-    }
-
-    async fn exchange(
-        &self,
-        client: &Client,
-        message: Message,
-        action: &str,
-        resource: &str,
-    ) -> Result<DnsResponse> {
-        client
-            .send(message)
-            .first_answer()
-            .await
-            .map_err(|e| self.proto_err(action, resource, e))
-    }
-
-    /// The records of `rtype` at `name` (empty for NXDOMAIN or no data).
-    async fn rrset(
-        &self,
-        client: &Client,
-        zone: &str,
-        name: &Name,
-        rtype: RecordType,
-        action: &str,
-        resource: &str,
-    ) -> Result<Vec<DnsRecord>> {
-        let resp = self
-            .exchange(client, wire::query(name, rtype), action, resource)
-            .await?;
-        match resp.response_code() {
-            ResponseCode::NoError | ResponseCode::NXDomain => Ok(resp
-                .answers()
-                .iter()
-                .filter(|r| r.name() == name && r.record_type() == rtype)
-                .cloned()
-                .collect()),
-            rcode => Err(self.rcode_err(action, resource, zone, rcode)),
-        }
-    }
-
-    /// Check the server is authoritative for `zone`.
-    async fn check_zone(&self, client: &Client, zone: &str, action: &str) -> Result<Name> {
-        let resource = format!("zone {zone}");
-        let zname = wire::name(zone)
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let resp = self
-            .exchange(
-                client,
-                wire::query(&zname, RecordType::SOA),
-                action,
-                &resource,
-            )
-            .await?;
-        let has_soa = resp
-            .answers()
-            .iter()
-            .any(|r| r.name() == &zname && r.record_type() == RecordType::SOA);
-        match resp.response_code() {
-            ResponseCode::NoError if has_soa && resp.authoritative() => Ok(zname),
-            ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::Refused => Err(self.err(
-                action,
-                &resource,
-                FailureKind::NotFound,
-                format!(
-                    "{} is not authoritative for zone {zone}: use its primary server, or check the zone's name",
-                    self.settings.server
-                ),
-            )),
-            rcode => Err(self.rcode_err(action, &resource, zone, rcode)),
-        }
-    }
-
-    async fn read(
-        &self,
-        client: &Client,
-        zone: &str,
-        fqdn: &Name,
-        txt_name: &Name,
-        action: &str,
-    ) -> Result<State> {
-        let resource = format!("record {}", display(fqdn));
-        let mut state = State::default();
-        for t in wire::RECORD_TYPES {
-            state
-                .records
-                .extend(self.rrset(client, zone, fqdn, t, action, &resource).await?);
-        }
-        state.txt = self
-            .rrset(client, zone, txt_name, RecordType::TXT, action, &resource)
-            .await?;
-        Ok(state)
-    }
-
-    /// The state at `fqdn` as a triad [`Record`], if a record triad writes is there.
-    fn to_record(zone: &str, fqdn: &str, state: &State) -> Option<Record> {
-        let owner = state.owners().into_iter().next();
-        record_from(zone, fqdn, &state.records, owner).map(|r| Record {
-            owner_id: owner_id(&state.txt),
-            ..r
-        })
-    }
-
     fn zone_for<'a>(&'a self, zone: &'a str) -> &'a str {
         self.settings.zone.as_deref().unwrap_or(zone)
     }
@@ -397,118 +159,6 @@ impl Rfc2136Provider {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(fqdn.to_owned(), state);
-    }
-}
-
-/// Signs every message — queries too, not only updates and transfers as hickory's
-/// default does — so a wrong key shows up at `plan`, before anything is written, and
-/// every answer triad acts on is authenticated.
-struct SignAll(TSigner);
-
-impl MessageFinalizer for SignAll {
-    fn finalize_message(
-        &self,
-        message: &Message,
-        current_time: u32,
-    ) -> Result<(Vec<DnsRecord>, Option<MessageVerifier>), ProtoError> {
-        self.0.finalize_message(message, current_time)
-    }
-
-    fn should_finalize_message(&self, _message: &Message) -> bool {
-        true
-    }
-}
-
-fn display(n: &Name) -> String {
-    n.to_string().trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn normalize(fqdn: &str) -> String {
-    fqdn.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// A triad record from the A/AAAA/CNAME records at a name.
-fn record_from(
-    zone: &str,
-    fqdn: &str,
-    records: &[DnsRecord],
-    owner: Option<String>,
-) -> Option<Record> {
-    let ttl = records.iter().map(DnsRecord::ttl).min();
-    if let Some(c) = records.iter().find_map(|r| match r.data() {
-        RData::CNAME(c) => Some(c.0.clone()),
-        _ => None,
-    }) {
-        return Some(Record {
-            fqdn: normalize(fqdn),
-            zone: normalize(zone),
-            kind: RecordKind::Cname,
-            target: Endpoint::Hostname {
-                name: display(&c),
-                alias_zone: None,
-            },
-            ttl,
-            owner,
-            owner_id: None,
-        });
-    }
-    let mut addresses: Vec<IpAddr> = records
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    if addresses.is_empty() {
-        return None;
-    }
-    addresses.sort();
-    addresses.dedup();
-    Some(Record {
-        fqdn: normalize(fqdn),
-        zone: normalize(zone),
-        kind: RecordKind::A,
-        target: Endpoint::Ip { addresses },
-        ttl,
-        owner,
-        owner_id: None,
-    })
-}
-
-/// Whether two endpoints are the same, ignoring address order.
-fn same_target(a: &Endpoint, b: &Endpoint) -> bool {
-    match (a, b) {
-        (Endpoint::Ip { addresses: x }, Endpoint::Ip { addresses: y }) => {
-            let mut x = x.clone();
-            let mut y = y.clone();
-            x.sort();
-            x.dedup();
-            y.sort();
-            y.dedup();
-            x == y
-        }
-        (Endpoint::Hostname { name: x, .. }, Endpoint::Hostname { name: y, .. }) => {
-            normalize(x) == normalize(y)
-        }
-        _ => false,
-    }
-}
-
-fn not_owned(
-    cluster: &ClusterRef,
-    fqdn: &str,
-    owners: &[String],
-    kind: Option<RecordKind>,
-) -> Error {
-    Error::NotOwned {
-        fqdn: fqdn.to_owned(),
-        cluster: cluster.name.clone(),
-        owner: match (owners.first(), kind) {
-            (Some(o), _) => format!("owned by triad cluster `{o}`"),
-            (None, Some(k)) => format!("a {k} record without triad's ownership TXT"),
-            (None, None) => "a record without triad's ownership TXT".into(),
-        },
     }
 }
 
@@ -525,27 +175,24 @@ impl DnsProvider for Rfc2136Provider {
         }
     }
 
+    /// The settings were checked when the provider was built; this checks only that
+    /// the plan's spec writes into the provider's zone.
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        let mut problems = match Self::settings_from_spec(spec) {
-            Ok(s) => s.problems(),
-            Err(Error::InvalidSpec(p)) => p.0,
-            Err(e) => return Err(e),
+        let Some(zone) = &self.settings.zone else {
+            return Ok(());
         };
-        if let Some(zone) = &self.settings.zone {
-            let want = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
-            if normalize(zone) != want {
-                problems.push(triad_core::error::SpecProblem {
-                    field: "rfc2136.zone".into(),
-                    problem: format!("is `{zone}`, but dns.zone is `{want}`"),
-                    fix: "leave rfc2136.zone out, or make it dns.zone".into(),
-                });
-            }
+        let want = normalize(&spec.dns.zone);
+        if normalize(zone) == want {
+            return Ok(());
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::InvalidSpec(problems.into()))
-        }
+        Err(Error::InvalidSpec(
+            vec![triad_core::error::SpecProblem {
+                field: "rfc2136.zone".into(),
+                problem: format!("is `{zone}`, but dns.zone is `{want}`"),
+                fix: "leave rfc2136.zone out, or make it dns.zone".into(),
+            }]
+            .into(),
+        ))
     }
 
     async fn lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
@@ -559,216 +206,15 @@ impl DnsProvider for Rfc2136Provider {
         let txt_name = wire::name(&ownership_name(fqdn))
             .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
         let state = self.read(&client, &zone, &name, &txt_name, action).await?;
-        Ok(Self::to_record(&zone, fqdn, &state))
+        Ok(to_record(&zone, fqdn, &state))
     }
 
     async fn owned_records(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
-        let zone = self.zone_for(zone).to_owned();
-        let action = "list owned records";
-        let resource = format!("zone {zone}");
-        let client = self.client(action, &resource).await?;
-        let zname = self.check_zone(&client, &zone, action).await?;
-
-        let mut by_name: BTreeMap<String, Vec<DnsRecord>> = BTreeMap::new();
-        let mut transferred = false;
-        if self.settings.owned_records == OwnedRecords::Axfr {
-            match self
-                .exchange(&client, wire::axfr(&zname), action, &resource)
-                .await
-            {
-                Ok(resp) if resp.response_code() == ResponseCode::NoError => {
-                    transferred = true;
-                    // One message is enough for triad-sized zones over TCP (64 KiB);
-                    // records past it would be missed, so check the closing SOA.
-                    let soas = resp
-                        .answers()
-                        .iter()
-                        .filter(|r| r.record_type() == RecordType::SOA)
-                        .count();
-                    if soas < 2 {
-                        debug!(
-                            zone,
-                            "AXFR spans several messages; querying known names instead"
-                        );
-                        transferred = false;
-                    } else {
-                        for r in resp.answers() {
-                            by_name
-                                .entry(display(r.name()))
-                                .or_default()
-                                .push(r.clone());
-                        }
-                    }
-                }
-                Ok(resp) => {
-                    debug!(zone, rcode = %resp.response_code(), "zone transfer refused; querying known names");
-                }
-                Err(e) if e.kind() == Some(FailureKind::Permission) => return Err(e),
-                Err(e) => {
-                    debug!(zone, error = %e, "zone transfer failed; querying known names");
-                }
-            }
-        }
-
-        let mut out = Vec::new();
-        if transferred {
-            for (name, recs) in &by_name {
-                let Some(fqdn) = name.strip_prefix("_triad.") else {
-                    continue;
-                };
-                let owners: Vec<String> = recs
-                    .iter()
-                    .filter_map(wire::txt_text)
-                    .filter_map(|t| parse_ownership(&t))
-                    .collect();
-                if !owners.contains(&cluster.name) {
-                    continue;
-                }
-                let at: Vec<DnsRecord> = by_name
-                    .get(fqdn)
-                    .map(|v| {
-                        v.iter()
-                            .filter(|r| wire::RECORD_TYPES.contains(&r.record_type()))
-                            .cloned()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(owned_or_orphan(&zone, fqdn, &at, recs, &cluster.name));
-            }
-        } else {
-            for fqdn in &self.settings.names {
-                let fqdn = normalize(fqdn);
-                let name = wire::name(&fqdn)
-                    .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-                if !zname.zone_of(&name) {
-                    continue;
-                }
-                let txt_name = wire::name(&ownership_name(&fqdn))
-                    .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-                let state = self.read(&client, &zone, &name, &txt_name, action).await?;
-                if state.owners().contains(&cluster.name) {
-                    out.push(owned_or_orphan(
-                        &zone,
-                        &fqdn,
-                        &state.records,
-                        &state.txt,
-                        &cluster.name,
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        self.list_owned(cluster, zone).await
     }
 
     async fn upsert_record(&self, cluster: &ClusterRef, request: &RecordRequest) -> Result<Record> {
-        let zone = self.zone_for(&request.zone).to_owned();
-        let fqdn = normalize(&request.fqdn);
-        let action = "write";
-        let resource = format!("record {fqdn}");
-        if request.kind == RecordKind::Alias {
-            return Err(self.err(
-                action,
-                &resource,
-                FailureKind::InvalidRequest,
-                "RFC 2136 has no alias records; use an A record or a CNAME",
-            ));
-        }
-        let client = self.client(action, &resource).await?;
-        let zname = self.check_zone(&client, &zone, action).await?;
-        let name = wire::name(&fqdn)
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        if !zname.zone_of(&name) {
-            return Err(self.err(
-                action,
-                &resource,
-                FailureKind::InvalidRequest,
-                format!("{fqdn} is not inside zone {zone}"),
-            ));
-        }
-        let txt_name = wire::name(&ownership_name(&fqdn))
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let state = self.read(&client, &zone, &name, &txt_name, action).await?;
-        let owners = state.owners();
-        let current = Self::to_record(&zone, &fqdn, &state);
-        let foreign_txt = !state.txt.is_empty() && !owners.contains(&cluster.name);
-        if foreign_txt || (current.is_some() && !owners.contains(&cluster.name)) {
-            return Err(not_owned(cluster, &fqdn, &owners, current.map(|r| r.kind)));
-        }
-
-        let value = ownership_txt(cluster, request.kind);
-        let want = Record {
-            fqdn: fqdn.clone(),
-            zone: normalize(&zone),
-            kind: request.kind,
-            target: request.target.clone(),
-            ttl: Some(request.ttl),
-            owner: Some(cluster.name.clone()),
-            owner_id: cluster.id.clone(),
-        };
-        let txt_is_exact = state.txt.len() == 1
-            && wire::txt_text(&state.txt[0]).as_deref() == Some(value.as_str())
-            && state.txt[0].ttl() == request.ttl;
-        if let Some(cur) = &current {
-            if cur.kind == request.kind
-                && same_target(&cur.target, &request.target)
-                && cur.ttl == Some(request.ttl)
-                && state.records.iter().all(|r| r.ttl() == request.ttl)
-                && txt_is_exact
-            {
-                debug!(fqdn, "record already as requested");
-                self.note_written(
-                    &fqdn,
-                    Some((request.kind, request.target.clone(), request.ttl)),
-                );
-                return Ok(want);
-            }
-        }
-
-        let records = wire::target_records(&name, &request.target, request.ttl)
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let message = wire::upsert(
-            &zname,
-            &name,
-            &txt_name,
-            &state.txt,
-            &records,
-            &value,
-            request.ttl,
-        );
-        let resp = self.exchange(&client, message, action, &resource).await?;
-        match resp.response_code() {
-            ResponseCode::NoError => {
-                info!(fqdn, kind = %request.kind, target = %request.target, "record written");
-                self.note_written(
-                    &fqdn,
-                    Some((request.kind, request.target.clone(), request.ttl)),
-                );
-                Ok(want)
-            }
-            rcode @ (ResponseCode::YXDomain | ResponseCode::YXRRSet | ResponseCode::NXRRSet) => {
-                // A prerequisite failed: somebody changed the name. Say who holds it now.
-                let again = self.read(&client, &zone, &name, &txt_name, action).await?;
-                let owners = again.owners();
-                if !owners.contains(&cluster.name)
-                    && (!again.txt.is_empty() || !again.records.is_empty())
-                {
-                    let kind = Self::to_record(&zone, &fqdn, &again).map(|r| r.kind);
-                    if again.records.is_empty() && again.txt.is_empty() {
-                        return Err(self.rcode_err(action, &resource, &zone, rcode));
-                    }
-                    return Err(not_owned(cluster, &fqdn, &owners, kind));
-                }
-                if request.kind == RecordKind::Cname && again.txt.is_empty() {
-                    return Err(Error::NotOwned {
-                        fqdn: fqdn.clone(),
-                        cluster: cluster.name.clone(),
-                        owner: "other records at the name, which a CNAME cannot share".into(),
-                    });
-                }
-                Err(self.rcode_err(action, &resource, &zone, rcode))
-            }
-            rcode => Err(self.rcode_err(action, &resource, &zone, rcode)),
-        }
+        self.write_record(cluster, request).await
     }
 
     async fn wait_record(&self, zone: &str, fqdn: &str, timeout: Duration) -> Result<()> {
@@ -780,30 +226,26 @@ impl DnsProvider for Rfc2136Provider {
             .unwrap_or_else(|e| e.into_inner())
             .get(&fqdn)
             .cloned();
-        let deadline = tokio::time::Instant::now() + timeout;
-        let poll = Duration::from_millis(self.settings.poll_interval_ms.max(10));
-        loop {
-            let found = self.lookup(&zone, &fqdn).await?;
-            let done = match &want {
-                // Nothing written by this provider: the server answers, so it is in sync.
-                None => true,
-                Some(None) => found.is_none(),
-                Some(Some((kind, target, ttl))) => found.as_ref().is_some_and(|r| {
-                    r.kind == *kind && same_target(&r.target, target) && r.ttl == Some(*ttl)
-                }),
-            };
-            if done {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    resource: format!("DNS record {fqdn}"),
-                    state: format!("served by {}", self.settings.server),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(poll).await;
-        }
+        let interval = Duration::from_millis(self.settings.poll_interval_ms.max(10));
+        Poll::new(interval.min(Duration::from_millis(250)), interval)
+            .until(
+                timeout,
+                &format!("DNS record {fqdn}"),
+                &format!("served by {}", self.settings.server),
+                || async {
+                    let found = self.lookup(&zone, &fqdn).await?;
+                    let done = match &want {
+                        // Nothing written by this provider: the server answers, so it is in sync.
+                        None => true,
+                        Some(None) => found.is_none(),
+                        Some(Some((kind, target, ttl))) => found.as_ref().is_some_and(|r| {
+                            r.kind == *kind && same_target(&r.target, target) && r.ttl == Some(*ttl)
+                        }),
+                    };
+                    Ok(done.then_some(()))
+                },
+            )
+            .await
     }
 
     async fn read_txt(&self, zone: &str, name: &str) -> Result<Option<String>> {
@@ -825,105 +267,12 @@ impl DnsProvider for Rfc2136Provider {
         expected: Option<&str>,
         new: Option<&str>,
     ) -> Result<bool> {
-        let zone = self.zone_for(zone).to_owned();
-        let (action, resource) = ("change", format!("TXT record {name}"));
-        let client = self.client(action, &resource).await?;
-        let zname = self.check_zone(&client, &zone, action).await?;
-        let owner = wire::name(&normalize(name))
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let message = wire::swap_txt(&zname, &owner, expected, new);
-        let resp = self.exchange(&client, message, action, &resource).await?;
-        match resp.response_code() {
-            ResponseCode::NoError => Ok(true),
-            // A prerequisite failed: the TXT is not what the caller expected.
-            ResponseCode::YXRRSet | ResponseCode::NXRRSet | ResponseCode::YXDomain => Ok(false),
-            rcode => Err(self.rcode_err(action, &resource, &zone, rcode)),
-        }
+        self.swap(zone, name, expected, new).await
     }
 
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
-        let zone = self.zone_for(zone).to_owned();
-        let fqdn = normalize(fqdn);
-        let action = "delete";
-        let resource = format!("record {fqdn}");
-        let client = self.client(action, &resource).await?;
-        let zname = self.check_zone(&client, &zone, action).await?;
-        let name = wire::name(&fqdn)
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let txt_name = wire::name(&ownership_name(&fqdn))
-            .map_err(|e| self.err(action, &resource, FailureKind::InvalidRequest, e))?;
-        let state = self.read(&client, &zone, &name, &txt_name, action).await?;
-        let owners = state.owners();
-        if state.txt.is_empty() && state.records.is_empty() {
-            self.note_written(&fqdn, None);
-            return Ok(());
-        }
-        if !owners.contains(&cluster.name) {
-            let kind = Self::to_record(&zone, &fqdn, &state).map(|r| r.kind);
-            return Err(not_owned(cluster, &fqdn, &owners, kind));
-        }
-        let resp = self
-            .exchange(
-                &client,
-                wire::delete(&zname, &name, &txt_name, &state.txt),
-                action,
-                &resource,
-            )
-            .await?;
-        match resp.response_code() {
-            ResponseCode::NoError => {
-                info!(fqdn, "record deleted");
-                self.note_written(&fqdn, None);
-                Ok(())
-            }
-            rcode => Err(self.rcode_err(action, &resource, &zone, rcode)),
-        }
+        self.remove_record(cluster, zone, fqdn).await
     }
-}
-
-/// An owned record, or — when only our TXT is left (a write that failed half way
-/// cannot happen, updates are atomic, but someone may have removed the record by
-/// hand) — a record with no address, so `destroy` still removes the TXT.
-fn owned_or_orphan(
-    zone: &str,
-    fqdn: &str,
-    at: &[DnsRecord],
-    txt: &[DnsRecord],
-    cluster: &str,
-) -> Record {
-    let owner = Some(cluster.to_owned());
-    let id = owner_id(txt);
-    let found = record_from(zone, fqdn, at, owner.clone()).map(|r| Record {
-        owner_id: id.clone(),
-        ..r
-    });
-    found.unwrap_or_else(|| {
-        let kind = txt
-            .iter()
-            .filter_map(wire::txt_text)
-            .find(|t| parse_ownership(t).as_deref() == Some(cluster))
-            .and_then(|t| t.rsplit_once("kind=").map(|(_, k)| k.to_owned()));
-        Record {
-            fqdn: normalize(fqdn),
-            zone: normalize(zone),
-            kind: if kind.as_deref() == Some("cname") {
-                RecordKind::Cname
-            } else {
-                RecordKind::A
-            },
-            target: Endpoint::Ip { addresses: vec![] },
-            ttl: None,
-            owner,
-            owner_id: id,
-        }
-    })
-}
-
-/// The cluster id in an ownership TXT RRset.
-fn owner_id(txt: &[DnsRecord]) -> Option<String> {
-    txt.iter()
-        .filter_map(wire::txt_text)
-        .find_map(|t| parse_ownership_id(&t))
 }
 
 #[cfg(test)]
@@ -959,85 +308,5 @@ mod tests {
             settings.secret.as_ref().map(Secret::expose),
             Some("aHVudGVyMg==")
         );
-    }
-
-    #[test]
-    fn records_from_answers() {
-        let n = wire::name("r.example.com").unwrap();
-        let recs = wire::target_records(
-            &n,
-            &Endpoint::Ip {
-                addresses: vec!["192.0.2.9".parse().unwrap(), "192.0.2.1".parse().unwrap()],
-            },
-            60,
-        )
-        .unwrap();
-        let r = record_from("example.com", "r.example.com", &recs, None).unwrap();
-        assert_eq!(r.kind, RecordKind::A);
-        assert_eq!(
-            r.target,
-            Endpoint::Ip {
-                addresses: vec!["192.0.2.1".parse().unwrap(), "192.0.2.9".parse().unwrap()]
-            }
-        );
-        assert_eq!(r.ttl, Some(60));
-        assert!(same_target(
-            &r.target,
-            &Endpoint::Ip {
-                addresses: vec!["192.0.2.9".parse().unwrap(), "192.0.2.1".parse().unwrap()]
-            }
-        ));
-        let c = wire::target_records(
-            &n,
-            &Endpoint::Hostname {
-                name: "LB.example.net.".into(),
-                alias_zone: None,
-            },
-            30,
-        )
-        .unwrap();
-        let r = record_from("example.com.", "R.example.com", &c, Some("x".into())).unwrap();
-        assert_eq!(r.kind, RecordKind::Cname);
-        assert_eq!(r.fqdn, "r.example.com");
-        assert_eq!(
-            r.target,
-            Endpoint::Hostname {
-                name: "lb.example.net".into(),
-                alias_zone: None
-            }
-        );
-        assert!(record_from("example.com", "r.example.com", &[], None).is_none());
-    }
-
-    #[test]
-    fn orphan_txt_is_still_listed() {
-        let t = wire::txt(
-            &wire::name("_triad.r.example.com").unwrap(),
-            60,
-            &triad_core::provider::ownership_value("c", RecordKind::Cname),
-        );
-        let r = owned_or_orphan("example.com", "r.example.com", &[], &[t], "c");
-        assert_eq!(r.kind, RecordKind::Cname);
-        assert_eq!(r.owner.as_deref(), Some("c"));
-    }
-
-    #[test]
-    fn rcodes_map_to_failure_kinds() {
-        let p = Rfc2136Provider::new(Rfc2136Settings::new(
-            "127.0.0.1:53",
-            "k",
-            Secret::new("eA=="),
-        ))
-        .unwrap();
-        let kind = |rc| p.rcode_err("write", "record r", "example.com", rc).kind();
-        assert_eq!(kind(ResponseCode::NotAuth), Some(FailureKind::Permission));
-        assert_eq!(kind(ResponseCode::Refused), Some(FailureKind::Permission));
-        assert_eq!(kind(ResponseCode::ServFail), Some(FailureKind::Transient));
-        assert_eq!(
-            kind(ResponseCode::NotZone),
-            Some(FailureKind::InvalidRequest)
-        );
-        let e = p.rcode_err("write", "record r", "example.com", ResponseCode::Refused);
-        assert!(e.to_string().contains("update-policy"), "{e}");
     }
 }

@@ -324,7 +324,7 @@ impl NodeProvider for SimCloud {
                             return Err(Error::provider(
                                 NAME,
                                 "wait for node",
-                                &format!("node {} ({})", wanted.name, wanted.id),
+                                format!("node {} ({})", wanted.name, wanted.id),
                                 FailureKind::NotFound,
                                 "the instance was terminated while waiting for it to run",
                             ))

@@ -1,37 +1,33 @@
-//! The [`NodeProvider`] implementation: VMs, their custom attributes and tasks.
+//! What triad reads of a VM and writes into one: properties, labels, ownership, and
+//! the config specs of clone and reconfigure.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine as _;
+use triad_core::drift;
 use triad_core::labels::{self, Role};
 use triad_core::model::{Node, NodeRequest, NodeState};
-use triad_core::spec::{ClusterRef, ValidSpec};
-use triad_core::{Error, FailureKind, NodeProvider, Result};
+use triad_core::spec::ClusterRef;
+use triad_core::{FailureKind, Result};
 use vim_rs::core::client::{unmarshal, Transport};
-use vim_rs::core::pc_retrieve::ObjectRetriever;
-use vim_rs::mo::{CustomFieldsManager, VirtualMachine};
 use vim_rs::types::boxed_types::ValueElements;
-use vim_rs::types::enums::{TaskInfoStateEnum, VirtualMachinePowerStateEnum};
+use vim_rs::types::enums::VirtualMachinePowerStateEnum;
 use vim_rs::types::structs::{
-    CustomFieldStringValue, ManagedObjectReference, VirtualMachineCloneSpec,
-    VirtualMachineConfigSpec, VirtualMachineRelocateSpec,
+    CustomFieldStringValue, ManagedObjectReference, VirtualMachineConfigSpec,
 };
 use vim_rs::types::vim_any::VimAny;
 use vim_rs::vim_retrievable;
 
-use crate::errors;
-use crate::send::AssertSend;
-use crate::uuid::instance_uuid;
-use crate::{VsphereProvider, NAME};
+use crate::error;
 
 /// `extraConfig` keys that mark a VM as a node, set atomically with the clone.
 pub(crate) const KEY_CLUSTER: &str = "triad.cluster";
 pub(crate) const KEY_ROLE: &str = "triad.role";
 pub(crate) const KEY_NODE: &str = "triad.node";
 pub(crate) const KEY_ZONE: &str = "triad.zone";
+/// The prefix of the `extraConfig` keys holding labels (`triad.label.triad-fp-image`).
+pub(crate) const KEY_LABEL: &str = "triad.label.";
 
 vim_retrievable!(
     struct VmProps: VirtualMachine {
@@ -45,6 +41,13 @@ vim_retrievable!(
         ip_address = "guest.ip_address",
     }
 );
+
+/// Whether label `label` lives in `extraConfig` (the fingerprint: written with the
+/// clone, changed in one ReconfigVM) rather than in a custom attribute (ownership and
+/// the spec's labels, visible in the vSphere client).
+pub(crate) fn in_extra_config(label: &str) -> bool {
+    label.starts_with(drift::PREFIX)
+}
 
 /// What triad reads of one VM.
 #[derive(Clone, Debug)]
@@ -63,7 +66,7 @@ pub(crate) struct VmInfo {
     pub ip: Option<IpAddr>,
 }
 
-fn any_to_string(v: &VimAny) -> Option<String> {
+pub(crate) fn any_to_string(v: &VimAny) -> Option<String> {
     match v {
         VimAny::Value(ValueElements::PrimitiveString(s)) => Some(s.clone()),
         VimAny::Value(other) => Some(format!("{other:?}")),
@@ -105,17 +108,30 @@ impl From<VmProps> for VmInfo {
 }
 
 impl VmInfo {
-    /// The VM's labels: its custom attributes by name.
-    fn labels(&self, fields: &BTreeMap<i32, String>) -> BTreeMap<String, String> {
-        self.custom
+    /// Whether a custom attribute of this VM has a key missing from `fields`.
+    pub(crate) fn has_unknown_field(&self, fields: &BTreeMap<i32, String>) -> bool {
+        self.custom.keys().any(|k| !fields.contains_key(k))
+    }
+
+    /// The VM's labels: its custom attributes by name, then the `triad.label.*`
+    /// `extraConfig` keys (which win: a fingerprint there is the current one).
+    pub(crate) fn labels(&self, fields: &BTreeMap<i32, String>) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = self
+            .custom
             .iter()
             .filter_map(|(k, v)| fields.get(k).map(|name| (name.clone(), v.clone())))
-            .collect()
+            .collect();
+        for (key, value) in &self.extra {
+            if let Some(label) = key.strip_prefix(KEY_LABEL) {
+                labels.insert(label.to_owned(), value.clone());
+            }
+        }
+        labels
     }
 
     /// The value of ownership label `label` (custom attribute) or its `extraConfig`
     /// twin `key`.
-    fn owner_value(
+    pub(crate) fn owner_value(
         &self,
         fields: &BTreeMap<i32, String>,
         label: &str,
@@ -126,14 +142,19 @@ impl VmInfo {
             .or_else(|| self.extra.get(key).cloned())
     }
 
-    fn owned_by(&self, fields: &BTreeMap<i32, String>, cluster: &str, role: Role) -> bool {
+    pub(crate) fn owned_by(
+        &self,
+        fields: &BTreeMap<i32, String>,
+        cluster: &str,
+        role: Role,
+    ) -> bool {
         self.owner_value(fields, labels::CLUSTER, KEY_CLUSTER)
             .as_deref()
             == Some(cluster)
             && self.owner_value(fields, labels::ROLE, KEY_ROLE).as_deref() == Some(role.as_str())
     }
 
-    fn to_node(&self, fields: &BTreeMap<i32, String>) -> Option<Node> {
+    pub(crate) fn to_node(&self, fields: &BTreeMap<i32, String>) -> Option<Node> {
         let id = self.uuid.clone()?;
         let mut labels = self.labels(fields);
         for (label, key) in [(labels::CLUSTER, KEY_CLUSTER), (labels::ROLE, KEY_ROLE)] {
@@ -168,45 +189,37 @@ impl VmInfo {
     }
 }
 
-/// The clone's `config`: identity, shape, cloud-init and ownership.
+/// A `VirtualMachineConfigSpec` that sets only what is given: the instance UUID, CPU
+/// and memory, `extraConfig` entries.
 pub(crate) fn config_spec(
-    uuid: &str,
-    cpus: u32,
-    memory_mib: u32,
+    uuid: Option<&str>,
+    shape: Option<(u32, u32)>,
     extra: &[(String, String)],
 ) -> Result<VirtualMachineConfigSpec> {
     // vim_rs has no Default for its 80-field spec without the heavy `defaults`
     // feature: build it from its VI/JSON form, which names only the fields we set.
-    let extra_json: Vec<serde_json::Value> = extra
-        .iter()
-        .map(|(k, v)| {
-            serde_json::json!({
-                "_typeName": "OptionValue",
-                "key": k,
-                "value": {"_typeName": "string", "_value": v},
+    let mut json = serde_json::json!({"_typeName": "VirtualMachineConfigSpec"});
+    if let Some(uuid) = uuid {
+        json["instanceUuid"] = uuid.into();
+    }
+    if let Some((cpus, memory_mib)) = shape {
+        json["numCPUs"] = cpus.into();
+        json["memoryMB"] = memory_mib.into();
+    }
+    if !extra.is_empty() {
+        json["extraConfig"] = extra
+            .iter()
+            .map(|(k, v)| {
+                serde_json::json!({
+                    "_typeName": "OptionValue",
+                    "key": k,
+                    "value": {"_typeName": "string", "_value": v},
+                })
             })
-        })
-        .collect();
-    let json = serde_json::json!({
-        "_typeName": "VirtualMachineConfigSpec",
-        "instanceUuid": uuid,
-        "numCPUs": cpus,
-        "memoryMB": memory_mib,
-        "extraConfig": extra_json,
-    });
+            .collect();
+    }
     unmarshal::<VirtualMachineConfigSpec>(Transport::Json, json.to_string().as_bytes())
-        .map_err(|e| errors::other("build", "VM config spec", FailureKind::Other, e.to_string()))
-}
-
-/// A config spec that only sets CPU and memory.
-fn shape_spec(cpus: u32, memory_mib: u32) -> Result<VirtualMachineConfigSpec> {
-    let json = serde_json::json!({
-        "_typeName": "VirtualMachineConfigSpec",
-        "numCPUs": cpus,
-        "memoryMB": memory_mib,
-    });
-    unmarshal::<VirtualMachineConfigSpec>(Transport::Json, json.to_string().as_bytes())
-        .map_err(|e| errors::other("build", "VM config spec", FailureKind::Other, e.to_string()))
+        .map_err(|e| error::other("build", "VM config spec", FailureKind::Other, e.to_string()))
 }
 
 /// cloud-init's VMware datasource metadata for a node.
@@ -214,12 +227,14 @@ fn metadata(uuid: &str, name: &str) -> String {
     format!("instance-id: {uuid}\nlocal-hostname: {name}\nhostname: {name}\n")
 }
 
-/// The `extraConfig` of a new node: cloud-init (base64), ownership, settings, hook.
+/// The `extraConfig` of a new node: cloud-init (base64), ownership, fingerprint,
+/// `[vsphere] extra_config` (`settings_extra`), then `hook` (the embedder's per-node entries).
 pub(crate) fn node_extra_config(
-    p: &VsphereProvider,
+    settings_extra: &BTreeMap<String, String>,
     cluster: &ClusterRef,
     request: &NodeRequest,
     uuid: &str,
+    hook: &[(String, String)],
 ) -> Vec<(String, String)> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let role = request
@@ -247,509 +262,15 @@ pub(crate) fn node_extra_config(
         (KEY_ZONE.to_owned(), request.zone.clone()),
     ];
     out.extend(
-        p.settings
-            .extra_config
+        request
+            .labels
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
+            .filter(|(k, _)| in_extra_config(k))
+            .map(|(k, v)| (format!("{KEY_LABEL}{k}"), v.clone())),
     );
-    if let Some(hook) = &p.node_extra_config {
-        out.extend(hook(request));
-    }
+    out.extend(settings_extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out.extend(hook.iter().cloned());
     out
-}
-
-impl VsphereProvider {
-    fn custom_fields_manager(&self) -> Result<CustomFieldsManager> {
-        let r = self
-            .client
-            .service_content()
-            .custom_fields_manager
-            .as_ref()
-            .ok_or_else(|| {
-                errors::other(
-                    "read",
-                    "custom attributes",
-                    FailureKind::Other,
-                    "the server has no CustomFieldsManager",
-                )
-            })?;
-        Ok(CustomFieldsManager::new(self.client.clone(), &r.value))
-    }
-
-    /// Custom attribute definitions: key → name.
-    async fn fields(&self) -> Result<BTreeMap<i32, String>> {
-        let defs = self
-            .custom_fields_manager()?
-            .field()
-            .await
-            .map_err(|e| errors::vim("read", "custom attribute definitions", &e))?;
-        Ok(defs
-            .into_iter()
-            .flatten()
-            .map(|d| (d.key, d.name))
-            .collect())
-    }
-
-    /// The key of custom attribute `name`, defining it (for VMs) when missing.
-    async fn field_key(&self, fields: &mut BTreeMap<i32, String>, name: &str) -> Result<i32> {
-        if let Some((k, _)) = fields.iter().find(|(_, n)| n.as_str() == name) {
-            return Ok(*k);
-        }
-        let cfm = self.custom_fields_manager()?;
-        match cfm
-            .add_custom_field_def(name, Some("VirtualMachine"), None, None)
-            .await
-        {
-            Ok(def) => {
-                tracing::info!(name, key = def.key, "defined custom attribute");
-                fields.insert(def.key, def.name);
-                Ok(def.key)
-            }
-            Err(e) => {
-                // Somebody defined it meanwhile (DuplicateName): read it back.
-                *fields = self.fields().await?;
-                fields
-                    .iter()
-                    .find(|(_, n)| n.as_str() == name)
-                    .map(|(k, _)| *k)
-                    .ok_or_else(|| errors::vim("define", &format!("custom attribute {name}"), &e))
-            }
-        }
-    }
-
-    fn retriever(&self) -> Result<ObjectRetriever> {
-        ObjectRetriever::new(self.client.clone()).map_err(|e| errors::pc("read", "inventory", &e))
-    }
-
-    async fn vm_info(&self, vm: &ManagedObjectReference) -> Result<Option<VmInfo>> {
-        let found: Option<VmProps> = self
-            .retriever()?
-            .retrieve_object(vm)
-            .await
-            .map_err(|e| errors::pc("read", &format!("VM {}", vm.value), &e))?;
-        Ok(found.map(VmInfo::from))
-    }
-
-    /// The VM with instance UUID `uuid`, if any.
-    pub(crate) async fn find_vm(&self, uuid: &str) -> Result<Option<VmInfo>> {
-        let inv = self.inventory().await?;
-        let found = self
-            .search_index()?
-            .find_by_uuid(Some(&inv.datacenter), uuid, true, Some(true))
-            .await
-            .map_err(|e| errors::vim("find", &format!("VM {uuid}"), &e))?;
-        match found {
-            // Gone between the search and the read: not found.
-            Some(vm) => match self.vm_info(&vm).await {
-                Err(e) if e.kind() == Some(FailureKind::NotFound) => Ok(None),
-                other => other,
-            },
-            None => Ok(None),
-        }
-    }
-
-    /// Every VM under the datacenter's VM folder.
-    async fn all_vms(&self) -> Result<Vec<VmInfo>> {
-        let inv = self.inventory().await?;
-        let vms: Vec<VmProps> = self
-            .retriever()?
-            .retrieve_objects_from_container(&inv.vm_root)
-            .await
-            .map_err(|e| errors::pc("list", "VMs", &e))?;
-        Ok(vms.into_iter().map(VmInfo::from).collect())
-    }
-
-    /// Wait for a task by polling `info.state` (not a property-collector tracker,
-    /// which breaks on faults it cannot parse); a failed task becomes an
-    /// [`Error::Provider`] carrying vCenter's fault, `action` and `resource`.
-    pub async fn wait_task(
-        &self,
-        task: ManagedObjectReference,
-        action: &str,
-        resource: &str,
-    ) -> Result<()> {
-        AssertSend(self.wait_task_inner(task, action, resource)).await
-    }
-
-    async fn wait_task_inner(
-        &self,
-        task: ManagedObjectReference,
-        action: &str,
-        resource: &str,
-    ) -> Result<()> {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let state: TaskInfoStateEnum = self
-                .client
-                .fetch_property(task.clone(), "info.state")
-                .await
-                .map_err(|e| errors::vim(action, resource, &e))?;
-            match state {
-                TaskInfoStateEnum::Success => return Ok(()),
-                TaskInfoStateEnum::Error => {
-                    return Err(self.task_error(&task, action, resource).await);
-                }
-                _ => {}
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(self.poll);
-        }
-    }
-
-    /// The error of a failed task, as precise as the transport lets us read it.
-    async fn task_error(
-        &self,
-        task: &ManagedObjectReference,
-        action: &str,
-        resource: &str,
-    ) -> Error {
-        let message: Option<String> = self
-            .client
-            .fetch_property(task.clone(), "info.error.localizedMessage")
-            .await
-            .ok();
-        let fault: Option<VimAny> = self
-            .client
-            .fetch_property(task.clone(), "info.error.fault")
-            .await
-            .ok();
-        let (kind, fault_text) = match fault {
-            Some(VimAny::Object(o)) => {
-                let t = o.data_type();
-                (errors::fault_kind(Some(&t)), Some(t.as_str().to_owned()))
-            }
-            _ => (FailureKind::Other, None),
-        };
-        let text = match (fault_text, message) {
-            (Some(f), Some(m)) if !m.is_empty() => format!("task failed: {f}: {m}"),
-            (Some(f), _) => format!("task failed: {f}"),
-            (None, Some(m)) if !m.is_empty() => format!("task failed: {m}"),
-            _ => "task failed (vCenter gave no message)".to_owned(),
-        };
-        errors::other(action, resource, kind, text)
-    }
-
-    /// Set the custom attributes of `vm` to `wanted` where they differ (vcsim appends
-    /// on every set, so only what differs is written).
-    async fn converge_labels(&self, vm: &VmInfo, wanted: &BTreeMap<String, String>) -> Result<()> {
-        let mut fields = self.fields().await?;
-        let have = vm.labels(&fields);
-        let cfm = self.custom_fields_manager()?;
-        for (name, value) in wanted {
-            if have.get(name) == Some(value) {
-                continue;
-            }
-            let key = self.field_key(&mut fields, name).await?;
-            cfm.set_field(&vm.moref, key, value)
-                .await
-                .map_err(|e| errors::vim("label", &format!("VM {}", vm.name), &e))?;
-        }
-        Ok(())
-    }
-
-    /// Bring an existing VM to what the request asks: labels, CPU and memory,
-    /// powered on.
-    async fn converge(&self, vm: VmInfo, request: &NodeRequest) -> Result<VmInfo> {
-        let resource = format!("node {}", request.name);
-        self.converge_labels(&vm, &request.labels).await?;
-        let (cpus, memory) = self.settings.shape(request.size.as_deref());
-        let stub = VirtualMachine::new(self.client.clone(), &vm.moref.value);
-        let shape_differs = vm.cpus != Some(cpus as i32) || vm.memory_mb != Some(memory as i32);
-        if shape_differs && !vm.powered_on {
-            tracing::info!(node = %request.name, cpus, memory, "setting CPU and memory");
-            let task = stub
-                .reconfig_vm_task(&shape_spec(cpus, memory)?)
-                .await
-                .map_err(|e| errors::vim("reconfigure", &resource, &e))?;
-            self.wait_task(task, "reconfigure", &resource).await?;
-        } else if shape_differs {
-            tracing::warn!(node = %request.name, "VM is running with another CPU/memory shape; not changed");
-        }
-        if !vm.powered_on {
-            tracing::info!(node = %request.name, "powering on");
-            let task = stub
-                .power_on_vm_task(None)
-                .await
-                .map_err(|e| errors::vim("power on", &resource, &e))?;
-            self.wait_task(task, "power on", &resource).await?;
-        }
-        self.vm_info(&vm.moref).await?.ok_or_else(|| {
-            errors::other(
-                "create",
-                &resource,
-                FailureKind::NotFound,
-                "the VM vanished while it was being set up",
-            )
-        })
-    }
-
-    async fn clone_vm(
-        &self,
-        cluster: &ClusterRef,
-        request: &NodeRequest,
-        uuid: &str,
-    ) -> Result<()> {
-        let inv = self.inventory().await?;
-        let resource = format!("node {}", request.name);
-        let pool = inv.pools.get(&request.zone).ok_or_else(|| {
-            errors::other(
-                "create",
-                &resource,
-                FailureKind::InvalidRequest,
-                format!(
-                    "zone `{}` is not a failure domain (vsphere.failure_domains has: {})",
-                    request.zone,
-                    inv.pools.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )
-        })?;
-        let template_name = request.image.as_deref().unwrap_or(&self.settings.template);
-        let template_path = format!(
-            "{}/vm/{}",
-            self.settings.datacenter.trim_matches('/'),
-            template_name.trim_matches('/')
-        );
-        let template = self.find_path(&template_path).await?.ok_or_else(|| {
-            Error::invalid(
-                if request.image.is_some() {
-                    "nodes.image"
-                } else {
-                    "vsphere.template"
-                },
-                format!("vCenter has no VM template at `{template_path}`"),
-                "name a template relative to the datacenter's VM folder",
-            )
-        })?;
-        let (cpus, memory) = self.settings.shape(request.size.as_deref());
-        let extra = node_extra_config(self, cluster, request, uuid);
-        let spec = VirtualMachineCloneSpec {
-            location: VirtualMachineRelocateSpec {
-                service: None,
-                folder: Some(inv.folder.clone()),
-                datastore: Some(inv.datastore.clone()),
-                disk_move_type: None,
-                pool: Some(pool.clone()),
-                host: None,
-                disk: None,
-                transform: None,
-                device_change: None,
-                profile: None,
-                crypto_spec: None,
-                tag_specs: None,
-                vm_placement_policies: None,
-            },
-            template: false,
-            config: Some(config_spec(uuid, cpus, memory, &extra)?),
-            customization: None,
-            // Powered on by `converge`, after CPU and memory are set.
-            power_on: false,
-            snapshot: None,
-            memory: None,
-            tpm_provision_policy: None,
-        };
-        tracing::info!(node = %request.name, zone = %request.zone, uuid, template = %template_path, "cloning");
-        let task = VirtualMachine::new(self.client.clone(), &template.value)
-            .clone_vm_task(&inv.folder, &request.name, &spec)
-            .await
-            .map_err(|e| errors::vim("clone", &resource, &e))?;
-        self.wait_task(task, "clone", &resource).await
-    }
-}
-
-impl VsphereProvider {
-    async fn zones_impl(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
-        Ok(self.settings.failure_domains.keys().cloned().collect())
-    }
-
-    async fn discover_nodes_impl(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
-        let fields = self.fields().await?;
-        let mut nodes: Vec<Node> = self
-            .all_vms()
-            .await?
-            .iter()
-            .filter(|vm| vm.owned_by(&fields, &cluster.name, Role::Node))
-            .filter_map(|vm| vm.to_node(&fields))
-            .collect();
-        nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
-        Ok(nodes)
-    }
-
-    async fn create_node_impl(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
-        let resource = format!("node {}", request.name);
-        let dc_name = self.settings.datacenter.trim_matches('/');
-        let uuid = instance_uuid(dc_name, &cluster.name, &request.name);
-        let vm = match self.find_vm(&uuid).await? {
-            Some(vm) => vm,
-            None => {
-                self.clone_vm(cluster, request, &uuid).await?;
-                self.find_vm(&uuid).await?.ok_or_else(|| {
-                    errors::other(
-                        "create",
-                        &resource,
-                        FailureKind::Other,
-                        format!("the clone succeeded but no VM has instance UUID {uuid}: the server ignored the requested UUID"),
-                    )
-                })?
-            }
-        };
-        let fields = self.fields().await?;
-        let owner = vm.owner_value(&fields, labels::CLUSTER, KEY_CLUSTER);
-        if owner.as_deref() != Some(cluster.name.as_str()) {
-            return Err(errors::other(
-                "create",
-                &resource,
-                FailureKind::Conflict,
-                format!(
-                    "VM `{}` has this node's instance UUID {uuid} but belongs to {}",
-                    vm.name,
-                    owner.map_or("nobody".to_owned(), |o| format!("cluster `{o}`"))
-                ),
-            ));
-        }
-        let vm = self.converge(vm, request).await?;
-        let fields = self.fields().await?;
-        vm.to_node(&fields).ok_or_else(|| {
-            errors::other(
-                "create",
-                &resource,
-                FailureKind::Other,
-                "the VM has no instance UUID",
-            )
-        })
-    }
-
-    async fn wait_node_impl(
-        &self,
-        _cluster: &ClusterRef,
-        node: &Node,
-        timeout: Duration,
-    ) -> Result<Node> {
-        let start = tokio::time::Instant::now();
-        loop {
-            let vm = self.find_vm(&node.id).await?.ok_or_else(|| {
-                errors::other(
-                    "wait for",
-                    &format!("node {}", node.name),
-                    FailureKind::NotFound,
-                    format!("no VM has instance UUID {}", node.id),
-                )
-            })?;
-            let fields = self.fields().await?;
-            if let Some(n) = vm.to_node(&fields) {
-                if n.is_ready() {
-                    return Ok(n);
-                }
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("node {}", node.name),
-                    state: "powered on with an IP address (VMware Tools must be running in the template)".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout.saturating_sub(start.elapsed()))).await;
-        }
-    }
-
-    async fn delete_node_impl(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
-        let resource = format!("node {}", node.name);
-        let Some(vm) = self.find_vm(&node.id).await? else {
-            return Ok(());
-        };
-        let fields = self.fields().await?;
-        let owner = vm.owner_value(&fields, labels::CLUSTER, KEY_CLUSTER);
-        if owner.as_deref() != Some(cluster.name.as_str()) {
-            return Err(errors::other(
-                "delete",
-                &resource,
-                FailureKind::Conflict,
-                format!(
-                    "VM `{}` ({}) is not owned by cluster `{}`; not deleting it",
-                    vm.name, node.id, cluster.name
-                ),
-            ));
-        }
-        let stub = VirtualMachine::new(self.client.clone(), &vm.moref.value);
-        if !vm.powered_off {
-            tracing::info!(node = %node.name, "powering off");
-            match stub.power_off_vm_task().await {
-                Ok(task) => match self.wait_task(task, "power off", &resource).await {
-                    // Powered off meanwhile (InvalidPowerState): fine.
-                    Err(e) if e.kind() != Some(FailureKind::Conflict) => return Err(e),
-                    _ => {}
-                },
-                Err(e) => {
-                    let e = errors::vim("power off", &resource, &e);
-                    match e.kind() {
-                        Some(FailureKind::NotFound) => return Ok(()),
-                        Some(FailureKind::Conflict) => {}
-                        _ => return Err(e),
-                    }
-                }
-            }
-        }
-        tracing::info!(node = %node.name, "destroying");
-        match stub.destroy_task().await {
-            Ok(task) => match self.wait_task(task, "destroy", &resource).await {
-                Err(e) if e.kind() == Some(FailureKind::NotFound) => Ok(()),
-                other => other,
-            },
-            Err(e) => {
-                let e = errors::vim("destroy", &resource, &e);
-                if e.kind() == Some(FailureKind::NotFound) {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }
-        }
-    }
-
-    async fn cleanup_impl(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
-        // Nothing cluster-wide is created: no folder, no rule. Custom attribute
-        // definitions are shared by every cluster and stay.
-        Ok(Vec::new())
-    }
-}
-
-#[async_trait]
-impl NodeProvider for VsphereProvider {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
-        crate::settings::VsphereSettings::from_spec(spec).map(|_| ())
-    }
-
-    async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        AssertSend(self.zones_impl(cluster)).await
-    }
-
-    async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
-        AssertSend(self.discover_nodes_impl(cluster)).await
-    }
-
-    async fn create_node(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Node> {
-        AssertSend(self.create_node_impl(cluster, request)).await
-    }
-
-    async fn wait_node(
-        &self,
-        cluster: &ClusterRef,
-        node: &Node,
-        timeout: Duration,
-    ) -> Result<Node> {
-        AssertSend(self.wait_node_impl(cluster, node, timeout)).await
-    }
-
-    async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
-        AssertSend(self.delete_node_impl(cluster, node)).await
-    }
-
-    async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        AssertSend(self.cleanup_impl(cluster)).await
-    }
 }
 
 #[cfg(test)]
@@ -765,7 +286,12 @@ mod tests {
             ),
             ("triad.cluster".to_owned(), "rancher".to_owned()),
         ];
-        let spec = config_spec("5c1e7a2b-934d-5f61-a08e-27d13c55904b", 4, 16384, &extra).unwrap();
+        let spec = config_spec(
+            Some("5c1e7a2b-934d-5f61-a08e-27d13c55904b"),
+            Some((4, 16384)),
+            &extra,
+        )
+        .unwrap();
         assert_eq!(
             spec.instance_uuid.as_deref(),
             Some("5c1e7a2b-934d-5f61-a08e-27d13c55904b")
@@ -785,14 +311,23 @@ mod tests {
                 .map(|(k, v)| (k.clone(), Some(v.clone())))
                 .collect::<Vec<_>>()
         );
-        let shape = shape_spec(2, 4096).unwrap();
+        let shape = config_spec(None, Some((2, 4096)), &[]).unwrap();
         assert_eq!(
             (
                 shape.num_cp_us,
                 shape.memory_mb,
-                shape.extra_config.is_none()
+                shape.extra_config.is_none(),
+                shape.instance_uuid.is_none()
             ),
-            (Some(2), Some(4096), true)
+            (Some(2), Some(4096), true, true)
+        );
+        let only_extra = config_spec(None, None, &extra[1..]).unwrap();
+        assert_eq!(
+            (
+                only_extra.num_cp_us,
+                only_extra.extra_config.map(|e| e.len())
+            ),
+            (None, Some(1))
         );
     }
 
@@ -800,5 +335,53 @@ mod tests {
     fn metadata_names_the_node() {
         let m = metadata("u-1", "rancher-1");
         assert!(m.contains("instance-id: u-1\n") && m.contains("local-hostname: rancher-1\n"));
+    }
+
+    #[test]
+    fn fingerprint_labels_live_in_extra_config_and_win() {
+        let cluster = ClusterRef::new("c", "dc0");
+        let mut labels = cluster.labels_for(Role::Node);
+        labels.insert("triad-fp-image".into(), "tmpl-a".into());
+        labels.insert("team".into(), "ops".into());
+        let request = NodeRequest {
+            name: "c-1".into(),
+            zone: "z".into(),
+            size: None,
+            image: None,
+            disk_gib: None,
+            ssh_allowed_cidrs: vec![],
+            labels,
+            user_data: "#cloud-config\n".into(),
+        };
+        let extra = node_extra_config(&BTreeMap::new(), &cluster, &request, "u", &[]);
+        let extra: BTreeMap<String, String> = extra.into_iter().collect();
+        assert_eq!(
+            extra.get("triad.label.triad-fp-image").map(String::as_str),
+            Some("tmpl-a")
+        );
+        assert!(!extra.contains_key("triad.label.team"), "{extra:?}");
+        // A stale fingerprint in a custom attribute loses to extraConfig.
+        let vm = VmInfo {
+            moref: ManagedObjectReference {
+                r#type: vim_rs::types::enums::MoTypesEnum::VirtualMachine,
+                value: "vm-1".into(),
+            },
+            name: "c-1".into(),
+            uuid: Some("u".into()),
+            cpus: None,
+            memory_mb: None,
+            extra,
+            custom: BTreeMap::from([(7, "old".to_owned()), (8, "ops".to_owned())]),
+            powered_on: true,
+            powered_off: false,
+            ip: None,
+        };
+        let fields = BTreeMap::from([(7, "triad-fp-image".to_owned()), (8, "team".to_owned())]);
+        let got = vm.labels(&fields);
+        assert_eq!(
+            got.get("triad-fp-image").map(String::as_str),
+            Some("tmpl-a")
+        );
+        assert_eq!(got.get("team").map(String::as_str), Some("ops"));
     }
 }

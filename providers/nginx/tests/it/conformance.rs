@@ -32,5 +32,6 @@ async fn load_balancer_checks_host_mode() {
     .with_poll_interval(Duration::from_millis(10));
     conformance::load_balancer_lifecycle(&sim, &p, &fx).await;
     conformance::load_balancer_create_is_idempotent(&p, &fx).await;
+    conformance::load_balancer_update_in_place(&sim, &p, &fx).await;
     assert!(!dir.path().join("nginx.conf").exists());
 }

@@ -15,7 +15,7 @@ use triad_core::labels::Role;
 use triad_core::model::{LbState, LoadBalancerRequest};
 use triad_core::spec::{LbMode, LbScheme};
 use triad_core::{ClusterRef, FailureKind, LoadBalancerProvider};
-use triad_nginx::{render, NginxProvider};
+use triad_nginx::NginxProvider;
 
 use crate::support::*;
 
@@ -255,8 +255,8 @@ async fn layer7_terminates_tls_redirects_and_forwards_headers() {
     assert_eq!(found.targets.len(), 3);
     let text = std::fs::read_to_string(dir.path().join("nginx.conf")).unwrap();
     assert_eq!(
-        render::parse_header(&text).unwrap().tls.unwrap().1,
-        key_path.display().to_string()
+        header_values(&text, "triad-certificate-key"),
+        [key_path.display().to_string()]
     );
 
     // HTTP is redirected to HTTPS on the https port.

@@ -4,6 +4,7 @@
 //! three tiny backend servers on 127.0.0.11-13.
 
 mod conformance;
+mod day2;
 mod docs;
 mod e2e;
 mod host;

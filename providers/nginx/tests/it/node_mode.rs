@@ -141,7 +141,6 @@ async fn balancer_node_lifecycle() {
         "nodemode-3".into(),
     ];
     settings.poll_interval_ms = 10;
-    let p = NginxProvider::on_nodes(settings, rec.clone()).unwrap();
     let request = LoadBalancerRequest {
         name: "nodemode".into(),
         mode: LbMode::L4,
@@ -152,6 +151,8 @@ async fn balancer_node_lifecycle() {
         zones: vec!["us-east-1a".into()],
         labels: cluster.labels_for(Role::Lb),
     };
+
+    let p = NginxProvider::on_nodes(settings, rec.clone(), request.clone()).unwrap();
 
     // Nothing is made until the Rancher nodes run.
     let pending = p.create_load_balancer(&cluster, &request).await.unwrap();

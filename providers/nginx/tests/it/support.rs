@@ -300,3 +300,15 @@ pub fn backend_of(response: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("backend="))
         .map(str::to_owned)
 }
+
+/// The values of `key` in the comment header at the top of a configuration triad
+/// wrote (`# key=value` lines), read here rather than with the crate's parser.
+pub fn header_values(config: &str, key: &str) -> Vec<String> {
+    config
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# ")?.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}

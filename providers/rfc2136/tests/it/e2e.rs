@@ -7,24 +7,25 @@ use std::sync::Arc;
 
 use triad_core::layers::{CallCounter, Stack};
 use triad_core::model::Endpoint;
-use triad_core::spec::ClusterSpec;
+use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::{DnsProvider, LoadBalancerProvider, NodeProvider, Orchestrator};
 use triad_rfc2136::Rfc2136Provider;
 use triad_sim::SimCloud;
 
 use crate::{dig, env};
 
-#[tokio::test]
-#[ignore = "needs BIND; scripts/test starts it"]
-async fn apply_rerun_destroy() {
+/// A spec for cluster `name` at `<name>-rancher.example.com` with `ttl`, nodes and
+/// balancer on the simulated cloud, DNS on the test BIND.
+pub fn spec(name: &str, ttl: u32) -> ValidSpec {
     std::env::set_var("TRIAD_RFC2136_E2E_SECRET", env("TRIAD_BIND_SECRET"));
-    let spec = ClusterSpec::from_toml(&format!(
+    ClusterSpec::from_toml(&format!(
         r#"
-        name = "e2e"
+        name = "{name}"
         region = "dc1"
         [dns]
         zone = "example.com"
-        hostname = "e2e-rancher.example.com"
+        hostname = "{name}-rancher.example.com"
+        ttl = {ttl}
         [sim]
         time_scale = 0.0001
         [rfc2136]
@@ -38,17 +39,32 @@ async fn apply_rerun_destroy() {
     ))
     .unwrap()
     .validate()
-    .unwrap();
-    let cloud = Arc::new(SimCloud::from_spec(&spec).unwrap());
-    let rfc = Arc::new(Rfc2136Provider::from_spec(&spec).unwrap());
-    let counter = CallCounter::new();
+    .unwrap()
+}
+
+/// The orchestrator over `cloud` and `rfc`, every call counted by `counter`.
+pub fn orchestrator(
+    cloud: &Arc<SimCloud>,
+    rfc: &Arc<Rfc2136Provider>,
+    counter: &CallCounter,
+) -> Orchestrator {
     let nodes: Arc<dyn NodeProvider> =
         Arc::new(Stack::new(cloud.clone()).count(counter.clone()).build());
     let lb: Arc<dyn LoadBalancerProvider> =
         Arc::new(Stack::new(cloud.clone()).count(counter.clone()).build());
     let dns: Arc<dyn DnsProvider> =
         Arc::new(Stack::new(rfc.clone()).count(counter.clone()).build());
-    let triad = Orchestrator::new(nodes, lb, dns);
+    Orchestrator::new(nodes, lb, dns)
+}
+
+#[tokio::test]
+#[ignore = "needs BIND; scripts/test starts it"]
+async fn apply_rerun_destroy() {
+    let spec = spec("e2e", 60);
+    let cloud = Arc::new(SimCloud::from_spec(&spec).unwrap());
+    let rfc = Arc::new(Rfc2136Provider::from_spec(&spec).unwrap());
+    let counter = CallCounter::new();
+    let triad = orchestrator(&cloud, &rfc, &counter);
 
     let plan = triad.plan(&spec).await.unwrap();
     let inventory = triad.apply(&plan).await.unwrap();

@@ -4,6 +4,7 @@
 //! `TRIAD_BIND_KEY_NAME` and `TRIAD_BIND_SECRET`.
 
 mod conformance;
+mod day2;
 mod docs;
 mod e2e;
 mod errors;
@@ -41,6 +42,25 @@ pub fn provider() -> Rfc2136Provider {
 
 /// `dig +short` against the test server (signed with the key), one answer per line.
 pub fn dig(name: &str, rtype: &str) -> Vec<String> {
+    dig_lines(name, rtype, "+short")
+}
+
+/// The TTL of each answer BIND gives for `name` and `rtype`, read with `dig`.
+pub fn dig_ttls(name: &str, rtype: &str) -> Vec<u32> {
+    dig_lines(name, rtype, "+noall +answer")
+        .iter()
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("no TTL in the dig answer `{l}`"))
+        })
+        .collect()
+}
+
+/// `dig` with `flags` against the test server (signed with the key), one sorted
+/// line per answer.
+fn dig_lines(name: &str, rtype: &str, flags: &str) -> Vec<String> {
     let addr = env("TRIAD_BIND_ADDR");
     let (host, port) = addr.rsplit_once(':').expect("TRIAD_BIND_ADDR is host:port");
     let key = format!(
@@ -49,17 +69,9 @@ pub fn dig(name: &str, rtype: &str) -> Vec<String> {
         env("TRIAD_BIND_SECRET")
     );
     let out = Command::new("dig")
-        .args([
-            &format!("@{host}"),
-            "-p",
-            port,
-            "+tcp",
-            "+short",
-            "-y",
-            &key,
-            name,
-            rtype,
-        ])
+        .args([&format!("@{host}"), "-p", port, "+tcp"])
+        .args(flags.split(' '))
+        .args(["-y", &key, name, rtype])
         .output()
         .expect("dig runs (apt-get install bind9-dnsutils)");
     assert!(

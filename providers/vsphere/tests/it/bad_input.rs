@@ -8,7 +8,7 @@ use triad_core::{Error, FailureKind};
 use triad_vsphere::VsphereProvider;
 use vim_rs::mo::VirtualMachine;
 
-use crate::common::{provider, settings};
+use crate::common::{find_path, provider, raw_client, settings};
 
 fn problems(e: &Error) -> Vec<String> {
     e.spec_problems()
@@ -115,18 +115,18 @@ async fn failed_task_carries_the_fault() {
         .create_node(&fx.cluster, &fx.node_request("taskfail-1", "task-a"))
         .await
         .expect("create a node");
-    let vm = p
-        .find_path("DC0/vm/taskfail-1")
+    let raw = raw_client().await;
+    let vm = find_path(&raw, "DC0/vm/taskfail-1")
         .await
-        .unwrap()
         .expect("the VM exists");
-    // Destroying a powered-on VM is refused by vCenter (and vcsim) in the task.
-    let task = VirtualMachine::new(p.client().clone(), &vm.value)
+    // Destroying a powered-on VM is refused by vCenter (and vcsim) in the task,
+    // started here by another client; the provider waits for it by its id.
+    let task = VirtualMachine::new(raw.clone(), &vm.value)
         .destroy_task()
         .await
         .expect("the task starts");
     let e = p
-        .wait_task(task, "destroy", "VM taskfail-1")
+        .wait_task(&task.value, "destroy", "VM taskfail-1")
         .await
         .unwrap_err();
     let text = e.to_string();
@@ -139,5 +139,5 @@ async fn failed_task_carries_the_fault() {
         text.contains("InvalidPowerState") || text.contains("InvalidState"),
         "{text}"
     );
-    assert!(p.find_path("DC0/vm/taskfail-1").await.unwrap().is_none());
+    assert!(find_path(&raw, "DC0/vm/taskfail-1").await.is_none());
 }

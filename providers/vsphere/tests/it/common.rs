@@ -71,3 +71,35 @@ pub async fn provider(zone_prefix: &str) -> VsphereProvider {
         })
         .with_poll_interval(Duration::from_millis(200))
 }
+
+/// A vim_rs client of its own, logged in to vcsim apart from any provider: the
+/// independent reader tests check the provider's work with.
+pub async fn raw_client() -> std::sync::Arc<vim_rs::core::client::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = settings("raw-");
+    let pem = std::fs::read(env("TRIAD_VCSIM_CA")).expect("read the vcsim CA");
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).expect("the vcsim CA is PEM");
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .tls_certs_only(certs)
+        .build()
+        .expect("an HTTP client");
+    vim_rs::core::client::ClientBuilder::new(&s.server().unwrap(), http)
+        .basic_authn(&env("TRIAD_VCSIM_USER"), &env("TRIAD_VCSIM_PASSWORD"))
+        .transport(vim_rs::core::client::TransportMode::Soap)
+        .build()
+        .await
+        .expect("log in to vcsim")
+}
+
+/// The managed object at inventory path `path`, read with `client`.
+pub async fn find_path(
+    client: &std::sync::Arc<vim_rs::core::client::Client>,
+    path: &str,
+) -> Option<vim_rs::types::structs::ManagedObjectReference> {
+    let si = client.service_content().search_index.clone().unwrap();
+    vim_rs::mo::SearchIndex::new(client.clone(), &si.value)
+        .find_by_inventory_path(path)
+        .await
+        .expect("search the inventory")
+}

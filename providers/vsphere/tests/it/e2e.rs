@@ -11,10 +11,12 @@ use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerR
 use triad_core::spec::ClusterRef;
 
 use base64::Engine as _;
+use triad_core::drift::{self, Attribute};
 use triad_core::layers::{CallCounter, Stack};
 use triad_core::model::NodeRequest;
+use triad_core::orchestrator::NodeAction;
 use triad_core::orchestrator::Options;
-use triad_core::spec::ClusterSpec;
+use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::{DnsProvider, LoadBalancerProvider, NodeProvider, Orchestrator};
 use triad_sim::{SimCloud, SimConfig};
 use triad_vsphere::VsphereProvider;
@@ -24,7 +26,7 @@ use vim_rs::types::structs::CustomFieldStringValue;
 use vim_rs::types::vim_any::VimAny;
 use vim_rs::vim_retrievable;
 
-use crate::common::fake_ip;
+use crate::common::{fake_ip, raw_client};
 
 vim_retrievable!(
     struct Vm: VirtualMachine {
@@ -49,9 +51,10 @@ fn extra(vm: &Vm, key: &str) -> Option<String> {
         })
 }
 
-/// Every VM of the datacenter whose `triad.cluster` is `cluster`.
-async fn vms_of(p: &VsphereProvider, cluster: &str) -> Vec<Vm> {
-    let client = p.client().clone();
+/// Every VM of the datacenter whose `triad.cluster` is `cluster`, read with a client
+/// of the test's own.
+async fn vms_of(cluster: &str) -> Vec<Vm> {
+    let client = raw_client().await;
     let retriever = ObjectRetriever::new(client.clone()).unwrap();
     let vms: Vec<Vm> = retriever
         .retrieve_objects_from_container(&client.service_content().root_folder)
@@ -62,7 +65,14 @@ async fn vms_of(p: &VsphereProvider, cluster: &str) -> Vec<Vm> {
         .collect()
 }
 
-fn spec_text(name: &str) -> String {
+fn spec(name: &str, ssh_cidrs: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&spec_text(name, ssh_cidrs))
+        .unwrap()
+        .validate()
+        .unwrap()
+}
+
+fn spec_text(name: &str, ssh_cidrs: &str) -> String {
     let env = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through scripts/test"))
     };
@@ -73,6 +83,7 @@ region = "dc0"
 [nodes]
 count = 3
 size = "2cpu-4gb"
+ssh_allowed_cidrs = [{ssh_cidrs}]
 [dns]
 zone = "example.com"
 hostname = "{name}.example.com"
@@ -104,34 +115,14 @@ dc0c = "DC0_C2/Resources"
 #[ignore = "needs vcsim; scripts/test starts it"]
 async fn apply_rerun_destroy() {
     let name = "e2e";
-    let spec = ClusterSpec::from_toml(&spec_text(name))
-        .unwrap()
-        .validate()
-        .unwrap();
-    let vsphere = Arc::new(
-        VsphereProvider::from_spec(&spec)
-            .await
-            .expect("log in to vcsim (transport auto falls back to SOAP)")
-            .with_node_extra_config(|r: &NodeRequest| {
-                vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
-            })
-            .with_poll_interval(Duration::from_millis(200)),
-    );
+    let spec = spec(name, r#""10.0.0.0/8""#);
+    let vsphere = Arc::new(provider(&spec).await);
     let sim = Arc::new(
         SimCloud::new(SimConfig::instant().with_zones(["a", "b", "c"])).with_zone("example.com"),
     );
     let counter = CallCounter::new();
-    let nodes: Arc<dyn NodeProvider> =
-        Arc::new(Stack::new(vsphere.clone()).count(counter.clone()).build());
     let balancer = Arc::new(MemoryBalancer::default());
-    let lb: Arc<dyn LoadBalancerProvider> =
-        Arc::new(Stack::new(balancer.clone()).count(counter.clone()).build());
-    let dns: Arc<dyn DnsProvider> =
-        Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
-    let triad = Orchestrator::new(nodes, lb, dns).with_options(Options {
-        node_timeout: Duration::from_secs(60),
-        ..Options::default()
-    });
+    let triad = orchestrator(vsphere.clone(), &counter, &balancer, &sim);
 
     let plan = triad.plan(&spec).await.expect("plan");
     assert!(!plan.is_noop());
@@ -148,10 +139,10 @@ async fn apply_rerun_destroy() {
     }
 
     // Read back with the SDK.
-    let vms = vms_of(&vsphere, name).await;
+    let vms = vms_of(name).await;
     assert_eq!(vms.len(), 3, "one VM per node");
     let field_names: std::collections::BTreeMap<i32, String> = {
-        let client = vsphere.client();
+        let client = &raw_client().await;
         let cfm = vim_rs::mo::CustomFieldsManager::new(
             client.clone(),
             &client
@@ -242,30 +233,34 @@ async fn apply_rerun_destroy() {
     ids.sort();
     assert_eq!(lb, ids, "the balancer targets the three VMs");
 
-    // Rerun: nothing to do, and nothing mutating is called.
-    let again = triad.plan(&spec).await.expect("plan again");
-    assert!(again.is_noop(), "second plan is not a no-op: {again}");
+    // Rerun, as a new process would (a fresh login, nothing cached): nothing to do,
+    // nothing mutating is called, and vCenter sees at most 10 reads.
+    let fresh = Arc::new(provider(&spec).await);
+    let rerun = orchestrator(fresh.clone(), &counter, &balancer, &sim);
     counter.reset();
-    let inventory2 = triad.apply(&again).await.expect("apply again");
+    let again = rerun.plan(&spec).await.expect("plan again");
+    assert!(again.is_noop(), "second plan is not a no-op: {again}");
+    let inventory2 = rerun.apply(&again).await.expect("apply again");
     assert_eq!(
         counter.mutating(),
         0,
         "apply of a no-op plan mutated: {:?}",
         counter.snapshot()
     );
-    assert_eq!(inventory2.nodes, inventory.nodes);
-    assert_eq!(
-        vms_of(&vsphere, name).await.len(),
-        3,
-        "the rerun cloned nothing"
+    let calls = fresh.calls();
+    eprintln!("vCenter calls of a no-op rerun: {calls:?}");
+    assert_eq!(calls.mutating(), 0, "vCenter calls of the rerun: {calls:?}");
+    assert!(
+        calls.reads() <= 10,
+        "a no-op rerun read vCenter {} times: {calls:?}",
+        calls.reads()
     );
+    assert_eq!(inventory2.nodes, inventory.nodes);
+    assert_eq!(vms_of(name).await.len(), 3, "the rerun cloned nothing");
 
     // Destroy: nothing of the cluster is left.
     triad.destroy(&spec.cluster()).await.expect("destroy");
-    assert!(
-        vms_of(&vsphere, name).await.is_empty(),
-        "VMs left after destroy"
-    );
+    assert!(vms_of(name).await.is_empty(), "VMs left after destroy");
     assert!(triad.plan(&spec).await.unwrap().discovered.nodes.is_empty());
     assert!(
         sim.discover_load_balancer(&spec.cluster())
@@ -274,6 +269,118 @@ async fn apply_rerun_destroy() {
             .is_none(),
         "balancer left after destroy"
     );
+}
+
+/// A provider for `spec`'s `[vsphere]`, with vcsim's fake guest IPs.
+async fn provider(spec: &ValidSpec) -> VsphereProvider {
+    VsphereProvider::from_spec(spec)
+        .await
+        .expect("log in to vcsim (transport auto falls back to SOAP)")
+        .with_node_extra_config(|r: &NodeRequest| {
+            vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
+        })
+        .with_poll_interval(Duration::from_millis(200))
+}
+
+/// vSphere nodes, the memory balancer and the sim's DNS, every call counted.
+fn orchestrator(
+    vsphere: Arc<VsphereProvider>,
+    counter: &CallCounter,
+    balancer: &Arc<MemoryBalancer>,
+    sim: &Arc<SimCloud>,
+) -> Orchestrator {
+    let nodes: Arc<dyn NodeProvider> = Arc::new(Stack::new(vsphere).count(counter.clone()).build());
+    let lb: Arc<dyn LoadBalancerProvider> =
+        Arc::new(Stack::new(balancer.clone()).count(counter.clone()).build());
+    let dns: Arc<dyn DnsProvider> =
+        Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
+    Orchestrator::new(nodes, lb, dns).with_options(Options {
+        node_timeout: Duration::from_secs(60),
+        ..Options::default()
+    })
+}
+
+/// Day 2: narrowing `nodes.ssh_allowed_cidrs` is planned as an in-place update of every
+/// node (vSphere has no firewall: only the fingerprint changes), applied with
+/// ReconfigVM, read back with a client of the test's own, and a third apply changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs vcsim; scripts/test starts it"]
+async fn ssh_cidrs_change_in_place() {
+    let name = "day2";
+    let before = spec(name, r#""10.0.0.0/8""#);
+    let vsphere = Arc::new(provider(&before).await);
+    let sim = Arc::new(
+        SimCloud::new(SimConfig::instant().with_zones(["a", "b", "c"])).with_zone("example.com"),
+    );
+    let counter = CallCounter::new();
+    let balancer = Arc::new(MemoryBalancer::default());
+    let triad = orchestrator(vsphere.clone(), &counter, &balancer, &sim);
+    let first = triad
+        .apply(&triad.plan(&before).await.expect("plan"))
+        .await
+        .expect("apply");
+
+    let after = spec(name, r#""10.1.0.0/16", "192.0.2.0/24""#);
+    let label = Attribute::SshAllowedCidrs.label();
+    let wanted = drift::labels_of(&drift::node_wanted(&after))[label].clone();
+    let old = drift::labels_of(&drift::node_wanted(&before))[label].clone();
+    assert_ne!(wanted, old);
+    let plan = triad.plan(&after).await.expect("plan the change");
+    assert_eq!(plan.nodes.len(), 3, "{plan}");
+    for action in &plan.nodes {
+        let NodeAction::Update { changes, .. } = action else {
+            panic!("expected an in-place update of every node: {plan}");
+        };
+        assert_eq!(changes.len(), 1, "{plan}");
+        assert_eq!(changes[0].attribute, Attribute::SshAllowedCidrs, "{plan}");
+    }
+    assert!(plan.destructive().is_empty(), "{plan}");
+    vsphere.reset_calls();
+    let second = triad.apply(&plan).await.expect("apply the change");
+    let calls = vsphere.calls();
+    assert_eq!(
+        calls.by_method.get("ReconfigVM_Task"),
+        Some(&3),
+        "one ReconfigVM per node: {calls:?}"
+    );
+    let ids = |inv: &triad_core::model::Inventory| {
+        inv.nodes.iter().map(|n| n.id.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&second), ids(&first), "updated in place, not replaced");
+    for n in &second.nodes {
+        assert_eq!(n.labels.get(label), Some(&wanted), "{n:?}");
+    }
+
+    // Read back with a client of the test's own.
+    let vms = vms_of(name).await;
+    assert_eq!(vms.len(), 3);
+    for vm in &vms {
+        assert_eq!(
+            extra(vm, &format!("triad.label.{label}")),
+            Some(wanted.clone()),
+            "{} fingerprint",
+            vm.name
+        );
+        assert_eq!(
+            extra(vm, "triad.label.triad-fp-image").as_deref(),
+            Some("default"),
+            "{} keeps the rest of its fingerprint",
+            vm.name
+        );
+    }
+
+    // A third apply: no drift, no mutating call (to the providers or to vCenter).
+    let third = triad.plan(&after).await.expect("plan again");
+    assert!(third.is_noop(), "{third}");
+    counter.reset();
+    vsphere.reset_calls();
+    triad.apply(&third).await.expect("apply again");
+    assert_eq!(counter.mutating(), 0, "{:?}", counter.snapshot());
+    assert_eq!(vsphere.calls().mutating(), 0, "{:?}", vsphere.calls());
+
+    triad.destroy(&after.cluster()).await.expect("destroy");
+    assert!(vms_of(name).await.is_empty(), "VMs left after destroy");
 }
 
 /// A balancer kept in memory that targets whatever nodes it is given.
