@@ -422,7 +422,34 @@ class Api:
                 res.pop("sslPolicy", None)
             res["fingerprint"] = "%016x" % random.getrandbits(64)
             return c.operation(project, scope, base, path, "setSslPolicy", query.get("requestId"))
-        if verb == "patch" and base == "backendServices":
+        if verb == "aggregatedList":
+            return self.aggregated(collection, project, query)
+        if verb == "setLabels":
+            path = "%s/%s" % (prefix, params.get(name_param) or params["resource"])
+            res = c.resources.get(path)
+            if res is None:
+                raise not_found(path)
+            if body.get("labelFingerprint") != res.get("labelFingerprint"):
+                raise ApiError(412, "conditionNotMet", "Labels fingerprint either invalid or "
+                               "resource labels have changed")
+            res["labels"] = dict(body.get("labels") or {})
+            res["labelFingerprint"] = "%016x" % random.getrandbits(64)
+            return c.operation(project, scope, base, path, "setLabels", query.get("requestId"))
+        if verb == "setSslCertificates" and base == "targetHttpsProxies":
+            path = "%s/%s" % (prefix, params[name_param])
+            res = c.resources.get(path)
+            if res is None:
+                raise not_found(path)
+            certs = body.get("sslCertificates") or []
+            if not certs:
+                raise ApiError(400, "invalid", "Invalid value for field "
+                               "'sslCertificates': at least one certificate is required")
+            res["sslCertificates"] = [c.check_ref(project, ref, "sslCertificates")
+                                      for ref in certs]
+            res["fingerprint"] = "%016x" % random.getrandbits(64)
+            return c.operation(project, scope, base, path, "setSslCertificates",
+                               query.get("requestId"))
+        if verb == "patch" and base in ("backendServices", "healthChecks", "firewalls"):
             path = "%s/%s" % (prefix, params[name_param])
             res = c.resources.get(path)
             if res is None:
@@ -431,7 +458,8 @@ class Api:
             patched.update(body)
             self.check_refs(base, project, patched)
             c.resources[path] = patched
-            patched["fingerprint"] = "%016x" % random.getrandbits(64)
+            if "fingerprint" in res:
+                patched["fingerprint"] = "%016x" % random.getrandbits(64)
             return c.operation(project, scope, base, path, "patch", query.get("requestId"))
         raise ApiError(501, "notImplemented", "the fake does not serve %s" % mid)
 
@@ -630,6 +658,23 @@ class Api:
         if start + max_results < len(items):
             out["nextPageToken"] = str(start + max_results)
         return out
+
+    def aggregated(self, collection, project, query):
+        """`aggregatedList` of a zonal collection: `{"zones/<z>": {collection: [...]}}`
+        for every zone with a match, filtered by labels like `list`."""
+        wanted = parse_filter(query.get("filter", ""))
+        items = {}
+        pattern = re.compile(r"^projects/%s/(zones/[^/]+)/%s/[^/]+$"
+                             % (re.escape(project), re.escape(collection)))
+        for path, res in sorted(self.cloud.resources.items()):
+            m = pattern.match(path)
+            labels = res.get("labels", {})
+            if m and all(labels.get(k) == v for k, v in wanted):
+                items.setdefault(m.group(1), {collection: []})[collection].append(res)
+        kind = {"instances": "instanceAggregatedList"}.get(collection,
+                                                            collection + "AggregatedList")
+        return {"kind": "compute#" + kind, "id": "projects/" + project, "items": items,
+                "selfLink": COMPUTE + "projects/%s/aggregated/%s" % (project, collection)}
 
     def group_members(self, verb, project, scope, path, body, query):
         c = self.cloud

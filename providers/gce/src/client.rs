@@ -7,7 +7,8 @@ use google_cloud_auth::credentials::{anonymous, Builder as CredentialsBuilder, C
 use google_cloud_compute_v1::client as compute;
 use google_cloud_compute_v1::model::{operation::Status as OpStatus, Operation};
 use google_cloud_dns_v1::client as dns;
-use triad_core::error::{Error, FailureKind, Result};
+use triad_core::error::{FailureKind, Result};
+use triad_core::wait::Poll;
 
 use crate::error::{self, own};
 
@@ -159,57 +160,72 @@ impl Clients {
         project: &str,
         scope: &Scope,
         op: Operation,
-        poll: Duration,
+        poll: Poll,
         action: &str,
         resource: &str,
     ) -> Result<Operation> {
-        let start = tokio::time::Instant::now();
-        let mut op = op;
-        loop {
-            if op.status == Some(OpStatus::Done) {
-                return match error::operation(action, resource, &op) {
-                    Some(e) => Err(e),
-                    None => Ok(op),
-                };
+        let name = op.name.clone().unwrap_or_default();
+        // The first look is the operation as the insert returned it.
+        let first = std::sync::Mutex::new(Some(op));
+        let done = poll
+            .until(
+                OPERATION_TIMEOUT,
+                resource,
+                &format!("done with `{action}`"),
+                || async {
+                    let given = first.lock().ok().and_then(|mut g| g.take());
+                    let op = match given {
+                        Some(op) => op,
+                        None => self
+                            .get_operation(project, scope, &name)
+                            .await
+                            .map_err(|e| {
+                                error::sdk(&format!("{action} (operation)"), resource, &e)
+                            })?,
+                    };
+                    Ok((op.status == Some(OpStatus::Done)).then_some(op))
+                },
+            )
+            .await?;
+        match error::operation(action, resource, &done) {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    async fn get_operation(
+        &self,
+        project: &str,
+        scope: &Scope,
+        name: &str,
+    ) -> std::result::Result<Operation, google_cloud_gax::error::Error> {
+        match scope {
+            Scope::Zone(z) => {
+                self.zone_ops
+                    .get()
+                    .set_project(project)
+                    .set_zone(z)
+                    .set_operation(name)
+                    .send()
+                    .await
             }
-            if start.elapsed() > OPERATION_TIMEOUT {
-                return Err(Error::Timeout {
-                    resource: resource.to_owned(),
-                    state: format!("done with `{action}`"),
-                    after: OPERATION_TIMEOUT,
-                });
+            Scope::Region(r) => {
+                self.region_ops
+                    .get()
+                    .set_project(project)
+                    .set_region(r)
+                    .set_operation(name)
+                    .send()
+                    .await
             }
-            tokio::time::sleep(poll).await;
-            let name = op.name.clone().unwrap_or_default();
-            let got = match scope {
-                Scope::Zone(z) => {
-                    self.zone_ops
-                        .get()
-                        .set_project(project)
-                        .set_zone(z)
-                        .set_operation(&name)
-                        .send()
-                        .await
-                }
-                Scope::Region(r) => {
-                    self.region_ops
-                        .get()
-                        .set_project(project)
-                        .set_region(r)
-                        .set_operation(&name)
-                        .send()
-                        .await
-                }
-                Scope::Global => {
-                    self.global_ops
-                        .get()
-                        .set_project(project)
-                        .set_operation(&name)
-                        .send()
-                        .await
-                }
-            };
-            op = got.map_err(|e| error::sdk(&format!("{action} (operation)"), resource, &e))?;
+            Scope::Global => {
+                self.global_ops
+                    .get()
+                    .set_project(project)
+                    .set_operation(name)
+                    .send()
+                    .await
+            }
         }
     }
 }

@@ -149,6 +149,12 @@ impl GceProvider {
         {
             return Ok(z.clone());
         }
+        self.zone_reads
+            .share(&key, || self.find_managed_zone(key.clone()))
+            .await
+    }
+
+    async fn find_managed_zone(&self, key: String) -> Result<String> {
         let p = &self.settings.project;
         let found: ManagedZone = if let Some(name) = &self.settings.managed_zone {
             let z = self
@@ -257,9 +263,28 @@ impl GceProvider {
         Ok(AtName { main, txt })
     }
 
+    /// Every record set of the managed zone, read once for concurrent callers (the
+    /// plan's lookup and owned records).
+    async fn zone_records(&self, mz: &str) -> Result<Vec<ResourceRecordSet>> {
+        self.record_reads
+            .share(mz, || self.list_rrsets(mz, None))
+            .await
+    }
+
     pub(crate) async fn dns_lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
         let mz = self.managed_zone(zone).await?;
-        let at = self.at_name(&mz, fqdn).await?;
+        let all = self.zone_records(&mz).await?;
+        let (name, txt) = (dotted(fqdn), dotted(&ownership_name(fqdn)));
+        let at = AtName {
+            main: all
+                .iter()
+                .find(|r| r.name.as_deref() == Some(&name) && matches!(rtype(r), "A" | "CNAME"))
+                .cloned(),
+            txt: all
+                .iter()
+                .find(|r| r.name.as_deref() == Some(&txt) && rtype(r) == "TXT")
+                .cloned(),
+        };
         let owner = at.owner();
         let id = at.owner_id();
         Ok(at
@@ -271,7 +296,7 @@ impl GceProvider {
 
     pub(crate) async fn dns_owned(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
         let mz = self.managed_zone(zone).await?;
-        let all = self.list_rrsets(&mz, None).await?;
+        let all = self.zone_records(&mz).await?;
         let mut out = Vec::new();
         for txt in all.iter().filter(|r| rtype(r) == "TXT") {
             let Some(name) = txt.name.as_deref() else {
@@ -430,34 +455,29 @@ impl GceProvider {
         let Some((mz, id)) = pending else {
             return Ok(());
         };
-        let start = tokio::time::Instant::now();
-        loop {
-            let c = self
-                .clients
-                .changes
-                .get()
-                .set_project(&self.settings.project)
-                .set_managed_zone(&mz)
-                .set_change_id(&id)
-                .send()
-                .await
-                .map_err(|e| error::sdk("get change", &format!("DNS record {fqdn}"), &e))?;
-            if c.status.as_ref().and_then(|s| s.name()) == Some("done") {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&dotted(fqdn));
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("DNS record {fqdn}"),
-                    state: "done".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout)).await;
-        }
+        let resource = format!("DNS record {fqdn}");
+        self.poll
+            .until(timeout, &resource, "done", || async {
+                let c = self
+                    .clients
+                    .changes
+                    .get()
+                    .set_project(&self.settings.project)
+                    .set_managed_zone(&mz)
+                    .set_change_id(&id)
+                    .send()
+                    .await
+                    .map_err(|e| error::sdk("get change", &resource, &e))?;
+                if c.status.as_ref().and_then(|s| s.name()) == Some("done") {
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&dotted(fqdn));
+                    return Ok(Some(()));
+                }
+                Ok(None)
+            })
+            .await
     }
 
     pub(crate) async fn dns_delete(

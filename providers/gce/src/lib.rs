@@ -36,6 +36,8 @@
 mod client;
 mod dns;
 mod error;
+mod firewall;
+mod flight;
 mod lb;
 mod nodes;
 pub mod settings;
@@ -51,9 +53,17 @@ use triad_core::model::{
 };
 use triad_core::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
 use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
+use triad_core::wait::Poll;
 
 pub use client::Connection;
 pub use settings::{GceSettings, ENDPOINT_ENV, HEALTH_CHECK_RANGES};
+
+/// How the provider polls: from half a second (or `poll_interval_ms`, when shorter),
+/// doubling up to `poll_interval_ms`.
+fn poll_of(interval_ms: u64) -> Poll {
+    let max = Duration::from_millis(interval_ms.max(1));
+    Poll::new(max.min(Duration::from_millis(500)), max)
+}
 
 /// Compute Engine nodes, load balancer and Cloud DNS records for one project.
 pub struct GceProvider {
@@ -61,10 +71,15 @@ pub struct GceProvider {
     settings: GceSettings,
     lb_mode: LbMode,
     nodes_image: Option<String>,
-    poll: Duration,
+    poll: Poll,
     checked: tokio::sync::OnceCell<()>,
     zone_cache: Mutex<HashMap<String, String>>,
     pending: Mutex<HashMap<String, (String, String)>>,
+    firewall_lock: tokio::sync::Mutex<()>,
+    zone_reads: flight::Flights<String>,
+    node_reads: flight::Flights<Vec<google_cloud_compute_v1::model::Instance>>,
+    ids: Mutex<HashMap<(String, String), String>>,
+    record_reads: flight::Flights<Vec<google_cloud_dns_v1::model::ResourceRecordSet>>,
 }
 
 impl std::fmt::Debug for GceProvider {
@@ -111,7 +126,7 @@ impl GceProvider {
     ) -> Result<Self> {
         let clients = client::Clients::connect(&connection).await?;
         Ok(Self {
-            poll: Duration::from_millis(settings.poll_interval_ms.max(1)),
+            poll: poll_of(settings.poll_interval_ms),
             clients,
             settings,
             lb_mode,
@@ -119,6 +134,11 @@ impl GceProvider {
             checked: tokio::sync::OnceCell::new(),
             zone_cache: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            firewall_lock: tokio::sync::Mutex::new(()),
+            zone_reads: flight::Flights::default(),
+            node_reads: flight::Flights::default(),
+            ids: Mutex::new(HashMap::new()),
+            record_reads: flight::Flights::default(),
         })
     }
 
@@ -159,22 +179,22 @@ impl NodeProvider for GceProvider {
     }
 
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        let zones = self.node_zones(cluster).await?;
-        self.preflight().await?;
-        Ok(zones)
+        self.node_zones(cluster).await
     }
 
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
-        let mut out = Vec::new();
-        for zone in self.node_zones(cluster).await? {
-            out.extend(
-                self.list_nodes_in(&cluster.name, &zone)
-                    .await?
-                    .iter()
-                    .map(nodes::to_node),
-            );
-        }
+        let mut out: Vec<Node> = self
+            .list_nodes(cluster)
+            .await?
+            .iter()
+            .map(nodes::to_node)
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        // Check the image and the network at plan time, unless a node made from this
+        // very image on this network exists (a rerun, where they proved themselves).
+        if !out.iter().any(|n| self.made_from_spec(n)) {
+            self.preflight().await?;
+        }
         Ok(out)
     }
 
@@ -191,8 +211,26 @@ impl NodeProvider for GceProvider {
         self.wait_running(node, timeout).await
     }
 
+    async fn wait_nodes(
+        &self,
+        cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        self.wait_all(cluster, nodes, timeout).await
+    }
+
     async fn delete_node(&self, _cluster: &ClusterRef, node: &Node) -> Result<()> {
         self.delete(node).await
+    }
+
+    async fn update_node(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        self.update(cluster, node, request).await
     }
 
     async fn cleanup(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
@@ -230,22 +268,15 @@ impl LoadBalancerProvider for GceProvider {
     ) -> Result<LoadBalancer> {
         // Every part was waited on when it was made; the forwarding rule serves once
         // it exists. Re-read it so the endpoint is the current one.
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Some(found) = self.discover_lb(cluster).await? {
-                if found.id == lb.id && found.endpoint.is_some() {
-                    return Ok(found);
-                }
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("load balancer {}", lb.name),
-                    state: "active".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout)).await;
-        }
+        let resource = format!("load balancer {}", lb.name);
+        self.poll
+            .until(timeout, &resource, "active", || async {
+                Ok(self
+                    .discover_lb(cluster)
+                    .await?
+                    .filter(|found| found.id == lb.id && found.endpoint.is_some()))
+            })
+            .await
     }
 
     async fn set_targets(
@@ -259,6 +290,15 @@ impl LoadBalancerProvider for GceProvider {
 
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         self.delete_lb(cluster).await
+    }
+
+    async fn update_load_balancer(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        request: &LoadBalancerRequest,
+    ) -> Result<LoadBalancer> {
+        self.update_lb(cluster, lb, request).await
     }
 }
 

@@ -1,36 +1,21 @@
-//! Instances and the cluster's firewall rules.
+//! Instances: discovery (one aggregated list), create, wait, update in place, delete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use google_cloud_compute_v1::model::{
-    firewall, instance, metadata, AttachedDisk, AttachedDiskInitializeParams, Firewall, Instance,
-    Metadata, NetworkInterface, ServiceAccount, Tags,
+    instance, metadata, AttachedDisk, AttachedDiskInitializeParams, Instance,
+    InstancesSetLabelsRequest, Metadata, NetworkInterface, ServiceAccount, Tags,
 };
+use triad_core::drift::{self, Attribute};
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::{self, Role};
 use triad_core::model::{Node, NodeRequest, NodeState};
-use triad_core::spec::{ClusterRef, LbMode};
+use triad_core::spec::ClusterRef;
 
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own, Failure};
-use crate::settings::HEALTH_CHECK_RANGES;
 use crate::GceProvider;
-
-/// TCP ports the Rancher nodes open to each other (etcd, Kubernetes API, RKE2
-/// supervisor, kubelet, metrics, ingress admission, NodePorts).
-pub(crate) const INTERNAL_TCP: &[&str] = &[
-    "2376",
-    "2379-2380",
-    "6443",
-    "9099",
-    "9345",
-    "10250",
-    "10254",
-    "30000-32767",
-];
-/// UDP ports the nodes open to each other (VXLAN overlays, NodePorts).
-pub(crate) const INTERNAL_UDP: &[&str] = &["8472", "4789", "30000-32767"];
 
 /// The description that marks a label-less resource (firewall rule, health check,
 /// backend service, instance group, URL map, proxy) as the cluster's.
@@ -107,129 +92,33 @@ pub(crate) fn to_node(i: &Instance) -> Node {
     }
 }
 
-/// One firewall rule the cluster wants.
-struct Rule {
-    name: String,
-    tcp: Vec<String>,
-    udp: Vec<String>,
-    sources: Vec<String>,
-    source_tags: Vec<String>,
+/// Whether an instance triad waits for is ready; an error when it is gone or not
+/// starting.
+pub(crate) fn ready(resource: &str, i: Option<&Instance>) -> Result<bool> {
+    let Some(i) = i else {
+        return Err(own(
+            "wait for node",
+            resource,
+            FailureKind::NotFound,
+            "the instance disappeared while triad waited for it",
+        ));
+    };
+    let n = to_node(i);
+    if n.state == NodeState::Stopped {
+        return Err(own(
+            "wait for node",
+            resource,
+            FailureKind::Other,
+            format!(
+                "the instance is {:?}, not starting",
+                i.status.as_ref().and_then(|s| s.name())
+            ),
+        ));
+    }
+    Ok(n.is_ready())
 }
 
 impl GceProvider {
-    fn rules(&self, cluster: &str, ssh: &[String]) -> Vec<Rule> {
-        let tag = node_tag(cluster);
-        let mut rules = vec![
-            Rule {
-                name: format!("{cluster}-health"),
-                tcp: vec!["80".into(), "443".into()],
-                udp: vec![],
-                sources: HEALTH_CHECK_RANGES.iter().map(|s| s.to_string()).collect(),
-                source_tags: vec![],
-            },
-            Rule {
-                name: format!("{cluster}-internal"),
-                tcp: INTERNAL_TCP.iter().map(|s| s.to_string()).collect(),
-                udp: INTERNAL_UDP.iter().map(|s| s.to_string()).collect(),
-                sources: vec![],
-                source_tags: vec![tag],
-            },
-        ];
-        if self.lb_mode == LbMode::L4 {
-            // A passthrough balancer keeps the client's address: 80/443 from anywhere.
-            rules.push(Rule {
-                name: format!("{cluster}-web"),
-                tcp: vec!["80".into(), "443".into()],
-                udp: vec![],
-                sources: vec!["0.0.0.0/0".into()],
-                source_tags: vec![],
-            });
-        }
-        if !ssh.is_empty() {
-            rules.push(Rule {
-                name: format!("{cluster}-ssh"),
-                tcp: vec!["22".into()],
-                udp: vec![],
-                sources: ssh.to_vec(),
-                source_tags: vec![],
-            });
-        }
-        rules
-    }
-
-    /// Create the cluster's firewall rules that are missing.
-    async fn ensure_firewalls(&self, cluster: &ClusterRef, ssh: &[String]) -> Result<()> {
-        let project = &self.settings.project;
-        for rule in self.rules(&cluster.name, ssh) {
-            let what = format!("firewall rule {}", rule.name);
-            match self
-                .clients
-                .firewalls
-                .get()
-                .set_project(project)
-                .set_firewall(&rule.name)
-                .send()
-                .await
-            {
-                Ok(f) if owned_by(f.description.as_deref(), &cluster.name) => continue,
-                Ok(_) => {
-                    return Err(own(
-                        "create firewall rule",
-                        &what,
-                        FailureKind::Conflict,
-                        "a rule of that name exists and is not this cluster's",
-                    ))
-                }
-                Err(e) if Failure::of(&e).is_not_found() => {}
-                Err(e) => return Err(error::sdk("get firewall rule", &what, &e)),
-            }
-            let mut fw = Firewall::default();
-            fw.name = Some(rule.name.clone());
-            fw.description = Some(ownership(&cluster.name, Role::Network));
-            fw.network = Some(self.network_link_pub());
-            fw.direction = Some(firewall::Direction::from("INGRESS"));
-            fw.target_tags = vec![node_tag(&cluster.name)];
-            fw.source_ranges = rule.sources.clone();
-            fw.source_tags = rule.source_tags.clone();
-            for (proto, ports) in [("tcp", &rule.tcp), ("udp", &rule.udp)] {
-                if !ports.is_empty() {
-                    let mut a = firewall::Allowed::default();
-                    a.ip_protocol = Some(proto.into());
-                    a.ports = ports.clone();
-                    fw.allowed.push(a);
-                }
-            }
-            let rid = request_id();
-            match self
-                .clients
-                .firewalls
-                .insert()
-                .set_project(project)
-                .set_request_id(&rid)
-                .set_body(fw)
-                .send()
-                .await
-            {
-                Ok(op) => {
-                    self.clients
-                        .wait(
-                            project,
-                            &Scope::Global,
-                            op,
-                            self.poll,
-                            "create firewall rule",
-                            &what,
-                        )
-                        .await?;
-                    tracing::info!(rule = %rule.name, "created firewall rule");
-                }
-                Err(e) if Failure::of(&e).is_conflict() => {}
-                Err(e) => return Err(error::sdk("create firewall rule", &what, &e)),
-            }
-        }
-        Ok(())
-    }
-
     pub(crate) async fn get_instance(&self, zone: &str, name: &str) -> Result<Option<Instance>> {
         match self
             .clients
@@ -247,28 +136,153 @@ impl GceProvider {
         }
     }
 
-    /// Every instance of the cluster in `zone`.
-    pub(crate) async fn list_nodes_in(&self, cluster: &str, zone: &str) -> Result<Vec<Instance>> {
+    /// Every instance of the cluster in the zones of its region, in one aggregated
+    /// list (all pages): one call however many zones and nodes, shared by concurrent
+    /// callers (the plan discovers the nodes and the balancer's targets at once).
+    pub(crate) async fn list_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
+        let key = format!("{}/{}", cluster.region, cluster.name);
+        self.node_reads
+            .share(&key, || self.list_nodes_now(cluster))
+            .await
+    }
+
+    /// The id of the instance (zone, name) as last seen by this provider. An
+    /// instance keeps its id for life; one deleted and made again by someone else in
+    /// between shows as a target to converge, never as a wrong deletion.
+    pub(crate) fn known_id(&self, key: &(String, String)) -> Option<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, instances: &[Instance]) {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        for i in instances {
+            if let (Some(zone), Some(name), Some(id)) = (&i.zone, &i.name, i.id) {
+                ids.insert((short(zone).to_owned(), name.clone()), id.to_string());
+            }
+        }
+    }
+
+    async fn list_nodes_now(&self, cluster: &ClusterRef) -> Result<Vec<Instance>> {
+        let scope = format!("zones/{}-", cluster.region);
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
             let page = self
                 .clients
                 .instances
-                .list()
+                .aggregated_list()
                 .set_project(&self.settings.project)
-                .set_zone(zone)
-                .set_filter(label_filter(cluster, Role::Node))
+                .set_filter(label_filter(&cluster.name, Role::Node))
                 .set_or_clear_page_token(token.clone())
                 .send()
                 .await
-                .map_err(|e| error::sdk("list instances", &format!("zone {zone}"), &e))?;
-            out.extend(page.items);
+                .map_err(|e| {
+                    error::sdk("list instances", &format!("region {}", cluster.region), &e)
+                })?;
+            for (zone, list) in page.items {
+                if zone.starts_with(&scope) {
+                    out.extend(list.instances);
+                }
+            }
             match page.next_page_token {
                 Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        self.remember(&out);
+        Ok(out)
+    }
+
+    /// Wait until every one of `nodes` runs with an internal IP: one aggregated list
+    /// per poll for all of them.
+    pub(crate) async fn wait_all(
+        &self,
+        cluster: &ClusterRef,
+        nodes: &[Node],
+        timeout: Duration,
+    ) -> Result<Vec<Node>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let resource = format!("{} instance(s) of {}", nodes.len(), cluster.name);
+        self.poll
+            .until(
+                timeout,
+                &resource,
+                "RUNNING with an internal IP",
+                || async {
+                    let found = self.list_nodes(cluster).await?;
+                    let mut out = Vec::with_capacity(nodes.len());
+                    for node in nodes {
+                        let i = found.iter().find(|i| {
+                            i.name.as_deref() == Some(node.name.as_str())
+                                && i.zone.as_deref().map(short) == Some(node.zone.as_str())
+                        });
+                        if !ready(&format!("instance {}", node.name), i)? {
+                            return Ok(None);
+                        }
+                        out.extend(i.map(to_node));
+                    }
+                    Ok(Some(out))
+                },
+            )
+            .await
+    }
+
+    /// Day 2: the `<cluster>-ssh` rule's sources to `request.ssh_allowed_cidrs` (made
+    /// when missing, deleted when the list is empty), and the instance's labels to
+    /// `request.labels` (its fingerprint among them). Each only when it differs.
+    pub(crate) async fn update(
+        &self,
+        cluster: &ClusterRef,
+        node: &Node,
+        request: &NodeRequest,
+    ) -> Result<Node> {
+        self.update_ssh_rule(cluster, &request.ssh_allowed_cidrs)
+            .await?;
+        let what = format!("instance {}", node.name);
+        let mut i = self
+            .get_instance(&node.zone, &node.name)
+            .await?
+            .ok_or_else(|| {
+                own(
+                    "update node",
+                    &what,
+                    FailureKind::NotFound,
+                    "the instance does not exist",
+                )
+            })?;
+        self.check_owner(cluster, &i)?;
+        let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
+        if i.labels != labels {
+            let mut body = InstancesSetLabelsRequest::default();
+            body.labels = labels.clone();
+            body.label_fingerprint = i.label_fingerprint.clone();
+            let project = &self.settings.project;
+            let op = self
+                .clients
+                .instances
+                .set_labels()
+                .set_project(project)
+                .set_zone(&node.zone)
+                .set_instance(&node.name)
+                .set_request_id(request_id())
+                .set_body(body)
+                .send()
+                .await
+                .map_err(|e| error::sdk("set the labels of", &what, &e))?;
+            let at = Scope::Zone(node.zone.clone());
+            self.clients
+                .wait(project, &at, op, self.poll, "set the labels of", &what)
+                .await?;
+            tracing::info!(node = %node.name, "set labels");
+            i.labels = labels;
+        }
+        Ok(to_node(&i))
     }
 
     pub(crate) async fn node_zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
@@ -298,6 +312,16 @@ impl GceProvider {
         let mut zones: Vec<String> = region.zones.iter().map(|z| short(z).to_owned()).collect();
         zones.sort();
         Ok(zones)
+    }
+
+    /// Whether `node` was made from the image the spec names now (its fingerprint
+    /// label says so), so the image and the network need no check.
+    pub(crate) fn made_from_spec(&self, node: &Node) -> bool {
+        self.settings.image.is_none()
+            && node.labels.get(Attribute::Image.label())
+                == Some(&drift::encode(
+                    self.nodes_image.as_deref().unwrap_or("default"),
+                ))
     }
 
     /// Check, once, that the image and the network exist, so a typo fails `plan`
@@ -523,43 +547,26 @@ impl GceProvider {
     }
 
     pub(crate) async fn wait_running(&self, node: &Node, timeout: Duration) -> Result<Node> {
-        let start = tokio::time::Instant::now();
-        loop {
-            let Some(i) = self.get_instance(&node.zone, &node.name).await? else {
-                return Err(own(
-                    "wait for node",
-                    &format!("instance {}", node.name),
-                    FailureKind::NotFound,
-                    "the instance disappeared while triad waited for it",
-                ));
-            };
-            let n = to_node(&i);
-            if n.is_ready() {
-                return Ok(n);
-            }
-            if n.state == NodeState::Stopped {
-                return Err(own(
-                    "wait for node",
-                    &format!("instance {}", node.name),
-                    FailureKind::Other,
-                    format!(
-                        "the instance is {:?}, not starting",
-                        i.status.as_ref().and_then(|s| s.name())
-                    ),
-                ));
-            }
-            if start.elapsed() >= timeout {
-                return Err(Error::Timeout {
-                    resource: format!("instance {}", node.name),
-                    state: "RUNNING with an internal IP".into(),
-                    after: timeout,
-                });
-            }
-            tokio::time::sleep(self.poll.min(timeout)).await;
-        }
+        let resource = format!("instance {}", node.name);
+        self.poll
+            .until(
+                timeout,
+                &resource,
+                "RUNNING with an internal IP",
+                || async {
+                    let i = self.get_instance(&node.zone, &node.name).await?;
+                    ready(&resource, i.as_ref())
+                        .map(|ok| ok.then(|| i.as_ref().map(to_node)).flatten())
+                },
+            )
+            .await
     }
 
     pub(crate) async fn delete(&self, node: &Node) -> Result<()> {
+        self.ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(node.zone.clone(), node.name.clone()));
         let what = format!("instance {}", node.name);
         let project = &self.settings.project;
         match self
@@ -596,68 +603,6 @@ impl GceProvider {
             Err(e) if Failure::of(&e).is_not_found() => Ok(()),
             Err(e) => Err(error::sdk("delete node", &what, &e)),
         }
-    }
-
-    /// Delete every firewall rule named `<cluster>-…` whose description marks it as
-    /// the cluster's.
-    pub(crate) async fn delete_firewalls(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
-        let project = &self.settings.project;
-        let mut token: Option<String> = None;
-        let mut mine = Vec::new();
-        loop {
-            let page = self
-                .clients
-                .firewalls
-                .list()
-                .set_project(project)
-                .set_or_clear_page_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| error::sdk("list firewall rules", "firewall rules", &e))?;
-            for f in page.items {
-                let name = f.name.clone().unwrap_or_default();
-                if name.starts_with(&format!("{}-", cluster.name))
-                    && owned_by(f.description.as_deref(), &cluster.name)
-                {
-                    mine.push(name);
-                }
-            }
-            match page.next_page_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
-        }
-        let mut deleted = Vec::new();
-        for name in mine {
-            let what = format!("firewall rule {name}");
-            match self
-                .clients
-                .firewalls
-                .delete()
-                .set_project(project)
-                .set_firewall(&name)
-                .set_request_id(request_id())
-                .send()
-                .await
-            {
-                Ok(op) => {
-                    self.clients
-                        .wait(
-                            project,
-                            &Scope::Global,
-                            op,
-                            self.poll,
-                            "delete firewall rule",
-                            &what,
-                        )
-                        .await?;
-                    deleted.push(what);
-                }
-                Err(e) if Failure::of(&e).is_not_found() => {}
-                Err(e) => return Err(error::sdk("delete firewall rule", &what, &e)),
-            }
-        }
-        Ok(deleted)
     }
 }
 

@@ -6,6 +6,7 @@ use triad_core::conformance::{self, Fixture};
 use triad_core::labels::Role;
 use triad_core::model::{Endpoint, LoadBalancerRequest};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
+use triad_core::NodeProvider;
 
 use crate::{assert_no_violations, http, provider, state, REGION, ZONE};
 
@@ -36,7 +37,11 @@ fn assert_empty(project: &str) {
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn run_all_layer4() {
     let gce = provider("triad-conf-l4", LbMode::L4).await;
-    conformance::run_all(&gce, &gce, &gce, &fixture("conf")).await;
+    let fx = fixture("conf");
+    conformance::run_all(&gce, &gce, &gce, &fx).await;
+    conformance::node_update_in_place(&gce, &fx).await;
+    conformance::load_balancer_update_in_place(&gce, &gce, &fx).await;
+    gce.cleanup(&fx.cluster).await.unwrap();
     assert_empty("triad-conf-l4");
     assert_no_violations();
 }
@@ -58,6 +63,7 @@ async fn layer7_lifecycle() {
     };
     conformance::load_balancer_lifecycle(&gce, &gce, &fx).await;
     conformance::load_balancer_create_is_idempotent(&gce, &fx).await;
+    conformance::load_balancer_update_in_place(&gce, &gce, &fx).await;
     assert_empty("triad-conf-l7");
     assert_no_violations();
 }

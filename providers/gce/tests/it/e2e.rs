@@ -8,7 +8,7 @@ use triad_core::spec::ClusterSpec;
 use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
-use crate::{assert_no_violations, endpoint, http, seed, state};
+use crate::{assert_no_violations, calls, cluster_spec, endpoint, is_mutation, seed, state};
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     let lb = if l7 {
@@ -16,53 +16,11 @@ fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     } else {
         ""
     };
-    ClusterSpec::from_toml(&format!(
-        r#"
-name = "{name}"
-region = "us-central1"
-[nodes]
-count = 3
-size = "4cpu-16gb"
-image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
-ssh_allowed_cidrs = ["203.0.113.0/24"]
-[proxy]
-http = "http://proxy.internal:3128"
-{lb}
-[dns]
-zone = "example.com"
-hostname = "{name}.example.com"
-[gce]
-project = "{project}"
-poll_interval_ms = 50
-"#
-    ))
-    .unwrap()
-    .validate()
-    .unwrap()
-}
-
-fn calls(project: &str) -> Vec<String> {
-    let (_, body) = http("GET", &format!("/_fake/calls?project={project}"), "");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn is_mutation(method: &str) -> bool {
-    let verb = method.rsplit('.').next().unwrap_or("");
-    matches!(
-        verb,
-        "insert"
-            | "delete"
-            | "patch"
-            | "addInstances"
-            | "removeInstances"
-            | "create"
-            | "setSslPolicy"
+    cluster_spec(
+        project,
+        name,
+        "ssh_allowed_cidrs = [\"203.0.113.0/24\"]",
+        &format!("[proxy]\nhttp = \"http://proxy.internal:3128\"\n{lb}"),
     )
 }
 
@@ -171,9 +129,18 @@ async fn run(project: &str, name: &str, l7: bool) {
         .iter()
         .any(|r| r["name"] == format!("_triad.{name}.example.com.") && r["type"] == "TXT"));
 
-    // A rerun changes nothing: no mutating trait call, no mutating API call.
+    // A rerun, in a fresh process as an operator would run it, changes nothing: no
+    // mutating trait call, no mutating API call.
+    let gce = Arc::new(
+        GceProvider::from_spec_with(&spec, Connection::fake(endpoint()))
+            .await
+            .unwrap(),
+    );
+    let counted = Arc::new(Stack::new(gce).count(counter.clone()).build());
+    let triad = Orchestrator::new(counted.clone(), counted.clone(), counted);
     counter.reset();
     let before = calls(project).len();
+    let image_project = calls("ubuntu-os-cloud").len();
     let again = triad.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "second plan: {again}");
     let inv2 = triad.apply(&again).await.unwrap();
@@ -184,6 +151,10 @@ async fn run(project: &str, name: &str, l7: bool) {
         .cloned()
         .collect();
     assert!(api.is_empty(), "the rerun mutated: {api:?}");
+    // …and reads little: plan and apply together, in every project.
+    let mut reads = calls(project)[before..].to_vec();
+    reads.extend(calls("ubuntu-os-cloud")[image_project..].iter().cloned());
+    assert!(reads.len() <= 10, "{} reads: {reads:?}", reads.len());
     assert_eq!(inv2.load_balancer.endpoint, inv.load_balancer.endpoint);
 
     // Destroy: nothing labelled left.

@@ -2,6 +2,7 @@
 //! starts and exports as `TRIAD_GCE_FAKE_ENDPOINT`.
 
 mod conformance;
+mod day2;
 mod e2e;
 mod errors;
 mod proxy;
@@ -10,7 +11,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use triad_core::spec::LbMode;
+use triad_core::spec::{ClusterSpec, LbMode};
+use triad_core::ValidSpec;
 use triad_gce::{Connection, GceProvider, GceSettings};
 
 /// The DNS zone every test project gets.
@@ -86,6 +88,63 @@ pub fn assert_no_violations() {
         serde_json::json!([]),
         "the fake broke a schema: {body}"
     );
+}
+
+/// The API methods the fake served for `project`, in order
+/// (`compute.instances.get`, …).
+pub fn calls(project: &str) -> Vec<String> {
+    let (_, body) = http("GET", &format!("/_fake/calls?project={project}"), "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Whether an API method changes something.
+pub fn is_mutation(method: &str) -> bool {
+    let verb = method.rsplit('.').next().unwrap_or("");
+    matches!(
+        verb,
+        "insert"
+            | "delete"
+            | "patch"
+            | "update"
+            | "addInstances"
+            | "removeInstances"
+            | "create"
+            | "setSslPolicy"
+            | "setSslCertificates"
+            | "setLabels"
+    )
+}
+
+/// A 3-node cluster `name` in `project` against the fake; `nodes` is more of the
+/// `[nodes]` table, `rest` more sections.
+pub fn cluster_spec(project: &str, name: &str, nodes: &str, rest: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&format!(
+        r#"
+name = "{name}"
+region = "us-central1"
+[nodes]
+count = 3
+size = "4cpu-16gb"
+image = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts"
+{nodes}
+{rest}
+[dns]
+zone = "example.com"
+hostname = "{name}.example.com"
+[gce]
+project = "{project}"
+poll_interval_ms = 50
+"#
+    ))
+    .unwrap()
+    .validate()
+    .unwrap()
 }
 
 /// Test settings for `project`: fast polling.

@@ -1,0 +1,307 @@
+//! Finding the balancer by its labels, and its targets: instance-group membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use google_cloud_compute_v1::model::{
+    BackendService, ForwardingRule, InstanceGroupsAddInstancesRequest,
+    InstanceGroupsListInstancesRequest, InstanceGroupsRemoveInstancesRequest, InstanceReference,
+    Operation,
+};
+use google_cloud_gax::error::Error as GaxError;
+use triad_core::error::Result;
+use triad_core::labels::Role;
+use triad_core::model::{Endpoint, LbState, LoadBalancer, Node};
+use triad_core::spec::{ClusterRef, LbMode, LbScheme};
+
+use super::part::Part;
+use super::{balancer_name, instance_key, listeners, scope_of, Names};
+use crate::client::{request_id, short, Scope};
+use crate::error::{self, Failure};
+use crate::nodes::label_filter;
+use crate::GceProvider;
+
+/// The zone in a zonal self-link (`…/zones/<zone>/…`).
+fn zone_of(link: &str) -> &str {
+    link.split("/zones/")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("")
+}
+
+impl GceProvider {
+    /// The cluster's backend service of `mode`.
+    pub(super) async fn backend_service(
+        &self,
+        cluster: &ClusterRef,
+        mode: LbMode,
+    ) -> Result<BackendService> {
+        let at = scope_of(cluster, mode);
+        let name = Names::new(&cluster.name).backend_service;
+        BackendService::get(self, &at, &name)
+            .await
+            .map_err(|e| error::sdk("get", &format!("{} {name}", BackendService::noun(&at)), &e))
+    }
+
+    /// The cluster's forwarding rules, regional (l4) and global (l7), by labels.
+    async fn labelled_rules(
+        &self,
+        cluster: &ClusterRef,
+    ) -> Result<(Vec<ForwardingRule>, Vec<ForwardingRule>)> {
+        let filter = label_filter(&cluster.name, Role::Lb);
+        let regional = self
+            .clients
+            .forwarding_rules
+            .list()
+            .set_project(self.project())
+            .set_region(&cluster.region)
+            .set_filter(&filter)
+            .send()
+            .await
+            .map_err(|e| {
+                error::sdk(
+                    "list forwarding rules",
+                    &format!("region {}", cluster.region),
+                    &e,
+                )
+            })?;
+        let global = self
+            .clients
+            .global_forwarding_rules
+            .list()
+            .set_project(self.project())
+            .set_filter(&filter)
+            .send()
+            .await
+            .map_err(|e| {
+                error::sdk(
+                    "list global forwarding rules",
+                    "global forwarding rules",
+                    &e,
+                )
+            })?;
+        Ok((regional.items, global.items))
+    }
+
+    pub(crate) async fn discover_lb(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
+        let n = Names::new(&cluster.name);
+        let (regional, global) = self.labelled_rules(cluster).await?;
+        let (mode, rule) = if let Some(r) = regional
+            .into_iter()
+            .find(|r| r.name.as_deref() == Some(&n.l4_rule))
+        {
+            (LbMode::L4, r)
+        } else if let Some(r) = global
+            .into_iter()
+            .find(|r| r.name.as_deref() == Some(&n.https_rule))
+        {
+            (LbMode::L7, r)
+        } else {
+            return Ok(None);
+        };
+        let at = scope_of(cluster, mode);
+        let targets = match BackendService::get(self, &at, &n.backend_service).await {
+            Ok(bs) => self
+                .members(cluster, &bs)
+                .await?
+                .into_values()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            Err(e) if Failure::of(&e).is_not_found() => Vec::new(),
+            Err(e) => {
+                return Err(error::sdk(
+                    "get",
+                    &format!("backend service {}", n.backend_service),
+                    &e,
+                ))
+            }
+        };
+        let endpoint = rule
+            .ip_address
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .map(|ip| Endpoint::Ip {
+                addresses: vec![ip],
+            });
+        Ok(Some(LoadBalancer {
+            id: rule.self_link.clone().unwrap_or_default(),
+            name: balancer_name(rule.description.as_deref(), &cluster.name),
+            mode,
+            scheme: LbScheme::InternetFacing,
+            state: if endpoint.is_some() {
+                LbState::Active
+            } else {
+                LbState::Provisioning
+            },
+            endpoint,
+            listeners: listeners(
+                mode,
+                &rule
+                    .ports
+                    .iter()
+                    .filter_map(|p| p.parse::<u16>().ok())
+                    .filter(|p| *p != 80 && *p != 443)
+                    .collect::<Vec<_>>(),
+            ),
+            targets,
+            labels: rule.labels.into_iter().collect(),
+            partial_targets: Vec::new(),
+        }))
+    }
+
+    /// The instances in the backend service's groups: (zone, name) → node id.
+    async fn members(
+        &self,
+        cluster: &ClusterRef,
+        bs: &BackendService,
+    ) -> Result<BTreeMap<(String, String), String>> {
+        let mut keys = Vec::new();
+        for b in &bs.backends {
+            let Some(g) = b.group.as_deref() else {
+                continue;
+            };
+            keys.extend(self.group_members(zone_of(g), short(g)).await?);
+        }
+        // The ids the plan's node discovery has just read; a list only for a member
+        // it has not seen.
+        if keys.iter().any(|k| self.known_id(k).is_none()) {
+            self.list_nodes(cluster).await?;
+        }
+        let mut out = BTreeMap::new();
+        for key in keys {
+            let id = match self.known_id(&key) {
+                Some(id) => id.clone(),
+                None => match self.get_instance(&key.0, &key.1).await? {
+                    Some(i) => i.id.map(|x| x.to_string()).unwrap_or_else(|| key.1.clone()),
+                    None => continue,
+                },
+            };
+            out.insert(key, id);
+        }
+        Ok(out)
+    }
+
+    async fn group_members(&self, zone: &str, group: &str) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = match self
+                .clients
+                .instance_groups
+                .list_instances()
+                .set_project(self.project())
+                .set_zone(zone)
+                .set_instance_group(group)
+                .set_body(InstanceGroupsListInstancesRequest::default())
+                .set_or_clear_page_token(token.clone())
+                .send()
+                .await
+            {
+                Ok(p) => p,
+                Err(e) if Failure::of(&e).is_not_found() => return Ok(out),
+                Err(e) => {
+                    return Err(error::sdk(
+                        "list members of",
+                        &format!("instance group {group}"),
+                        &e,
+                    ))
+                }
+            };
+            out.extend(
+                page.items
+                    .iter()
+                    .filter_map(|i| i.instance.as_deref().and_then(instance_key)),
+            );
+            match page.next_page_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(crate) async fn converge_targets(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+        nodes: &[Node],
+    ) -> Result<LoadBalancer> {
+        let bs = self.backend_service(cluster, lb.mode).await?;
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for node in nodes {
+            wanted
+                .entry(node.zone.clone())
+                .or_default()
+                .insert(node.name.clone());
+        }
+        // Groups for zones the backend service does not serve yet.
+        let mut links = Vec::new();
+        for zone in wanted.keys() {
+            let g = self.ensure_group(&cluster.name, zone).await?;
+            links.push(g.self_link.unwrap_or_default());
+        }
+        let bs = self.ensure_backends(cluster, lb.mode, bs, &links).await?;
+        let p = self.project();
+        for b in &bs.backends {
+            let Some(g) = b.group.as_deref() else {
+                continue;
+            };
+            let zone = zone_of(g).to_owned();
+            let group = short(g).to_owned();
+            let current: BTreeSet<String> = self
+                .group_members(&zone, &group)
+                .await?
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect();
+            let want = wanted.get(&zone).cloned().unwrap_or_default();
+            let link = |name: &String| {
+                let mut r = InstanceReference::default();
+                r.instance = Some(format!("projects/{p}/zones/{zone}/instances/{name}"));
+                r
+            };
+            let add: Vec<InstanceReference> = want.difference(&current).map(link).collect();
+            let remove: Vec<InstanceReference> = current.difference(&want).map(link).collect();
+            for (instances, adding) in [(add, true), (remove, false)] {
+                if instances.is_empty() {
+                    continue;
+                }
+                let groups = &self.clients.instance_groups;
+                let (op, action) = if adding {
+                    let mut body = InstanceGroupsAddInstancesRequest::default();
+                    body.instances = instances;
+                    let b = groups.add_instances().set_project(p).set_zone(&zone);
+                    let b = b.set_instance_group(&group).set_request_id(request_id());
+                    (b.set_body(body).send().await, "add instances to")
+                } else {
+                    let mut body = InstanceGroupsRemoveInstancesRequest::default();
+                    body.instances = instances;
+                    let b = groups.remove_instances().set_project(p).set_zone(&zone);
+                    let b = b.set_instance_group(&group).set_request_id(request_id());
+                    (b.set_body(body).send().await, "remove instances from")
+                };
+                self.membership(&zone, &group, op, action).await?;
+            }
+        }
+        let mut targets: Vec<String> = self.members(cluster, &bs).await?.into_values().collect();
+        targets.sort();
+        targets.dedup();
+        Ok(LoadBalancer {
+            targets,
+            ..lb.clone()
+        })
+    }
+
+    /// Wait for a membership change of `group` in `zone`.
+    async fn membership(
+        &self,
+        zone: &str,
+        group: &str,
+        op: std::result::Result<Operation, GaxError>,
+        action: &str,
+    ) -> Result<()> {
+        let what = format!("instance group {group}");
+        let op = op.map_err(|e| error::sdk(action, &what, &e))?;
+        self.op_wait(&Scope::Zone(zone.to_owned()), op, action, &what)
+            .await
+    }
+}
