@@ -178,7 +178,11 @@ impl AwsError {
     }
 
     pub fn into_error(self, action: &str, resource: impl Into<String>) -> Error {
-        Error::provider(PROVIDER, action, resource, self.kind, self.message)
+        let err = Error::provider(PROVIDER, action, resource, self.kind, self.message);
+        match self.code {
+            Some(code) => err.with_code(code),
+            None => err,
+        }
     }
 }
 
@@ -223,6 +227,18 @@ pub(crate) fn fail(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aws_code_reaches_the_error() {
+        let e = AwsError {
+            code: Some("InvalidGroup.NotFound".into()),
+            message: "InvalidGroup.NotFound: gone".into(),
+            kind: FailureKind::NotFound,
+        }
+        .into_error("create node", "node n");
+        assert_eq!(e.code(), Some("InvalidGroup.NotFound"));
+        assert_eq!(e.kind(), Some(FailureKind::NotFound));
+    }
 
     #[test]
     fn codes_win_over_statuses() {
