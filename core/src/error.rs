@@ -102,6 +102,42 @@ impl fmt::Display for FailureKind {
     }
 }
 
+/// More about a provider failure ([`Error::Provider`]): the cloud's error code,
+/// whether every retry was spent, and the underlying error.
+#[derive(Debug, Default)]
+pub struct ProviderDetail {
+    /// The cloud's error code (`InvalidGroup.NotFound`, `RESOURCE_NOT_READY`), when it
+    /// gave one, so callers can match on it instead of on the message.
+    pub code: Option<String>,
+    /// Every retry was spent on this call already (by triad's
+    /// [`Retry`](crate::layers::Retry) layer or by the provider's SDK): it is no longer
+    /// retryable, so two retry loops stacked on one call cannot multiply their
+    /// attempts.
+    pub exhausted: bool,
+    /// The underlying error (an SDK's). Only errors whose `Debug` and `Display` hold
+    /// no credentials belong here.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl fmt::Display for ProviderDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, &self.code) {
+            (Some(source), _) => write!(f, "{source}"),
+            (None, Some(code)) => write!(f, "error code {code}"),
+            (None, None) if self.exhausted => f.write_str("every retry was spent"),
+            (None, None) => f.write_str("no further detail"),
+        }
+    }
+}
+
+impl std::error::Error for ProviderDetail {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 /// Everything that can go wrong in triad.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -141,18 +177,11 @@ pub enum Error {
         kind: FailureKind,
         /// The cloud's own message. Never contains credentials.
         message: String,
-        /// The cloud's error code (`InvalidGroup.NotFound`, `RESOURCE_NOT_READY`), when
-        /// it gave one, so callers can match on it instead of on `message`.
-        code: Option<String>,
-        /// Every retry was spent on this call already (by triad's [`Retry`] layer
-        /// or by the provider's SDK): it is no longer retryable, so two retry loops
-        /// stacked on one call cannot multiply their attempts.
-        ///
-        /// [`Retry`]: crate::layers::Retry
-        exhausted: bool,
-        /// The underlying error (an SDK's), for [`std::error::Error::source`]. Only
-        /// errors whose `Debug` and `Display` hold no credentials belong here.
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        /// The cloud's error code, whether retries are spent, the underlying error
+        /// ([`ProviderDetail`]); `None` when there is nothing more to say. Boxed to
+        /// keep `Error` small.
+        #[source]
+        detail: Option<Box<ProviderDetail>>,
     },
 
     /// A resource did not reach the wanted state in time.
@@ -310,16 +339,22 @@ impl Error {
             resource: resource.into(),
             kind,
             message: message.into(),
-            code: None,
-            exhausted: false,
-            source: None,
+            detail: None,
+        }
+    }
+
+    /// The provider error's detail, made if missing; `None` for other errors.
+    fn detail_mut(&mut self) -> Option<&mut ProviderDetail> {
+        match self {
+            Error::Provider { detail, .. } => Some(detail.get_or_insert_with(Default::default)),
+            _ => None,
         }
     }
 
     /// The same provider error with the cloud's error code; other errors unchanged.
-    pub fn with_code(mut self, new: impl Into<String>) -> Self {
-        if let Error::Provider { code, .. } = &mut self {
-            *code = Some(new.into());
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        if let Some(d) = self.detail_mut() {
+            d.code = Some(code.into());
         }
         self
     }
@@ -327,8 +362,8 @@ impl Error {
     /// The same provider error caused by `cause` (see [`Error::Provider`]'s `source`:
     /// nothing whose text could hold a credential); other errors unchanged.
     pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
-        if let Error::Provider { source, .. } = &mut self {
-            *source = Some(Box::new(cause));
+        if let Some(d) = self.detail_mut() {
+            d.source = Some(Box::new(cause));
         }
         self
     }
@@ -343,7 +378,11 @@ impl Error {
 
     fn mark_exhausted(&mut self) {
         match self {
-            Error::Provider { exhausted, .. } => *exhausted = true,
+            Error::Provider { .. } => {
+                if let Some(d) = self.detail_mut() {
+                    d.exhausted = true;
+                }
+            }
             Error::Apply { source, .. } => source.mark_exhausted(),
             _ => {}
         }
@@ -352,7 +391,7 @@ impl Error {
     /// The cloud's error code of a provider error, if it gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Provider { code, .. } => code.as_deref(),
+            Error::Provider { detail, .. } => detail.as_ref()?.code.as_deref(),
             Error::Apply { source, .. } => source.code(),
             _ => None,
         }
@@ -361,9 +400,9 @@ impl Error {
     /// Whether making the same call again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Provider {
-                kind, exhausted, ..
-            } => !exhausted && kind.is_retryable(),
+            Error::Provider { kind, detail, .. } => {
+                kind.is_retryable() && !detail.as_ref().is_some_and(|d| d.exhausted)
+            }
             Error::Timeout { .. } => true,
             Error::Apply { source, .. } => source.is_retryable(),
             _ => false,
