@@ -212,14 +212,7 @@ fn offline_check(spec: &ValidSpec, name: &str) -> Result<()> {
         #[cfg(feature = "sim")]
         "sim" => triad_sim::SimSettings::from_spec(spec).map(drop),
         #[cfg(feature = "ec2")]
-        "ec2" => {
-            let problems = triad_ec2::settings::spec_problems(spec);
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(Error::InvalidSpec(problems.into()))
-            }
-        }
+        "ec2" => triad_ec2::Ec2Settings::from_spec(spec).map(drop),
         #[cfg(feature = "gce")]
         "gce" => triad_gce::GceSettings::from_spec(spec).map(drop),
         #[cfg(feature = "vsphere")]
