@@ -663,7 +663,7 @@ async fn every_method_maps_to_its_op() {
     let n = p.create_node(&c, &node_request("a")).await.unwrap();
     p.wait_node(&c, &n, t).await.unwrap();
     let waited = p.wait_nodes(&c, std::slice::from_ref(&n), t).await.unwrap();
-    assert_eq!(waited, [n.clone()]);
+    assert_eq!(waited, std::slice::from_ref(&n));
     p.delete_node(&c, &n).await.unwrap();
     p.cleanup(&c).await.unwrap();
     p.discover_load_balancer(&c).await.unwrap();
