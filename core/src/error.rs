@@ -141,6 +141,18 @@ pub enum Error {
         kind: FailureKind,
         /// The cloud's own message. Never contains credentials.
         message: String,
+        /// The cloud's error code (`InvalidGroup.NotFound`, `RESOURCE_NOT_READY`), when
+        /// it gave one, so callers can match on it instead of on `message`.
+        code: Option<String>,
+        /// Every retry was spent on this call already (by triad's [`Retry`] layer
+        /// or by the provider's SDK): it is no longer retryable, so two retry loops
+        /// stacked on one call cannot multiply their attempts.
+        ///
+        /// [`Retry`]: crate::layers::Retry
+        exhausted: bool,
+        /// The underlying error (an SDK's), for [`std::error::Error::source`]. Only
+        /// errors whose `Debug` and `Display` hold no credentials belong here.
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 
     /// A resource did not reach the wanted state in time.
@@ -298,13 +310,60 @@ impl Error {
             resource: resource.into(),
             kind,
             message: message.into(),
+            code: None,
+            exhausted: false,
+            source: None,
+        }
+    }
+
+    /// The same provider error with the cloud's error code; other errors unchanged.
+    pub fn with_code(mut self, new: impl Into<String>) -> Self {
+        if let Error::Provider { code, .. } = &mut self {
+            *code = Some(new.into());
+        }
+        self
+    }
+
+    /// The same provider error caused by `cause` (see [`Error::Provider`]'s `source`:
+    /// nothing whose text could hold a credential); other errors unchanged.
+    pub fn with_source(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if let Error::Provider { source, .. } = &mut self {
+            *source = Some(Box::new(cause));
+        }
+        self
+    }
+
+    /// The same error marked as having spent every retry: it is no longer
+    /// [retryable](Error::is_retryable). A provider whose SDK already retried a call
+    /// marks its error so; triad's retry layer marks the error of its last attempt.
+    pub fn exhausted(mut self) -> Self {
+        self.mark_exhausted();
+        self
+    }
+
+    fn mark_exhausted(&mut self) {
+        match self {
+            Error::Provider { exhausted, .. } => *exhausted = true,
+            Error::Apply { source, .. } => source.mark_exhausted(),
+            _ => {}
+        }
+    }
+
+    /// The cloud's error code of a provider error, if it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Provider { code, .. } => code.as_deref(),
+            Error::Apply { source, .. } => source.code(),
+            _ => None,
         }
     }
 
     /// Whether making the same call again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Provider { kind, .. } => kind.is_retryable(),
+            Error::Provider {
+                kind, exhausted, ..
+            } => !exhausted && kind.is_retryable(),
             Error::Timeout { .. } => true,
             Error::Apply { source, .. } => source.is_retryable(),
             _ => false,

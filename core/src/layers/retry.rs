@@ -1,4 +1,11 @@
 //! Retry with capped exponential backoff and full jitter.
+//!
+//! Hand-written rather than `backon`: what this layer decides — which [`Op`]s are
+//! retried at all ([`RetryPolicy`]: waits are not, unless asked) and which errors
+//! ([`crate::Error::is_retryable`], triad's own failure taxonomy) — is triad's. `backon`
+//! (whose tokio sleeper would honour the virtual-time tests' paused clock) would
+//! supply only the backoff arithmetic, about fifteen lines here, so it would add a
+//! dependency without removing the logic that matters.
 
 use std::time::Duration;
 
@@ -171,6 +178,9 @@ impl Layer for Retry {
                         tokio::time::sleep(wait).await;
                         attempt += 1;
                     }
+                    // The last attempt's error is final: a retry layer further
+                    // out must not start the attempts again.
+                    Err(error) if error.is_retryable() => return Err(error.exhausted()),
                     other => return other,
                 }
             }

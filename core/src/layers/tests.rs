@@ -400,6 +400,39 @@ async fn retry_gives_up_after_max_attempts_with_last_error() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stacked_retries_do_not_multiply() {
+    // Two retry layers on one call (a provider's own and the embedder's): the inner
+    // one's last error is marked exhausted, so the outer one does not start over.
+    let fake = Arc::new(Fake::failing(FailureKind::Transient, 100));
+    let inner = Stack::new(fake.clone())
+        .retry(fast_retry().max_attempts(3))
+        .build();
+    let p = Stack::new(Arc::new(inner))
+        .retry(fast_retry().max_attempts(3))
+        .build();
+    let err = p
+        .create_node(&cluster(), &node_request("n"))
+        .await
+        .unwrap_err();
+    assert_eq!(fake.calls(Op::CreateNode), 3, "{err}");
+    assert_eq!(err.kind(), Some(FailureKind::Transient));
+    assert!(!err.is_retryable(), "the exhausted error is final: {err:?}");
+    // The code and the source ride along.
+    let e = Error::provider(
+        "ec2",
+        "create node",
+        "node n",
+        FailureKind::NotFound,
+        "gone",
+    )
+    .with_code("InvalidGroup.NotFound")
+    .with_source(std::io::Error::other("the SDK's error"));
+    assert_eq!(e.code(), Some("InvalidGroup.NotFound"));
+    let source = std::error::Error::source(&e).map(|s| s.to_string());
+    assert_eq!(source.as_deref(), Some("the SDK's error"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn retry_does_not_retry_fatal_errors() {
     for kind in [
         FailureKind::Permission,
