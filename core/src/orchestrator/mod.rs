@@ -1,5 +1,6 @@
-//! The orchestrator: turns a [`ValidSpec`] into a [`Plan`] (desired vs discovered),
-//! applies it, and destroys what carries a cluster's labels.
+//! The orchestrator: turns a [`ValidSpec`](crate::spec::ValidSpec) into a [`Plan`]
+//! (desired vs discovered), applies it, and destroys what carries a cluster's
+//! labels.
 //!
 //! Apply runs independent work concurrently:
 //!
@@ -44,7 +45,7 @@ pub struct Options {
     /// Allow a plan that changes the Rancher hostname of an existing cluster. Only
     /// safe before Rancher is installed: Rancher's hostname cannot change afterwards.
     pub allow_hostname_change: bool,
-    /// How long apply and destroy wait for another run's lock ([`lock`])
+    /// How long apply and destroy wait for another run's lock ([`lock`](crate::lock))
     /// before failing with [`Error::Locked`]. Zero: fail at once.
     pub lock_wait: Duration,
     /// How long a lock is held at most; a lock older than this is stale (its holder
