@@ -166,7 +166,7 @@ pub fn offline_problems(spec: &ValidSpec, choice: ProviderChoice) -> Vec<SpecPro
         }
     }
     for name in names {
-        if let Err(e) = offline_check(spec, name) {
+        if let Err(e) = offline_check(spec, name, choice) {
             out.push(problem_of(e, name));
         }
     }
@@ -206,13 +206,24 @@ fn compiled(name: &str) -> bool {
 }
 
 /// The checks provider `name` makes of the spec before it connects anywhere.
-fn offline_check(spec: &ValidSpec, name: &str) -> Result<()> {
-    let _ = spec;
+fn offline_check(spec: &ValidSpec, name: &str, choice: ProviderChoice) -> Result<()> {
+    let _ = (spec, choice);
     match name {
         #[cfg(feature = "sim")]
         "sim" => triad_sim::SimSettings::from_spec(spec).map(drop),
         #[cfg(feature = "ec2")]
-        "ec2" => triad_ec2::Ec2Settings::from_spec(spec).map(drop),
+        "ec2" => {
+            let problems = triad_ec2::settings::offline_problems(
+                spec,
+                choice.nodes == "ec2",
+                choice.load_balancer == "ec2",
+            );
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::InvalidSpec(problems.into()))
+            }
+        }
         #[cfg(feature = "gce")]
         "gce" => triad_gce::GceSettings::from_spec(spec).map(drop),
         #[cfg(feature = "vsphere")]

@@ -280,6 +280,30 @@ impl Ec2Settings {
     }
 }
 
+/// Every problem EC2 finds in `spec` without an API call, for the parts it plays
+/// (`nodes`, `load_balancer`; DNS has no offline checks beyond the section): what
+/// `triad validate` reports before it connects anywhere.
+pub fn offline_problems(spec: &ValidSpec, nodes: bool, load_balancer: bool) -> Vec<SpecProblem> {
+    let (settings, mut out) = match Ec2Settings::from_spec(spec) {
+        Ok(s) => (s, Vec::new()),
+        Err(Error::InvalidSpec(SpecProblems(problems))) => (Ec2Settings::default(), problems),
+        Err(e) => {
+            return vec![SpecProblem {
+                field: "ec2".into(),
+                problem: e.to_string(),
+                fix: "fix the [ec2] section (see docs/ec2.md)".into(),
+            }]
+        }
+    };
+    if nodes {
+        out.extend(node_problems(spec));
+    }
+    if load_balancer {
+        out.extend(lb_problems(spec, &settings));
+    }
+    out
+}
+
 /// The problems of the node fields EC2 gives a meaning to: `nodes.image` must be an
 /// AMI id, `nodes.size` an instance type. No API call.
 pub(crate) fn node_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
