@@ -152,8 +152,8 @@ async fn run(project: &str, name: &str, l7: bool) {
     assert!(api.is_empty(), "the rerun mutated: {api:?}");
     // …and reads little: plan and apply together, in the cluster's project. (The
     // image project `ubuntu-os-cloud` is shared by every test of this binary, which
-    // run in parallel, so its reads cannot be told apart per test; a preflight image
-    // read of this rerun would make 11.)
+    // run in parallel, so its reads cannot be told apart per test: a preflight image
+    // read by this rerun is not counted here.)
     let reads = calls(project)[before..].to_vec();
     assert!(reads.len() <= 10, "{} reads: {reads:?}", reads.len());
     assert_eq!(inv2.load_balancer.endpoint, inv.load_balancer.endpoint);
