@@ -1,6 +1,6 @@
 //! # triad-vsphere
 //!
-//! triad's [`NodeProvider`](triad_core::NodeProvider) for VMware vSphere: each node is a VM cloned from a
+//! triad's [`NodeProvider`] for VMware vSphere: each node is a VM cloned from a
 //! template into the resource pool of its failure domain (zone → compute cluster or
 //! resource pool), with its cloud-init user data in `guestinfo.userdata`, CPU and
 //! memory set explicitly, powered on, and waited for until VMware Tools reports an IP.

@@ -196,8 +196,8 @@ impl LoadBalancerProvider for Ec2 {
         })
     }
 
-    /// Make every target group's targets `nodes`, in [`groups_for`] order, then
-    /// record them in the balancer's [`TARGETS`] tag.
+    /// Make every target group's targets `nodes`, in `groups_for` order, then
+    /// record them in the balancer's `triad-targets` tag.
     async fn set_targets(
         &self,
         _cluster: &ClusterRef,
