@@ -66,7 +66,7 @@ fn is_mutating(action: &str) -> bool {
 }
 
 /// (read calls, mutating calls) since the last reset.
-fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
+pub(crate) fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
     let all = calls.snapshot();
     let (mut reads, mut writes) = (0, 0);
     for (action, n) in &all {
@@ -80,7 +80,7 @@ fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
 }
 
 /// A fresh provider (as a new process would have) whose SDK calls are counted.
-async fn counted() -> (Arc<Ec2>, Orchestrator, Calls) {
+pub(crate) async fn counted() -> (Arc<Ec2>, Orchestrator, Calls) {
     let (aws, calls) = scripted(|_, _| None).await;
     let aws = Arc::new(aws);
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
@@ -214,7 +214,7 @@ async fn ssh_cidrs_and_health_check_update_in_place() {
 /// A certificate moto's ACM issues (boto3 through testing/ec2/moto.py, with
 /// `MOTO_PYTHON` from scripts/test): moto checks that a listener's certificate exists
 /// when it is changed.
-fn acm_cert(domain: &str) -> String {
+pub(crate) fn acm_cert(domain: &str) -> String {
     let python = std::env::var("MOTO_PYTHON")
         .expect("MOTO_PYTHON is not set: scripts/test (need_moto) exports moto's venv python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testing/ec2/moto.py");

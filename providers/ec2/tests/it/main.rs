@@ -10,7 +10,9 @@ mod conformance;
 mod day2;
 mod e2e;
 mod egress;
+mod mode_change;
 mod proxy;
+mod rolling;
 mod scripted;
 
 use std::sync::atomic::{AtomicU32, Ordering};
