@@ -299,21 +299,31 @@ impl LoadBalancerProvider for Ec2 {
     }
 
     /// Yes: the two balancers of a mode or scheme change have their own names
-    /// ([`balancer::balancer_names`]), target groups, listeners and security groups,
+    /// (`<cluster>` and `<cluster>-b`, taking turns), target groups, listeners and security groups,
     /// so the new one is made, given the nodes and the record, before the old goes.
     fn coexists(&self) -> bool {
         true
     }
 
-    /// The cluster's balancers by the two names they take (one `DescribeLoadBalancers`
-    /// each, then tags, listeners and targets of what exists), each carrying the
-    /// cluster's tags: the old and the new one during a mode change.
+    /// The cluster's balancers under the two names they take, each carrying the
+    /// cluster's tags (one listing of the region's balancers, one `DescribeTags`),
+    /// with their listeners and targets: the old and the new one during a mode
+    /// change.
     async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let mut out = Vec::new();
-        for name in balancer::balancer_names(cluster) {
-            if let Some(found) = self.find(cluster, &name).await? {
-                out.push(self.model(&found).await?);
-            }
+        for (lb, tags) in self
+            .lbs_named(cluster, &balancer::balancer_names(cluster))
+            .await?
+        {
+            let listeners = self
+                .listeners(lb.load_balancer_arn().unwrap_or_default())
+                .await?;
+            let found = Found {
+                lb,
+                tags,
+                listeners,
+            };
+            out.push(self.model(&found).await?);
         }
         Ok(out)
     }

@@ -172,17 +172,11 @@ async fn a_fresh_balancer_is_discovered_with_both_listeners() {
 }
 
 /// The lock's TXT record sets at `name`, each as its values, read with the SDK.
-async fn lock_sets(aws: &triad_ec2::Ec2, zone_id: &str, name: &str) -> Vec<Vec<String>> {
-    let out = aws
-        .route53_client()
-        .list_resource_record_sets()
-        .hosted_zone_id(zone_id)
-        .send()
+async fn lock_sets(aws: &triad_ec2::Ec2, zone: &str, name: &str) -> Vec<Vec<String>> {
+    crate::record_sets(aws, zone, name)
         .await
-        .unwrap();
-    out.resource_record_sets()
         .iter()
-        .filter(|s| s.r#type() == &RrType::Txt && s.name().trim_end_matches('.') == name)
+        .filter(|s| s.r#type() == &RrType::Txt)
         .map(|s| {
             s.resource_records()
                 .iter()
@@ -235,7 +229,7 @@ async fn lock_race_leaves_exactly_one_holder() {
     }
     assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
     assert_eq!(
-        lock_sets(&aws, &zone_id, &name).await,
+        lock_sets(&aws, &zone, &name).await,
         vec![winners.clone()],
         "one lock record set with the winner's value"
     );
@@ -282,12 +276,9 @@ async fn lock_race_leaves_exactly_one_holder() {
         Some("InvalidChangeBatch"),
         "{err:?}"
     );
-    assert_eq!(
-        lock_sets(&aws, &zone_id, &name).await,
-        vec![winners.clone()]
-    );
+    assert_eq!(lock_sets(&aws, &zone, &name).await, vec![winners.clone()]);
     assert!(
-        lock_sets(&aws, &zone_id, &other).await.is_empty(),
+        lock_sets(&aws, &zone, &other).await.is_empty(),
         "a refused batch applies none of its changes"
     );
     // The stale writer's swap through triad is refused too, and the holder releases.
@@ -299,5 +290,5 @@ async fn lock_race_leaves_exactly_one_holder() {
         .swap_txt(&zone, &name, Some(&winners[0]), None)
         .await
         .unwrap());
-    assert!(lock_sets(&aws, &zone_id, &name).await.is_empty());
+    assert!(lock_sets(&aws, &zone, &name).await.is_empty());
 }

@@ -114,5 +114,26 @@ pub async fn hosted_zone(r53: &aws_sdk_route53::Client, zone: &str) -> String {
         .to_owned()
 }
 
+/// The record sets at `name` in the hosted zone `zone`, read with the SDK.
+pub async fn record_sets(
+    aws: &Ec2,
+    zone: &str,
+    name: &str,
+) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
+    let zone_id = conformance::hosted_zone_id(aws, zone).await;
+    let out = aws
+        .route53_client()
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .send()
+        .await
+        .expect("ListResourceRecordSets");
+    out.resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == name)
+        .cloned()
+        .collect()
+}
+
 /// The three first zones of the region's default VPC.
 pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];

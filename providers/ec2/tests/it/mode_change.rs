@@ -12,7 +12,7 @@ use triad_core::orchestrator::{LbAction, NodeAction};
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::Orchestrator;
 
-use crate::day2::{acm_cert, counted, counts};
+use crate::day2::{acm_cert, counted, rerun_is_quiet};
 use crate::scripted::{scripted, Fault};
 use crate::{hosted_zone, ubuntu_ami, unique};
 
@@ -21,6 +21,12 @@ fn spec(name: &str, image: &str, l7_cert: Option<&str>) -> ValidSpec {
         Some(cert) => format!("mode = \"l7\"\ncertificate = \"{cert}\""),
         None => "mode = \"l4\"".to_owned(),
     };
+    spec_with(name, image, &lb)
+}
+
+/// A 3-node cluster whose `[load_balancer]` section has `lb` (and first-node
+/// registration).
+fn spec_with(name: &str, image: &str, lb: &str) -> ValidSpec {
     ClusterSpec::from_toml(&format!(
         "name = \"{name}\"\nregion = \"us-east-1\"\n\
          zones = [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]\n\
@@ -43,17 +49,9 @@ fn elb_denied() -> String {
 
 /// The alias target of the record at `host`, read with the SDK.
 async fn alias_of(aws: &triad_ec2::Ec2, zone: &str, host: &str) -> String {
-    let zone_id = crate::conformance::hosted_zone_id(aws, zone).await;
-    let out = aws
-        .route53_client()
-        .list_resource_record_sets()
-        .hosted_zone_id(zone_id)
-        .send()
+    crate::record_sets(aws, zone, host)
         .await
-        .unwrap();
-    out.resource_record_sets()
         .iter()
-        .filter(|s| s.name().trim_end_matches('.') == host)
         .find_map(|s| {
             s.alias_target()
                 .map(|a| a.dns_name().trim_end_matches('.').to_owned())
@@ -241,7 +239,10 @@ async fn l4_to_l7_makes_the_alb_switches_dns_then_deletes_the_nlb() {
     // Read back: the ALB with its listeners (80 redirects, 443 HTTPS with the
     // certificate), the nodes its targets; the NLB and its target groups and
     // security group gone; the record an alias of the ALB.
-    assert_eq!(balancers(aws.elb_client(), &names).await, [alb.clone()]);
+    assert_eq!(
+        balancers(aws.elb_client(), &names).await,
+        std::slice::from_ref(&alb)
+    );
     let listeners = aws
         .elb_client()
         .describe_listeners()
@@ -274,26 +275,12 @@ async fn l4_to_l7_makes_the_alb_switches_dns_then_deletes_the_nlb() {
         "the NLB's groups are gone: {left:?}"
     );
     assert_eq!(left.len(), 1, "the ALB's one group: {left:?}");
-    let g = aws
-        .elb_client()
-        .describe_target_groups()
-        .names(left.iter().next().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let health = aws
-        .elb_client()
-        .describe_target_health()
-        .target_group_arn(g.target_groups()[0].target_group_arn().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let targets: BTreeSet<String> = health
-        .target_health_descriptions()
-        .iter()
-        .filter_map(|d| d.target().and_then(|t| t.id()).map(str::to_owned))
-        .collect();
-    assert_eq!(targets, node_ids);
+    let targets = crate::rolling::targets(aws.elb_client(), &alb.1).await;
+    assert_eq!(
+        targets.into_values().collect::<Vec<_>>(),
+        [node_ids],
+        "the ALB's group holds the nodes"
+    );
     assert_eq!(alias_of(&aws, &zone, &host).await, alb.3);
     let (groups, sources) = security_groups(aws.ec2_client(), &name).await;
     let group_names: Vec<&str> = groups.iter().map(|g| g.0.as_str()).collect();
@@ -308,13 +295,71 @@ async fn l4_to_l7_makes_the_alb_switches_dns_then_deletes_the_nlb() {
     );
 
     // A third apply: nothing to do, not one mutating call.
-    let (_, fresh, calls) = counted().await;
-    let plan = fresh.plan(&l7).await.unwrap();
-    assert!(plan.is_noop(), "{plan}");
-    fresh.apply(&plan).await.unwrap();
-    let (_, writes, all) = counts(&calls);
-    assert_eq!(writes, 0, "the rerun mutated: {all:?}");
+    rerun_is_quiet(&l7).await;
 
     triad.destroy(&l7.cluster()).await.unwrap();
+    assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
+}
+
+/// A scheme change and back, with a 24-character cluster name: `<cluster>-b` (its
+/// target groups in the short form that fits ELBv2's 32 characters, its own security
+/// group `<cluster>-b-nlb`) is made beside `<cluster>`, then `<cluster>` again beside
+/// it; each time only the old balancer's parts go. Read back with the SDK.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn scheme_changes_take_turns_between_the_two_names() {
+    let (aws, triad, _) = counted().await;
+    let base = unique("scheme");
+    let name = format!("{base}{}", "x".repeat(24 - base.len()));
+    let zone = format!("{name}.test");
+    let host = format!("rancher.{zone}");
+    hosted_zone(aws.route53_client(), &zone).await;
+    let image = ubuntu_ami(aws.ec2_client()).await;
+    let with_scheme = |scheme: &str| {
+        spec_with(
+            &name,
+            &image,
+            &format!("mode = \"l4\"\nscheme = \"{scheme}\""),
+        )
+    };
+    let names = [name.clone(), format!("{name}-b")];
+    triad
+        .apply(&triad.plan(&with_scheme("internet-facing")).await.unwrap())
+        .await
+        .unwrap();
+    for (scheme, now, gone) in [
+        ("internal", &names[1], &names[0]),
+        ("internet-facing", &names[0], &names[1]),
+    ] {
+        let want = with_scheme(scheme);
+        let plan = triad.plan(&want).await.unwrap();
+        assert!(
+            matches!(&plan.load_balancer, LbAction::Replace { name: n, make_first: true, reinstall_rancher: false, .. } if n == now),
+            "{plan}"
+        );
+        triad.apply(&plan).await.unwrap();
+        let lbs = balancers(aws.elb_client(), &names).await;
+        assert_eq!(lbs.len(), 1, "{lbs:?}");
+        assert_eq!(&lbs[0].0, now);
+        assert_eq!(alias_of(&aws, &zone, &host).await, lbs[0].3);
+        let groups = group_names(aws.elb_client(), &name).await;
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert!(groups.iter().all(|g| g.len() <= 32), "{groups:?}");
+        let b_groups = groups.iter().filter(|g| g.starts_with(&names[1])).count();
+        assert_eq!(b_groups, if now == &names[1] { 2 } else { 0 }, "{groups:?}");
+        let (sgs, sources) = security_groups(aws.ec2_client(), &name).await;
+        let part = if now == &names[1] { "b-nlb" } else { "nlb" };
+        let lb_sg = sgs
+            .iter()
+            .find(|g| g.0 == format!("{name}-{part}"))
+            .unwrap_or_else(|| panic!("{part}: {sgs:?}"));
+        assert_eq!(sgs.len(), 2, "{gone}'s group is gone: {sgs:?}");
+        assert_eq!(sources, BTreeSet::from([lb_sg.1.clone()]));
+        assert!(triad.plan(&want).await.unwrap().is_noop());
+    }
+    triad
+        .destroy(&with_scheme("internet-facing").cluster())
+        .await
+        .unwrap();
     assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
 }
