@@ -282,16 +282,58 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             p.add(field, e, "write a CIDR such as `10.0.0.0/16`");
             continue;
         }
-        for (kf, kc) in &cidrs {
+        network_overlaps(p, &field, c, &cidrs);
+    }
+}
+
+/// A node network CIDR that overlaps the pod or service CIDR (`k8s`: field, value).
+fn network_overlaps(p: &mut Problems, field: &str, c: &str, k8s: &[(&str, &str)]) {
+    for (kf, kc) in k8s {
+        if cidrs_overlap(c, kc) {
+            p.add(
+                field,
+                format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
+                format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+            );
+        }
+    }
+}
+
+/// The problems of the node network the node provider reported at plan
+/// ([`crate::NodeProvider::network_cidrs`]): one that overlaps the pod or service
+/// CIDR is a problem of `kubernetes.cidr_pods` / `kubernetes.cidr_services` (the
+/// field the user can change); an entry that is no CIDR is the provider's fault,
+/// said so under `nodes`.
+pub(crate) fn learned_network_problems(
+    spec: &ClusterSpec,
+    provider: &str,
+    cidrs: &[String],
+) -> Vec<SpecProblem> {
+    let mut p = Problems(Vec::new());
+    let k = &spec.kubernetes;
+    for c in cidrs {
+        if let Err(e) = parse_cidr(c) {
+            p.add(
+                "nodes",
+                format!("the {provider} provider reported a node network `{c}` that is no CIDR: {e}"),
+                "report this as a bug of the provider",
+            );
+            continue;
+        }
+        for (kf, kc) in [
+            ("kubernetes.cidr_pods", k.cidr_pods()),
+            ("kubernetes.cidr_services", k.cidr_services()),
+        ] {
             if cidrs_overlap(c, kc) {
                 p.add(
-                    field.clone(),
-                    format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
-                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+                    kf,
+                    format!("`{kc}` overlaps the node network `{c}` (reported by the {provider} provider): pods or services would shadow the nodes"),
+                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`)"),
                 );
             }
         }
     }
+    p.0
 }
 
 fn is_digits(s: &str) -> bool {

@@ -21,6 +21,10 @@ pub struct ValidSpec {
     /// The proxy CA's PEM text.
     #[serde(skip)]
     pub(super) proxy_ca: Option<String>,
+    /// The node network's CIDRs the node provider reported at plan
+    /// ([`crate::NodeProvider::network_cidrs`]), beside `nodes.network_cidrs`.
+    #[serde(skip)]
+    pub(super) learned_network_cidrs: Vec<String>,
 }
 
 impl std::ops::Deref for ValidSpec {
@@ -36,7 +40,7 @@ impl ValidSpec {
         ClusterRef {
             name: self.name.clone(),
             region: self.region.clone(),
-            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_ascii_lowercase()),
+            dns_zone: Some(self.dns.zone.clone()),
             labels: self.labels.clone(),
             id: None,
         }
@@ -49,9 +53,31 @@ impl ValidSpec {
             .collect()
     }
 
-    /// The Rancher hostname without a trailing dot, lowercase.
+    /// The Rancher hostname (`dns.hostname`, which validation made lowercase
+    /// without a trailing dot, as `dns.zone`).
     pub fn fqdn(&self) -> String {
-        self.dns.hostname.trim_end_matches('.').to_ascii_lowercase()
+        self.dns.hostname.clone()
+    }
+
+    /// The node network: `nodes.network_cidrs`, then what the node provider
+    /// reported at plan ([`crate::NodeProvider::network_cidrs`]), each once. Empty
+    /// before a plan when the spec lists none.
+    pub fn node_network_cidrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in self.nodes.network_cidrs.iter().chain(&self.learned_network_cidrs) {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// This spec with the node network's CIDRs the node provider reported.
+    pub(crate) fn with_learned_network_cidrs(&self, cidrs: Vec<String>) -> ValidSpec {
+        ValidSpec {
+            learned_network_cidrs: cidrs,
+            ..self.clone()
+        }
     }
 
     /// The providers the spec chose for the nodes, the balancer and the record (see
