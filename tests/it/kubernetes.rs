@@ -183,7 +183,11 @@ async fn the_provider_network_goes_into_no_proxy() {
         .into_iter()
         .find(|f| f.path == "rancher/values.yaml")
         .expect("values.yaml");
-    assert!(values.contents.contains("10.2.0.0/16"), "{}", values.contents);
+    assert!(
+        values.contents.contains("10.2.0.0/16"),
+        "{}",
+        values.contents
+    );
     // Learned each plan, the same each time: a rerun changes nothing.
     assert!(o.plan(&spec).await.unwrap().is_noop());
 

@@ -14,8 +14,8 @@ use crate::model::{
 };
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
 use crate::rollout;
-use crate::validate;
 use crate::spec::{ClusterRef, LbMode, RecordChoice, ValidSpec};
+use crate::validate;
 
 use super::Orchestrator;
 
@@ -744,9 +744,7 @@ pub(super) fn desired_record(
             ))
         }
     };
-    if kind == RecordKind::Cname
-        && spec.fqdn() == spec.dns.zone
-    {
+    if kind == RecordKind::Cname && spec.fqdn() == spec.dns.zone {
         return Err(Error::invalid(
             "dns.hostname",
             "is the zone apex, where a CNAME is not allowed",

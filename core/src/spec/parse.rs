@@ -69,6 +69,7 @@ impl ClusterSpec {
                 spec,
                 token: external.token,
                 proxy_ca: external.proxy_ca,
+                tls_ca: external.tls_ca,
                 learned_network_cidrs: Vec::new(),
             })
         } else {
