@@ -24,6 +24,8 @@ pub(crate) struct Network {
     pub vpc_cidrs: Vec<String>,
     /// (zone, subnet id) for the nodes, in the region's zone order.
     pub node_subnets: Vec<(String, String)>,
+    /// The nodes' subnets' CIDRs, in the same order (for the nodes' NO_PROXY).
+    pub node_cidrs: Vec<String>,
     /// (zone, subnet id) for the balancer.
     pub lb_subnets: Vec<(String, String)>,
 }
@@ -42,8 +44,8 @@ fn find<'a>(v: &'a [(String, String)], zone: &str) -> Option<&'a str> {
 }
 
 /// A subnet found for the nodes or the balancer: (zone, id, VPC, whether it gives
-/// instances a public IP on launch).
-type Candidate = (String, String, String, bool);
+/// instances a public IP on launch, its IPv4 CIDR).
+type Candidate = (String, String, String, bool, String);
 
 /// The internet gateway routes of a VPC's route tables.
 #[derive(Debug, Default)]
@@ -138,7 +140,7 @@ impl Ec2 {
                 .await?;
             let vpc = subnets
                 .first()
-                .map(|(_, _, v, _)| v.clone())
+                .map(|(_, _, v, _, _)| v.clone())
                 .unwrap_or_default();
             let routes = self.routes(&vpc).await?;
             (vpc, routes, subnets)
@@ -162,9 +164,12 @@ impl Ec2 {
             Some(cidrs) => cidrs,
             None => self.vpc_cidrs(&vpc_id, &mut problems).await?,
         };
+        let mut node_subnets = node_subnets;
+        node_subnets.sort();
+        let node_cidrs: Vec<String> = node_subnets.iter().map(|c| c.4.clone()).collect();
         let node_subnets: Vec<(String, String)> = node_subnets
             .into_iter()
-            .map(|(z, id, _, _)| (z, id))
+            .map(|(z, id, _, _, _)| (z, id))
             .collect();
         if node_subnets.is_empty() && problems.is_empty() {
             problems.push(problem(
@@ -184,7 +189,7 @@ impl Ec2 {
             self.checked_subnets(&s.lb_subnets, "lb_subnets", Some(&vpc_id), &mut problems)
                 .await?
                 .into_iter()
-                .map(|(z, id, _, _)| (z, id))
+                .map(|(z, id, _, _, _)| (z, id))
                 .collect()
         };
         // Zone names sort in the region's order (us-east-1a, us-east-1b, …).
@@ -197,6 +202,7 @@ impl Ec2 {
             vpc_id,
             vpc_cidrs,
             node_subnets: order(node_subnets),
+            node_cidrs,
             lb_subnets: order(lb_subnets),
         };
         for (i, z) in self.wanted_zones.iter().enumerate() {
@@ -259,7 +265,7 @@ impl Ec2 {
             };
             let zone = s.availability_zone().unwrap_or_default().to_owned();
             let s_vpc = s.vpc_id().unwrap_or_default().to_owned();
-            let want_vpc = vpc.or(out.first().map(|(_, _, v, _)| v.as_str()));
+            let want_vpc = vpc.or(out.first().map(|(_, _, v, _, _)| v.as_str()));
             if let Some(v) = want_vpc {
                 if v != s_vpc {
                     problems.push(problem(
@@ -270,7 +276,7 @@ impl Ec2 {
                     continue;
                 }
             }
-            if let Some((_, other, _, _)) = out.iter().find(|(z, _, _, _)| *z == zone) {
+            if let Some((_, other, _, _, _)) = out.iter().find(|(z, _, _, _, _)| *z == zone) {
                 problems.push(problem(
                     field,
                     format!("subnet `{id}` is in zone {zone}, like `{other}`"),
@@ -279,7 +285,8 @@ impl Ec2 {
                 continue;
             }
             let public = s.map_public_ip_on_launch().unwrap_or(false);
-            out.push((zone, id.clone(), s_vpc, public));
+            let cidr = s.cidr_block().unwrap_or_default().to_owned();
+            out.push((zone, id.clone(), s_vpc, public, cidr));
         }
         Ok(out)
     }
@@ -318,7 +325,7 @@ impl Ec2 {
             .send()
             .await
             .map_err(sdk("list subnets of", format!("VPC {vpc}")))?;
-        let mut by_zone: BTreeMap<String, (bool, bool, String, bool)> = BTreeMap::new();
+        let mut by_zone: BTreeMap<String, (bool, bool, String, bool, String)> = BTreeMap::new();
         for s in out.subnets() {
             let (Some(zone), Some(id)) = (s.availability_zone(), s.subnet_id()) else {
                 continue;
@@ -330,6 +337,7 @@ impl Ec2 {
                 !s.default_for_az().unwrap_or(false),
                 id.to_owned(),
                 public,
+                s.cidr_block().unwrap_or_default().to_owned(),
             );
             match by_zone.get(zone) {
                 Some(best) if *best <= cand => {}
@@ -340,7 +348,7 @@ impl Ec2 {
         }
         Ok(by_zone
             .into_iter()
-            .map(|(z, (_, _, id, public))| (z, id, vpc.to_owned(), public))
+            .map(|(z, (_, _, id, public, cidr))| (z, id, vpc.to_owned(), public, cidr))
             .collect())
     }
 
@@ -402,7 +410,7 @@ impl Ec2 {
         if s.subnets.is_empty() {
             let direct: Vec<String> = subnets
                 .iter()
-                .filter_map(|(zone, id, _, public)| {
+                .filter_map(|(zone, id, _, public, _)| {
                     why(id, *public).map(|w| format!("`{id}` ({zone}) {w}"))
                 })
                 .collect();
@@ -433,7 +441,7 @@ impl Ec2 {
         }
         subnets
             .iter()
-            .filter_map(|(zone, id, _, public)| {
+            .filter_map(|(zone, id, _, public, _)| {
                 let w = why(id, *public)?;
                 let i = s.subnets.iter().position(|x| x == id)?;
                 Some(problem(

@@ -289,6 +289,18 @@ impl NodeProvider for Ec2 {
         Ok(net.node_subnets.iter().map(|(z, _)| z.clone()).collect())
     }
 
+    /// The nodes' subnets' CIDRs (from the `DescribeSubnets` the network lookup
+    /// makes anyway: no extra call), in zone order, for the nodes' NO_PROXY.
+    async fn network_cidrs(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
+        let net = self.network().await?;
+        Ok(net
+            .node_cidrs
+            .iter()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .collect())
+    }
+
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
         Ok(self
             .instances(cluster, None, &LIVE)

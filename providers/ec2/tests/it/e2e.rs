@@ -213,6 +213,26 @@ async fn full_flow(lb_section: &str, l7: bool) {
             "proxy missing: {text}"
         );
         assert!(text.contains("corp.test"), "no_proxy missing");
+        // The nodes' subnets' CIDRs (read with the SDK) are in NO_PROXY: node-to-node
+        // traffic never goes to the proxy, though the spec lists no network.
+        let subnet_ids: Vec<String> = instances
+            .iter()
+            .filter_map(|i| i.subnet_id().map(str::to_owned))
+            .collect();
+        let subnets = ec2
+            .describe_subnets()
+            .set_subnet_ids(Some(subnet_ids))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(subnets.subnets().len(), 3);
+        for c in subnets.subnets().iter().filter_map(|s| s.cidr_block()) {
+            assert!(
+                text.lines()
+                    .any(|l| l.contains("NO_PROXY=") && l.split([',', '=']).any(|e| e == c)),
+                "{c} is not in NO_PROXY: {text}"
+            );
+        }
         // Volumes carry the tags too.
         let vols = ec2
             .describe_volumes()
