@@ -6,6 +6,7 @@ mod day2;
 mod e2e;
 mod errors;
 mod proxy;
+mod rolling;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
