@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use google_cloud_compute_v1::model::{
     address, backend, backend_service, forwarding_rule, health_check, ssl_policy, Address, Backend,
-    BackendService, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
+    BackendService, Firewall, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
     InstanceGroup, NamedPort, SslPolicy, SslPolicyReference, TargetHttpProxy, TargetHttpsProxy,
     UrlMap,
 };
@@ -18,6 +18,7 @@ use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 use super::{balancer_description, l4_ports, scope_of, Names};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own};
+use crate::firewall::{allowed, Rule};
 use crate::nodes::ownership;
 use crate::GceProvider;
 
@@ -51,7 +52,7 @@ impl GceProvider {
     }
 
     pub(super) async fn ensure_group(&self, cluster: &str, zone: &str) -> Result<InstanceGroup> {
-        let name = Names::new(cluster).group(zone);
+        let name = Names::new(cluster, cluster).group(zone);
         self.ensure(cluster, &Scope::Zone(zone.to_owned()), &name, || {
             let mut g = InstanceGroup::default();
             g.name = Some(name.clone());
@@ -66,10 +67,14 @@ impl GceProvider {
         .await
     }
 
-    fn health_check_body(&self, cluster: &str, request: &LoadBalancerRequest) -> HealthCheck {
-        let names = Names::new(cluster);
+    fn health_check_body(
+        &self,
+        cluster: &str,
+        n: &Names,
+        request: &LoadBalancerRequest,
+    ) -> HealthCheck {
         let mut hc = HealthCheck::default();
-        hc.name = Some(names.health_check);
+        hc.name = Some(n.health_check.clone());
         hc.description = Some(ownership(cluster, Role::Lb));
         hc.r#type = Some(health_check::Type::from("HTTP"));
         hc.http_health_check = Some(http_check(&request.health_check_path));
@@ -83,12 +88,13 @@ impl GceProvider {
     fn backend_body(
         &self,
         cluster: &str,
+        name: &str,
         mode: LbMode,
         hc: &str,
         groups: &[String],
     ) -> BackendService {
         let mut bs = BackendService::default();
-        bs.name = Some(Names::new(cluster).backend_service);
+        bs.name = Some(name.to_owned());
         bs.description = Some(ownership(cluster, Role::Lb));
         bs.health_checks = vec![hc.to_owned()];
         bs.backends = groups.iter().map(|g| self.backend(mode, g)).collect();
@@ -123,10 +129,11 @@ impl GceProvider {
         b
     }
 
-    /// Make the backend service serve every group in `groups` (self-links).
+    /// Make the backend service `bs` (in `at`) serve every group in `groups`
+    /// (self-links).
     pub(super) async fn ensure_backends(
         &self,
-        cluster: &ClusterRef,
+        at: &Scope,
         mode: LbMode,
         bs: BackendService,
         groups: &[String],
@@ -140,16 +147,15 @@ impl GceProvider {
         if missing.is_empty() {
             return Ok(bs);
         }
-        let name = Names::new(&cluster.name).backend_service;
+        let name = bs.name.clone().unwrap_or_default();
         let mut patch = BackendService::default();
         patch.backends = bs.backends.clone();
         patch
             .backends
             .extend(missing.iter().map(|g| self.backend(mode, g)));
         patch.fingerprint = bs.fingerprint.clone();
-        let at = scope_of(cluster, mode);
-        self.patch(&at, &name, patch, "add backends to").await?;
-        self.backend_service(cluster, mode).await
+        self.patch(at, &name, patch, "add backends to").await?;
+        self.backend_service(at, &name).await
     }
 
     pub(crate) async fn create_lb(
@@ -184,7 +190,7 @@ impl GceProvider {
             groups.push(g.self_link.unwrap_or_default());
         }
         let at = scope_of(cluster, request.mode);
-        let n = Names::new(&cluster.name);
+        let n = Names::new(&cluster.name, &request.name);
         let c = &cluster.name;
         let addr = self
             .ensure(c, &at, &n.address, || {
@@ -198,50 +204,55 @@ impl GceProvider {
             .await?;
         let hc = self
             .ensure(c, &at, &n.health_check, || {
-                self.health_check_body(c, request)
+                self.health_check_body(c, &n, request)
             })
             .await?;
         let hc_link = hc.self_link.unwrap_or_default();
         let bs = self
             .ensure(c, &at, &n.backend_service, || {
-                self.backend_body(c, request.mode, &hc_link, &groups)
+                self.backend_body(c, &n.backend_service, request.mode, &hc_link, &groups)
             })
             .await?;
-        let bs = self
-            .ensure_backends(cluster, request.mode, bs, &groups)
-            .await?;
+        let bs = self.ensure_backends(&at, request.mode, bs, &groups).await?;
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.unwrap_or_default();
         match request.mode {
-            LbMode::L4 => self.create_l4(cluster, request, &bs_link, &ip).await?,
+            LbMode::L4 => self.create_l4(cluster, &n, request, &bs_link, &ip).await?,
             LbMode::L7 => {
-                self.create_l7(cluster, request, cert, &bs_link, &ip)
+                self.create_l7(cluster, &n, request, cert, &bs_link, &ip)
                     .await?
             }
         }
-        self.discover_lb(cluster).await?.ok_or_else(|| {
-            own(
-                "create load balancer",
-                &format!("load balancer {}", request.name),
-                FailureKind::NotFound,
-                "the balancer's forwarding rule is gone right after it was made",
-            )
-        })
+        let found = self.discover_all(cluster).await?;
+        found
+            .into_iter()
+            .find(|lb| lb.name == request.name && lb.endpoint.is_some())
+            .ok_or_else(|| {
+                own(
+                    "create load balancer",
+                    &format!("load balancer {}", request.name),
+                    FailureKind::NotFound,
+                    "the balancer's forwarding rule is gone right after it was made",
+                )
+            })
     }
 
-    /// The passthrough forwarding rule for 80, 443 and the registration ports.
+    /// The passthrough forwarding rule for 80, 443 and the registration ports, and
+    /// the firewall rule that lets its clients in.
     async fn create_l4(
         &self,
         cluster: &ClusterRef,
+        n: &Names,
         request: &LoadBalancerRequest,
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
-        let n = Names::new(&cluster.name);
         let at = Scope::Region(cluster.region.clone());
         // A forwarding rule's ports cannot change: a rule made before the
         // registration ports (or with others) is replaced, on the same address.
         let want_ports = l4_ports(&request.registration_ports);
+        self.ensure_open(&cluster.name, &n.web_rule, &want_ports)
+            .await?;
         for attempt in 0..2 {
             let fr = self
                 .ensure(&cluster.name, &at, &n.l4_rule, || {
@@ -275,6 +286,43 @@ impl GceProvider {
         ))
     }
 
+    /// The firewall rule `name` that lets anyone reach the nodes on `ports` (a
+    /// passthrough rule keeps the client's address), with exactly those ports.
+    async fn ensure_open(&self, cluster: &str, name: &str, ports: &[String]) -> Result<()> {
+        let rule = Rule {
+            name: name.to_owned(),
+            tcp: ports.to_vec(),
+            udp: vec![],
+            sources: vec!["0.0.0.0/0".into()],
+            source_tags: vec![],
+        };
+        let g = &Scope::Global;
+        let fw = self
+            .ensure(cluster, g, name, || {
+                self.firewall_body(cluster, Role::Lb, &rule)
+            })
+            .await?;
+        let want = allowed(&rule);
+        if fw.allowed != want {
+            let mut patch = Firewall::default();
+            patch.allowed = want;
+            let what = format!("firewall rule {name}");
+            let op = self
+                .clients
+                .firewalls
+                .patch()
+                .set_project(self.project())
+                .set_firewall(name)
+                .set_request_id(request_id())
+                .set_body(patch)
+                .send()
+                .await
+                .map_err(|e| error::sdk("set the ports of", &what, &e))?;
+            self.op_wait(g, op, "set the ports of", &what).await?;
+        }
+        Ok(())
+    }
+
     pub(super) fn certificate_link(&self, cert: &str) -> String {
         if cert.contains('/') {
             cert.to_owned()
@@ -288,12 +336,12 @@ impl GceProvider {
     async fn create_l7(
         &self,
         cluster: &ClusterRef,
+        n: &Names,
         request: &LoadBalancerRequest,
         cert: &str,
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
-        let n = Names::new(&cluster.name);
         let p = self.project();
         let c = &cluster.name;
         let g = &Scope::Global;
@@ -317,7 +365,7 @@ impl GceProvider {
                 .await?;
             links.insert(redirect, um.self_link.unwrap_or_default());
         }
-        let policy_link = self.ensure_ssl_policy(c, &n).await?;
+        let policy_link = self.ensure_ssl_policy(c, n).await?;
         let cert_link = self.certificate_link(cert);
         let https = self
             .ensure(c, g, &n.https_proxy, || {

@@ -27,7 +27,7 @@ impl GceProvider {
         lb: &LoadBalancer,
         request: &LoadBalancerRequest,
     ) -> Result<LoadBalancer> {
-        let n = Names::new(&cluster.name);
+        let n = Names::new(&cluster.name, &lb.name);
         let c = &cluster.name;
         let at = scope_of(cluster, lb.mode);
         let hc: HealthCheck = self

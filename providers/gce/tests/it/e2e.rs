@@ -155,7 +155,9 @@ async fn run(project: &str, name: &str, l7: bool) {
     // run in parallel, so its reads cannot be told apart per test: a preflight image
     // read by this rerun is not counted here.)
     let reads = calls(project)[before..].to_vec();
-    assert!(reads.len() <= 10, "{} reads: {reads:?}", reads.len());
+    // Two of them list the labelled addresses: a balancer half deleted by a crash
+    // during a mode change has lost its forwarding rules but not its address.
+    assert!(reads.len() <= 13, "{} reads: {reads:?}", reads.len());
     assert_eq!(inv2.load_balancer.endpoint, inv.load_balancer.endpoint);
 
     // Destroy: nothing labelled left.

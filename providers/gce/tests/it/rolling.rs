@@ -13,23 +13,13 @@ use triad_core::orchestrator::{LbAction, NodeAction};
 use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
-use crate::{assert_no_violations, calls, cluster_spec, endpoint, http, is_mutation, seed, REGION};
+use crate::{
+    a_record, assert_no_violations, calls, cluster_spec, endpoint, is_mutation, rest, seed,
+    serving, short, REGION,
+};
 
 const IMAGE_A: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204-lts";
 const IMAGE_B: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64";
-
-/// One REST call to the fake (not through triad), as JSON; must answer 200.
-pub fn rest(method: &str, path: &str) -> serde_json::Value {
-    let body = if method == "POST" { "{}" } else { "" };
-    let (code, body) = http(method, path, body);
-    assert_eq!(code, 200, "{method} {path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// The last path segment of a link.
-pub fn short(link: &str) -> &str {
-    link.rsplit('/').next().unwrap_or(link)
-}
 
 /// The cluster's instances, by name: (zone, status, source image of the boot disk).
 pub fn instances(project: &str, cluster: &str) -> BTreeMap<String, (String, String, String)> {
@@ -65,36 +55,6 @@ pub fn instances(project: &str, cluster: &str) -> BTreeMap<String, (String, Stri
         }
     }
     out
-}
-
-/// The running members of every instance group the backend service `bs` (a link or
-/// REST path) serves, by instance name.
-pub fn serving(project: &str, bs_path: &str) -> BTreeSet<String> {
-    let bs = rest("GET", bs_path);
-    let mut out = BTreeSet::new();
-    for b in bs["backends"].as_array().into_iter().flatten() {
-        let group = b["group"].as_str().unwrap();
-        let path = format!("/compute/v1{}", &group[group.find("/projects/").unwrap()..]);
-        assert!(path.contains(&format!("/projects/{project}/")), "{path}");
-        let members = rest("POST", &format!("{path}/listInstances"));
-        for m in members["items"].as_array().into_iter().flatten() {
-            if m["status"] == "RUNNING" {
-                out.insert(short(m["instance"].as_str().unwrap()).to_owned());
-            }
-        }
-    }
-    out
-}
-
-/// The A record of `fqdn` in the test zone, read through Cloud DNS's REST API.
-pub fn a_record(project: &str, fqdn: &str) -> serde_json::Value {
-    let rrsets = rest(
-        "GET",
-        &format!("/dns/v1/projects/{project}/managedZones/example/rrsets?name={fqdn}.&type=A"),
-    );
-    let sets = rrsets["rrsets"].as_array().unwrap();
-    assert_eq!(sets.len(), 1, "{rrsets}");
-    sets[0].clone()
 }
 
 /// After every finished node or target step: the step, and who served then.
