@@ -7,15 +7,15 @@ use std::collections::BTreeSet;
 use google_cloud_compute_v1::model::{
     address, backend, backend_service, forwarding_rule, health_check, ssl_policy, Address, Backend,
     BackendService, Firewall, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
-    InstanceGroup, NamedPort, SslPolicy, SslPolicyReference, TargetHttpProxy, TargetHttpsProxy,
-    UrlMap,
+    InstanceGroup, NamedPort, SslPolicy, SslPolicyReference, TCPHealthCheck, TargetHttpProxy,
+    TargetHttpsProxy, UrlMap,
 };
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::Role;
 use triad_core::model::{LoadBalancer, LoadBalancerRequest};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
-use super::{balancer_description, l4_ports, scope_of, Names};
+use super::{balancer_description, l4_ports, scope_of, Names, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own};
 use crate::firewall::{allowed, Rule};
@@ -73,15 +73,9 @@ impl GceProvider {
         n: &Names,
         request: &LoadBalancerRequest,
     ) -> HealthCheck {
-        let mut hc = HealthCheck::default();
-        hc.name = Some(n.health_check.clone());
-        hc.description = Some(ownership(cluster, Role::Lb));
+        let mut hc = check_body(cluster, &n.health_check);
         hc.r#type = Some(health_check::Type::from("HTTP"));
         hc.http_health_check = Some(http_check(&request.health_check_path));
-        hc.check_interval_sec = Some(10);
-        hc.timeout_sec = Some(6);
-        hc.healthy_threshold = Some(3);
-        hc.unhealthy_threshold = Some(3);
         hc
     }
 
@@ -217,7 +211,10 @@ impl GceProvider {
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.unwrap_or_default();
         match request.mode {
-            LbMode::L4 => self.create_l4(cluster, &n, request, &bs_link, &ip).await?,
+            LbMode::L4 => {
+                self.create_l4(cluster, &n, request, &groups, &bs_link, &ip)
+                    .await?
+            }
             LbMode::L7 => {
                 self.create_l7(cluster, &n, request, cert, &bs_link, &ip)
                     .await?
@@ -237,27 +234,86 @@ impl GceProvider {
             })
     }
 
-    /// The passthrough forwarding rule for 80, 443 and the registration ports, and
-    /// the firewall rule that lets its clients in.
+    /// The passthrough forwarding rules on one address: 80 and 443 to the backend
+    /// service with the HTTP check, each registration port to a backend service of
+    /// its own with a TCP check on that port (the same instance groups behind all);
+    /// and the firewall rule that lets their clients in. The parts of a registration
+    /// port the request no longer asks for are deleted.
     async fn create_l4(
         &self,
         cluster: &ClusterRef,
         n: &Names,
         request: &LoadBalancerRequest,
+        groups: &[String],
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
         let at = Scope::Region(cluster.region.clone());
-        // A forwarding rule's ports cannot change: a rule made before the
-        // registration ports (or with others) is replaced, on the same address.
-        let want_ports = l4_ports(&request.registration_ports);
-        self.ensure_open(&cluster.name, &n.web_rule, &want_ports)
+        let c = &cluster.name;
+        self.ensure_open(c, &n.web_rule, &l4_ports(&request.registration_ports))
             .await?;
+        // The web rule first: one made with the registration ports (before they had
+        // rules of their own) is replaced, which frees them on the address.
+        self.ensure_l4_rule(cluster, request, &n.l4_rule, l4_ports(&[]), bs_link, ip)
+            .await?;
+        for port in REGISTRATION_PORTS {
+            let r = n.registration(port);
+            if !request.registration_ports.contains(&port) {
+                self.remove::<ForwardingRule>(c, &at, &r.rule).await?;
+                self.remove::<BackendService>(c, &at, &r.backend_service)
+                    .await?;
+                self.remove::<HealthCheck>(c, &at, &r.health_check).await?;
+                continue;
+            }
+            let hc = self
+                .ensure(c, &at, &r.health_check, || {
+                    let mut hc = check_body(c, &r.health_check);
+                    hc.r#type = Some(health_check::Type::from("TCP"));
+                    let mut tcp = TCPHealthCheck::default();
+                    tcp.port = Some(i32::from(port));
+                    hc.tcp_health_check = Some(tcp);
+                    hc
+                })
+                .await?;
+            let hc_link = hc.self_link.unwrap_or_default();
+            let bs = self
+                .ensure(c, &at, &r.backend_service, || {
+                    self.backend_body(c, &r.backend_service, LbMode::L4, &hc_link, groups)
+                })
+                .await?;
+            let bs = self.ensure_backends(&at, LbMode::L4, bs, groups).await?;
+            let bs_link = bs.self_link.unwrap_or_default();
+            self.ensure_l4_rule(
+                cluster,
+                request,
+                &r.rule,
+                vec![port.to_string()],
+                &bs_link,
+                ip,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The passthrough rule `name` for `ports` to `bs_link` on `ip`. A rule's ports
+    /// cannot change: one of that name with other ports is replaced, on the same
+    /// address.
+    async fn ensure_l4_rule(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        name: &str,
+        want_ports: Vec<String>,
+        bs_link: &str,
+        ip: &str,
+    ) -> Result<()> {
+        let at = Scope::Region(cluster.region.clone());
         for attempt in 0..2 {
             let fr = self
-                .ensure(&cluster.name, &at, &n.l4_rule, || {
+                .ensure(&cluster.name, &at, name, || {
                     let mut fr = ForwardingRule::default();
-                    fr.name = Some(n.l4_rule.clone());
+                    fr.name = Some(name.to_owned());
                     fr.description = Some(balancer_description(&cluster.name, &request.name));
                     fr.load_balancing_scheme =
                         Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
@@ -273,14 +329,14 @@ impl GceProvider {
                 return Ok(());
             }
             if attempt == 0 {
-                tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
-                self.remove::<ForwardingRule>(&cluster.name, &at, &n.l4_rule)
+                tracing::info!(rule = %name, "replacing the forwarding rule: its ports changed");
+                self.remove::<ForwardingRule>(&cluster.name, &at, name)
                     .await?;
             }
         }
         Err(own(
             "create load balancer",
-            &format!("forwarding rule {}", n.l4_rule),
+            &format!("forwarding rule {name}"),
             FailureKind::Conflict,
             "the forwarding rule still has other ports after it was replaced",
         ))
@@ -426,6 +482,18 @@ impl GceProvider {
         }
         Ok(())
     }
+}
+
+/// A health check `name` of `cluster` with triad's timing, its kind still to set.
+fn check_body(cluster: &str, name: &str) -> HealthCheck {
+    let mut hc = HealthCheck::default();
+    hc.name = Some(name.to_owned());
+    hc.description = Some(ownership(cluster, Role::Lb));
+    hc.check_interval_sec = Some(10);
+    hc.timeout_sec = Some(6);
+    hc.healthy_threshold = Some(3);
+    hc.unhealthy_threshold = Some(3);
+    hc
 }
 
 /// The HTTP check on port 80 at `path`.

@@ -10,7 +10,7 @@ use google_cloud_compute_v1::model::{
 use triad_core::error::Result;
 use triad_core::spec::ClusterRef;
 
-use super::{balancer_names, Names};
+use super::{balancer_names, Names, REGISTRATION_PORTS};
 use crate::client::Scope;
 use crate::GceProvider;
 
@@ -26,7 +26,18 @@ impl GceProvider {
         let n = Names::new(&cluster.name, name);
         let c = &cluster.name;
         let (r, g) = (&Scope::Region(cluster.region.clone()), &Scope::Global);
-        let done = vec![
+        let mut done = Vec::new();
+        // The registration ports' rules, backend services and TCP checks.
+        for port in REGISTRATION_PORTS {
+            let reg = n.registration(port);
+            done.push(self.remove::<ForwardingRule>(c, r, &reg.rule).await?);
+            done.push(
+                self.remove::<BackendService>(c, r, &reg.backend_service)
+                    .await?,
+            );
+            done.push(self.remove::<HealthCheck>(c, r, &reg.health_check).await?);
+        }
+        done.extend([
             // Forwarding rules, then proxies and the SSL policy they used, URL maps.
             self.remove::<ForwardingRule>(c, r, &n.l4_rule).await?,
             self.remove::<ForwardingRule>(c, g, &n.https_rule).await?,
@@ -49,7 +60,7 @@ impl GceProvider {
             // half-deleted balancer by its address.
             self.remove::<Address>(c, r, &n.address).await?,
             self.remove::<Address>(c, g, &n.address).await?,
-        ];
+        ]);
         Ok(done.into_iter().flatten().collect())
     }
 

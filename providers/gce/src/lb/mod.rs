@@ -26,7 +26,7 @@ mod update;
 use triad_core::error::SpecProblem;
 use triad_core::labels::Role;
 use triad_core::model::Listener;
-use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
+use triad_core::spec::{ClusterRef, LbMode, ValidSpec, KUBE_API_PORT, RKE2_SUPERVISOR_PORT};
 
 use crate::client::Scope;
 use crate::nodes::ownership;
@@ -75,6 +75,27 @@ impl Names {
         }
     }
 
+    /// The forwarding rule, backend service and TCP health check of registration
+    /// port `port`: a passthrough rule of its own, so the port has a health check of
+    /// its own (a backend service takes one).
+    pub fn registration(&self, port: u16) -> Registration {
+        let b = &self.balancer;
+        Registration {
+            rule: format!("{b}-fr-{port}"),
+            backend_service: format!("{b}-bs-{port}"),
+            health_check: format!("{b}-hc-{port}"),
+        }
+    }
+
+    /// The registration port whose forwarding rule is `rule`.
+    fn registration_port(&self, rule: &str) -> Option<u16> {
+        let port = rule
+            .strip_prefix(&format!("{}-", self.l4_rule))?
+            .parse()
+            .ok()?;
+        REGISTRATION_PORTS.contains(&port).then_some(port)
+    }
+
     /// The balancer's name from its address's name, if it is one of `cluster`'s.
     fn of_address(cluster: &str, address: &str) -> Option<String> {
         let b = address.strip_suffix("-lb")?;
@@ -87,6 +108,18 @@ impl Names {
     pub fn group(&self, zone: &str) -> String {
         format!("{}-{zone}", self.cluster)
     }
+}
+
+/// The registration ports a balancer may carry (RKE2's supervisor, the Kubernetes
+/// API): the parts of both are deleted with the balancer, and made when the
+/// request asks for them.
+pub(crate) const REGISTRATION_PORTS: [u16; 2] = [RKE2_SUPERVISOR_PORT, KUBE_API_PORT];
+
+/// The names of one registration port's parts.
+pub(crate) struct Registration {
+    pub rule: String,
+    pub backend_service: String,
+    pub health_check: String,
 }
 
 /// The names a balancer of `cluster` can have: the cluster's own, and the one
@@ -108,7 +141,7 @@ fn listeners(mode: LbMode, registration: &[u16]) -> Vec<Listener> {
     out
 }
 
-/// The ports of the l4 forwarding rule: 80, 443, then the registration ports.
+/// The ports the passthrough rules carry: 80, 443, then the registration ports.
 fn l4_ports(registration: &[u16]) -> Vec<String> {
     ["80".to_owned(), "443".to_owned()]
         .into_iter()
@@ -218,6 +251,13 @@ mod tests {
             Some("rancher")
         );
         assert_eq!(Names::of_address("rancher", "other-lb"), None);
+        let n = Names::new("rancher", "rancher");
+        let reg = n.registration(9345);
+        assert_eq!(reg.rule, "rancher-fr-9345");
+        assert_eq!(reg.health_check, "rancher-hc-9345");
+        assert_eq!(n.registration_port(&reg.rule), Some(9345));
+        assert_eq!(n.registration_port("rancher-fr-22"), None);
+        assert_eq!(n.registration_port("rancher-fr"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use triad_core::model::{Endpoint, LbState, LoadBalancer, Node};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use super::part::Part;
-use super::{balancer_name, instance_key, listeners, scope_of, Names};
+use super::{balancer_name, instance_key, listeners, scope_of, Names, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, Failure};
 use crate::nodes::label_filter;
@@ -106,6 +106,15 @@ impl GceProvider {
     /// not active and has no endpoint: made half, or deleted half).
     pub(crate) async fn discover_all(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let (regional, global) = self.labelled_rules(cluster).await?;
+        // The registration ports each balancer has a passthrough rule of its own for.
+        let mut registration: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        for rule in &regional {
+            let name = balancer_name(rule.description.as_deref(), &cluster.name);
+            let n = Names::new(&cluster.name, &name);
+            if let Some(port) = n.registration_port(rule.name.as_deref().unwrap_or("")) {
+                registration.entry(name).or_default().push(port);
+            }
+        }
         let mut found: BTreeMap<String, LoadBalancer> = BTreeMap::new();
         let rules = regional
             .into_iter()
@@ -121,7 +130,9 @@ impl GceProvider {
             if rule.name.as_deref() != Some(main.as_str()) || found.contains_key(&name) {
                 continue;
             }
-            let lb = self.balancer_of(cluster, &n, mode, rule).await?;
+            let mut ports = registration.remove(&name).unwrap_or_default();
+            ports.sort_by_key(|p| REGISTRATION_PORTS.iter().position(|r| r == p));
+            let lb = self.balancer_of(cluster, &n, mode, rule, &ports).await?;
             found.insert(name, lb);
         }
         for (mode, addr) in self.labelled_addresses(cluster).await? {
@@ -145,13 +156,15 @@ impl GceProvider {
         Ok(found.into_values().collect())
     }
 
-    /// The balancer `n` of `mode` whose main forwarding rule is `rule`.
+    /// The balancer `n` of `mode` whose main forwarding rule is `rule`, with rules of
+    /// their own for the registration ports `registration`.
     async fn balancer_of(
         &self,
         cluster: &ClusterRef,
         n: &Names,
         mode: LbMode,
         rule: ForwardingRule,
+        registration: &[u16],
     ) -> Result<LoadBalancer> {
         let at = scope_of(cluster, mode);
         let targets = match BackendService::get(self, &at, &n.backend_service).await {
@@ -189,15 +202,9 @@ impl GceProvider {
                 LbState::Provisioning
             },
             endpoint,
-            listeners: listeners(
-                mode,
-                &rule
-                    .ports
-                    .iter()
-                    .filter_map(|p| p.parse::<u16>().ok())
-                    .filter(|p| *p != 80 && *p != 443)
-                    .collect::<Vec<_>>(),
-            ),
+            // A registration port counts once it has its own rule (and so its own
+            // TCP check): one the web rule carries (made before) is completed.
+            listeners: listeners(mode, registration),
             targets,
             labels: rule.labels.into_iter().collect(),
             partial_targets: Vec::new(),
@@ -297,6 +304,17 @@ impl GceProvider {
             links.push(g.self_link.unwrap_or_default());
         }
         let bs = self.ensure_backends(&at, lb.mode, bs, &links).await?;
+        // The registration ports' backend services serve the same groups.
+        let n = Names::new(&cluster.name, &lb.name);
+        for l in lb
+            .listeners
+            .iter()
+            .filter(|l| REGISTRATION_PORTS.contains(&l.port))
+        {
+            let name = n.registration(l.port).backend_service;
+            let reg = self.backend_service(&at, &name).await?;
+            self.ensure_backends(&at, lb.mode, reg, &links).await?;
+        }
         let p = self.project();
         for b in &bs.backends {
             let Some(g) = b.group.as_deref() else {

@@ -8,7 +8,9 @@ use triad_core::spec::ClusterSpec;
 use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
-use crate::{assert_no_violations, calls, cluster_spec, endpoint, is_mutation, seed, state};
+use crate::{
+    assert_no_violations, calls, cluster_spec, endpoint, is_mutation, rest, seed, serving, state,
+};
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     let lb = if l7 {
@@ -110,10 +112,45 @@ async fn run(project: &str, name: &str, l7: bool) {
             "{proxy}"
         );
     } else {
-        // RKE2's registration address rides the same passthrough rule.
+        // RKE2's registration address: the same address, a passthrough rule per
+        // port, each to a backend service with a TCP check on that port and the
+        // nodes' instance groups; read back through the fake's REST API.
+        assert_eq!(rule["ports"], serde_json::json!(["80", "443"]));
+        let regional = format!("/compute/v1/projects/{project}/regions/us-central1");
+        for port in [9345, 6443] {
+            let fr = rest(
+                "GET",
+                &format!("{regional}/forwardingRules/{name}-fr-{port}"),
+            );
+            assert_eq!(fr["ports"], serde_json::json!([port.to_string()]), "{fr}");
+            assert_eq!(fr["IPAddress"], ip, "{fr}");
+            assert_eq!(fr["labels"]["triad-cluster"], name, "{fr}");
+            let bs_link = fr["backendService"].as_str().unwrap();
+            assert!(bs_link.ends_with(&format!("/{name}-bs-{port}")), "{fr}");
+            let bs = rest(
+                "GET",
+                &format!("{regional}/backendServices/{name}-bs-{port}"),
+            );
+            assert_eq!(bs["loadBalancingScheme"], "EXTERNAL", "{bs}");
+            let hc_link = bs["healthChecks"][0].as_str().unwrap();
+            assert!(hc_link.ends_with(&format!("/{name}-hc-{port}")), "{bs}");
+            let hc = rest("GET", &format!("{regional}/healthChecks/{name}-hc-{port}"));
+            assert_eq!(hc["type"], "TCP", "{hc}");
+            assert_eq!(hc["tcpHealthCheck"]["port"], port, "{hc}");
+            let served = serving(
+                project,
+                &format!("{regional}/backendServices/{name}-bs-{port}"),
+            );
+            assert_eq!(served.len(), 3, "{served:?}");
+        }
+        let web = rest(
+            "GET",
+            &format!("/compute/v1/projects/{project}/global/firewalls/{name}-web"),
+        );
         assert_eq!(
-            rule["ports"],
-            serde_json::json!(["80", "443", "9345", "6443"])
+            web["allowed"][0]["ports"],
+            serde_json::json!(["80", "443", "9345", "6443"]),
+            "{web}"
         );
         let ports: Vec<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
         assert_eq!(ports, [80, 443, 9345, 6443]);
