@@ -35,6 +35,9 @@ fn status(path: &str) -> u16 {
     http("GET", path, "").0
 }
 
+/// One finished step as the test saw it.
+type Seen = (Resource, String, bool, usize);
+
 /// After every finished or failed step: whether the old and the new forwarding rule
 /// both exist, and how many running instances the new backend service serves.
 struct Switch {
@@ -42,7 +45,7 @@ struct Switch {
     old_rule: String,
     new_rule: String,
     new_backend: String,
-    seen: Mutex<Vec<(Resource, String, bool, usize)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Observer for Switch {
@@ -143,9 +146,9 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
     // nodes by then (its backend service has the cluster's instance groups); the
     // old one's delete came after.
     let seen = switch.seen.lock().unwrap().clone();
-    let at = |what: &dyn Fn(&(Resource, String, bool, usize)) -> bool| {
+    let at = |what: &dyn Fn(&Seen) -> bool| {
         seen.iter()
-            .position(|e| what(e))
+            .position(what)
             .unwrap_or_else(|| panic!("never happened: {seen:#?}"))
     };
     let active = at(&|(r, s, ..)| *r == Resource::LoadBalancer(new.clone()) && s == "active");

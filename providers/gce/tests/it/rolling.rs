@@ -57,11 +57,14 @@ pub fn instances(project: &str, cluster: &str) -> BTreeMap<String, (String, Stri
     out
 }
 
+/// One finished step as the test saw it.
+type Seen = (Resource, String, BTreeSet<String>);
+
 /// After every finished node or target step: the step, and who served then.
 struct Watch {
     project: String,
     backend_service: String,
-    seen: Mutex<Vec<(Resource, String, BTreeSet<String>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Observer for Watch {
@@ -180,9 +183,9 @@ async fn rolling_image_replace_keeps_three_serving_and_reruns_clean() {
             "after {step} on {resource}: {members:?}\n{seen:#?}"
         );
     }
-    let at = |what: &dyn Fn(&(Resource, String, BTreeSet<String>)) -> bool| {
+    let at = |what: &dyn Fn(&Seen) -> bool| {
         seen.iter()
-            .position(|e| what(e))
+            .position(what)
             .unwrap_or_else(|| panic!("never happened: {seen:#?}"))
     };
     let mut last = 0;
