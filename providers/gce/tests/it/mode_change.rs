@@ -225,7 +225,37 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
         .collect();
     assert!(writes.is_empty(), "{writes:?}");
 
-    triad.destroy(&l7.cluster()).await.unwrap();
+    // And back to l4: the names take turns, the passthrough balancer's firewall
+    // rule comes with it, the l7 parts go.
+    let gce = Arc::new(
+        GceProvider::from_spec_with(&l4, Connection::fake(endpoint()))
+            .await
+            .unwrap(),
+    );
+    let triad = Orchestrator::new(gce.clone(), gce.clone(), gce.clone());
+    let back = triad.plan(&l4).await.unwrap();
+    assert!(
+        matches!(&back.load_balancer, LbAction::Replace { name: n, make_first: true, .. } if n == name),
+        "{back}"
+    );
+    triad.apply(&back).await.unwrap();
+    let rule = rest("GET", &old_rule);
+    assert_eq!(status(&format!("{base}/global/firewalls/{name}-web")), 200);
+    assert_eq!(
+        status(&format!("{base}/global/forwardingRules/{new}-https")),
+        404
+    );
     assert_eq!(status(&format!("{base}/global/addresses/{new}-lb")), 404);
+    assert_eq!(
+        a_record(project, &format!("{name}.example.com"))["rrdatas"],
+        serde_json::json!([rule["IPAddress"]])
+    );
+    assert_eq!(
+        serving(project, &format!("{regional}/backendServices/{name}-bs")).len(),
+        3
+    );
+
+    triad.destroy(&l4.cluster()).await.unwrap();
+    assert_eq!(status(&old_rule), 404);
     assert_no_violations();
 }
