@@ -24,8 +24,6 @@ pub(crate) struct Network {
     pub vpc_cidrs: Vec<String>,
     /// (zone, subnet id) for the nodes, in the region's zone order.
     pub node_subnets: Vec<(String, String)>,
-    /// The nodes' subnets' CIDRs, in the same order (for the nodes' NO_PROXY).
-    pub node_cidrs: Vec<String>,
     /// (zone, subnet id) for the balancer.
     pub lb_subnets: Vec<(String, String)>,
 }
@@ -44,8 +42,8 @@ fn find<'a>(v: &'a [(String, String)], zone: &str) -> Option<&'a str> {
 }
 
 /// A subnet found for the nodes or the balancer: (zone, id, VPC, whether it gives
-/// instances a public IP on launch, its IPv4 CIDR).
-type Candidate = (String, String, String, bool, String);
+/// instances a public IP on launch).
+type Candidate = (String, String, String, bool);
 
 /// The internet gateway routes of a VPC's route tables.
 #[derive(Debug, Default)]
@@ -140,7 +138,7 @@ impl Ec2 {
                 .await?;
             let vpc = subnets
                 .first()
-                .map(|(_, _, v, _, _)| v.clone())
+                .map(|(_, _, v, _)| v.clone())
                 .unwrap_or_default();
             let routes = self.routes(&vpc).await?;
             (vpc, routes, subnets)
@@ -164,12 +162,9 @@ impl Ec2 {
             Some(cidrs) => cidrs,
             None => self.vpc_cidrs(&vpc_id, &mut problems).await?,
         };
-        let mut node_subnets = node_subnets;
-        node_subnets.sort();
-        let node_cidrs: Vec<String> = node_subnets.iter().map(|c| c.4.clone()).collect();
         let node_subnets: Vec<(String, String)> = node_subnets
             .into_iter()
-            .map(|(z, id, _, _, _)| (z, id))
+            .map(|(z, id, _, _)| (z, id))
             .collect();
         if node_subnets.is_empty() && problems.is_empty() {
             problems.push(problem(
@@ -189,7 +184,7 @@ impl Ec2 {
             self.checked_subnets(&s.lb_subnets, "lb_subnets", Some(&vpc_id), &mut problems)
                 .await?
                 .into_iter()
-                .map(|(z, id, _, _, _)| (z, id))
+                .map(|(z, id, _, _)| (z, id))
                 .collect()
         };
         // Zone names sort in the region's order (us-east-1a, us-east-1b, …).
@@ -202,7 +197,6 @@ impl Ec2 {
             vpc_id,
             vpc_cidrs,
             node_subnets: order(node_subnets),
-            node_cidrs,
             lb_subnets: order(lb_subnets),
         };
         for (i, z) in self.wanted_zones.iter().enumerate() {
@@ -265,7 +259,7 @@ impl Ec2 {
             };
             let zone = s.availability_zone().unwrap_or_default().to_owned();
             let s_vpc = s.vpc_id().unwrap_or_default().to_owned();
-            let want_vpc = vpc.or(out.first().map(|(_, _, v, _, _)| v.as_str()));
+            let want_vpc = vpc.or(out.first().map(|(_, _, v, _)| v.as_str()));
             if let Some(v) = want_vpc {
                 if v != s_vpc {
                     problems.push(problem(
@@ -276,7 +270,7 @@ impl Ec2 {
                     continue;
                 }
             }
-            if let Some((_, other, _, _, _)) = out.iter().find(|(z, _, _, _, _)| *z == zone) {
+            if let Some((_, other, _, _)) = out.iter().find(|(z, _, _, _)| *z == zone) {
                 problems.push(problem(
                     field,
                     format!("subnet `{id}` is in zone {zone}, like `{other}`"),
@@ -285,8 +279,7 @@ impl Ec2 {
                 continue;
             }
             let public = s.map_public_ip_on_launch().unwrap_or(false);
-            let cidr = s.cidr_block().unwrap_or_default().to_owned();
-            out.push((zone, id.clone(), s_vpc, public, cidr));
+            out.push((zone, id.clone(), s_vpc, public));
         }
         Ok(out)
     }
@@ -325,7 +318,7 @@ impl Ec2 {
             .send()
             .await
             .map_err(sdk("list subnets of", format!("VPC {vpc}")))?;
-        let mut by_zone: BTreeMap<String, (bool, bool, String, bool, String)> = BTreeMap::new();
+        let mut by_zone: BTreeMap<String, (bool, bool, String, bool)> = BTreeMap::new();
         for s in out.subnets() {
             let (Some(zone), Some(id)) = (s.availability_zone(), s.subnet_id()) else {
                 continue;
@@ -337,7 +330,6 @@ impl Ec2 {
                 !s.default_for_az().unwrap_or(false),
                 id.to_owned(),
                 public,
-                s.cidr_block().unwrap_or_default().to_owned(),
             );
             match by_zone.get(zone) {
                 Some(best) if *best <= cand => {}
@@ -348,7 +340,7 @@ impl Ec2 {
         }
         Ok(by_zone
             .into_iter()
-            .map(|(z, (_, _, id, public, cidr))| (z, id, vpc.to_owned(), public, cidr))
+            .map(|(z, (_, _, id, public))| (z, id, vpc.to_owned(), public))
             .collect())
     }
 
@@ -410,7 +402,7 @@ impl Ec2 {
         if s.subnets.is_empty() {
             let direct: Vec<String> = subnets
                 .iter()
-                .filter_map(|(zone, id, _, public, _)| {
+                .filter_map(|(zone, id, _, public)| {
                     why(id, *public).map(|w| format!("`{id}` ({zone}) {w}"))
                 })
                 .collect();
@@ -441,7 +433,7 @@ impl Ec2 {
         }
         subnets
             .iter()
-            .filter_map(|(zone, id, _, public, _)| {
+            .filter_map(|(zone, id, _, public)| {
                 let w = why(id, *public)?;
                 let i = s.subnets.iter().position(|x| x == id)?;
                 Some(problem(

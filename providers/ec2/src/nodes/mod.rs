@@ -289,16 +289,10 @@ impl NodeProvider for Ec2 {
         Ok(net.node_subnets.iter().map(|(z, _)| z.clone()).collect())
     }
 
-    /// The nodes' subnets' CIDRs (from the `DescribeSubnets` the network lookup
-    /// makes anyway: no extra call), in zone order, for the nodes' NO_PROXY.
+    /// The nodes' VPC's CIDR blocks (they hold every node subnet and the
+    /// balancer's), from the network discovery `zones` made: no extra call.
     async fn network_cidrs(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
-        let net = self.network().await?;
-        Ok(net
-            .node_cidrs
-            .iter()
-            .filter(|c| !c.is_empty())
-            .cloned()
-            .collect())
+        Ok(self.network().await?.vpc_cidrs.clone())
     }
 
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {

@@ -213,26 +213,24 @@ async fn full_flow(lb_section: &str, l7: bool) {
             "proxy missing: {text}"
         );
         assert!(text.contains("corp.test"), "no_proxy missing");
-        // The nodes' subnets' CIDRs (read with the SDK) are in NO_PROXY: node-to-node
-        // traffic never goes to the proxy, though the spec lists no network.
-        let subnet_ids: Vec<String> = instances
-            .iter()
-            .filter_map(|i| i.subnet_id().map(str::to_owned))
-            .collect();
-        let subnets = ec2
-            .describe_subnets()
-            .set_subnet_ids(Some(subnet_ids))
+        // The nodes' VPC CIDR, read back here, is in their NO_PROXY although the
+        // spec lists no nodes.network_cidrs (the provider reported it at plan).
+        let vpc = ec2
+            .describe_vpcs()
+            .vpc_ids(i.vpc_id().unwrap())
             .send()
             .await
             .unwrap();
-        assert_eq!(subnets.subnets().len(), 3);
-        for c in subnets.subnets().iter().filter_map(|s| s.cidr_block()) {
-            assert!(
-                text.lines()
-                    .any(|l| l.contains("NO_PROXY=") && l.split([',', '=']).any(|e| e == c)),
-                "{c} is not in NO_PROXY: {text}"
-            );
-        }
+        let vpc_cidr = vpc.vpcs()[0].cidr_block().unwrap();
+        assert!(
+            text.contains(vpc_cidr),
+            "VPC CIDR {vpc_cidr} missing from NO_PROXY"
+        );
+        assert!(plan
+            .spec()
+            .node_network_cidrs()
+            .iter()
+            .any(|c| c == vpc_cidr));
         // Volumes carry the tags too.
         let vols = ec2
             .describe_volumes()
