@@ -481,7 +481,7 @@ impl Orchestrator {
         note: &(dyn Fn(String) + Sync),
     ) -> Result<Record> {
         let (spec, cluster) = (&plan.spec, &plan.cluster);
-        let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        let zone = spec.dns.zone.clone();
         for old in &plan.dns_delete {
             self.step(
                 Resource::Record(old.fqdn.clone()),

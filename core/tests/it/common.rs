@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use triad_core::spec::ClusterSpec;
 
 /// A valid spec that every bad-spec case starts from.
-pub const BASE: &str = r#"
+pub(crate) const BASE: &str = r#"
 name = "rancher"
 region = "us-east-1"
 zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
@@ -36,7 +36,7 @@ team = "platform"
 
 /// `BASE` with `snippet` merged on top: tables are merged key by key, any other
 /// value in the snippet replaces the base's.
-pub fn merged(snippet: &str) -> String {
+pub(crate) fn merged(snippet: &str) -> String {
     let mut base: toml::Table = BASE.parse().expect("BASE is valid TOML");
     let over: toml::Table = snippet
         .parse()
@@ -57,18 +57,18 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 /// Parse `BASE` + `snippet` through [`ClusterSpec::from_toml`].
-pub fn spec_with(snippet: &str) -> ClusterSpec {
+pub(crate) fn spec_with(snippet: &str) -> ClusterSpec {
     let text = merged(snippet);
     ClusterSpec::from_toml(&text).unwrap_or_else(|e| panic!("merged spec must parse: {e}\n{text}"))
 }
 
 /// A file under the system temp dir with a name unique to this process and call;
 /// removed on drop.
-pub struct TempFile(PathBuf);
+pub(crate) struct TempFile(PathBuf);
 
 impl TempFile {
     /// Write `text` to a new file whose name ends in `suffix` (e.g. `spec.toml`).
-    pub fn new(suffix: &str, text: &str) -> Self {
+    pub(crate) fn new(suffix: &str, text: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path =
@@ -78,12 +78,12 @@ impl TempFile {
     }
 
     /// A unique path that does not exist.
-    pub fn missing(suffix: &str) -> PathBuf {
+    pub(crate) fn missing(suffix: &str) -> PathBuf {
         // The temporary file is removed when it drops at the end of this expression.
         Self::new(suffix, "").0.clone()
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }

@@ -23,11 +23,12 @@ use triad_core::spec::{LbMode, LbScheme};
 use crate::settings::NginxSettings;
 
 /// The first line of every file triad writes; a file without it is not ours.
-pub const MARKER: &str = "# Managed by triad: rewritten by apply, removed by destroy. Do not edit.";
+pub(crate) const MARKER: &str =
+    "# Managed by triad: rewritten by apply, removed by destroy. Do not edit.";
 
 /// One balancer target: a Rancher node.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     /// The node's id in its provider.
     pub id: String,
     /// The node's name.
@@ -38,7 +39,7 @@ pub struct Target {
 
 /// What the header at the top of a configuration says.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// `triad-cluster`.
     pub cluster: String,
     /// The balancer's name.
@@ -63,7 +64,7 @@ pub struct Header {
 
 /// Everything a configuration is rendered from.
 #[derive(Clone, Debug)]
-pub struct Config<'a> {
+pub(crate) struct Config<'a> {
     /// The header: ownership, mode, targets.
     pub header: Header,
     /// Ports, workers, modules, paths.
@@ -72,7 +73,11 @@ pub struct Config<'a> {
 
 /// The listeners a configuration has, as the orchestrator sees them: 80/443 by
 /// mode, then one TCP listener per registration port.
-pub fn listeners(mode: LbMode, s: &NginxSettings, registration_ports: &[u16]) -> Vec<Listener> {
+pub(crate) fn listeners(
+    mode: LbMode,
+    s: &NginxSettings,
+    registration_ports: &[u16],
+) -> Vec<Listener> {
     let mut out = web_listeners(mode, s);
     out.extend(registration_ports.iter().map(|&p| Listener {
         port: s.registration_listen_port(p),
@@ -166,7 +171,7 @@ fn header_text(h: &Header) -> String {
 }
 
 /// Parse the header of a configuration: `None` when the file is not triad's.
-pub fn parse_header(text: &str) -> Option<Header> {
+pub(crate) fn parse_header(text: &str) -> Option<Header> {
     let mut lines = text.lines();
     if lines.next()? != MARKER {
         return None;
@@ -290,7 +295,7 @@ fn registration_streams(out: &mut String, c: &Config<'_>) {
 }
 
 /// Render the whole `nginx.conf`. The same input always gives the same bytes.
-pub fn render(c: &Config<'_>) -> String {
+pub(crate) fn render(c: &Config<'_>) -> String {
     let s = c.settings;
     let mut out = header_text(&c.header);
     out.push('\n');

@@ -17,14 +17,14 @@ pub(crate) struct Lab {
 }
 
 impl Lab {
-    pub fn new(state_dir: &Path) -> Self {
+    pub(crate) fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("lab"),
         }
     }
 
     /// The switch's socket directory (QEMU's `-netdev vde,sock=`).
-    pub fn socket(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> PathBuf {
         self.dir.join("switch")
     }
 
@@ -33,17 +33,17 @@ impl Lab {
     }
 
     /// The switch's PID, when it runs.
-    pub fn running_pid(&self) -> Option<i32> {
+    pub(crate) fn running_pid(&self) -> Option<i32> {
         crate::vm::running_pid(&self.pidfile(), &self.socket())
     }
 
     /// Whether anything of the lab is left (a running switch or its directory).
-    pub fn exists(&self) -> bool {
+    pub(crate) fn exists(&self) -> bool {
         self.dir.exists()
     }
 
     /// Start the switch unless it runs.
-    pub async fn ensure(&self) -> Result<()> {
+    pub(crate) async fn ensure(&self) -> Result<()> {
         if self.running_pid().is_some() {
             return Ok(());
         }
@@ -84,7 +84,7 @@ impl Lab {
     }
 
     /// Stop the switch and remove its directory.
-    pub async fn remove(&self) -> Result<()> {
+    pub(crate) async fn remove(&self) -> Result<()> {
         if let Some(pid) = self.running_pid() {
             for signal in [libc::SIGTERM, libc::SIGKILL] {
                 // SAFETY: kill(2) with a PID checked to be this lab's switch.

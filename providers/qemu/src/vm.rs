@@ -43,30 +43,30 @@ pub(crate) struct VmDir {
 }
 
 impl VmDir {
-    pub fn record(&self) -> PathBuf {
+    pub(crate) fn record(&self) -> PathBuf {
         self.dir.join("node.json")
     }
-    pub fn disk(&self) -> PathBuf {
+    pub(crate) fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
-    pub fn seed(&self) -> PathBuf {
+    pub(crate) fn seed(&self) -> PathBuf {
         self.dir.join("seed.iso")
     }
-    pub fn pidfile(&self) -> PathBuf {
+    pub(crate) fn pidfile(&self) -> PathBuf {
         self.dir.join("qemu.pid")
     }
-    pub fn qmp(&self) -> PathBuf {
+    pub(crate) fn qmp(&self) -> PathBuf {
         self.dir.join("qmp.sock")
     }
-    pub fn console(&self) -> PathBuf {
+    pub(crate) fn console(&self) -> PathBuf {
         self.dir.join("console.log")
     }
-    pub fn qemu_log(&self) -> PathBuf {
+    pub(crate) fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
 
     /// The record, or `None` when the directory has none (yet).
-    pub fn read_record(&self) -> Result<Option<VmRecord>> {
+    pub(crate) fn read_record(&self) -> Result<Option<VmRecord>> {
         let path = self.record();
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -81,14 +81,14 @@ impl VmDir {
     }
 
     /// Write the record atomically (temporary file, rename).
-    pub fn write_record(&self, record: &VmRecord) -> Result<()> {
+    pub(crate) fn write_record(&self, record: &VmRecord) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(record).expect("a VM record always serialises");
         write_private(&self.record(), &bytes)
     }
 
     /// The QEMU process, if it runs: the pidfile's PID, alive, and its command line
     /// naming this directory (so a reused PID is not mistaken for the VM).
-    pub fn running_pid(&self) -> Option<i32> {
+    pub(crate) fn running_pid(&self) -> Option<i32> {
         running_pid(&self.pidfile(), &self.dir)
     }
 }

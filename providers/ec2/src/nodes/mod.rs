@@ -289,6 +289,12 @@ impl NodeProvider for Ec2 {
         Ok(net.node_subnets.iter().map(|(z, _)| z.clone()).collect())
     }
 
+    /// The nodes' VPC's CIDR blocks (they hold every node subnet and the
+    /// balancer's), from the network discovery `zones` made: no extra call.
+    async fn network_cidrs(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
+        Ok(self.network().await?.vpc_cidrs.clone())
+    }
+
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
         Ok(self
             .instances(cluster, None, &LIVE)

@@ -213,6 +213,24 @@ async fn full_flow(lb_section: &str, l7: bool) {
             "proxy missing: {text}"
         );
         assert!(text.contains("corp.test"), "no_proxy missing");
+        // The nodes' VPC CIDR, read back here, is in their NO_PROXY although the
+        // spec lists no nodes.network_cidrs (the provider reported it at plan).
+        let vpc = ec2
+            .describe_vpcs()
+            .vpc_ids(i.vpc_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let vpc_cidr = vpc.vpcs()[0].cidr_block().unwrap();
+        assert!(
+            text.contains(vpc_cidr),
+            "VPC CIDR {vpc_cidr} missing from NO_PROXY"
+        );
+        assert!(plan
+            .spec()
+            .node_network_cidrs()
+            .iter()
+            .any(|c| c == vpc_cidr));
         // Volumes carry the tags too.
         let vols = ec2
             .describe_volumes()

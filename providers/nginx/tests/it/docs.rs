@@ -10,7 +10,7 @@ use triad_sim::{SimCloud, SimConfig};
 
 const DOC: &str = include_str!("../../../../docs/nginx.md");
 
-pub fn toml_blocks(doc: &str) -> Vec<String> {
+pub(crate) fn toml_blocks(doc: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in doc.lines() {

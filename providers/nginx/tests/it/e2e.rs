@@ -37,7 +37,7 @@ fn spec(name: &str, nginx: &str) -> ValidSpec {
     .unwrap()
 }
 
-pub fn orchestrator(
+pub(crate) fn orchestrator(
     nodes: Arc<dyn NodeProvider>,
     lb: Arc<dyn LoadBalancerProvider>,
     dns: Arc<dyn DnsProvider>,

@@ -18,7 +18,7 @@ use triad_sim::{SimCloud, SimConfig};
 use crate::support::*;
 
 /// Forwards to the sim and keeps every create request (the sim keeps no user data).
-pub struct Recording {
+pub(crate) struct Recording {
     pub inner: SimCloud,
     pub requests: Mutex<Vec<NodeRequest>>,
 }
@@ -50,7 +50,7 @@ impl NodeProvider for Recording {
 }
 
 /// The nginx.conf in a balancer node's user data.
-pub fn config_in(user_data: &str) -> String {
+pub(crate) fn config_in(user_data: &str) -> String {
     let doc: serde_json::Value =
         serde_norway::from_str(user_data.strip_prefix("#cloud-config\n").unwrap()).unwrap();
     doc["write_files"]
@@ -65,7 +65,7 @@ pub fn config_in(user_data: &str) -> String {
 }
 
 /// `nginx -t` on a balancer node's configuration (Debian's default module include).
-pub fn nginx_accepts(config: &str) {
+pub(crate) fn nginx_accepts(config: &str) {
     let dir = TempDir::new("nodecheck");
     let path = dir.path().join("nginx.conf");
     // Nothing is bound by `nginx -t`; only the pid and log paths need a writable place.
@@ -92,7 +92,7 @@ pub fn nginx_accepts(config: &str) {
 }
 
 /// `cloud-init schema` on the user data, when scripts/test exported the validator.
-pub fn cloud_init_accepts(user_data: &str) {
+pub(crate) fn cloud_init_accepts(user_data: &str) {
     let Ok(ci) = std::env::var("TRIAD_CLOUD_INIT") else {
         return;
     };

@@ -13,23 +13,23 @@ use triad_core::model::{Node, NodeState};
 use triad_nginx::NginxSettings;
 
 /// The nginx binary scripts/test installed, or a panic saying so.
-pub fn nginx_bin() -> String {
+pub(crate) fn nginx_bin() -> String {
     std::env::var("TRIAD_NGINX_BIN").unwrap_or_else(|_| {
         panic!("TRIAD_NGINX_BIN is not set: run these tests through scripts/test, which installs nginx and exports it")
     })
 }
 
 /// The stream module of Debian's nginx.
-pub fn stream_module() -> String {
+pub(crate) fn stream_module() -> String {
     std::env::var("TRIAD_NGINX_STREAM_MODULE")
         .unwrap_or_else(|_| "/usr/lib/nginx/modules/ngx_stream_module.so".into())
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
             "triad-nginx-{tag}-{}-{}",
@@ -40,7 +40,7 @@ impl TempDir {
         std::fs::create_dir_all(p.join("logs")).unwrap();
         Self(p)
     }
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -52,7 +52,7 @@ impl Drop for TempDir {
 }
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -63,7 +63,7 @@ pub fn free_port() -> u16 {
 /// Host-mode settings for a private nginx under `dir`, listening on 127.0.0.1
 /// at `http`/`https`, forwarding to `backend` on the targets; reloads are counted
 /// in `dir/reloads`.
-pub fn host_settings(dir: &Path, http: u16, https: u16, backend: u16) -> NginxSettings {
+pub(crate) fn host_settings(dir: &Path, http: u16, https: u16, backend: u16) -> NginxSettings {
     let bin = nginx_bin();
     let conf = dir.join("nginx.conf");
     let mut s = NginxSettings::host("127.0.0.1");
@@ -92,21 +92,21 @@ pub fn host_settings(dir: &Path, http: u16, https: u16, backend: u16) -> NginxSe
 }
 
 /// How many times the provider reloaded nginx.
-pub fn reloads(dir: &Path) -> usize {
+pub(crate) fn reloads(dir: &Path) -> usize {
     std::fs::read_to_string(dir.join("reloads"))
         .map(|t| t.lines().count())
         .unwrap_or(0)
 }
 
 /// nginx in the foreground with the provider's configuration; stopped on drop.
-pub struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
 }
 
 impl Nginx {
     /// nginx running before triad writes its configuration, as on a host the user
     /// prepared: started with a placeholder file that is then moved away.
-    pub fn start_placeholder(dir: &Path) -> Self {
+    pub(crate) fn start_placeholder(dir: &Path) -> Self {
         let conf = dir.join("nginx.conf");
         std::fs::write(
             &conf,
@@ -129,13 +129,13 @@ impl Nginx {
     }
 
     /// Wait until nginx listens on `ports`.
-    pub fn wait_ports(&mut self, ports: &[u16]) {
+    pub(crate) fn wait_ports(&mut self, ports: &[u16]) {
         for port in ports {
             self.wait_port(*port);
         }
     }
 
-    pub fn start(dir: &Path, ports: &[u16]) -> Self {
+    pub(crate) fn start(dir: &Path, ports: &[u16]) -> Self {
         let child = Command::new(nginx_bin())
             .args(["-p", &dir.display().to_string(), "-c"])
             .arg(dir.join("nginx.conf"))
@@ -166,7 +166,7 @@ impl Nginx {
     }
 
     /// Wait until the process is gone (after the provider stopped it).
-    pub fn wait_exit(&mut self) -> bool {
+    pub(crate) fn wait_exit(&mut self) -> bool {
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return true;
@@ -186,14 +186,14 @@ impl Drop for Nginx {
 
 /// A backend answering every HTTP request with its name and the request headers
 /// it received (lowercased), then closing.
-pub struct Backend {
+pub(crate) struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     task: JoinHandle<()>,
 }
 
 impl Backend {
-    pub async fn start(name: &str, ip: &str, port: u16) -> Self {
+    pub(crate) async fn start(name: &str, ip: &str, port: u16) -> Self {
         let addr = SocketAddr::new(ip.parse().unwrap(), port);
         let listener = TcpListener::bind(addr).await.expect("backend binds");
         let me = name.to_owned();
@@ -231,7 +231,7 @@ impl Backend {
     }
 
     /// The node the backend stands for.
-    pub fn node(&self) -> Node {
+    pub(crate) fn node(&self) -> Node {
         Node {
             id: format!("id-{}", self.name),
             name: self.name.clone(),
@@ -245,7 +245,7 @@ impl Backend {
         }
     }
 
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.task.abort();
     }
 }
@@ -257,7 +257,7 @@ impl Drop for Backend {
 }
 
 /// Three backends on 127.0.0.11-13 at one free port.
-pub async fn three_backends() -> (Vec<Backend>, u16) {
+pub(crate) async fn three_backends() -> (Vec<Backend>, u16) {
     // The same port on three loopback addresses; retry if another test took it.
     for _ in 0..20 {
         let port = free_port();
@@ -277,7 +277,7 @@ pub async fn three_backends() -> (Vec<Backend>, u16) {
 }
 
 /// One plain HTTP/1.1 request over TCP to 127.0.0.1:`port`; the whole response.
-pub async fn http_get(port: u16, headers: &str) -> std::io::Result<String> {
+pub(crate) async fn http_get(port: u16, headers: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
     s.write_all(
         format!(
@@ -294,7 +294,7 @@ pub async fn http_get(port: u16, headers: &str) -> std::io::Result<String> {
 }
 
 /// The backend name in a response, if any.
-pub fn backend_of(response: &str) -> Option<String> {
+pub(crate) fn backend_of(response: &str) -> Option<String> {
     response
         .lines()
         .find_map(|l| l.strip_prefix("backend="))
@@ -303,7 +303,7 @@ pub fn backend_of(response: &str) -> Option<String> {
 
 /// The values of `key` in the comment header at the top of a configuration triad
 /// wrote (`# key=value` lines), read here rather than with the crate's parser.
-pub fn header_values(config: &str, key: &str) -> Vec<String> {
+pub(crate) fn header_values(config: &str, key: &str) -> Vec<String> {
     config
         .lines()
         .take_while(|l| l.starts_with('#'))

@@ -6,11 +6,11 @@ use std::time::Duration;
 use triad_qemu::{Accel, QemuProvider, QemuSettings};
 
 /// Why a VM test needs scripts/test.
-pub const NEEDS: &str = "boots QEMU VMs; scripts/test builds the image";
+pub(crate) const NEEDS: &str = "boots QEMU VMs; scripts/test builds the image";
 
 /// VM tests take this lock: at most one test's VMs run at a time (the machine has
 /// few cores, and every VM test boots up to three).
-pub static VMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static VMS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn image_dir() -> PathBuf {
     PathBuf::from(std::env::var("TRIAD_QEMU_IMAGE_DIR").unwrap_or_else(|_| {
@@ -21,7 +21,7 @@ fn image_dir() -> PathBuf {
 }
 
 /// A fresh, empty state directory for one test.
-pub fn state_dir(test: &str) -> PathBuf {
+pub(crate) fn state_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("triad-qemu-it-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -29,7 +29,7 @@ pub fn state_dir(test: &str) -> PathBuf {
 
 /// Settings for the test image with `state_dir`, small VMs, no proxy, and a
 /// loopback address and SSH ports of their own.
-pub fn settings(state_dir: PathBuf, zones: &[&str]) -> QemuSettings {
+pub(crate) fn settings(state_dir: PathBuf, zones: &[&str]) -> QemuSettings {
     let images = image_dir();
     QemuSettings {
         image: images.join("disk.qcow2"),
@@ -50,7 +50,7 @@ pub fn settings(state_dir: PathBuf, zones: &[&str]) -> QemuSettings {
 }
 
 /// A provider over `settings`.
-pub fn provider(settings: QemuSettings) -> QemuProvider {
+pub(crate) fn provider(settings: QemuSettings) -> QemuProvider {
     QemuProvider::new(settings)
         .expect("valid settings")
         .with_poll_interval(Duration::from_millis(200))

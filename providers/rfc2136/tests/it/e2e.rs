@@ -16,7 +16,7 @@ use crate::{dig, env};
 
 /// A spec for cluster `name` at `<name>-rancher.example.com` with `ttl`, nodes and
 /// balancer on the simulated cloud, DNS on the test BIND.
-pub fn spec(name: &str, ttl: u32) -> ValidSpec {
+pub(crate) fn spec(name: &str, ttl: u32) -> ValidSpec {
     std::env::set_var("TRIAD_RFC2136_E2E_SECRET", env("TRIAD_BIND_SECRET"));
     ClusterSpec::from_toml(&format!(
         r#"
@@ -43,7 +43,7 @@ pub fn spec(name: &str, ttl: u32) -> ValidSpec {
 }
 
 /// The orchestrator over `cloud` and `rfc`, every call counted by `counter`.
-pub fn orchestrator(
+pub(crate) fn orchestrator(
     cloud: &Arc<SimCloud>,
     rfc: &Arc<Rfc2136Provider>,
     counter: &CallCounter,
