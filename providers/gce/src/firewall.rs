@@ -1,11 +1,12 @@
-//! The cluster's firewall rules: 80/443 from Google's health-check ranges (and from
-//! anywhere for a passthrough balancer), the inter-node ports, and SSH from
-//! `nodes.ssh_allowed_cidrs` — the one rule updated in place on day 2.
+//! The cluster's firewall rules: 80/443 from Google's health-check ranges, the
+//! inter-node ports, and SSH from `nodes.ssh_allowed_cidrs` — the one rule updated
+//! in place on day 2. The rule that opens a passthrough rule's ports to its clients
+//! is a part of that balancer (`lb`), made and deleted with it.
 
 use google_cloud_compute_v1::model::{firewall, Firewall};
 use triad_core::error::{FailureKind, Result};
 use triad_core::labels::Role;
-use triad_core::spec::{ClusterRef, LbMode};
+use triad_core::spec::ClusterRef;
 
 use crate::client::{request_id, Scope};
 use crate::error::{self, own, Failure};
@@ -29,12 +30,12 @@ pub(crate) const INTERNAL_TCP: &[&str] = &[
 pub(crate) const INTERNAL_UDP: &[&str] = &["8472", "4789", "30000-32767"];
 
 /// One firewall rule the cluster wants.
-struct Rule {
-    name: String,
-    tcp: Vec<String>,
-    udp: Vec<String>,
-    sources: Vec<String>,
-    source_tags: Vec<String>,
+pub(crate) struct Rule {
+    pub name: String,
+    pub tcp: Vec<String>,
+    pub udp: Vec<String>,
+    pub sources: Vec<String>,
+    pub source_tags: Vec<String>,
 }
 
 impl GceProvider {
@@ -56,16 +57,6 @@ impl GceProvider {
                 source_tags: vec![tag],
             },
         ];
-        if self.lb_mode == LbMode::L4 {
-            // A passthrough balancer keeps the client's address: 80/443 from anywhere.
-            rules.push(Rule {
-                name: format!("{cluster}-web"),
-                tcp: vec!["80".into(), "443".into()],
-                udp: vec![],
-                sources: vec!["0.0.0.0/0".into()],
-                source_tags: vec![],
-            });
-        }
         if !ssh.is_empty() {
             rules.push(Rule {
                 name: format!("{cluster}-ssh"),
@@ -76,6 +67,20 @@ impl GceProvider {
             });
         }
         rules
+    }
+
+    /// The body of `rule`: ingress to the cluster's nodes, owned by it in `role`.
+    pub(crate) fn firewall_body(&self, cluster: &str, role: Role, rule: &Rule) -> Firewall {
+        let mut fw = Firewall::default();
+        fw.name = Some(rule.name.clone());
+        fw.description = Some(ownership(cluster, role));
+        fw.network = Some(self.network_link_pub());
+        fw.direction = Some(firewall::Direction::from("INGRESS"));
+        fw.target_tags = vec![node_tag(cluster)];
+        fw.source_ranges = rule.sources.clone();
+        fw.source_tags = rule.source_tags.clone();
+        fw.allowed = allowed(rule);
+        fw
     }
 
     /// Create the cluster's firewall rules that are missing.
@@ -108,22 +113,7 @@ impl GceProvider {
                 Err(e) if Failure::of(&e).is_not_found() => {}
                 Err(e) => return Err(error::sdk("get firewall rule", &what, &e)),
             }
-            let mut fw = Firewall::default();
-            fw.name = Some(rule.name.clone());
-            fw.description = Some(ownership(&cluster.name, Role::Network));
-            fw.network = Some(self.network_link_pub());
-            fw.direction = Some(firewall::Direction::from("INGRESS"));
-            fw.target_tags = vec![node_tag(&cluster.name)];
-            fw.source_ranges = rule.sources.clone();
-            fw.source_tags = rule.source_tags.clone();
-            for (proto, ports) in [("tcp", &rule.tcp), ("udp", &rule.udp)] {
-                if !ports.is_empty() {
-                    let mut a = firewall::Allowed::default();
-                    a.ip_protocol = Some(proto.into());
-                    a.ports = ports.clone();
-                    fw.allowed.push(a);
-                }
-            }
+            let fw = self.firewall_body(&cluster.name, Role::Network, &rule);
             let rid = request_id();
             match self
                 .clients
@@ -281,4 +271,18 @@ impl GceProvider {
         }
         Ok(deleted)
     }
+}
+
+/// What `rule` allows, by protocol.
+pub(crate) fn allowed(rule: &Rule) -> Vec<firewall::Allowed> {
+    let mut out = Vec::new();
+    for (proto, ports) in [("tcp", &rule.tcp), ("udp", &rule.udp)] {
+        if !ports.is_empty() {
+            let mut a = firewall::Allowed::default();
+            a.ip_protocol = Some(proto.into());
+            a.ports = ports.clone();
+            out.push(a);
+        }
+    }
+    out
 }

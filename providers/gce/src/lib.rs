@@ -52,7 +52,7 @@ use triad_core::model::{
     LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
 };
 use triad_core::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
-use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
+use triad_core::spec::{ClusterRef, ValidSpec};
 use triad_core::wait::Poll;
 
 pub use client::Connection;
@@ -69,7 +69,6 @@ fn poll_of(interval_ms: u64) -> Poll {
 pub struct GceProvider {
     clients: client::Clients,
     settings: GceSettings,
-    lb_mode: LbMode,
     nodes_image: Option<String>,
     poll: Poll,
     checked: tokio::sync::OnceCell<()>,
@@ -86,7 +85,6 @@ impl std::fmt::Debug for GceProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GceProvider")
             .field("settings", &self.settings)
-            .field("lb_mode", &self.lb_mode)
             .finish_non_exhaustive()
     }
 }
@@ -106,21 +104,13 @@ impl GceProvider {
         if settings.ssl_policy.is_none() {
             settings.ssl_policy = spec.load_balancer.ssl_policy.clone();
         }
-        Self::new(
-            settings,
-            spec.load_balancer.mode,
-            spec.nodes.image.clone(),
-            connection,
-        )
-        .await
+        Self::new(settings, spec.nodes.image.clone(), connection).await
     }
 
-    /// The provider from explicit settings: `lb_mode` shapes the firewall rules
-    /// (a passthrough balancer needs 80/443 open to clients), `nodes_image` is the
-    /// spec's `nodes.image` (used when `settings.image` is absent).
+    /// The provider from explicit settings: `nodes_image` is the spec's
+    /// `nodes.image` (used when `settings.image` is absent).
     pub async fn new(
         settings: GceSettings,
-        lb_mode: LbMode,
         nodes_image: Option<String>,
         connection: Connection,
     ) -> Result<Self> {
@@ -129,7 +119,6 @@ impl GceProvider {
             poll: poll_of(settings.poll_interval_ms),
             clients,
             settings,
-            lb_mode,
             nodes_image,
             checked: tokio::sync::OnceCell::new(),
             zone_cache: Mutex::new(HashMap::new()),
@@ -248,8 +237,12 @@ impl LoadBalancerProvider for GceProvider {
         self.check(spec)
     }
 
+    /// The active one of the cluster's balancers (the new one during a mode
+    /// change), else the first.
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
-        self.discover_lb(cluster).await
+        let mut all = self.discover_all(cluster).await?;
+        let active = all.iter().position(|lb| lb.endpoint.is_some()).unwrap_or(0);
+        Ok((!all.is_empty()).then(|| all.swap_remove(active)))
     }
 
     async fn create_load_balancer(
@@ -272,9 +265,10 @@ impl LoadBalancerProvider for GceProvider {
         self.poll
             .until(timeout, &resource, "active", || async {
                 Ok(self
-                    .discover_lb(cluster)
+                    .discover_all(cluster)
                     .await?
-                    .filter(|found| found.id == lb.id && found.endpoint.is_some()))
+                    .into_iter()
+                    .find(|found| found.name == lb.name && found.endpoint.is_some()))
             })
             .await
     }
@@ -299,6 +293,25 @@ impl LoadBalancerProvider for GceProvider {
         request: &LoadBalancerRequest,
     ) -> Result<LoadBalancer> {
         self.update_lb(cluster, lb, request).await
+    }
+
+    /// Yes: every part of a balancer is named after it (the instance groups, shared,
+    /// after the cluster), so an l4 and an l7 balancer stand side by side while the
+    /// record moves.
+    fn coexists(&self) -> bool {
+        true
+    }
+
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        self.discover_all(cluster).await
+    }
+
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        self.delete_named(cluster, name).await
     }
 }
 

@@ -6,18 +6,19 @@ use std::collections::BTreeSet;
 
 use google_cloud_compute_v1::model::{
     address, backend, backend_service, forwarding_rule, health_check, ssl_policy, Address, Backend,
-    BackendService, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
-    InstanceGroup, NamedPort, SslPolicy, SslPolicyReference, TargetHttpProxy, TargetHttpsProxy,
-    UrlMap,
+    BackendService, Firewall, ForwardingRule, HTTPHealthCheck, HealthCheck, HttpRedirectAction,
+    InstanceGroup, NamedPort, SslPolicy, SslPolicyReference, TCPHealthCheck, TargetHttpProxy,
+    TargetHttpsProxy, UrlMap,
 };
 use triad_core::error::{Error, FailureKind, Result};
 use triad_core::labels::Role;
 use triad_core::model::{LoadBalancer, LoadBalancerRequest};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
-use super::{balancer_description, l4_ports, scope_of, Names};
+use super::{balancer_description, l4_ports, scope_of, Names, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own};
+use crate::firewall::{allowed, Rule};
 use crate::nodes::ownership;
 use crate::GceProvider;
 
@@ -51,7 +52,7 @@ impl GceProvider {
     }
 
     pub(super) async fn ensure_group(&self, cluster: &str, zone: &str) -> Result<InstanceGroup> {
-        let name = Names::new(cluster).group(zone);
+        let name = Names::new(cluster, cluster).group(zone);
         self.ensure(cluster, &Scope::Zone(zone.to_owned()), &name, || {
             let mut g = InstanceGroup::default();
             g.name = Some(name.clone());
@@ -66,29 +67,28 @@ impl GceProvider {
         .await
     }
 
-    fn health_check_body(&self, cluster: &str, request: &LoadBalancerRequest) -> HealthCheck {
-        let names = Names::new(cluster);
-        let mut hc = HealthCheck::default();
-        hc.name = Some(names.health_check);
-        hc.description = Some(ownership(cluster, Role::Lb));
+    fn health_check_body(
+        &self,
+        cluster: &str,
+        n: &Names,
+        request: &LoadBalancerRequest,
+    ) -> HealthCheck {
+        let mut hc = check_body(cluster, &n.health_check);
         hc.r#type = Some(health_check::Type::from("HTTP"));
         hc.http_health_check = Some(http_check(&request.health_check_path));
-        hc.check_interval_sec = Some(10);
-        hc.timeout_sec = Some(6);
-        hc.healthy_threshold = Some(3);
-        hc.unhealthy_threshold = Some(3);
         hc
     }
 
     fn backend_body(
         &self,
         cluster: &str,
+        name: &str,
         mode: LbMode,
         hc: &str,
         groups: &[String],
     ) -> BackendService {
         let mut bs = BackendService::default();
-        bs.name = Some(Names::new(cluster).backend_service);
+        bs.name = Some(name.to_owned());
         bs.description = Some(ownership(cluster, Role::Lb));
         bs.health_checks = vec![hc.to_owned()];
         bs.backends = groups.iter().map(|g| self.backend(mode, g)).collect();
@@ -123,10 +123,11 @@ impl GceProvider {
         b
     }
 
-    /// Make the backend service serve every group in `groups` (self-links).
+    /// Make the backend service `bs` (in `at`) serve every group in `groups`
+    /// (self-links).
     pub(super) async fn ensure_backends(
         &self,
-        cluster: &ClusterRef,
+        at: &Scope,
         mode: LbMode,
         bs: BackendService,
         groups: &[String],
@@ -140,16 +141,15 @@ impl GceProvider {
         if missing.is_empty() {
             return Ok(bs);
         }
-        let name = Names::new(&cluster.name).backend_service;
+        let name = bs.name.clone().unwrap_or_default();
         let mut patch = BackendService::default();
         patch.backends = bs.backends.clone();
         patch
             .backends
             .extend(missing.iter().map(|g| self.backend(mode, g)));
         patch.fingerprint = bs.fingerprint.clone();
-        let at = scope_of(cluster, mode);
-        self.patch(&at, &name, patch, "add backends to").await?;
-        self.backend_service(cluster, mode).await
+        self.patch(at, &name, patch, "add backends to").await?;
+        self.backend_service(at, &name).await
     }
 
     pub(crate) async fn create_lb(
@@ -184,7 +184,7 @@ impl GceProvider {
             groups.push(g.self_link.unwrap_or_default());
         }
         let at = scope_of(cluster, request.mode);
-        let n = Names::new(&cluster.name);
+        let n = Names::new(&cluster.name, &request.name);
         let c = &cluster.name;
         let addr = self
             .ensure(c, &at, &n.address, || {
@@ -198,55 +198,122 @@ impl GceProvider {
             .await?;
         let hc = self
             .ensure(c, &at, &n.health_check, || {
-                self.health_check_body(c, request)
+                self.health_check_body(c, &n, request)
             })
             .await?;
         let hc_link = hc.self_link.unwrap_or_default();
         let bs = self
             .ensure(c, &at, &n.backend_service, || {
-                self.backend_body(c, request.mode, &hc_link, &groups)
+                self.backend_body(c, &n.backend_service, request.mode, &hc_link, &groups)
             })
             .await?;
-        let bs = self
-            .ensure_backends(cluster, request.mode, bs, &groups)
-            .await?;
+        let bs = self.ensure_backends(&at, request.mode, bs, &groups).await?;
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.unwrap_or_default();
         match request.mode {
-            LbMode::L4 => self.create_l4(cluster, request, &bs_link, &ip).await?,
+            LbMode::L4 => {
+                self.create_l4(cluster, &n, request, &groups, &bs_link, &ip)
+                    .await?
+            }
             LbMode::L7 => {
-                self.create_l7(cluster, request, cert, &bs_link, &ip)
+                self.create_l7(cluster, &n, request, cert, &bs_link, &ip)
                     .await?
             }
         }
-        self.discover_lb(cluster).await?.ok_or_else(|| {
-            own(
-                "create load balancer",
-                &format!("load balancer {}", request.name),
-                FailureKind::NotFound,
-                "the balancer's forwarding rule is gone right after it was made",
-            )
-        })
+        let found = self.discover_all(cluster).await?;
+        found
+            .into_iter()
+            .find(|lb| lb.name == request.name && lb.endpoint.is_some())
+            .ok_or_else(|| {
+                own(
+                    "create load balancer",
+                    &format!("load balancer {}", request.name),
+                    FailureKind::NotFound,
+                    "the balancer's forwarding rule is gone right after it was made",
+                )
+            })
     }
 
-    /// The passthrough forwarding rule for 80, 443 and the registration ports.
+    /// The passthrough forwarding rules on one address: 80 and 443 to the backend
+    /// service with the HTTP check, each registration port to a backend service of
+    /// its own with a TCP check on that port (the same instance groups behind all);
+    /// and the firewall rule that lets their clients in. The parts of a registration
+    /// port the request no longer asks for are deleted.
     async fn create_l4(
         &self,
         cluster: &ClusterRef,
+        n: &Names,
         request: &LoadBalancerRequest,
+        groups: &[String],
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
-        let n = Names::new(&cluster.name);
         let at = Scope::Region(cluster.region.clone());
-        // A forwarding rule's ports cannot change: a rule made before the
-        // registration ports (or with others) is replaced, on the same address.
-        let want_ports = l4_ports(&request.registration_ports);
+        let c = &cluster.name;
+        self.ensure_open(c, &n.web_rule, &l4_ports(&request.registration_ports))
+            .await?;
+        // The web rule first: one made with the registration ports (before they had
+        // rules of their own) is replaced, which frees them on the address.
+        self.ensure_l4_rule(cluster, request, &n.l4_rule, l4_ports(&[]), bs_link, ip)
+            .await?;
+        for port in REGISTRATION_PORTS {
+            let r = n.registration(port);
+            if !request.registration_ports.contains(&port) {
+                self.remove::<ForwardingRule>(c, &at, &r.rule).await?;
+                self.remove::<BackendService>(c, &at, &r.backend_service)
+                    .await?;
+                self.remove::<HealthCheck>(c, &at, &r.health_check).await?;
+                continue;
+            }
+            let hc = self
+                .ensure(c, &at, &r.health_check, || {
+                    let mut hc = check_body(c, &r.health_check);
+                    hc.r#type = Some(health_check::Type::from("TCP"));
+                    let mut tcp = TCPHealthCheck::default();
+                    tcp.port = Some(i32::from(port));
+                    hc.tcp_health_check = Some(tcp);
+                    hc
+                })
+                .await?;
+            let hc_link = hc.self_link.unwrap_or_default();
+            let bs = self
+                .ensure(c, &at, &r.backend_service, || {
+                    self.backend_body(c, &r.backend_service, LbMode::L4, &hc_link, groups)
+                })
+                .await?;
+            let bs = self.ensure_backends(&at, LbMode::L4, bs, groups).await?;
+            let bs_link = bs.self_link.unwrap_or_default();
+            self.ensure_l4_rule(
+                cluster,
+                request,
+                &r.rule,
+                vec![port.to_string()],
+                &bs_link,
+                ip,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The passthrough rule `name` for `ports` to `bs_link` on `ip`. A rule's ports
+    /// cannot change: one of that name with other ports is replaced, on the same
+    /// address.
+    async fn ensure_l4_rule(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        name: &str,
+        want_ports: Vec<String>,
+        bs_link: &str,
+        ip: &str,
+    ) -> Result<()> {
+        let at = Scope::Region(cluster.region.clone());
         for attempt in 0..2 {
             let fr = self
-                .ensure(&cluster.name, &at, &n.l4_rule, || {
+                .ensure(&cluster.name, &at, name, || {
                     let mut fr = ForwardingRule::default();
-                    fr.name = Some(n.l4_rule.clone());
+                    fr.name = Some(name.to_owned());
                     fr.description = Some(balancer_description(&cluster.name, &request.name));
                     fr.load_balancing_scheme =
                         Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
@@ -262,17 +329,54 @@ impl GceProvider {
                 return Ok(());
             }
             if attempt == 0 {
-                tracing::info!(rule = %n.l4_rule, "replacing the forwarding rule: its ports changed");
-                self.remove::<ForwardingRule>(&cluster.name, &at, &n.l4_rule)
+                tracing::info!(rule = %name, "replacing the forwarding rule: its ports changed");
+                self.remove::<ForwardingRule>(&cluster.name, &at, name)
                     .await?;
             }
         }
         Err(own(
             "create load balancer",
-            &format!("forwarding rule {}", n.l4_rule),
+            &format!("forwarding rule {name}"),
             FailureKind::Conflict,
             "the forwarding rule still has other ports after it was replaced",
         ))
+    }
+
+    /// The firewall rule `name` that lets anyone reach the nodes on `ports` (a
+    /// passthrough rule keeps the client's address), with exactly those ports.
+    async fn ensure_open(&self, cluster: &str, name: &str, ports: &[String]) -> Result<()> {
+        let rule = Rule {
+            name: name.to_owned(),
+            tcp: ports.to_vec(),
+            udp: vec![],
+            sources: vec!["0.0.0.0/0".into()],
+            source_tags: vec![],
+        };
+        let g = &Scope::Global;
+        let fw = self
+            .ensure(cluster, g, name, || {
+                self.firewall_body(cluster, Role::Lb, &rule)
+            })
+            .await?;
+        let want = allowed(&rule);
+        if fw.allowed != want {
+            let mut patch = Firewall::default();
+            patch.allowed = want;
+            let what = format!("firewall rule {name}");
+            let op = self
+                .clients
+                .firewalls
+                .patch()
+                .set_project(self.project())
+                .set_firewall(name)
+                .set_request_id(request_id())
+                .set_body(patch)
+                .send()
+                .await
+                .map_err(|e| error::sdk("set the ports of", &what, &e))?;
+            self.op_wait(g, op, "set the ports of", &what).await?;
+        }
+        Ok(())
     }
 
     pub(super) fn certificate_link(&self, cert: &str) -> String {
@@ -288,12 +392,12 @@ impl GceProvider {
     async fn create_l7(
         &self,
         cluster: &ClusterRef,
+        n: &Names,
         request: &LoadBalancerRequest,
         cert: &str,
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
-        let n = Names::new(&cluster.name);
         let p = self.project();
         let c = &cluster.name;
         let g = &Scope::Global;
@@ -317,7 +421,7 @@ impl GceProvider {
                 .await?;
             links.insert(redirect, um.self_link.unwrap_or_default());
         }
-        let policy_link = self.ensure_ssl_policy(c, &n).await?;
+        let policy_link = self.ensure_ssl_policy(c, n).await?;
         let cert_link = self.certificate_link(cert);
         let https = self
             .ensure(c, g, &n.https_proxy, || {
@@ -378,6 +482,18 @@ impl GceProvider {
         }
         Ok(())
     }
+}
+
+/// A health check `name` of `cluster` with triad's timing, its kind still to set.
+fn check_body(cluster: &str, name: &str) -> HealthCheck {
+    let mut hc = HealthCheck::default();
+    hc.name = Some(name.to_owned());
+    hc.description = Some(ownership(cluster, Role::Lb));
+    hc.check_interval_sec = Some(10);
+    hc.timeout_sec = Some(6);
+    hc.healthy_threshold = Some(3);
+    hc.unhealthy_threshold = Some(3);
+    hc
 }
 
 /// The HTTP check on port 80 at `path`.

@@ -2,10 +2,14 @@
 //! global external Application Load Balancer (l7), both in front of one unmanaged
 //! instance group per zone.
 //!
-//! Resource names are fixed per cluster (`<cluster>-hc`, `<cluster>-bs`,
-//! `<cluster>-<zone>`, …), so every step is a get-or-create; addresses and
-//! forwarding rules carry the ownership labels, the label-less parts (health check,
-//! backend service, instance groups, URL maps, proxies) an ownership description.
+//! Resource names are fixed per balancer (`<balancer>-hc`, `<balancer>-bs`, …), so
+//! every step is a get-or-create; a balancer is named after the cluster, or
+//! `<cluster>-b` while a mode change makes the new one beside the old one (core's
+//! plan alternates the two names), so both exist side by side with no part in
+//! common but the instance groups `<cluster>-<zone>` (an instance can be in one
+//! load-balanced group only). Addresses and forwarding rules carry the ownership
+//! labels, the label-less parts (health check, backend service, instance groups,
+//! URL maps, proxies, firewall rules) an ownership description.
 
 //!
 //! One concern per module: [`part`] describes each kind of part once (get, insert,
@@ -22,14 +26,16 @@ mod update;
 use triad_core::error::SpecProblem;
 use triad_core::labels::Role;
 use triad_core::model::Listener;
-use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
+use triad_core::spec::{ClusterRef, LbMode, ValidSpec, KUBE_API_PORT, RKE2_SUPERVISOR_PORT};
 
 use crate::client::Scope;
 use crate::nodes::ownership;
 use crate::GceProvider;
 
-/// The fixed names of the balancer's parts.
+/// The fixed names of one balancer's parts.
 pub(crate) struct Names {
+    /// The balancer's name.
+    pub balancer: String,
     pub address: String,
     pub health_check: String,
     pub backend_service: String,
@@ -41,31 +47,86 @@ pub(crate) struct Names {
     pub ssl_policy: String,
     pub https_rule: String,
     pub http_rule: String,
+    /// The firewall rule that lets clients reach the nodes through a passthrough
+    /// rule (it keeps their addresses).
+    pub web_rule: String,
     cluster: String,
 }
 
 impl Names {
-    pub fn new(cluster: &str) -> Self {
+    /// The parts of balancer `balancer` of `cluster`.
+    pub fn new(cluster: &str, balancer: &str) -> Self {
+        let b = balancer;
         Self {
-            address: format!("{cluster}-lb"),
-            health_check: format!("{cluster}-hc"),
-            backend_service: format!("{cluster}-bs"),
-            l4_rule: format!("{cluster}-fr"),
-            url_map: format!("{cluster}-urlmap"),
-            redirect_map: format!("{cluster}-redirect"),
-            https_proxy: format!("{cluster}-https"),
-            http_proxy: format!("{cluster}-http"),
-            ssl_policy: format!("{cluster}-tls"),
-            https_rule: format!("{cluster}-https"),
-            http_rule: format!("{cluster}-http"),
+            balancer: b.to_owned(),
+            address: format!("{b}-lb"),
+            health_check: format!("{b}-hc"),
+            backend_service: format!("{b}-bs"),
+            l4_rule: format!("{b}-fr"),
+            url_map: format!("{b}-urlmap"),
+            redirect_map: format!("{b}-redirect"),
+            https_proxy: format!("{b}-https"),
+            http_proxy: format!("{b}-http"),
+            ssl_policy: format!("{b}-tls"),
+            https_rule: format!("{b}-https"),
+            http_rule: format!("{b}-http"),
+            web_rule: format!("{b}-web"),
             cluster: cluster.to_owned(),
         }
+    }
+
+    /// The forwarding rule, backend service and TCP health check of registration
+    /// port `port`: a passthrough rule of its own, so the port has a health check of
+    /// its own (a backend service takes one).
+    pub fn registration(&self, port: u16) -> Registration {
+        let b = &self.balancer;
+        Registration {
+            rule: format!("{b}-fr-{port}"),
+            backend_service: format!("{b}-bs-{port}"),
+            health_check: format!("{b}-hc-{port}"),
+        }
+    }
+
+    /// The registration port whose forwarding rule is `rule`.
+    fn registration_port(&self, rule: &str) -> Option<u16> {
+        let port = rule
+            .strip_prefix(&format!("{}-", self.l4_rule))?
+            .parse()
+            .ok()?;
+        REGISTRATION_PORTS.contains(&port).then_some(port)
+    }
+
+    /// The balancer's name from its address's name, if it is one of `cluster`'s.
+    fn of_address(cluster: &str, address: &str) -> Option<String> {
+        let b = address.strip_suffix("-lb")?;
+        balancer_names(cluster)
+            .contains(&b.to_owned())
+            .then(|| b.to_owned())
     }
 
     /// The instance group of `zone`.
     pub fn group(&self, zone: &str) -> String {
         format!("{}-{zone}", self.cluster)
     }
+}
+
+/// The registration ports a balancer may carry (RKE2's supervisor, the Kubernetes
+/// API): the parts of both are deleted with the balancer, and made when the
+/// request asks for them.
+pub(crate) const REGISTRATION_PORTS: [u16; 2] = [RKE2_SUPERVISOR_PORT, KUBE_API_PORT];
+
+/// The names of one registration port's parts.
+pub(crate) struct Registration {
+    pub rule: String,
+    pub backend_service: String,
+    pub health_check: String,
+}
+
+/// The names a balancer of `cluster` can have: the cluster's own, and the one
+/// core's plan gives the new balancer of a mode change while the old one has the
+/// cluster's (`<cluster>-b`; the two take turns).
+pub(crate) fn balancer_names(cluster: &str) -> [String; 2] {
+    [cluster.to_owned(), format!("{cluster}-b")]
 }
 
 /// The listeners of a balancer: 80/443 by mode, then the registration ports the
@@ -80,7 +141,7 @@ fn listeners(mode: LbMode, registration: &[u16]) -> Vec<Listener> {
     out
 }
 
-/// The ports of the l4 forwarding rule: 80, 443, then the registration ports.
+/// The ports the passthrough rules carry: 80, 443, then the registration ports.
 fn l4_ports(registration: &[u16]) -> Vec<String> {
     ["80".to_owned(), "443".to_owned()]
         .into_iter()
@@ -171,12 +232,32 @@ mod tests {
 
     #[test]
     fn names_are_fixed_per_cluster() {
-        let n = Names::new("rancher");
+        let n = Names::new("rancher", "rancher-b");
         assert_eq!(n.group("us-central1-a"), "rancher-us-central1-a");
-        assert_eq!(n.l4_rule, "rancher-fr");
+        assert_eq!(n.l4_rule, "rancher-b-fr");
+        assert_eq!(n.redirect_map, "rancher-b-redirect");
+        let long = "a-twenty-four-char-name1";
+        let n = Names::new(long, &balancer_names(long)[1]);
         assert!(crate::settings::is_name(
-            &Names::new("a-twenty-four-char-name1").group("northamerica-northeast1-a")
+            &n.group("northamerica-northeast1-a")
         ));
+        assert!(crate::settings::is_name(&n.redirect_map));
+        assert_eq!(
+            Names::of_address("rancher", "rancher-b-lb").as_deref(),
+            Some("rancher-b")
+        );
+        assert_eq!(
+            Names::of_address("rancher", "rancher-lb").as_deref(),
+            Some("rancher")
+        );
+        assert_eq!(Names::of_address("rancher", "other-lb"), None);
+        let n = Names::new("rancher", "rancher");
+        let reg = n.registration(9345);
+        assert_eq!(reg.rule, "rancher-fr-9345");
+        assert_eq!(reg.health_check, "rancher-hc-9345");
+        assert_eq!(n.registration_port(&reg.rule), Some(9345));
+        assert_eq!(n.registration_port("rancher-fr-22"), None);
+        assert_eq!(n.registration_port("rancher-fr"), None);
     }
 
     #[test]

@@ -4,13 +4,13 @@
 //!
 //! A kind with a regional and a global collection (address, health check, backend
 //! service, forwarding rule) picks the collection by the [`Scope`] it is asked in;
-//! the global-only kinds (URL map, proxies, SSL policy) ignore it; an instance group
+//! the global-only kinds (URL map, proxies, SSL policy, firewall rule) ignore it; an instance group
 //! lives in a zone.
 
 use async_trait::async_trait;
 use google_cloud_compute_v1::model::{
-    Address, BackendService, ForwardingRule, HealthCheck, InstanceGroup, Operation, SslPolicy,
-    TargetHttpProxy, TargetHttpsProxy, UrlMap,
+    Address, BackendService, Firewall, ForwardingRule, HealthCheck, InstanceGroup, Operation,
+    SslPolicy, TargetHttpProxy, TargetHttpsProxy, UrlMap,
 };
 use google_cloud_gax::error::Error as GaxError;
 use triad_core::error::{FailureKind, Result};
@@ -175,6 +175,8 @@ part!(TargetHttpProxy, "target HTTP proxy",
     global: target_http_proxies, set_target_http_proxy);
 part!(SslPolicy, "SSL policy", |s: &SslPolicy, c| owned_by(s.description.as_deref(), c),
     global: ssl_policies, set_ssl_policy);
+part!(Firewall, "firewall rule", |f: &Firewall, c| owned_by(f.description.as_deref(), c),
+    global: firewalls, set_firewall);
 patch!(HealthCheck, region: region_health_checks, global: health_checks, set_health_check);
 patch!(BackendService, region: region_backend_services, global: backend_services, set_backend_service);
 

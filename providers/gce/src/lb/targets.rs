@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use google_cloud_compute_v1::model::{
-    BackendService, ForwardingRule, InstanceGroupsAddInstancesRequest,
+    Address, BackendService, ForwardingRule, InstanceGroupsAddInstancesRequest,
     InstanceGroupsListInstancesRequest, InstanceGroupsRemoveInstancesRequest, InstanceReference,
     Operation,
 };
@@ -14,7 +14,7 @@ use triad_core::model::{Endpoint, LbState, LoadBalancer, Node};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use super::part::Part;
-use super::{balancer_name, instance_key, listeners, scope_of, Names};
+use super::{balancer_name, instance_key, listeners, scope_of, Names, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, Failure};
 use crate::nodes::label_filter;
@@ -29,17 +29,11 @@ fn zone_of(link: &str) -> &str {
 }
 
 impl GceProvider {
-    /// The cluster's backend service of `mode`.
-    pub(super) async fn backend_service(
-        &self,
-        cluster: &ClusterRef,
-        mode: LbMode,
-    ) -> Result<BackendService> {
-        let at = scope_of(cluster, mode);
-        let name = Names::new(&cluster.name).backend_service;
-        BackendService::get(self, &at, &name)
+    /// The backend service `name` in `at`.
+    pub(super) async fn backend_service(&self, at: &Scope, name: &str) -> Result<BackendService> {
+        BackendService::get(self, at, name)
             .await
-            .map_err(|e| error::sdk("get", &format!("{} {name}", BackendService::noun(&at)), &e))
+            .map_err(|e| error::sdk("get", &format!("{} {name}", BackendService::noun(at)), &e))
     }
 
     /// The cluster's forwarding rules, regional (l4) and global (l7), by labels.
@@ -82,22 +76,96 @@ impl GceProvider {
         Ok((regional.items, global.items))
     }
 
-    pub(crate) async fn discover_lb(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
-        let n = Names::new(&cluster.name);
+    /// The cluster's labelled addresses, regional (l4) and global (l7): the part
+    /// deleted last, so a balancer whose forwarding rules are gone (a crash while it
+    /// was made or deleted) is still found.
+    async fn labelled_addresses(&self, cluster: &ClusterRef) -> Result<Vec<(LbMode, Address)>> {
+        let filter = label_filter(&cluster.name, Role::Lb);
+        let p = self.project();
+        let regional = self.clients.addresses.list().set_project(p);
+        let regional = regional.set_region(&cluster.region).set_filter(&filter);
+        let regional = regional
+            .send()
+            .await
+            .map_err(|e| error::sdk("list addresses", &format!("region {}", cluster.region), &e))?;
+        let global = self.clients.global_addresses.list().set_project(p);
+        let global = global.set_filter(&filter).send().await;
+        let global =
+            global.map_err(|e| error::sdk("list global addresses", "global addresses", &e))?;
+        Ok(regional
+            .items
+            .into_iter()
+            .map(|a| (LbMode::L4, a))
+            .chain(global.items.into_iter().map(|a| (LbMode::L7, a)))
+            .collect())
+    }
+
+    /// Every balancer of the cluster, by name: one, or two during a mode change. A
+    /// balancer is found by its forwarding rule (l4: `<balancer>-fr`, l7:
+    /// `<balancer>-https`), or, while it has none, by its address alone (then it is
+    /// not active and has no endpoint: made half, or deleted half).
+    pub(crate) async fn discover_all(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let (regional, global) = self.labelled_rules(cluster).await?;
-        let (mode, rule) = if let Some(r) = regional
+        // The registration ports each balancer has a passthrough rule of its own for.
+        let mut registration: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        for rule in &regional {
+            let name = balancer_name(rule.description.as_deref(), &cluster.name);
+            let n = Names::new(&cluster.name, &name);
+            if let Some(port) = n.registration_port(rule.name.as_deref().unwrap_or("")) {
+                registration.entry(name).or_default().push(port);
+            }
+        }
+        let mut found: BTreeMap<String, LoadBalancer> = BTreeMap::new();
+        let rules = regional
             .into_iter()
-            .find(|r| r.name.as_deref() == Some(&n.l4_rule))
-        {
-            (LbMode::L4, r)
-        } else if let Some(r) = global
-            .into_iter()
-            .find(|r| r.name.as_deref() == Some(&n.https_rule))
-        {
-            (LbMode::L7, r)
-        } else {
-            return Ok(None);
-        };
+            .map(|r| (LbMode::L4, r))
+            .chain(global.into_iter().map(|r| (LbMode::L7, r)));
+        for (mode, rule) in rules {
+            let name = balancer_name(rule.description.as_deref(), &cluster.name);
+            let n = Names::new(&cluster.name, &name);
+            let main = match mode {
+                LbMode::L4 => &n.l4_rule,
+                LbMode::L7 => &n.https_rule,
+            };
+            if rule.name.as_deref() != Some(main.as_str()) || found.contains_key(&name) {
+                continue;
+            }
+            let mut ports = registration.remove(&name).unwrap_or_default();
+            ports.sort_by_key(|p| REGISTRATION_PORTS.iter().position(|r| r == p));
+            let lb = self.balancer_of(cluster, &n, mode, rule, &ports).await?;
+            found.insert(name, lb);
+        }
+        for (mode, addr) in self.labelled_addresses(cluster).await? {
+            let Some(name) = Names::of_address(&cluster.name, addr.name.as_deref().unwrap_or(""))
+            else {
+                continue;
+            };
+            found.entry(name.clone()).or_insert_with(|| LoadBalancer {
+                id: addr.self_link.clone().unwrap_or_default(),
+                name,
+                mode,
+                scheme: LbScheme::InternetFacing,
+                state: LbState::Provisioning,
+                endpoint: None,
+                listeners: Vec::new(),
+                targets: Vec::new(),
+                labels: addr.labels.into_iter().collect(),
+                partial_targets: Vec::new(),
+            });
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// The balancer `n` of `mode` whose main forwarding rule is `rule`, with rules of
+    /// their own for the registration ports `registration`.
+    async fn balancer_of(
+        &self,
+        cluster: &ClusterRef,
+        n: &Names,
+        mode: LbMode,
+        rule: ForwardingRule,
+        registration: &[u16],
+    ) -> Result<LoadBalancer> {
         let at = scope_of(cluster, mode);
         let targets = match BackendService::get(self, &at, &n.backend_service).await {
             Ok(bs) => self
@@ -123,9 +191,9 @@ impl GceProvider {
             .map(|ip| Endpoint::Ip {
                 addresses: vec![ip],
             });
-        Ok(Some(LoadBalancer {
+        Ok(LoadBalancer {
             id: rule.self_link.clone().unwrap_or_default(),
-            name: balancer_name(rule.description.as_deref(), &cluster.name),
+            name: n.balancer.clone(),
             mode,
             scheme: LbScheme::InternetFacing,
             state: if endpoint.is_some() {
@@ -134,19 +202,13 @@ impl GceProvider {
                 LbState::Provisioning
             },
             endpoint,
-            listeners: listeners(
-                mode,
-                &rule
-                    .ports
-                    .iter()
-                    .filter_map(|p| p.parse::<u16>().ok())
-                    .filter(|p| *p != 80 && *p != 443)
-                    .collect::<Vec<_>>(),
-            ),
+            // A registration port counts once it has its own rule (and so its own
+            // TCP check): one the web rule carries (made before) is completed.
+            listeners: listeners(mode, registration),
             targets,
             labels: rule.labels.into_iter().collect(),
             partial_targets: Vec::new(),
-        }))
+        })
     }
 
     /// The instances in the backend service's groups: (zone, name) → node id.
@@ -225,7 +287,9 @@ impl GceProvider {
         lb: &LoadBalancer,
         nodes: &[Node],
     ) -> Result<LoadBalancer> {
-        let bs = self.backend_service(cluster, lb.mode).await?;
+        let at = scope_of(cluster, lb.mode);
+        let name = Names::new(&cluster.name, &lb.name).backend_service;
+        let bs = self.backend_service(&at, &name).await?;
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for node in nodes {
             wanted
@@ -239,7 +303,18 @@ impl GceProvider {
             let g = self.ensure_group(&cluster.name, zone).await?;
             links.push(g.self_link.unwrap_or_default());
         }
-        let bs = self.ensure_backends(cluster, lb.mode, bs, &links).await?;
+        let bs = self.ensure_backends(&at, lb.mode, bs, &links).await?;
+        // The registration ports' backend services serve the same groups.
+        let n = Names::new(&cluster.name, &lb.name);
+        for l in lb
+            .listeners
+            .iter()
+            .filter(|l| REGISTRATION_PORTS.contains(&l.port))
+        {
+            let name = n.registration(l.port).backend_service;
+            let reg = self.backend_service(&at, &name).await?;
+            self.ensure_backends(&at, lb.mode, reg, &links).await?;
+        }
         let p = self.project();
         for b in &bs.backends {
             let Some(g) = b.group.as_deref() else {

@@ -15,7 +15,7 @@ use triad_core::spec::{ClusterRef, LbMode};
 
 use super::create::{http_check, missing_certificate};
 use super::part::Part;
-use super::{scope_of, Names};
+use super::{scope_of, Names, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error;
 use crate::GceProvider;
@@ -27,7 +27,7 @@ impl GceProvider {
         lb: &LoadBalancer,
         request: &LoadBalancerRequest,
     ) -> Result<LoadBalancer> {
-        let n = Names::new(&cluster.name);
+        let n = Names::new(&cluster.name, &lb.name);
         let c = &cluster.name;
         let at = scope_of(cluster, lb.mode);
         let hc: HealthCheck = self
@@ -48,11 +48,18 @@ impl GceProvider {
             self.set_certificate(c, &n, cert).await?;
         }
         let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
-        let rules: &[&String] = match lb.mode {
-            LbMode::L4 => &[&n.l4_rule],
-            LbMode::L7 => &[&n.https_rule, &n.http_rule],
+        let rules: Vec<String> = match lb.mode {
+            LbMode::L4 => std::iter::once(n.l4_rule.clone())
+                .chain(
+                    lb.listeners
+                        .iter()
+                        .filter(|l| REGISTRATION_PORTS.contains(&l.port))
+                        .map(|l| n.registration(l.port).rule),
+                )
+                .collect(),
+            LbMode::L7 => vec![n.https_rule.clone(), n.http_rule.clone()],
         };
-        for rule in rules {
+        for rule in &rules {
             let fr: ForwardingRule = self.ensure(c, &at, rule, ForwardingRule::default).await?;
             if fr.labels != labels {
                 let what = format!("{} {rule}", ForwardingRule::noun(&at));

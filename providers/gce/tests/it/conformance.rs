@@ -36,7 +36,7 @@ fn assert_empty(project: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn run_all_layer4() {
-    let gce = provider("triad-conf-l4", LbMode::L4).await;
+    let gce = provider("triad-conf-l4").await;
     let fx = fixture("conf");
     conformance::run_all(&gce, &gce, &gce, &fx).await;
     conformance::node_update_in_place(&gce, &fx).await;
@@ -49,7 +49,7 @@ async fn run_all_layer4() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn layer7_lifecycle() {
-    let gce = provider("triad-conf-l7", LbMode::L7).await;
+    let gce = provider("triad-conf-l7").await;
     let mut fx = fixture("conf7");
     fx.lb = LoadBalancerRequest {
         name: "conf7".into(),
@@ -72,7 +72,7 @@ async fn layer7_lifecycle() {
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn foreign_records_are_refused() {
     let project = "triad-conf-dns";
-    let gce = provider(project, LbMode::L4).await;
+    let gce = provider(project).await;
     let (code, body) = http(
         "POST",
         "/_fake/seed",

@@ -10,7 +10,7 @@ use triad_core::drift::{self, Attribute};
 use triad_core::labels::Role;
 use triad_core::model::NodeRequest;
 use triad_core::orchestrator::{LbAction, NodeAction};
-use triad_core::spec::{ClusterRef, LbMode};
+use triad_core::spec::ClusterRef;
 use triad_core::{NodeProvider, Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
@@ -37,7 +37,7 @@ fn since(project: &str, before: usize) -> (Vec<String>, Vec<String>) {
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn wait_nodes_reads_all_nodes_in_one_list_call() {
     let project = "triad-wait-nodes";
-    let gce = provider(project, LbMode::L4).await;
+    let gce = provider(project).await;
     let cluster = ClusterRef::new("waiter", REGION);
     let zones = gce.zones(&cluster).await.unwrap();
     let mut made = Vec::new();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use triad_core::error::FailureKind;
 use triad_core::provider::{DnsProvider, NodeProvider};
-use triad_core::spec::{ClusterRef, ClusterSpec, LbMode};
+use triad_core::spec::{ClusterRef, ClusterSpec};
 use triad_core::Orchestrator;
 use triad_gce::{Connection, GceProvider};
 
@@ -54,7 +54,7 @@ async fn unknown_zone_image_network_and_managed_zone_are_named() {
 #[tokio::test]
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn unknown_region_and_dns_zone_are_named() {
-    let gce = provider("triad-bad-misc", LbMode::L4).await;
+    let gce = provider("triad-bad-misc").await;
     let e = gce
         .zones(&ClusterRef::new("bad", "mars-north1"))
         .await
@@ -72,14 +72,9 @@ async fn unknown_region_and_dns_zone_are_named() {
 async fn throttling_and_server_errors_are_retryable() {
     let project = "triad-throttle";
     seed(project);
-    let gce = GceProvider::new(
-        settings(project),
-        LbMode::L4,
-        None,
-        Connection::fake(endpoint()),
-    )
-    .await
-    .unwrap();
+    let gce = GceProvider::new(settings(project), None, Connection::fake(endpoint()))
+        .await
+        .unwrap();
     let cluster = ClusterRef::new("thr", REGION);
     let fail = |method: &str, code: u16, reason: &str| {
         let (c, b) = http(

@@ -5,13 +5,16 @@ mod conformance;
 mod day2;
 mod e2e;
 mod errors;
+mod mode_change;
 mod proxy;
+mod rolling;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use triad_core::spec::{ClusterSpec, LbMode};
+use triad_core::spec::ClusterSpec;
 use triad_core::ValidSpec;
 use triad_gce::{Connection, GceProvider, GceSettings};
 
@@ -156,9 +159,52 @@ pub fn settings(project: &str) -> GceSettings {
 }
 
 /// A provider against the fake for a freshly seeded `project`.
-pub async fn provider(project: &str, mode: LbMode) -> GceProvider {
+pub async fn provider(project: &str) -> GceProvider {
     seed(project);
-    GceProvider::new(settings(project), mode, None, Connection::fake(endpoint()))
+    GceProvider::new(settings(project), None, Connection::fake(endpoint()))
         .await
         .expect("connect to the fake")
+}
+
+/// One REST call to the fake (not through triad), as JSON; must answer 200.
+pub fn rest(method: &str, path: &str) -> serde_json::Value {
+    let body = if method == "POST" { "{}" } else { "" };
+    let (code, body) = http(method, path, body);
+    assert_eq!(code, 200, "{method} {path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The last path segment of a link.
+pub fn short(link: &str) -> &str {
+    link.rsplit('/').next().unwrap_or(link)
+}
+
+/// The running members of every instance group the backend service `bs` (a link or
+/// REST path) serves, by instance name.
+pub fn serving(project: &str, bs_path: &str) -> BTreeSet<String> {
+    let bs = rest("GET", bs_path);
+    let mut out = BTreeSet::new();
+    for b in bs["backends"].as_array().into_iter().flatten() {
+        let group = b["group"].as_str().unwrap();
+        let path = format!("/compute/v1{}", &group[group.find("/projects/").unwrap()..]);
+        assert!(path.contains(&format!("/projects/{project}/")), "{path}");
+        let members = rest("POST", &format!("{path}/listInstances"));
+        for m in members["items"].as_array().into_iter().flatten() {
+            if m["status"] == "RUNNING" {
+                out.insert(short(m["instance"].as_str().unwrap()).to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The A record of `fqdn` in the test zone, read through Cloud DNS's REST API.
+pub fn a_record(project: &str, fqdn: &str) -> serde_json::Value {
+    let rrsets = rest(
+        "GET",
+        &format!("/dns/v1/projects/{project}/managedZones/example/rrsets?name={fqdn}.&type=A"),
+    );
+    let sets = rrsets["rrsets"].as_array().unwrap();
+    assert_eq!(sets.len(), 1, "{rrsets}");
+    sets[0].clone()
 }

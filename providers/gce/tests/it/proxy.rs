@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use triad_core::conformance::tinyproxy;
 use triad_core::provider::{DnsProvider, NodeProvider};
-use triad_core::spec::{ClusterRef, LbMode};
+use triad_core::spec::ClusterRef;
 use triad_gce::{Connection, GceProvider};
 
 use crate::{endpoint, http, seed, settings, REGION, ZONE};
@@ -38,7 +38,7 @@ async fn child() {
         endpoint: Some(endpoint()),
         anonymous: false,
     };
-    let gce = GceProvider::new(settings(PROJECT), LbMode::L4, None, connection)
+    let gce = GceProvider::new(settings(PROJECT), None, connection)
         .await
         .expect("connect with ADC");
     let cluster = ClusterRef::new("proxy", REGION);
