@@ -359,3 +359,31 @@ pub struct Providers {
     /// DNS provider.
     pub dns: String,
 }
+
+/// The one order of nodes everywhere (plans, inventories, balancer configs): by
+/// name, numbers compared as numbers, so `x-2` comes before `x-10`, and a
+/// replacement `x-2-g2` right after the `x-2` it replaces.
+///
+/// ```
+/// let mut v = vec!["r-10", "r-2-g2", "r-9", "r-2"];
+/// v.sort_by_key(|n| triad_core::model::natural_key(n));
+/// assert_eq!(v, ["r-2", "r-2-g2", "r-9", "r-10"]);
+/// ```
+pub fn natural_key(name: &str) -> (String, u64, u64) {
+    let mut parts = name.rsplitn(3, '-');
+    let last = parts.next().unwrap_or_default();
+    if let Some(g) = last.strip_prefix('g').and_then(|g| g.parse::<u64>().ok()) {
+        if let (Some(n), Some(stem)) = (parts.next(), parts.next()) {
+            if let Ok(n) = n.parse() {
+                return (stem.to_owned(), n, g);
+            }
+        }
+    }
+    match name.rsplit_once('-') {
+        Some((stem, n)) => match n.parse() {
+            Ok(n) => (stem.to_owned(), n, 1),
+            Err(_) => (name.to_owned(), 0, 0),
+        },
+        None => (name.to_owned(), 0, 0),
+    }
+}

@@ -171,25 +171,7 @@ pub(crate) fn describe(changes: &[Change]) -> String {
         .join("; ")
 }
 
-/// Sort key that puts `x-2` before `x-10` and `x-2` before `x-2-g2`.
-pub(crate) fn natural_key(name: &str) -> (String, u64, u64) {
-    let mut parts = name.rsplitn(3, '-');
-    let last = parts.next().unwrap_or_default();
-    if let Some(g) = last.strip_prefix('g').and_then(|g| g.parse::<u64>().ok()) {
-        if let (Some(n), Some(stem)) = (parts.next(), parts.next()) {
-            if let Ok(n) = n.parse() {
-                return (stem.to_owned(), n, g);
-            }
-        }
-    }
-    match name.rsplit_once('-') {
-        Some((stem, n)) => match n.parse() {
-            Ok(n) => (stem.to_owned(), n, 1),
-            Err(_) => (name.to_owned(), 0, 0),
-        },
-        None => (name.to_owned(), 0, 0),
-    }
-}
+pub(crate) use crate::model::natural_key;
 
 /// The deletions in the order apply makes them: duplicates and old halves of
 /// replacements first, then surplus nodes from the highest index down.

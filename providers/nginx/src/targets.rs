@@ -2,7 +2,7 @@
 //! hash, and the balancer's endpoint from an address.
 
 use triad_core::error::{FailureKind, Result};
-use triad_core::model::{Endpoint, Node};
+use triad_core::model::{natural_key, Endpoint, Node};
 
 use crate::err;
 pub(crate) use crate::render::Target;
@@ -29,19 +29,13 @@ pub(crate) fn targets_of(nodes: &[Node], action: &str, resource: &str) -> Result
         })
         .collect::<Result<_>>()?;
     out.sort_by(|a, b| {
-        natural(&a.name)
-            .cmp(&natural(&b.name))
+        natural_key(&a.name)
+            .cmp(&natural_key(&b.name))
             .then(a.id.cmp(&b.id))
     });
     Ok(out)
 }
 
-/// `rancher-10` after `rancher-9`.
-fn natural(name: &str) -> (String, u64) {
-    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-    let (stem, num) = name.split_at(name.len() - digits);
-    (stem.to_owned(), num.parse().unwrap_or(0))
-}
 
 pub(crate) fn ids(targets: &[Target]) -> Vec<String> {
     let mut v: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
@@ -105,7 +99,7 @@ mod tests {
     #[test]
     fn natural_order() {
         let mut v = vec!["r-10", "r-9", "r-1"];
-        v.sort_by_key(|n| natural(n));
+        v.sort_by_key(|n| natural_key(n));
         assert_eq!(v, ["r-1", "r-9", "r-10"]);
     }
 

@@ -53,7 +53,7 @@ use lab::Lab;
 use vm::{VmDir, VmRecord};
 
 /// The provider's name in messages and the inventory.
-pub const NAME: &str = "qemu";
+pub const PROVIDER: &str = "qemu";
 
 /// The label that makes a node the lab's published balancer (80 and 443 of the
 /// loopback address are forwarded to it). `triad-nginx` puts it on its balancer node.
@@ -68,7 +68,7 @@ pub(crate) fn err(
     kind: FailureKind,
     message: impl Into<String>,
 ) -> Error {
-    Error::provider(NAME, action, resource, kind, message)
+    Error::provider(PROVIDER, action, resource, kind, message)
 }
 
 pub(crate) fn io_err(path: &Path, e: std::io::Error) -> Error {
@@ -334,7 +334,7 @@ fn make_private_dir(path: &Path) -> Result<()> {
 #[async_trait]
 impl NodeProvider for QemuProvider {
     fn name(&self) -> &str {
-        NAME
+        PROVIDER
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {

@@ -14,12 +14,12 @@ use triad_core::spec::{ClusterRef, ValidSpec};
 use triad_core::{DnsProvider, Error, FailureKind, Result};
 
 use crate::world::{normalize, ApiError, SimRecordData, SimRecordSet};
-use crate::{SimApi, SimCloud, NAME};
+use crate::{SimApi, SimCloud, PROVIDER};
 
 /// The error for a hosted zone that does not exist.
 pub(crate) fn unknown_zone(zone: &str, action: &str) -> Error {
     Error::provider(
-        NAME,
+        PROVIDER,
         action,
         format!("hosted zone {zone}"),
         FailureKind::NotFound,
@@ -296,7 +296,7 @@ impl SimCloud {
         let fqdn = normalize(fqdn);
         if !in_zone(&fqdn, &zone) {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 action,
                 format!("record {fqdn}"),
                 FailureKind::InvalidRequest,
@@ -310,7 +310,7 @@ impl SimCloud {
 #[async_trait]
 impl DnsProvider for SimCloud {
     fn name(&self) -> &str {
-        NAME
+        PROVIDER
     }
 
     fn capabilities(&self) -> DnsCapabilities {
@@ -352,7 +352,7 @@ impl DnsProvider for SimCloud {
         let (zone, fqdn) = Self::zone_and_fqdn(&request.zone, &request.fqdn, "write record")?;
         let desired = desired_set(request, &fqdn).map_err(|m| {
             Error::provider(
-                NAME,
+                PROVIDER,
                 "write record",
                 format!("record {fqdn}"),
                 FailureKind::InvalidRequest,
@@ -381,7 +381,7 @@ impl DnsProvider for SimCloud {
         )
         .ok_or_else(|| {
             Error::provider(
-                NAME,
+                PROVIDER,
                 "write record",
                 format!("record {fqdn}"),
                 FailureKind::Other,

@@ -131,7 +131,7 @@ use fault::ArmedFault;
 use world::{normalize, ApiResult, HostedZone, World};
 
 /// The provider name of the simulated cloud.
-pub const NAME: &str = "sim";
+pub const PROVIDER: &str = "sim";
 
 /// The simulated cloud. Implements all three provider traits; clones share state.
 ///
@@ -379,7 +379,7 @@ impl SimCloud {
         let injected = |kind: FailureKind, timing: FaultTiming| {
             tracing::debug!(%api, resource, ?kind, ?timing, "sim: injected fault");
             Error::provider(
-                NAME,
+                PROVIDER,
                 api.as_str(),
                 resource,
                 kind,
@@ -391,7 +391,7 @@ impl SimCloud {
         }
         let out = effect(&mut w, &self.inner.config, now).map_err(|e| {
             tracing::debug!(%api, resource, kind = ?e.kind, "sim: call failed");
-            Error::provider(NAME, api.as_str(), resource, e.kind, e.message)
+            Error::provider(PROVIDER, api.as_str(), resource, e.kind, e.message)
         })?;
         if let (true, Some(path)) = (api.is_mutating(), &self.inner.state_file) {
             state::save(&w, path)?;

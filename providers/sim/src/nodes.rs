@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use triad_core::labels::Role;
-use triad_core::model::{Node, NodeRequest, NodeState};
+use triad_core::model::{natural_key, Node, NodeRequest, NodeState};
 use triad_core::spec::{ClusterRef, ValidSpec};
 use triad_core::{Error, FailureKind, NodeProvider, Result};
 
 use crate::config::SimConfig;
 use crate::world::{ApiError, Instance, SimSecurityGroup, World};
-use crate::{SimApi, SimCloud, NAME};
+use crate::{SimApi, SimCloud, PROVIDER};
 
 /// The zones of `region`.
 pub(crate) fn region_zones(cfg: &SimConfig, region: &str) -> Vec<String> {
@@ -145,7 +145,7 @@ impl SimCloud {
 #[async_trait]
 impl NodeProvider for SimCloud {
     fn name(&self) -> &str {
-        NAME
+        PROVIDER
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
@@ -180,7 +180,9 @@ impl NodeProvider for SimCloud {
                 .filter(|i| i.owned_by(cluster, Role::Node))
                 .filter_map(|i| to_node(i, cfg, now))
                 .collect();
-            nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+            nodes.sort_by(|a, b| {
+                (natural_key(&a.name), &a.id).cmp(&(natural_key(&b.name), &b.id))
+            });
             Ok(nodes)
         })
         .await
@@ -287,7 +289,7 @@ impl NodeProvider for SimCloud {
                         state: NodeState::Terminating,
                         ..
                     }) => Err(Error::provider(
-                        NAME,
+                        PROVIDER,
                         "wait for node",
                         &resource,
                         FailureKind::NotFound,
@@ -333,7 +335,7 @@ impl NodeProvider for SimCloud {
                             ..
                         }) => {
                             return Err(Error::provider(
-                                NAME,
+                                PROVIDER,
                                 "wait for node",
                                 format!("node {} ({})", wanted.name, wanted.id),
                                 FailureKind::NotFound,
@@ -360,7 +362,7 @@ impl NodeProvider for SimCloud {
         }
         if found.labels.get(triad_core::labels::CLUSTER) != Some(&cluster.name) {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 "delete node",
                 &resource,
                 FailureKind::Conflict,
@@ -426,7 +428,7 @@ impl NodeProvider for SimCloud {
         labels.extend(cluster.labels_for(Role::Node));
         let Some(found) = self.describe_instance(&node.id).await? else {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 "update node",
                 &resource,
                 FailureKind::NotFound,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use triad_core::{Error, FailureKind, Result};
 
 use crate::world::{Balancer, HostedZone, Instance, World};
-use crate::{SimListener, SimSecurityGroup, SimTargetGroup, NAME};
+use crate::{SimListener, SimSecurityGroup, SimTargetGroup, PROVIDER};
 
 /// The format version written in every state file.
 const VERSION: u32 = 1;
@@ -115,7 +115,7 @@ pub(crate) fn load(path: &Path, seed: u64) -> Result<World> {
 pub(crate) fn save(world: &World, path: &Path) -> Result<()> {
     let fail = |e: std::io::Error| {
         Error::provider(
-            NAME,
+            PROVIDER,
             "save state to",
             path.display().to_string(),
             FailureKind::Other,
@@ -124,7 +124,7 @@ pub(crate) fn save(world: &World, path: &Path) -> Result<()> {
     };
     let text = serde_json::to_string_pretty(&world.to_file()).map_err(|e| {
         Error::provider(
-            NAME,
+            PROVIDER,
             "serialize state for",
             path.display().to_string(),
             FailureKind::Other,

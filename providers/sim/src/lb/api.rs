@@ -15,7 +15,7 @@ use crate::world::{
     has_labels, ApiError, Balancer, SimHealthCheck, SimListener, SimListenerAction, SimTargetGroup,
     World,
 };
-use crate::{SimApi, SimCloud, NAME};
+use crate::{SimApi, SimCloud, PROVIDER};
 
 impl World {
     pub(super) fn cluster_target_groups(&self, cluster: &ClusterRef) -> Vec<SimTargetGroup> {
@@ -263,7 +263,7 @@ impl SimCloud {
             Some(name) => {
                 let tg = tgs.iter().find(|t| &t.name == name).ok_or_else(|| {
                     Error::provider(
-                        NAME,
+                        PROVIDER,
                         "create listener",
                         &resource,
                         FailureKind::NotFound,

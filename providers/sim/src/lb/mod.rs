@@ -15,7 +15,7 @@ use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
 use triad_core::{Error, FailureKind, LoadBalancerProvider, Result};
 
 use crate::world::SimTargetGroup;
-use crate::{SimApi, SimCloud, NAME};
+use crate::{SimApi, SimCloud, PROVIDER};
 
 mod api;
 mod parts;
@@ -26,7 +26,7 @@ use parts::{build, is_tg_of, wanted, Parts};
 #[async_trait]
 impl LoadBalancerProvider for SimCloud {
     fn name(&self) -> &str {
-        NAME
+        PROVIDER
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
@@ -84,7 +84,7 @@ impl LoadBalancerProvider for SimCloud {
     ) -> Result<LoadBalancer> {
         if request.mode == LbMode::L7 && request.certificate.is_none() {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 "create load balancer",
                 format!("load balancer {}", request.name),
                 FailureKind::InvalidRequest,
@@ -139,7 +139,7 @@ impl LoadBalancerProvider for SimCloud {
         };
         build(&parts).ok_or_else(|| {
             Error::provider(
-                NAME,
+                PROVIDER,
                 "create load balancer",
                 format!("load balancer {}", request.name),
                 FailureKind::Other,
@@ -170,7 +170,7 @@ impl LoadBalancerProvider for SimCloud {
                     .find(|b| b.name == lb.name);
                 match found {
                     None => Err(Error::provider(
-                        NAME,
+                        PROVIDER,
                         "wait for load balancer",
                         &resource,
                         FailureKind::NotFound,
@@ -206,7 +206,7 @@ impl LoadBalancerProvider for SimCloud {
             .collect();
         if tgs.is_empty() {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 "set targets",
                 &resource,
                 FailureKind::NotFound,
@@ -244,7 +244,7 @@ impl LoadBalancerProvider for SimCloud {
         let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
         let Some(balancer) = parts.balancer.clone() else {
             return Err(Error::provider(
-                NAME,
+                PROVIDER,
                 "update load balancer",
                 &resource,
                 FailureKind::NotFound,
@@ -257,7 +257,7 @@ impl LoadBalancerProvider for SimCloud {
                 let (arn, cert) = (l.arn.clone(), request.certificate.clone());
                 if cert.is_none() {
                     return Err(Error::provider(
-                        NAME,
+                        PROVIDER,
                         "update load balancer",
                         &resource,
                         FailureKind::InvalidRequest,
@@ -308,7 +308,7 @@ impl LoadBalancerProvider for SimCloud {
         let parts = self.discover_parts(cluster, Some(&lb.name)).await?;
         build(&parts).ok_or_else(|| {
             Error::provider(
-                NAME,
+                PROVIDER,
                 "update load balancer",
                 &resource,
                 FailureKind::NotFound,
