@@ -48,7 +48,7 @@ async fn wait_task(client: &Arc<Client>, task: &ManagedObjectReference) {
 
 /// Template `name` in DC0's VM folder: a clone of [`TEMPLATE_A`] made a template, by
 /// the test's own client (no triad code), unless it exists.
-async fn make_template(client: &Arc<Client>, name: &str) {
+pub(crate) async fn make_template(client: &Arc<Client>, name: &str) {
     if find_path(client, &format!("DC0/vm/{name}")).await.is_some() {
         return;
     }

@@ -67,13 +67,18 @@ fn spec(name: &str, ssh_cidrs: &str) -> ValidSpec {
 /// The test spec of cluster `name` with `nodes` as the `[nodes]` table's lines beside
 /// `size` (`count` among them).
 pub(crate) fn spec_with(name: &str, nodes: &str) -> ValidSpec {
-    ClusterSpec::from_toml(&spec_text(name, nodes))
+    spec_with_nginx(name, nodes, "")
+}
+
+/// [`spec_with`], with `nginx` as the `[nginx]` table's lines.
+pub(crate) fn spec_with_nginx(name: &str, nodes: &str, nginx: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&spec_text(name, nodes, nginx))
         .unwrap()
         .validate()
         .unwrap()
 }
 
-fn spec_text(name: &str, nodes: &str) -> String {
+fn spec_text(name: &str, nodes: &str, nginx: &str) -> String {
     let env = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through scripts/test"))
     };
@@ -102,6 +107,7 @@ dc0b = "DC0_C1"
 dc0c = "DC0_C2/Resources"
 # The mix a user would write; this test stands in for the balancer and DNS in code.
 [nginx]
+{nginx}
 [rfc2136]
 "#,
         url = env("TRIAD_VCSIM_URL"),

@@ -7,6 +7,7 @@ mod common;
 mod conformance;
 mod day2;
 mod e2e;
+mod nginx_node;
 mod proxy;
 
 // A VM as the tests read it back with a client of their own; at the crate root so
