@@ -13,11 +13,11 @@ use tokio_rustls::TlsConnector;
 use triad_core::drift;
 use triad_core::layers::CallCounter;
 use triad_core::model::{Node, NodeState};
-use triad_core::orchestrator::LbAction;
+use triad_core::orchestrator::{LbAction, NodeAction};
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::{LoadBalancerProvider, NodeProvider};
 use triad_nginx::{balancer_cluster, NginxProvider};
-use triad_sim::SimCloud;
+use triad_sim::{SimCloud, SimRecordData};
 
 use crate::e2e::orchestrator;
 use crate::node_mode::{config_in, nginx_accepts, Recording};
@@ -340,4 +340,113 @@ async fn node_mode_converges_from_a_fresh_provider() {
 
     sixth.destroy(&changed.cluster()).await.unwrap();
     assert!(cloud.snapshot().is_clean_of("restart-lb"));
+}
+
+fn rolling_spec(image: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&format!(
+        r#"
+        name = "rollnginx"
+        region = "us-east-1"
+        [nodes]
+        image = "{image}"
+        [dns]
+        zone = "example.com"
+        hostname = "rollnginx.example.com"
+        [sim]
+        time_scale = 0.0001
+        [nginx]
+        run_on = "node"
+        poll_interval_ms = 10
+        "#
+    ))
+    .unwrap()
+    .validate()
+    .unwrap()
+}
+
+/// A rolling replace (another image) applied by one process: each change of targets
+/// rebuilds the balancer node, and the record follows it within the same apply; a
+/// fresh process then finds the balancer serving exactly the replacements
+/// (`rollnginx-N-g2`, which the spec's node names do not list) and changes nothing.
+#[tokio::test]
+#[ignore = "needs nginx; scripts/test installs it"]
+async fn node_mode_follows_a_rolling_replace() {
+    let before = rolling_spec("ami-0a");
+    let cloud = SimCloud::from_spec(&before).unwrap();
+    let rec = Arc::new(Recording {
+        inner: cloud.clone(),
+        requests: Mutex::new(vec![]),
+    });
+    let sim = Arc::new(cloud.clone());
+    let counter = CallCounter::new();
+    let fresh =
+        |spec: &ValidSpec| Arc::new(NginxProvider::from_spec(spec, Some(rec.clone())).unwrap());
+    let first = orchestrator(sim.clone(), fresh(&before), sim.clone(), &counter);
+    first
+        .apply(&first.plan(&before).await.unwrap())
+        .await
+        .unwrap();
+
+    let after = rolling_spec("ami-0b");
+    let second = orchestrator(sim.clone(), fresh(&after), sim.clone(), &counter);
+    let plan = second.plan(&after).await.unwrap();
+    let replaces = plan
+        .nodes
+        .iter()
+        .filter(|a| matches!(a, NodeAction::Replace { .. }))
+        .count();
+    assert_eq!(replaces, 3, "{plan}");
+    let inv = second.apply(&plan).await.unwrap();
+    let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["rollnginx-1-g2", "rollnginx-2-g2", "rollnginx-3-g2"]);
+
+    // One balancer node, the last one made, serving exactly the replacements; the
+    // record points at it.
+    let live = live_balancers(&cloud, &after).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].id, inv.load_balancer.id);
+    let made = rec.requests.lock().unwrap().clone();
+    let last = made.last().unwrap();
+    assert_eq!(last.name, live[0].name);
+    let config = config_in(&last.user_data);
+    let servers: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "{")
+        .collect();
+    let ips: Vec<String> = inv
+        .nodes
+        .iter()
+        .map(|n| n.private_ip.unwrap().to_string())
+        .collect();
+    for s in &servers {
+        let ip = s.rsplit_once(':').unwrap().0;
+        assert!(ips.iter().any(|i| i == ip), "{s} is no replacement: {config}");
+    }
+    for ip in &ips {
+        for port in [80, 443] {
+            assert!(servers.contains(&format!("{ip}:{port}").as_str()), "{config}");
+        }
+    }
+    nginx_accepts(&config);
+    let address = live[0].public_ip.or(live[0].private_ip).unwrap();
+    assert_eq!(
+        cloud
+            .snapshot()
+            .record("example.com", "rollnginx.example.com")
+            .map(|r| r.data.clone()),
+        Some(SimRecordData::A(vec![address]))
+    );
+
+    // A new process: nothing to do, nothing mutated.
+    let third = orchestrator(sim.clone(), fresh(&after), sim.clone(), &counter);
+    let again = third.plan(&after).await.unwrap();
+    assert!(again.is_noop(), "{again}");
+    counter.reset();
+    third.apply(&again).await.unwrap();
+    assert_eq!(counter.mutating(), 0, "{:?}", counter.snapshot());
+
+    third.destroy(&after.cluster()).await.unwrap();
+    assert!(cloud.snapshot().is_clean_of("rollnginx-lb"));
 }
