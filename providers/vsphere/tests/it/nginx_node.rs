@@ -139,7 +139,12 @@ async fn fresh_process_converges_balancer_after_rolling_replace() {
     nodes_sorted.sort();
     assert_eq!(nodes_sorted, ["ngx-1-g2", "ngx-2-g2", "ngx-3-g2"]);
     let lbs = balancer_vms(name).await;
-    assert_eq!(lbs.len(), 1, "one balancer VM: {:?}", lbs.iter().map(|l| &l.0).collect::<Vec<_>>());
+    assert_eq!(
+        lbs.len(),
+        1,
+        "one balancer VM: {:?}",
+        lbs.iter().map(|l| &l.0).collect::<Vec<_>>()
+    );
     let (lb_vm, user_data) = &lbs[0];
     let want: BTreeSet<String> = nodes
         .iter()
