@@ -111,7 +111,7 @@ async fn run(args: Args) -> triad::Result<()> {
     progress.clear();
     common::write_bundle(args.out.as_deref(), &spec, &inventory)?;
     if text {
-        println!("{}", render::next_steps(&spec, &inventory));
+        println!("{}", render::next_steps(plan.spec(), &inventory));
     } else {
         println!("{}", render::inventory_json(&inventory));
     }

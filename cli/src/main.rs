@@ -310,12 +310,13 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
             let inventory = triad.apply(&plan).await?;
             progress.finish();
             if let Some(dir) = &out {
-                for path in handover::write(dir, &spec, &inventory)? {
+                // The plan's spec: it knows the node network the provider reported.
+                for path in handover::write(dir, plan.spec(), &inventory)? {
                     tracing::info!(path = %path.display(), "hand-over written");
                 }
             }
             match output {
-                Output::Text => println!("{}", render::next_steps(&spec, &inventory)),
+                Output::Text => println!("{}", render::next_steps(plan.spec(), &inventory)),
                 Output::Json => println!("{}", render::inventory_json(&inventory)),
             }
             Ok(Done::Ok)
@@ -362,7 +363,7 @@ async fn run(cli: Cli) -> Result<Done, CliError> {
                 );
             }
             match output {
-                Output::Text => println!("{}", render::next_steps(&spec, &inventory)),
+                Output::Text => println!("{}", render::next_steps(plan.spec(), &inventory)),
                 Output::Json => println!("{}", render::inventory_json(&inventory)),
             }
             Ok(Done::Ok)

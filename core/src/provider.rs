@@ -40,6 +40,16 @@ pub trait NodeProvider: Send + Sync {
     /// The zones of the cluster's region, in the cloud's order.
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>>;
 
+    /// The address ranges (CIDRs) of the network the nodes are on, as the cloud
+    /// knows them (EC2 subnets, a GCE subnetwork). The orchestrator adds them to
+    /// the nodes' NO_PROXY and Rancher's `noProxy` beside `nodes.network_cidrs`, so
+    /// node-to-node traffic never goes to the proxy although the user listed no
+    /// CIDR, and checks them against the pod and service CIDRs. A read; the
+    /// default (a provider that cannot tell) is none.
+    async fn network_cidrs(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Every node carrying `triad-cluster=<name>` and `triad-role=node`, in any state
     /// but deleted.
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>>;
@@ -365,6 +375,9 @@ macro_rules! forward_provider_traits {
             }
             async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
                 (**self).zones(cluster).await
+            }
+            async fn network_cidrs(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+                (**self).network_cidrs(cluster).await
             }
             async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
                 (**self).discover_nodes(cluster).await

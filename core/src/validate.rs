@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use crate::error::SpecProblem;
 use crate::labels;
 use crate::secret::{ProxyUrl, Secret, REDACTED};
-use crate::spec::{ClusterSpec, Distribution, LbMode, MAX_NAME_LEN, MAX_NODE_COUNT, MAX_TTL};
+use crate::spec::{
+    ClusterSpec, Distribution, LbMode, TlsSource, MAX_NAME_LEN, MAX_NODE_COUNT, MAX_TTL,
+};
 
 struct Problems(Vec<SpecProblem>);
 
@@ -35,6 +37,7 @@ pub(crate) fn problems(spec: &ClusterSpec) -> Vec<SpecProblem> {
     load_balancer(&mut p, spec);
     dns(&mut p, spec);
     kubernetes(&mut p, spec);
+    tls(&mut p, spec);
     extra_labels(&mut p, spec);
     p.0.extend(crate::choice::problems(spec));
     p.0
@@ -44,6 +47,7 @@ pub(crate) fn problems(spec: &ClusterSpec) -> Vec<SpecProblem> {
 pub(crate) struct External {
     pub(crate) token: Option<Secret>,
     pub(crate) proxy_ca: Option<String>,
+    pub(crate) tls_ca: Option<String>,
 }
 
 /// Read the join token and the proxy CA; every failure is a problem naming the
@@ -106,31 +110,116 @@ pub(crate) fn external(spec: &ClusterSpec, problems: &mut Vec<SpecProblem>) -> E
             token = None;
         }
     }
-    let mut proxy_ca = None;
-    if let Some(path) = spec.proxy.as_ref().and_then(|p| p.ca_file.as_ref()) {
-        match std::fs::read_to_string(path) {
-            Ok(pem)
-                if pem.contains("-----BEGIN CERTIFICATE-----")
-                    && pem.contains("-----END CERTIFICATE-----") =>
-            {
-                proxy_ca = Some(pem);
-            }
-            Ok(_) => p.add(
-                "proxy.ca_file",
-                format!("`{path}` holds no PEM certificate"),
-                "give a PEM file (-----BEGIN CERTIFICATE----- …)",
-            ),
-            Err(e) => p.add(
-                "proxy.ca_file",
-                format!("`{path}` cannot be read ({e})"),
-                "give the path of the proxy's CA certificate (PEM)",
-            ),
-        }
-    }
+    let proxy_ca = spec
+        .proxy
+        .as_ref()
+        .and_then(|x| x.ca_file.as_ref())
+        .and_then(|path| read_pem(&mut p, "proxy.ca_file", path, "the proxy's CA certificate"));
+    let tls_ca = spec
+        .tls
+        .as_ref()
+        .and_then(|t| t.ca_file.as_ref())
+        .and_then(|path| {
+            read_pem(
+                &mut p,
+                "tls.ca_file",
+                path,
+                "the private CA that signed Rancher's certificate",
+            )
+        });
     problems.extend(p.0);
     External {
         token: token.map(Secret::new),
         proxy_ca,
+        tls_ca,
+    }
+}
+
+/// Read a PEM certificate file named by `field`; a problem if it cannot be read or
+/// holds no certificate.
+fn read_pem(p: &mut Problems, field: &str, path: &str, what: &str) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(pem)
+            if pem.contains("-----BEGIN CERTIFICATE-----")
+                && pem.contains("-----END CERTIFICATE-----") =>
+        {
+            Some(pem)
+        }
+        Ok(_) => {
+            p.add(
+                field,
+                format!("`{path}` holds no PEM certificate"),
+                "give a PEM file (-----BEGIN CERTIFICATE----- …)",
+            );
+            None
+        }
+        Err(e) => {
+            p.add(
+                field,
+                format!("`{path}` cannot be read ({e})"),
+                format!("give the path of {what} (PEM)"),
+            );
+            None
+        }
+    }
+}
+
+/// `[tls]`: a source only where Rancher terminates TLS (l4), Let's Encrypt with an
+/// e-mail (and only then), a private CA only for a certificate that is not
+/// Rancher's own.
+fn tls(p: &mut Problems, spec: &ClusterSpec) {
+    let Some(t) = &spec.tls else { return };
+    let l7 = spec.load_balancer.mode == LbMode::L7;
+    if l7 && t.source != TlsSource::Rancher {
+        p.add(
+            "tls.source",
+            format!(
+                "is `{}`, but with load_balancer.mode = \"l7\" TLS ends at the balancer and Rancher runs with tls=external",
+                t.source.chart_value()
+            ),
+            "leave tls.source out (the balancer's certificate is load_balancer.certificate), or use mode = \"l4\"",
+        );
+    }
+    match (&t.source, &t.lets_encrypt_email) {
+        (TlsSource::LetsEncrypt, None) => p.add(
+            "tls.lets_encrypt_email",
+            "is missing: Let's Encrypt needs an e-mail address for the account",
+            "set tls.lets_encrypt_email = \"you@example.com\"",
+        ),
+        (TlsSource::LetsEncrypt, Some(e)) if !is_email(e) => p.add(
+            "tls.lets_encrypt_email",
+            format!("`{e}` is not an e-mail address"),
+            "write it as name@domain",
+        ),
+        (TlsSource::Rancher | TlsSource::Secret, Some(_)) => p.add(
+            "tls.lets_encrypt_email",
+            format!("is set, but tls.source is `{}`", t.source.chart_value()),
+            "set tls.source = \"letsEncrypt\", or leave the e-mail out",
+        ),
+        _ => {}
+    }
+    if t.ca_file.is_some() && !l7 && t.source != TlsSource::Secret {
+        p.add(
+            "tls.ca_file",
+            format!(
+                "is set, but tls.source is `{}`: that certificate is not signed by your CA",
+                t.source.chart_value()
+            ),
+            "use tls.source = \"secret\" with your own certificate, or leave tls.ca_file out",
+        );
+    }
+}
+
+fn is_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.chars().any(|c| c.is_whitespace() || c == ',' || c == '"')
+        }
+        None => false,
     }
 }
 
@@ -282,16 +371,60 @@ fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             p.add(field, e, "write a CIDR such as `10.0.0.0/16`");
             continue;
         }
-        for (kf, kc) in &cidrs {
+        network_overlaps(p, &field, c, &cidrs);
+    }
+}
+
+/// A node network CIDR that overlaps the pod or service CIDR (`k8s`: field, value).
+fn network_overlaps(p: &mut Problems, field: &str, c: &str, k8s: &[(&str, &str)]) {
+    for (kf, kc) in k8s {
+        if cidrs_overlap(c, kc) {
+            p.add(
+                field,
+                format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
+                format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+            );
+        }
+    }
+}
+
+/// The problems of the node network the node provider reported at plan
+/// ([`crate::NodeProvider::network_cidrs`]): one that overlaps the pod or service
+/// CIDR is a problem of `kubernetes.cidr_pods` / `kubernetes.cidr_services` (the
+/// field the user can change); an entry that is no CIDR is the provider's fault,
+/// said so under `nodes`.
+pub(crate) fn learned_network_problems(
+    spec: &ClusterSpec,
+    provider: &str,
+    cidrs: &[String],
+) -> Vec<SpecProblem> {
+    let mut p = Problems(Vec::new());
+    let k = &spec.kubernetes;
+    for c in cidrs {
+        if let Err(e) = parse_cidr(c) {
+            p.add(
+                "nodes",
+                format!(
+                    "the {provider} provider reported a node network `{c}` that is no CIDR: {e}"
+                ),
+                "report this as a bug of the provider",
+            );
+            continue;
+        }
+        for (kf, kc) in [
+            ("kubernetes.cidr_pods", k.cidr_pods()),
+            ("kubernetes.cidr_services", k.cidr_services()),
+        ] {
             if cidrs_overlap(c, kc) {
                 p.add(
-                    field.clone(),
-                    format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
-                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+                    kf,
+                    format!("`{kc}` overlaps the node network `{c}` (reported by the {provider} provider): pods or services would shadow the nodes"),
+                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`)"),
                 );
             }
         }
     }
+    p.0
 }
 
 fn is_digits(s: &str) -> bool {

@@ -200,9 +200,10 @@ pub async fn run(
             confirm(&plan.destructive(), args.yes)?;
             let inventory = orchestrator.apply(&plan).await?;
             progress.clear();
-            write_bundle(args.out.as_deref(), spec, &inventory)?;
+            // The plan's spec: it knows the node network the provider reported.
+            write_bundle(args.out.as_deref(), plan.spec(), &inventory)?;
             if text {
-                println!("{}", render::next_steps(spec, &inventory));
+                println!("{}", render::next_steps(plan.spec(), &inventory));
             } else {
                 println!("{}", render::inventory_json(&inventory));
             }

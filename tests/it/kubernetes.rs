@@ -157,3 +157,46 @@ async fn rke_plan_warns_end_of_life() {
     );
     assert!(!default.contains("rke up"));
 }
+
+/// The node network the provider reports (the sim: `10.<zone index>.0.0/16`) goes
+/// into the nodes' NO_PROXY and Rancher's `noProxy` although the spec lists no
+/// `nodes.network_cidrs`; a pod CIDR overlapping it is refused at plan, naming
+/// `kubernetes.cidr_pods`, before anything is made.
+#[tokio::test(start_paused = true)]
+async fn the_provider_network_goes_into_no_proxy() {
+    let sim = cloud();
+    let counter = CallCounter::new();
+    let o = orchestrator(&sim, &counter);
+    let spec = spec(); // has a [proxy]
+    assert!(spec.node_network_cidrs().is_empty());
+    let plan = o.plan(&spec).await.unwrap();
+    let network = plan.spec().node_network_cidrs();
+    assert_eq!(network, ["10.0.0.0/16", "10.1.0.0/16", "10.2.0.0/16"]);
+    let no_proxy = triad::bootstrap::no_proxy(plan.spec());
+    let user_data = triad::bootstrap::user_data(plan.spec(), "rancher-1");
+    for c in &network {
+        assert!(no_proxy.contains(c), "{c} in {no_proxy:?}");
+        assert!(user_data.contains(c.as_str()), "{c} in the user data");
+    }
+    let inv = o.apply(&plan).await.unwrap();
+    let values = render::bundle(plan.spec(), &inv)
+        .into_iter()
+        .find(|f| f.path == "rancher/values.yaml")
+        .expect("values.yaml");
+    assert!(
+        values.contents.contains("10.2.0.0/16"),
+        "{}",
+        values.contents
+    );
+    // Learned each plan, the same each time: a rerun changes nothing.
+    assert!(o.plan(&spec).await.unwrap().is_noop());
+
+    let bad = spec_with("", "[kubernetes]\ncidr_pods = \"10.1.0.0/16\"\n");
+    let fresh = cloud();
+    let counter = CallCounter::new();
+    let err = orchestrator(&fresh, &counter).plan(&bad).await.unwrap_err();
+    let problems = err.spec_problems().expect("a spec problem");
+    assert!(problems.names("kubernetes.cidr_pods"), "{err}");
+    assert!(err.to_string().contains("10.1.0.0/16"), "{err}");
+    assert_eq!(fresh.stats().mutating, 0);
+}

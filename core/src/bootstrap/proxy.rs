@@ -27,7 +27,8 @@ const CLUSTER_NO_PROXY: [&str; 3] = [".svc", ".cluster.local", "localhost"];
 /// (the nodes talk to each other by name), the Rancher hostname (the registration
 /// address: nodes reach the balancer directly, never through the proxy), the
 /// pod and service CIDRs (`kubernetes.cidr_pods`, `kubernetes.cidr_services`), the
-/// node network (`nodes.network_cidrs`), then the user's `proxy.no_proxy`. The list
+/// node network (`nodes.network_cidrs` and, after a plan, what the node provider
+/// reported: [`ValidSpec::node_network_cidrs`]), then the user's `proxy.no_proxy`. The list
 /// is the same whether or not a proxy is configured, and every entry passes
 /// [`check_no_proxy_entry`].
 ///
@@ -65,7 +66,7 @@ pub fn no_proxy(spec: &ValidSpec) -> Vec<String> {
         .map(|s| (*s).to_owned())
         .chain(spec.node_names())
         .chain(k8s)
-        .chain(spec.nodes.network_cidrs.iter().cloned())
+        .chain(spec.node_network_cidrs())
         .chain(user)
     {
         if !out.contains(&entry) {

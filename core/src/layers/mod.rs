@@ -100,6 +100,8 @@ pub use timeout::Timeout;
 pub enum Op {
     /// [`NodeProvider::zones`].
     Zones,
+    /// [`NodeProvider::network_cidrs`].
+    NetworkCidrs,
     /// [`NodeProvider::discover_nodes`].
     DiscoverNodes,
     /// [`NodeProvider::create_node`].
@@ -144,8 +146,9 @@ pub enum Op {
 
 impl Op {
     /// Every op, in declaration order.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::Zones,
+        Op::NetworkCidrs,
         Op::DiscoverNodes,
         Op::CreateNode,
         Op::WaitNode,
@@ -172,6 +175,7 @@ impl Op {
     pub fn name(self) -> &'static str {
         match self {
             Op::Zones => "zones",
+            Op::NetworkCidrs => "network_cidrs",
             Op::DiscoverNodes => "discover_nodes",
             Op::CreateNode => "create_node",
             Op::WaitNode => "wait_node",
@@ -199,6 +203,7 @@ impl Op {
     pub fn action(self) -> &'static str {
         match self {
             Op::Zones => "list zones",
+            Op::NetworkCidrs => "list network CIDRs",
             Op::DiscoverNodes => "discover nodes",
             Op::CreateNode => "create node",
             Op::WaitNode => "wait for node",
@@ -370,6 +375,12 @@ impl<P: NodeProvider, L: Layer> NodeProvider for Layered<P, L> {
         let resource = format!("region {}", cluster.region);
         let call = || self.inner.zones(cluster);
         self.layer.call(Op::Zones, &resource, &call).await
+    }
+
+    async fn network_cidrs(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let resource = cluster_resource(cluster);
+        let call = || self.inner.network_cidrs(cluster);
+        self.layer.call(Op::NetworkCidrs, &resource, &call).await
     }
 
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {

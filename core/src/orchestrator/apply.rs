@@ -537,7 +537,7 @@ impl Orchestrator {
         note: &(dyn Fn(String) + Sync),
     ) -> Result<Record> {
         let (spec, cluster) = (&plan.spec, &plan.cluster);
-        let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        let zone = spec.dns.zone.clone();
         let resource = Resource::Record(spec.fqdn());
         let req = desired_record(spec, lb, self.dns.as_ref())?;
         let record = self

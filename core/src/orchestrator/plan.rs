@@ -15,6 +15,7 @@ use crate::model::{
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
 use crate::rollout;
 use crate::spec::{ClusterRef, LbMode, RecordChoice, ValidSpec};
+use crate::validate;
 
 use super::Orchestrator;
 
@@ -356,10 +357,11 @@ impl Orchestrator {
         }
 
         self.emit(Event::Discovering);
-        let zone = spec.dns.zone.trim_end_matches('.').to_ascii_lowercase();
+        let zone = spec.dns.zone.clone();
         let fqdn = spec.fqdn();
-        let (region_zones, nodes, lbs, at_name, mut owned) = tokio::try_join!(
+        let (region_zones, network, nodes, lbs, at_name, mut owned) = tokio::try_join!(
             self.nodes.zones(&cluster),
+            self.nodes.network_cidrs(&cluster),
             self.nodes.discover_nodes(&cluster),
             self.lb.discover_load_balancers(&cluster),
             self.dns.lookup(&zone, &fqdn),
@@ -367,6 +369,15 @@ impl Orchestrator {
         )?;
 
         let zones = choose_zones(spec, &region_zones)?;
+        // The node network the cloud knows goes into NO_PROXY (the user data and
+        // Rancher's noProxy are rendered from the plan's spec); it must not
+        // overlap the pod or service CIDR.
+        let problems = validate::learned_network_problems(spec, self.nodes.name(), &network);
+        if !problems.is_empty() {
+            return Err(Error::InvalidSpec(SpecProblems(problems)));
+        }
+        let learned = spec.with_learned_network_cidrs(network);
+        let spec = &learned;
 
         if let Some(r) = &at_name {
             if r.owner.as_deref() != Some(cluster.name.as_str()) {
@@ -733,9 +744,7 @@ pub(super) fn desired_record(
             ))
         }
     };
-    if kind == RecordKind::Cname
-        && spec.fqdn() == spec.dns.zone.trim_end_matches('.').to_ascii_lowercase()
-    {
+    if kind == RecordKind::Cname && spec.fqdn() == spec.dns.zone {
         return Err(Error::invalid(
             "dns.hostname",
             "is the zone apex, where a CNAME is not allowed",
@@ -752,7 +761,7 @@ pub(super) fn desired_record(
     };
     Ok(RecordRequest {
         fqdn: spec.fqdn(),
-        zone: spec.dns.zone.trim_end_matches('.').to_ascii_lowercase(),
+        zone: spec.dns.zone.clone(),
         kind,
         target,
         ttl: spec.dns.ttl,

@@ -43,7 +43,8 @@ impl fmt::Debug for BundleFile {
 ///   no token source;
 /// - `registries.yaml` when `kubernetes.mirrors` is set;
 /// - `rancher/values.yaml`, `rancher/install.sh` (cert-manager with the proxy, then
-///   the Rancher chart), `rancher/tls-ca-additional.pem` with `proxy.ca_file`;
+///   the Rancher chart), `rancher/tls-ca-additional.pem` with `proxy.ca_file`,
+///   `rancher/cacerts.pem` with `tls.ca_file`;
 /// - `kubeconfig.sh` (fetch the kubeconfig from node 1, server rewritten to the
 ///   registration address);
 /// - `cluster.yml` only for `distribution = "rke"`;
@@ -100,6 +101,9 @@ pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
             pem.to_owned(),
             false,
         ));
+    }
+    if let Some(pem) = spec.tls_ca() {
+        out.push(file("rancher/cacerts.pem".into(), pem.to_owned(), false));
     }
     out.push(file(
         "rancher/install.sh".into(),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{to_yaml, MAX_RANCHER_REPLICAS};
 use crate::bootstrap;
 use crate::model::Inventory;
-use crate::spec::ValidSpec;
+use crate::spec::{Ingress, TlsSource, ValidSpec};
 
 /// The shell variable the rendered Helm command expects the proxy password in.
 const PASSWORD_VAR: &str = "PROXY_PASSWORD";
@@ -40,6 +40,35 @@ pub struct RancherValues {
     /// Trust the CA in the `tls-ca-additional` secret (a TLS-intercepting proxy).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub additional_trusted_c_as: bool,
+    /// Rancher's certificate is signed by the private CA in the `tls-ca` secret
+    /// (`tls.ca_file`).
+    #[serde(
+        default,
+        rename = "privateCA",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub private_ca: bool,
+    /// Let's Encrypt's settings, with `ingress.tls.source: letsEncrypt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lets_encrypt: Option<RancherLetsEncrypt>,
+}
+
+/// `letsEncrypt:` in [`RancherValues`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RancherLetsEncrypt {
+    /// The account's e-mail (`tls.lets_encrypt_email`).
+    pub email: String,
+    /// `letsEncrypt.ingress`: the HTTP-01 solver's ingress class.
+    pub ingress: RancherLetsEncryptIngress,
+}
+
+/// `letsEncrypt.ingress` in [`RancherValues`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RancherLetsEncryptIngress {
+    /// The ingress class (`nginx` or `traefik`, from `kubernetes.ingress`).
+    pub class: String,
 }
 
 /// `ingress:` in [`RancherValues`].
@@ -75,10 +104,12 @@ pub fn rancher_values(spec: &ValidSpec, inventory: &Inventory) -> String {
         tls: inventory.tls_external.then(|| "external".to_owned()),
         ingress: (!inventory.tls_external).then(|| RancherIngress {
             tls: RancherIngressTls {
-                source: "rancher".to_owned(),
+                source: spec.tls_source().chart_value().to_owned(),
             },
         }),
         additional_trusted_c_as: spec.proxy_ca().is_some(),
+        private_ca: spec.tls_ca().is_some(),
+        lets_encrypt: lets_encrypt(spec, inventory),
     };
     let mut out = String::from("# Rancher chart values, rendered by triad.\n");
     if spec.proxy.as_ref().is_some_and(|p| p.http.has_password()) {
@@ -86,6 +117,29 @@ pub fn rancher_values(spec: &ValidSpec, inventory: &Inventory) -> String {
     }
     out.push_str(&to_yaml(&values));
     out
+}
+
+/// Let's Encrypt's chart values when Rancher's ingress gets its certificate there.
+fn lets_encrypt(spec: &ValidSpec, inventory: &Inventory) -> Option<RancherLetsEncrypt> {
+    let email = spec.tls.as_ref()?.lets_encrypt_email.clone()?;
+    (!inventory.tls_external && spec.tls_source() == TlsSource::LetsEncrypt).then(|| {
+        RancherLetsEncrypt {
+            email,
+            ingress: RancherLetsEncryptIngress {
+                class: match spec.kubernetes.ingress() {
+                    Ingress::Nginx => "nginx",
+                    Ingress::Traefik => "traefik",
+                }
+                .to_owned(),
+            },
+        }
+    })
+}
+
+/// Whether the install needs cert-manager: Rancher makes or fetches its own
+/// certificate (`tls.source` `rancher` or `letsEncrypt`), TLS not at the balancer.
+fn needs_cert_manager(spec: &ValidSpec, inventory: &Inventory) -> bool {
+    !inventory.tls_external && spec.tls_source() != TlsSource::Secret
 }
 
 /// The cert-manager install (Rancher's own certificate needs it), with the proxy
@@ -143,13 +197,33 @@ pub(super) fn rancher_install_script(spec: &ValidSpec, inventory: &Inventory) ->
             ": \"${{{PASSWORD_VAR}:?set and export {PASSWORD_VAR} (percent-encoded as in a URL)}}\""
         );
     }
-    if spec.proxy_ca().is_some() {
+    let own_cert = !inventory.tls_external && spec.tls_source() == TlsSource::Secret;
+    if own_cert {
         out.push_str(
-            "kubectl create namespace cattle-system --dry-run=client -o yaml | kubectl apply -f -\n\
-             kubectl -n cattle-system create secret generic tls-ca-additional --from-file=ca-additional.pem=tls-ca-additional.pem --dry-run=client -o yaml | kubectl apply -f -\n",
+            "[ -f tls.crt ] && [ -f tls.key ] || { echo \"install.sh: put Rancher's certificate (tls.crt, full chain) and key (tls.key) beside this script (tls.source = secret)\" >&2; exit 1; }\n",
         );
     }
-    if !inventory.tls_external {
+    if spec.proxy_ca().is_some() || spec.tls_ca().is_some() || own_cert {
+        out.push_str(
+            "kubectl create namespace cattle-system --dry-run=client -o yaml | kubectl apply -f -\n",
+        );
+    }
+    if spec.proxy_ca().is_some() {
+        out.push_str(
+            "kubectl -n cattle-system create secret generic tls-ca-additional --from-file=ca-additional.pem=tls-ca-additional.pem --dry-run=client -o yaml | kubectl apply -f -\n",
+        );
+    }
+    if spec.tls_ca().is_some() {
+        out.push_str(
+            "kubectl -n cattle-system create secret generic tls-ca --from-file=cacerts.pem=cacerts.pem --dry-run=client -o yaml | kubectl apply -f -\n",
+        );
+    }
+    if own_cert {
+        out.push_str(
+            "kubectl -n cattle-system create secret tls tls-rancher-ingress --cert=tls.crt --key=tls.key --dry-run=client -o yaml | kubectl apply -f -\n",
+        );
+    }
+    if needs_cert_manager(spec, inventory) {
         out.push_str(&cert_manager_install(spec));
     }
     out.push_str("helm repo add rancher-stable https://releases.rancher.com/server-charts/stable\nhelm repo update rancher-stable\n");
@@ -219,6 +293,24 @@ pub fn helm_install(spec: &ValidSpec, inventory: &Inventory) -> String {
     }
     if inventory.tls_external {
         flags.push("--set tls=external".to_owned());
+    } else if spec.tls_source() != TlsSource::Rancher {
+        flags.push(format!(
+            "--set ingress.tls.source={}",
+            spec.tls_source().chart_value()
+        ));
+    }
+    if let Some(le) = lets_encrypt(spec, inventory) {
+        flags.push(format!(
+            "--set letsEncrypt.email=\"{}\"",
+            shell_dq(&helm_escape(&le.email))
+        ));
+        flags.push(format!(
+            "--set letsEncrypt.ingress.class={}",
+            le.ingress.class
+        ));
+    }
+    if spec.tls_ca().is_some() {
+        flags.push("--set privateCA=true".to_owned());
     }
     out.push_str(&flags.join(" \\\n  "));
     out.push('\n');

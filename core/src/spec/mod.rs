@@ -30,6 +30,7 @@ pub use kubernetes::{
 pub use provider_section::{is_secret_key, ProviderSection};
 pub use sections::{
     DnsSpec, LbMode, LbScheme, LoadBalancerSpec, NodesSpec, ProxySpec, RecordChoice, Registration,
+    TlsSource, TlsSpec,
 };
 pub use valid::{ClusterRef, ValidSpec};
 
@@ -89,6 +90,9 @@ pub struct ClusterSpec {
     /// `[kubernetes]`: the distribution the nodes run and whether they install it.
     #[serde(default)]
     pub kubernetes: KubernetesSpec,
+    /// `[tls]`: where Rancher's certificate comes from and which CA signed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Extra labels put on every resource beside triad's ownership labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

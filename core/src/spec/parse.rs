@@ -59,10 +59,18 @@ impl ClusterSpec {
         let mut problems = crate::validate::problems(&self);
         let external = crate::validate::external(&self, &mut problems);
         if problems.is_empty() {
+            let mut spec = self;
+            // DNS names are compared everywhere as lowercase without the root dot:
+            // normalised here, once, so no later reader has to.
+            for name in [&mut spec.dns.zone, &mut spec.dns.hostname] {
+                *name = name.trim_end_matches('.').to_ascii_lowercase();
+            }
             Ok(ValidSpec {
-                spec: self,
+                spec,
                 token: external.token,
                 proxy_ca: external.proxy_ca,
+                tls_ca: external.tls_ca,
+                learned_network_cidrs: Vec::new(),
             })
         } else {
             Err(Error::InvalidSpec(problems.into()))

@@ -221,3 +221,52 @@ pub struct DnsSpec {
 fn default_ttl() -> u32 {
     DEFAULT_TTL
 }
+
+/// Where Rancher's own ingress gets its certificate (`tls.source`), as the Rancher
+/// chart's `ingress.tls.source` names it. Only with `load_balancer.mode = "l4"`:
+/// in `l7` TLS ends at the balancer and Rancher runs with `tls=external`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsSource {
+    /// Rancher's own CA, issued by cert-manager (the default).
+    #[default]
+    #[serde(rename = "rancher")]
+    Rancher,
+    /// Let's Encrypt, through cert-manager (HTTP-01: the hostname must be reachable
+    /// from the internet on port 80).
+    #[serde(rename = "letsEncrypt", alias = "lets_encrypt")]
+    LetsEncrypt,
+    /// Your own certificate, put into the `tls-rancher-ingress` secret by the
+    /// hand-over's `install.sh` from `tls.crt` / `tls.key` beside it.
+    #[serde(rename = "secret")]
+    Secret,
+}
+
+impl TlsSource {
+    /// The chart's name for it (`rancher`, `letsEncrypt`, `secret`).
+    pub fn chart_value(self) -> &'static str {
+        match self {
+            TlsSource::Rancher => "rancher",
+            TlsSource::LetsEncrypt => "letsEncrypt",
+            TlsSource::Secret => "secret",
+        }
+    }
+}
+
+/// `[tls]`: Rancher's certificate and the CA that signed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// `rancher` (default), `letsEncrypt` or `secret`; `l4` only.
+    #[serde(default)]
+    pub source: TlsSource,
+    /// The e-mail Let's Encrypt registers the account with; required with
+    /// `source = "letsEncrypt"`, refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lets_encrypt_email: Option<String>,
+    /// A PEM file with the private CA that signed Rancher's certificate (yours with
+    /// `source = "secret"`, or the balancer's in `l7`): read at validation, written
+    /// to the hand-over as `rancher/cacerts.pem`, put into the `tls-ca` secret, and
+    /// the chart gets `privateCA: true` so agents trust it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}

@@ -21,6 +21,13 @@ pub struct ValidSpec {
     /// The proxy CA's PEM text.
     #[serde(skip)]
     pub(super) proxy_ca: Option<String>,
+    /// The PEM text of `tls.ca_file`.
+    #[serde(skip)]
+    pub(super) tls_ca: Option<String>,
+    /// The node network's CIDRs the node provider reported at plan
+    /// ([`crate::NodeProvider::network_cidrs`]), beside `nodes.network_cidrs`.
+    #[serde(skip)]
+    pub(super) learned_network_cidrs: Vec<String>,
 }
 
 impl std::ops::Deref for ValidSpec {
@@ -36,7 +43,7 @@ impl ValidSpec {
         ClusterRef {
             name: self.name.clone(),
             region: self.region.clone(),
-            dns_zone: Some(self.dns.zone.trim_end_matches('.').to_ascii_lowercase()),
+            dns_zone: Some(self.dns.zone.clone()),
             labels: self.labels.clone(),
             id: None,
         }
@@ -49,9 +56,36 @@ impl ValidSpec {
             .collect()
     }
 
-    /// The Rancher hostname without a trailing dot, lowercase.
+    /// The Rancher hostname (`dns.hostname`, which validation made lowercase
+    /// without a trailing dot, as `dns.zone`).
     pub fn fqdn(&self) -> String {
-        self.dns.hostname.trim_end_matches('.').to_ascii_lowercase()
+        self.dns.hostname.clone()
+    }
+
+    /// The node network: `nodes.network_cidrs`, then what the node provider
+    /// reported at plan ([`crate::NodeProvider::network_cidrs`]), each once. Empty
+    /// before a plan when the spec lists none.
+    pub fn node_network_cidrs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in self
+            .nodes
+            .network_cidrs
+            .iter()
+            .chain(&self.learned_network_cidrs)
+        {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// This spec with the node network's CIDRs the node provider reported.
+    pub(crate) fn with_learned_network_cidrs(&self, cidrs: Vec<String>) -> ValidSpec {
+        ValidSpec {
+            learned_network_cidrs: cidrs,
+            ..self.clone()
+        }
     }
 
     /// The providers the spec chose for the nodes, the balancer and the record (see
@@ -70,6 +104,18 @@ impl ValidSpec {
     /// if the spec names one (always, when `kubernetes.install = true`).
     pub fn join_token(&self) -> Option<&Secret> {
         self.token.as_ref()
+    }
+
+    /// The PEM text of `tls.ca_file` (the private CA that signed Rancher's
+    /// certificate), if given.
+    pub fn tls_ca(&self) -> Option<&str> {
+        self.tls_ca.as_deref()
+    }
+
+    /// Where Rancher's ingress certificate comes from (`tls.source`, `rancher` when
+    /// there is no `[tls]`).
+    pub fn tls_source(&self) -> crate::spec::TlsSource {
+        self.tls.as_ref().map(|t| t.source).unwrap_or_default()
     }
 
     /// The PEM text of `proxy.ca_file`, if given.
@@ -116,6 +162,17 @@ impl ValidSpec {
             w.push(
                 "kubernetes.install = true without [proxy]: the nodes download the installer and \
                  images themselves, so they need direct internet egress or a [proxy]"
+                    .to_owned(),
+            );
+        }
+        if self.tls_source() == crate::spec::TlsSource::LetsEncrypt
+            && self.load_balancer.scheme == crate::spec::LbScheme::Internal
+        {
+            w.push(
+                "tls.source = \"letsEncrypt\" with an internal balancer: Let's Encrypt's HTTP-01 \
+                 challenge must reach the Rancher hostname from the internet on port 80, so the \
+                 certificate will not be issued; use tls.source = \"secret\" with a certificate of \
+                 your own CA (and tls.ca_file)"
                     .to_owned(),
             );
         }

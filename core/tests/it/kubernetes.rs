@@ -539,6 +539,130 @@ fn proxy_ca_goes_into_the_trust_store_and_the_hand_over() {
     );
 }
 
+/// `[tls]`: Let's Encrypt and your own certificate signed by a private CA reach
+/// the chart's values, the install script and the Helm command; the rules name
+/// their field.
+#[test]
+fn tls_source_and_private_ca_reach_the_chart_and_install_script() {
+    let token = token_file();
+    let get = |files: &[render::BundleFile], p: &str| {
+        files
+            .iter()
+            .find(|f| f.path == p)
+            .unwrap_or_else(|| panic!("{p}"))
+            .contents
+            .clone()
+    };
+
+    let s = valid(
+        "[tls]\nsource = \"letsEncrypt\"\nlets_encrypt_email = \"ops@example.com\"",
+        &token,
+    );
+    let files = render::bundle(&s, &inventory());
+    let v: RancherValues = serde_norway::from_str(&get(&files, "rancher/values.yaml")).unwrap();
+    assert_eq!(v.ingress.unwrap().tls.source, "letsEncrypt");
+    let le = v.lets_encrypt.expect("letsEncrypt values");
+    assert_eq!(
+        (le.email.as_str(), le.ingress.class.as_str()),
+        ("ops@example.com", "nginx")
+    );
+    assert!(!v.private_ca);
+    assert!(get(&files, "rancher/install.sh").contains("helm install cert-manager"));
+    let helm = render::helm_install(&s, &inventory());
+    assert!(
+        helm.contains("--set ingress.tls.source=letsEncrypt"),
+        "{helm}"
+    );
+    assert!(
+        helm.contains("--set letsEncrypt.email=\"ops@example.com\""),
+        "{helm}"
+    );
+
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBprivateCA\n-----END CERTIFICATE-----\n";
+    let ca = TempFile::new("rancher-ca.pem", pem);
+    let ca_line = format!("ca_file = {:?}", ca.path().display().to_string());
+    let s = valid(&format!("[tls]\nsource = \"secret\"\n{ca_line}"), &token);
+    let files = render::bundle(&s, &inventory());
+    let v: RancherValues = serde_norway::from_str(&get(&files, "rancher/values.yaml")).unwrap();
+    assert_eq!(v.ingress.unwrap().tls.source, "secret");
+    assert!(v.private_ca && v.lets_encrypt.is_none());
+    assert_eq!(get(&files, "rancher/cacerts.pem"), pem);
+    let install = get(&files, "rancher/install.sh");
+    for want in [
+        "create secret tls tls-rancher-ingress --cert=tls.crt --key=tls.key",
+        "create secret generic tls-ca --from-file=cacerts.pem=cacerts.pem",
+        "[ -f tls.crt ] && [ -f tls.key ]",
+    ] {
+        assert!(install.contains(want), "{want} in {install}");
+    }
+    assert!(
+        !install.contains("cert-manager"),
+        "no cert-manager for your own certificate"
+    );
+    let sh = Command::new("sh")
+        .arg("-n")
+        .arg("-c")
+        .arg(&install)
+        .status()
+        .unwrap();
+    assert!(sh.success(), "install.sh is not valid sh:\n{install}");
+    let helm = render::helm_install(&s, &inventory());
+    assert!(
+        helm.contains("--set privateCA=true") && helm.contains("ingress.tls.source=secret"),
+        "{helm}"
+    );
+
+    let internal = valid(
+        "[load_balancer]\nscheme = \"internal\"\n[tls]\nsource = \"letsEncrypt\"\nlets_encrypt_email = \"ops@example.com\"",
+        &token,
+    );
+    assert!(
+        internal.warnings().iter().any(|w| w.contains("HTTP-01")),
+        "{:?}",
+        internal.warnings()
+    );
+
+    assert_refused(
+        "[tls]\nsource = \"letsEncrypt\"",
+        "tls.lets_encrypt_email",
+        "missing",
+    );
+    assert_refused(
+        "[tls]\nsource = \"letsEncrypt\"\nlets_encrypt_email = \"ops\"",
+        "tls.lets_encrypt_email",
+        "not an e-mail",
+    );
+    assert_refused(
+        "[tls]\nlets_encrypt_email = \"ops@example.com\"",
+        "tls.lets_encrypt_email",
+        "letsEncrypt",
+    );
+    assert_refused(
+        &format!("[tls]\n{ca_line}"),
+        "tls.ca_file",
+        "tls.source = \"secret\"",
+    );
+    assert_refused(
+        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:123:certificate/x\"\n[tls]\nsource = \"secret\"",
+        "tls.source",
+        "tls=external",
+    );
+    assert_refused(
+        "[tls]\nsource = \"secret\"\nca_file = \"/nonexistent/ca.pem\"",
+        "tls.ca_file",
+        "cannot be read",
+    );
+    let err = triad_core::spec::ClusterSpec::from_toml(
+        "name = \"r\"\nregion = \"x\"\n[dns]\nzone = \"e.com\"\nhostname = \"r.e.com\"\n[tls]\nsource = \"vault\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("letsEncrypt") && err.contains("secret"),
+        "{err}"
+    );
+}
+
 // ---------------------------------------------------------------- shell harness
 
 /// What the harness recorded.

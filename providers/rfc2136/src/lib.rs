@@ -115,7 +115,7 @@ impl Rfc2136Provider {
     pub fn from_spec(spec: &ValidSpec) -> Result<Self> {
         let mut settings = Self::settings_from_spec(spec)?;
         if settings.zone.is_none() {
-            settings.zone = Some(spec.dns.zone.trim_end_matches('.').to_ascii_lowercase());
+            settings.zone = Some(spec.dns.zone.clone());
         }
         let fqdn = spec.fqdn();
         if !settings.names.contains(&fqdn) {

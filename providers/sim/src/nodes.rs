@@ -152,6 +152,17 @@ impl NodeProvider for SimCloud {
         SimCloud::check_sim_section(spec)
     }
 
+    /// The sim's node network is fixed: the zone with index `i` is `10.i.0.0/16`
+    /// (where [`crate::SimCloud`] takes node addresses from). Known without an API
+    /// call, as a real provider knows its subnets from the network discovery it
+    /// does anyway.
+    async fn network_cidrs(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        let zones = region_zones(&self.inner.config, &cluster.region);
+        Ok((0..zones.len())
+            .map(|i| format!("10.{}.0.0/16", i % 256))
+            .collect())
+    }
+
     async fn zones(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         let resource = format!("region {}", cluster.region);
         self.call(SimApi::DescribeZones, &resource, |_, cfg, _| {

@@ -53,6 +53,7 @@ async fn every_method_maps_to_its_op() {
     let t = Duration::from_secs(1);
 
     NodeProvider::zones(&p, &c).await.unwrap();
+    assert_eq!(p.network_cidrs(&c).await.unwrap(), ["10.0.0.0/16"]);
     p.discover_nodes(&c).await.unwrap();
     let n = p.create_node(&c, &node_request("a")).await.unwrap();
     p.wait_node(&c, &n, t).await.unwrap();

@@ -183,6 +183,10 @@ impl NodeProvider for Fake {
         self.begin(Op::Zones, &cluster.region).await?;
         Ok(vec!["a".into(), "b".into(), "c".into()])
     }
+    async fn network_cidrs(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        self.begin(Op::NetworkCidrs, &cluster.name).await?;
+        Ok(vec!["10.0.0.0/16".into()])
+    }
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
         self.begin(Op::DiscoverNodes, &cluster.name).await?;
         Ok(self.state.lock().unwrap().nodes.values().cloned().collect())
