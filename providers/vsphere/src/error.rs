@@ -7,7 +7,7 @@ use vim_rs::core::client::Error as VimError;
 use vim_rs::types::struct_enum::StructType;
 use vim_rs::types::structs::MethodFault;
 
-use crate::NAME;
+use crate::PROVIDER;
 
 /// How a fault of `type_` fails, as far as retrying is concerned.
 pub(crate) fn fault_kind(type_: Option<&StructType>) -> FailureKind {
@@ -110,7 +110,7 @@ pub(crate) fn classify(e: &VimError) -> (FailureKind, String) {
 /// A provider error for a vim_rs client error.
 pub(crate) fn vim(action: &str, resource: &str, e: &VimError) -> Error {
     let (kind, message) = classify(e);
-    Error::provider(NAME, action, resource, kind, message)
+    Error::provider(PROVIDER, action, resource, kind, message)
 }
 
 /// A provider error for a property-collector error.
@@ -118,7 +118,13 @@ pub(crate) fn pc(action: &str, resource: &str, e: &vim_rs::core::error::Error) -
     if let Some(c) = e.client_error() {
         return vim(action, resource, c);
     }
-    Error::provider(NAME, action, resource, FailureKind::Other, e.to_string())
+    Error::provider(
+        PROVIDER,
+        action,
+        resource,
+        FailureKind::Other,
+        e.to_string(),
+    )
 }
 
 /// A provider error of `kind`.
@@ -128,7 +134,7 @@ pub(crate) fn other(
     kind: FailureKind,
     message: impl Into<String>,
 ) -> Error {
-    Error::provider(NAME, action, resource, kind, message)
+    Error::provider(PROVIDER, action, resource, kind, message)
 }
 
 #[cfg(test)]

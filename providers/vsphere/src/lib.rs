@@ -58,7 +58,7 @@ use client::Tally;
 use worker::Worker;
 
 /// The provider's name in messages and the inventory.
-pub const NAME: &str = "vsphere";
+pub const PROVIDER: &str = "vsphere";
 
 /// Extra `extraConfig` entries for one node, computed by an embedder's hook (see
 /// [`VsphereProvider::with_node_extra_config`]).
@@ -194,7 +194,7 @@ impl VsphereProvider {
 #[async_trait]
 impl NodeProvider for VsphereProvider {
     fn name(&self) -> &str {
-        NAME
+        PROVIDER
     }
 
     fn check_spec(&self, spec: &ValidSpec) -> Result<()> {
