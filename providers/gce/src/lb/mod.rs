@@ -110,6 +110,10 @@ impl Names {
     }
 }
 
+/// The label on the main forwarding rule of the balancer that stays while the
+/// cluster's other balancer (its name the value) is deleted.
+pub(crate) const RETIRING: &str = "triad-retiring";
+
 /// The registration ports a balancer may carry (RKE2's supervisor, the Kubernetes
 /// API): the parts of both are deleted with the balancer, and made when the
 /// request asks for them.
