@@ -112,7 +112,7 @@ macro_rules! build {
 }
 
 impl Clients {
-    pub async fn connect(conn: &Connection) -> Result<Self> {
+    pub(crate) async fn connect(conn: &Connection) -> Result<Self> {
         let c = credentials(conn)?;
         Ok(Self {
             instances: build!(compute::Instances, c, conn),
@@ -157,7 +157,7 @@ pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Clients {
     /// Poll `op` until DONE; an operation that finished with errors is an error.
-    pub async fn wait(
+    pub(crate) async fn wait(
         &self,
         project: &str,
         scope: &Scope,

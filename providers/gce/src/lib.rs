@@ -191,25 +191,6 @@ impl GceProvider {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_waits_expect_google_latencies_only_from_google() {
-        let poll = poll_of(2000);
-        let google = NodePolls::new(poll, true);
-        assert_eq!(google.insert.expected, NODE_INSERT);
-        assert_eq!(google.running.expected, NODE_RUNNING);
-        assert_eq!(google.delete.expected, NODE_DELETE);
-        assert_eq!((google.running.initial, google.running.max), (poll.initial, poll.max));
-        let fake = NodePolls::new(poll, false);
-        assert_eq!(fake.insert, poll);
-        assert_eq!(fake.running, poll);
-        assert_eq!(fake.delete, poll);
-    }
-}
-
 #[async_trait]
 impl NodeProvider for GceProvider {
     fn name(&self) -> &str {
@@ -428,5 +409,27 @@ impl DnsProvider for GceProvider {
 
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
         self.dns_delete(cluster, zone, fqdn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_waits_expect_google_latencies_only_from_google() {
+        let poll = poll_of(2000);
+        let google = NodePolls::new(poll, true);
+        assert_eq!(google.insert.expected, NODE_INSERT);
+        assert_eq!(google.running.expected, NODE_RUNNING);
+        assert_eq!(google.delete.expected, NODE_DELETE);
+        assert_eq!(
+            (google.running.initial, google.running.max),
+            (poll.initial, poll.max)
+        );
+        let fake = NodePolls::new(poll, false);
+        assert_eq!(fake.insert, poll);
+        assert_eq!(fake.running, poll);
+        assert_eq!(fake.delete, poll);
     }
 }

@@ -43,7 +43,11 @@ fn recorded(nodes: &[Instance], subnetwork: Option<&str>) -> Option<Vec<String>>
         }
         seen = Some(value);
     }
-    let cidrs: Vec<String> = seen?.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    let cidrs: Vec<String> = seen?
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
     (!cidrs.is_empty()).then_some(cidrs)
 }
 
@@ -64,7 +68,9 @@ fn subnetwork_at<'a>(
 
 /// The path segment after `key` in a (partial) self-link.
 fn segment<'a>(link: &'a str, key: &str) -> Option<&'a str> {
-    link.split(key).nth(1).and_then(|rest| rest.split('/').next())
+    link.split(key)
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
 }
 
 /// `(project, projects/<p>/global/networks/<n>)` of a network given as a name or
@@ -101,7 +107,9 @@ impl GceProvider {
         Ok(cidrs)
     }
 
-    fn lock_cidrs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<String>>> {
+    fn lock_cidrs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<String>>> {
         self.cidrs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -109,16 +117,27 @@ impl GceProvider {
         let project = &self.settings.project;
         if let Some(given) = &self.settings.subnetwork {
             let (p, region, name) = subnetwork_at(given, project, &cluster.region);
-            let got = self.clients.subnetworks.get().set_project(p).set_region(region);
+            let got = self
+                .clients
+                .subnetworks
+                .get()
+                .set_project(p)
+                .set_region(region);
             return match got.set_subnetwork(name).send().await {
                 Ok(s) => Ok(vec![s]),
                 Err(e) if Failure::of(&e).is_not_found() => Err(Error::invalid(
                     "gce.subnetwork",
-                    format!("subnetwork `{name}` does not exist in region `{region}` of project `{p}`"),
+                    format!(
+                        "subnetwork `{name}` does not exist in region `{region}` of project `{p}`"
+                    ),
                     "name a subnetwork of the network in the cluster's region \
                      (gcloud compute networks subnets list)",
                 )),
-                Err(e) => Err(error::sdk("get subnetwork", &format!("subnetwork {name}"), &e)),
+                Err(e) => Err(error::sdk(
+                    "get subnetwork",
+                    &format!("subnetwork {name}"),
+                    &e,
+                )),
             };
         }
         // No filter on `network`: the server matches it as a whole URL, whose host
@@ -134,7 +153,11 @@ impl GceProvider {
                 .send()
                 .await
                 .map_err(|e| {
-                    error::sdk("list subnetworks", &format!("region {}", cluster.region), &e)
+                    error::sdk(
+                        "list subnetworks",
+                        &format!("region {}", cluster.region),
+                        &e,
+                    )
                 })?;
             out.extend(page.items.into_iter().filter(|s| {
                 s.network

@@ -210,7 +210,8 @@ impl GceProvider {
             return Ok(Vec::new());
         }
         let resource = format!("{} instance(s) of {}", nodes.len(), cluster.name);
-        self.node_polls.running
+        self.node_polls
+            .running
             .until(
                 timeout,
                 &resource,
@@ -555,7 +556,8 @@ impl GceProvider {
 
     pub(crate) async fn wait_running(&self, node: &Node, timeout: Duration) -> Result<Node> {
         let resource = format!("instance {}", node.name);
-        self.node_polls.running
+        self.node_polls
+            .running
             .until(
                 timeout,
                 &resource,

@@ -50,7 +50,10 @@ async fn run(project: &str, name: &str, l7: bool) {
     );
     let range = subnet["ipCidrRange"].as_str().unwrap().to_owned();
     assert!(spec.node_network_cidrs().is_empty());
-    assert_eq!(plan.spec().node_network_cidrs(), [range.clone()]);
+    assert_eq!(
+        plan.spec().node_network_cidrs(),
+        std::slice::from_ref(&range)
+    );
     let inv = triad.apply(&plan).await.unwrap();
     assert_eq!(inv.nodes.len(), 3);
     assert_eq!(inv.tls_external, l7);
