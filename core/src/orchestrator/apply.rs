@@ -183,7 +183,7 @@ impl Orchestrator {
             )
             .await?;
         }
-        let (lb, nodes) = self.roll(plan, lb, members, &note).await?;
+        let (lb, nodes, record) = self.roll(plan, lb, members, record, &note).await?;
 
         Ok(self.inventory_of(plan, nodes, lb, record))
     }
@@ -211,18 +211,24 @@ impl Orchestrator {
     }
 
     /// The rolling steps ([`rollout`]): deletes one per step, then replacements one
-    /// per step. Returns the balancer and the nodes that remain, by name.
+    /// per step. Returns the balancer, the nodes that remain, by name, and the record.
+    ///
+    /// A balancer whose targets are fixed when it is built (an NGINX balancer node)
+    /// is rebuilt, at a new address, by each change of targets: the record follows
+    /// it right after that change, not at the next apply.
     async fn roll(
         &self,
         plan: &Plan,
         mut lb: LoadBalancer,
         mut members: Vec<Node>,
+        mut record: Record,
         note: &(dyn Fn(String) + Sync),
-    ) -> Result<(LoadBalancer, Vec<Node>)> {
+    ) -> Result<(LoadBalancer, Vec<Node>, Record)> {
         let spec = &plan.spec;
         for node in rollout::delete_order(&spec.name, spec.nodes.count, &plan.nodes) {
             members.retain(|m| m.id != node.id);
             lb = self.converge_targets(plan, lb, &members).await?;
+            record = self.follow(plan, &lb, record, note).await?;
             self.step(
                 Resource::Node(node.name.clone()),
                 "deleting",
@@ -252,8 +258,10 @@ impl Orchestrator {
             let new = self.wait_nodes(plan, std::slice::from_ref(&new)).await?;
             members.extend(new);
             lb = self.converge_targets(plan, lb, &members).await?;
+            record = self.follow(plan, &lb, record, note).await?;
             members.retain(|m| m.id != old.id);
             lb = self.converge_targets(plan, lb, &members).await?;
+            record = self.follow(plan, &lb, record, note).await?;
             self.step(
                 Resource::Node(old.name.clone()),
                 "deleting (replaced)",
@@ -262,7 +270,21 @@ impl Orchestrator {
             .await?;
         }
         members.sort_by_key(|n| rollout::natural_key(&n.name));
-        Ok((lb, members))
+        Ok((lb, members, record))
+    }
+
+    /// `record`, rewritten if `lb`'s endpoint moved away from it (no call otherwise).
+    async fn follow(
+        &self,
+        plan: &Plan,
+        lb: &LoadBalancer,
+        record: Record,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Record> {
+        if desired_record(&plan.spec, lb, self.dns.as_ref())?.is_satisfied_by(&record) {
+            return Ok(record);
+        }
+        self.write_record(plan, lb, note).await
     }
 
     /// Create, wait for or update in place every wanted node (a node to be replaced
@@ -481,7 +503,6 @@ impl Orchestrator {
         note: &(dyn Fn(String) + Sync),
     ) -> Result<Record> {
         let (spec, cluster) = (&plan.spec, &plan.cluster);
-        let zone = spec.dns.zone.clone();
         for old in &plan.dns_delete {
             self.step(
                 Resource::Record(old.fqdn.clone()),
@@ -502,30 +523,43 @@ impl Orchestrator {
                 record.clone()
             }
             DnsAction::Keep { .. } | DnsAction::Upsert { .. } => {
-                let req = desired_record(spec, lb, self.dns.as_ref())?;
-                let record = self
-                    .step(
-                        resource.clone(),
-                        "writing",
-                        self.dns.upsert_record(cluster, &req),
-                    )
-                    .await?;
-                note(format!("DNS record {}", record.fqdn));
-                self.step(
-                    resource.clone(),
-                    "waiting until in sync",
-                    self.dns
-                        .wait_record(&zone, &req.fqdn, self.options.dns_timeout),
-                )
-                .await?;
-                self.finished(
-                    &resource,
-                    "in sync",
-                    Some(format!("{} → {}", record.kind, record.target)),
-                );
-                record
+                self.write_record(plan, lb, note).await?
             }
         };
+        Ok(record)
+    }
+
+    /// Write the record for `lb` and wait until the zone serves it.
+    async fn write_record(
+        &self,
+        plan: &Plan,
+        lb: &LoadBalancer,
+        note: &(dyn Fn(String) + Sync),
+    ) -> Result<Record> {
+        let (spec, cluster) = (&plan.spec, &plan.cluster);
+        let zone = spec.dns.zone.clone();
+        let resource = Resource::Record(spec.fqdn());
+        let req = desired_record(spec, lb, self.dns.as_ref())?;
+        let record = self
+            .step(
+                resource.clone(),
+                "writing",
+                self.dns.upsert_record(cluster, &req),
+            )
+            .await?;
+        note(format!("DNS record {}", record.fqdn));
+        self.step(
+            resource.clone(),
+            "waiting until in sync",
+            self.dns
+                .wait_record(&zone, &req.fqdn, self.options.dns_timeout),
+        )
+        .await?;
+        self.finished(
+            &resource,
+            "in sync",
+            Some(format!("{} → {}", record.kind, record.target)),
+        );
         Ok(record)
     }
 }

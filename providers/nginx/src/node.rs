@@ -63,6 +63,18 @@ pub fn balancer_cluster(cluster: &ClusterRef) -> ClusterRef {
     }
 }
 
+/// Whether node `name` fills the place of expected node `expected`: the node itself or
+/// a rolling replacement of it (`rancher-2-g2`, `rancher-2-g3`… for `rancher-2`, as
+/// [`triad_core::rollout`] names them), so a balancer built for the spec's node names
+/// keeps serving the cluster after a rolling replace.
+fn fills(expected: &str, name: &str) -> bool {
+    name == expected
+        || name
+            .strip_prefix(expected)
+            .and_then(|rest| rest.strip_prefix("-g"))
+            .is_some_and(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()))
+}
+
 impl NginxProvider {
     fn node_provider(&self, action: &str, resource: &str) -> Result<&Arc<dyn NodeProvider>> {
         self.nodes.as_ref().ok_or_else(|| {
@@ -89,19 +101,21 @@ impl NginxProvider {
         let expected = &self.settings.expected_nodes;
         Ok(nodes
             .into_iter()
-            .filter(|n| n.is_ready() && (expected.is_empty() || expected.contains(&n.name)))
+            .filter(|n| {
+                n.is_ready() && (expected.is_empty() || expected.iter().any(|e| fills(e, &n.name)))
+            })
             .collect())
     }
 
+    /// Whether every expected node (or a replacement of it) runs.
     fn wanted_complete(&self, wanted: &[Node]) -> bool {
         let expected = &self.settings.expected_nodes;
         if expected.is_empty() {
             return !wanted.is_empty();
         }
-        let mut names: Vec<&str> = wanted.iter().map(|n| n.name.as_str()).collect();
-        names.sort();
-        names.dedup();
-        names.len() == expected.len()
+        expected
+            .iter()
+            .all(|e| wanted.iter().any(|n| fills(e, &n.name)))
     }
 
     async fn balancer_nodes(
@@ -468,5 +482,22 @@ impl NginxProvider {
     fn poll(&self) -> Poll {
         let max = self.settings.poll_interval();
         Poll::new(max.min(Duration::from_secs(1)), max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fills;
+
+    #[test]
+    fn a_replacement_fills_the_place_of_its_slot() {
+        assert!(fills("rancher-2", "rancher-2"));
+        assert!(fills("rancher-2", "rancher-2-g2"));
+        assert!(fills("rancher-2", "rancher-2-g13"));
+        assert!(!fills("rancher-2", "rancher-20"));
+        assert!(!fills("rancher-2", "rancher-2-g"));
+        assert!(!fills("rancher-2", "rancher-2-gx"));
+        assert!(!fills("rancher-2", "rancher-2-lb"));
+        assert!(!fills("rancher-2", "rancher-1-g2"));
     }
 }

@@ -114,8 +114,9 @@ pub struct NginxSettings {
     /// Node mode: the zone of the balancer node; the first zone when absent.
     #[serde(default)]
     pub node_zone: Option<String>,
-    /// Node mode: the Rancher nodes the balancer is built for, by name; the spec's
-    /// node names when built from a spec. Empty: every running node of the cluster.
+    /// Node mode: the Rancher nodes the balancer is built for, by name (a rolling
+    /// replacement `<name>-g2`, `-g3`… takes its place); the spec's node names when
+    /// built from a spec. Empty: every running node of the cluster.
     #[serde(default)]
     pub expected_nodes: Vec<String>,
     /// Node mode: how often to poll the node provider, in milliseconds (default 2000).

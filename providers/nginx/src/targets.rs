@@ -36,7 +36,6 @@ pub(crate) fn targets_of(nodes: &[Node], action: &str, resource: &str) -> Result
     Ok(out)
 }
 
-
 pub(crate) fn ids(targets: &[Target]) -> Vec<String> {
     let mut v: Vec<String> = targets.iter().map(|t| t.id.clone()).collect();
     v.sort();

@@ -180,9 +180,7 @@ impl NodeProvider for SimCloud {
                 .filter(|i| i.owned_by(cluster, Role::Node))
                 .filter_map(|i| to_node(i, cfg, now))
                 .collect();
-            nodes.sort_by(|a, b| {
-                (natural_key(&a.name), &a.id).cmp(&(natural_key(&b.name), &b.id))
-            });
+            nodes.sort_by(|a, b| (natural_key(&a.name), &a.id).cmp(&(natural_key(&b.name), &b.id)));
             Ok(nodes)
         })
         .await

@@ -201,6 +201,10 @@ impl NodeProvider for VsphereProvider {
         VsphereSettings::from_spec(spec).map(drop)
     }
 
+    fn plan_warnings(&self, spec: &ValidSpec) -> Vec<String> {
+        disk_warning(spec).into_iter().collect()
+    }
+
     async fn zones(&self, _cluster: &ClusterRef) -> Result<Vec<String>> {
         Ok(self.settings.failure_domains.keys().cloned().collect())
     }
@@ -278,5 +282,41 @@ impl NodeProvider for VsphereProvider {
         // Nothing cluster-wide is created: no folder, no rule. Custom attribute
         // definitions are shared by every cluster and stay.
         Ok(Vec::new())
+    }
+}
+
+/// `nodes.disk_gib` is not applied here (a clone keeps its template's disk): said in
+/// the plan rather than silently ignored.
+fn disk_warning(spec: &ValidSpec) -> Option<String> {
+    spec.nodes.disk_gib.map(|d| {
+        format!(
+            "nodes.disk_gib = {d} is not applied on vSphere: clones keep the template's disk \
+             size (grow the template's disk, or leave nodes.disk_gib out); changing it still \
+             replaces the nodes one at a time"
+        )
+    })
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use triad_core::spec::ClusterSpec;
+
+    fn spec(nodes: &str) -> triad_core::spec::ValidSpec {
+        ClusterSpec::from_toml(&format!(
+            "name = \"r\"\nregion = \"dc\"\n[nodes]\n{nodes}\n[dns]\nzone = \"e.com\"\nhostname = \"r.e.com\"\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap()
+    }
+
+    #[test]
+    fn disk_gib_is_warned_about_not_ignored() {
+        let w = super::disk_warning(&spec("disk_gib = 200")).expect("a warning");
+        assert!(
+            w.contains("nodes.disk_gib = 200") && w.contains("template"),
+            "{w}"
+        );
+        assert_eq!(super::disk_warning(&spec("")), None);
     }
 }

@@ -419,10 +419,9 @@ impl DnsProvider for Ec2 {
     ) -> Result<bool> {
         let zone_id = self.zone_id(zone).await?;
         let name = norm(name);
-        // Read first: a lock that is not as expected is lost without a write. This
-        // also keeps the rule on servers that do not enforce it (moto lets CREATE
-        // overwrite an existing set); on Route 53 the batch below is the atomic
-        // guard against a writer that slips in between.
+        // Read first: a lock that is not as expected is lost without a write. The
+        // batch below is the atomic guard against a writer that slips in between
+        // (moto enforces it only when started through testing/ec2/moto_server.py).
         if self.read_txt(zone, &name).await?.as_deref() != expected {
             return Ok(false);
         }
@@ -460,7 +459,7 @@ impl DnsProvider for Ec2 {
             Ok(_) => Ok(true),
             Err(e) => {
                 let e = AwsError::from_sdk(e);
-                // moto answers a DELETE that does not match with InvalidInput.
+                // Plain moto answers a DELETE it cannot match with InvalidInput.
                 if e.is("InvalidChangeBatch") || e.is("InvalidInput") {
                     tracing::debug!(%name, message = %e.message, "lock change refused");
                     Ok(false)

@@ -15,10 +15,52 @@ use crate::error::{fail, AwsError};
 use crate::network::{Rule, Source};
 use crate::Ec2;
 
+/// The names the cluster's balancers take: the cluster's own, and `<cluster>-b`, the
+/// name core's plan gives a new balancer made beside one named like the cluster (a
+/// mode or scheme change; the two names take turns).
+pub(super) fn balancer_names(cluster: &ClusterRef) -> [String; 2] {
+    [cluster.name.clone(), format!("{}-b", cluster.name)]
+}
+
+/// The part of the balancer `lb`'s own security group (`<cluster>-<part>`): `nlb` or
+/// `alb` for the balancer named like the cluster, `b-nlb` or `b-alb` for
+/// `<cluster>-b`, so two balancers side by side never share a group.
+pub(super) fn sg_part(cluster: &ClusterRef, lb: &str, mode: LbMode) -> String {
+    let kind = match mode {
+        LbMode::L4 => "nlb",
+        LbMode::L7 => "alb",
+    };
+    match lb
+        .strip_prefix(cluster.name.as_str())
+        .and_then(|r| r.strip_prefix('-'))
+    {
+        Some(suffix) if !suffix.is_empty() => format!("{suffix}-{kind}"),
+        _ => kind.to_owned(),
+    }
+}
+
 impl Ec2 {
+    /// The security groups of the cluster's other balancer (the old or new one of a
+    /// mode change), if it exists: the nodes' rules from them are its, not `lb`'s.
+    async fn other_balancer_groups(
+        &self,
+        cluster: &ClusterRef,
+        lb: &str,
+    ) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for name in balancer_names(cluster).iter().filter(|n| *n != lb) {
+            if let Some((other, _)) = self.lb_named(cluster, name).await? {
+                out.extend(other.security_groups().iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+
     /// The 80/443 rules. Every balancer has its own security group that admits
-    /// `ingress` (`<cluster>-nlb` for l4, `<cluster>-alb` for l7), and the nodes'
-    /// group admits 80/443 (l4) or 80 (l7) from that group only, so the nodes are
+    /// `ingress` (`<cluster>-nlb` for l4, `<cluster>-alb` for l7, see [`sg_part`]),
+    /// and the nodes' group admits 80/443 (l4) or 80 (l7) from that group only (and,
+    /// during a mode change, from the other balancer's until it is deleted), so the
+    /// nodes are
     /// never open to the internet themselves, even though an NLB keeps the clients'
     /// addresses. An NLB made without a security group (by an older triad) cannot
     /// get one: for it the nodes' group admits `ingress` itself, with a warning.
@@ -35,9 +77,15 @@ impl Ec2 {
             (None, LbScheme::Internal) => net.vpc_cidrs.clone(),
         };
         let nodes_sg = self.ensure_group(cluster, "nodes").await?;
-        let (part, node_ports) = match request.mode {
-            LbMode::L4 => ("nlb", &[80, 443][..]),
-            LbMode::L7 => ("alb", &[80][..]),
+        let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
+        let part = sg_part(cluster, &request.name, request.mode);
+        let node_ports = match request.mode {
+            LbMode::L4 => &[80, 443][..],
+            LbMode::L7 => &[80][..],
+        };
+        let others = self.other_balancer_groups(cluster, &request.name).await?;
+        let scope = |r: &Rule| {
+            r.is_web(&nodes_id) && !matches!(&r.source, Source::Group(g) if others.contains(g))
         };
         if request.mode == LbMode::L4 {
             let existing = self.lb_named(cluster, &request.name).await?;
@@ -65,13 +113,11 @@ impl Ec2 {
                         want.insert(Rule::tcp(i32::from(port), Source::Cidr(c.clone())));
                     }
                 }
-                let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
-                self.converge_rules(&nodes_sg, &want, |r| r.is_web(&nodes_id))
-                    .await?;
+                self.converge_rules(&nodes_sg, &want, scope).await?;
                 return Ok(None);
             }
         }
-        let lb_sg = self.ensure_group(cluster, part).await?;
+        let lb_sg = self.ensure_group(cluster, &part).await?;
         let lb_id = lb_sg.group_id().unwrap_or_default().to_owned();
         let mut want = BTreeSet::new();
         for port in [80, 443] {
@@ -101,9 +147,7 @@ impl Ec2 {
             .chain(registration)
             .map(|p| Rule::tcp(p, Source::Group(lb_id.clone())))
             .collect();
-        let nodes_id = nodes_sg.group_id().unwrap_or_default().to_owned();
-        self.converge_rules(&nodes_sg, &nodes_want, |r| r.is_web(&nodes_id))
-            .await?;
+        self.converge_rules(&nodes_sg, &nodes_want, scope).await?;
         Ok(Some(lb_id))
     }
 
@@ -214,6 +258,31 @@ impl Ec2 {
                 Err(e.into_error("create", resource))
             }
         }
+    }
+
+    /// Delete the balancer `lb` (its listeners with it) and wait until it is gone;
+    /// gone already is fine. Returns what was deleted, for the report.
+    pub(super) async fn delete_lb(&self, lb: &AwsLb) -> Result<String> {
+        let arn = lb.load_balancer_arn().unwrap_or_default();
+        let what = format!(
+            "load balancer {} ({arn})",
+            lb.load_balancer_name().unwrap_or("")
+        );
+        if let Err(e) = self
+            .elb
+            .delete_load_balancer()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+        {
+            let e = AwsError::from_sdk(e);
+            if e.kind != FailureKind::NotFound {
+                return Err(e.into_error("delete", what));
+            }
+        }
+        self.wait_gone(arn, &what).await?;
+        tracing::info!(arn, "deleted load balancer");
+        Ok(what)
     }
 
     /// Wait until the balancer `arn` is gone.

@@ -257,6 +257,55 @@ impl Ec2 {
         Ok(out)
     }
 
+    /// The cluster's balancers whose name is one of `names`, in that order, with
+    /// their tags: one listing of the region's balancers (400 a page, so one call for
+    /// most accounts) and one `DescribeTags` for those of these names. By-name
+    /// lookups would cost a call per name: `DescribeLoadBalancers` with names fails
+    /// as a whole when one of them does not exist.
+    pub(super) async fn lbs_named(
+        &self,
+        cluster: &ClusterRef,
+        names: &[String],
+    ) -> Result<Vec<(AwsLb, BTreeMap<String, String>)>> {
+        let mut all = Vec::new();
+        let mut pages = self
+            .elb
+            .describe_load_balancers()
+            .page_size(400)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(sdk("list", "load balancers"))?;
+            all.extend(
+                page.load_balancers()
+                    .iter()
+                    .filter(|l| {
+                        l.load_balancer_name()
+                            .is_some_and(|n| names.iter().any(|w| w == n))
+                    })
+                    .cloned(),
+            );
+        }
+        let arns = all
+            .iter()
+            .filter_map(|l| l.load_balancer_arn().map(str::to_owned))
+            .collect();
+        let mut mine = self.owned_arns(arns, &cluster.name).await?;
+        let mut out: Vec<(AwsLb, BTreeMap<String, String>)> = all
+            .into_iter()
+            .filter_map(|l| {
+                let tags = mine.remove(l.load_balancer_arn()?)?;
+                Some((l, tags))
+            })
+            .collect();
+        out.sort_by_key(|(l, _)| {
+            names
+                .iter()
+                .position(|n| Some(n.as_str()) == l.load_balancer_name())
+        });
+        Ok(out)
+    }
+
     /// The balancer named `name`, if it exists and carries the cluster's tags (one
     /// `DescribeLoadBalancers` and one `DescribeTags`). A balancer of that name
     /// without them is not the cluster's: creating one then fails with a clear

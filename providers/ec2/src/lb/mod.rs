@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_ec2::types::SecurityGroup;
 use aws_sdk_elasticloadbalancingv2::types::{Tag, TargetGroup};
 use triad_core::error::{FailureKind, Result};
 use triad_core::model::{LbState, LoadBalancer, LoadBalancerRequest, Node};
@@ -22,9 +23,10 @@ use triad_core::provider::LoadBalancerProvider;
 use triad_core::spec::{ClusterRef, LbMode, LbScheme, ValidSpec};
 
 use crate::error::{fail, sdk, AwsError, PROVIDER};
+use crate::network::{Source, PART};
 use crate::Ec2;
 use found::{elb_tags, endpoint_of, state_of, targets_of, targets_tag, Found, TARGETS};
-use target_groups::{by_name, groups_for, registration_of};
+use target_groups::{by_name, groups_for, is_group_of, registration_of};
 
 impl Ec2 {
     /// The target groups attached to the balancer `arn` (through its listeners).
@@ -282,59 +284,97 @@ impl LoadBalancerProvider for Ec2 {
         })
     }
 
+    /// Every balancer of the cluster, whatever its name (both during a mode change),
+    /// then every target group of the cluster. The balancers' security groups are
+    /// cluster plumbing: `NodeProvider::cleanup` removes them.
     async fn delete_load_balancer(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
         for lb in self.owned_lbs(cluster).await? {
-            let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
-            let what = format!(
-                "load balancer {} ({arn})",
-                lb.load_balancer_name().unwrap_or("")
-            );
-            // Deleting the balancer deletes its listeners.
-            if let Err(e) = self
-                .elb
-                .delete_load_balancer()
-                .load_balancer_arn(&arn)
-                .send()
-                .await
-            {
-                let e = AwsError::from_sdk(e);
-                if e.kind != FailureKind::NotFound {
-                    return Err(e.into_error("delete", what));
-                }
-            }
-            self.wait_gone(&arn, &what).await?;
-            tracing::info!(arn, "deleted load balancer");
-            deleted.push(what);
+            deleted.push(self.delete_lb(&lb).await?);
         }
         for g in self.owned_groups_elb(cluster).await? {
-            let arn = g.target_group_arn().unwrap_or_default().to_owned();
-            let what = format!("target group {}", g.target_group_name().unwrap_or(&arn));
-            self.poll
-                .until(self.cleanup_timeout, &what, "deleted", || async {
-                    match self
-                        .elb
-                        .delete_target_group()
-                        .target_group_arn(&arn)
-                        .send()
-                        .await
-                    {
-                        Ok(_) => Ok(Some(())),
-                        Err(e) => {
-                            let e = AwsError::from_sdk(e);
-                            if e.kind == FailureKind::NotFound {
-                                Ok(Some(()))
-                            } else if e.is("ResourceInUse") {
-                                Ok(None)
-                            } else {
-                                Err(e.into_error("delete", what.clone()))
-                            }
-                        }
-                    }
-                })
+            deleted.push(self.delete_target_group(&g).await?);
+        }
+        Ok(deleted)
+    }
+
+    /// Yes: the two balancers of a mode or scheme change have their own names
+    /// (`<cluster>` and `<cluster>-b`, taking turns), target groups, listeners and security groups,
+    /// so the new one is made, given the nodes and the record, before the old goes.
+    fn coexists(&self) -> bool {
+        true
+    }
+
+    /// The cluster's balancers under the two names they take, each carrying the
+    /// cluster's tags (one listing of the region's balancers, one `DescribeTags`),
+    /// with their listeners and targets: the old and the new one during a mode
+    /// change.
+    async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
+        let mut out = Vec::new();
+        for (lb, tags) in self
+            .lbs_named(cluster, &balancer::balancer_names(cluster))
+            .await?
+        {
+            let listeners = self
+                .listeners(lb.load_balancer_arn().unwrap_or_default())
                 .await?;
-            tracing::info!(arn, "deleted target group");
-            deleted.push(what);
+            let found = Found {
+                lb,
+                tags,
+                listeners,
+            };
+            out.push(self.model(&found).await?);
+        }
+        Ok(out)
+    }
+
+    /// The balancer `name` and its parts only: its listeners first (its target
+    /// groups are free then), its target groups, the balancer, the nodes' rules from
+    /// its security group, and that group. Each step finds what is left, so a rerun
+    /// after a stop anywhere finishes the job.
+    async fn delete_load_balancer_named(
+        &self,
+        cluster: &ClusterRef,
+        name: &str,
+    ) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        let lb = self.lb_named(cluster, name).await?.map(|(lb, _)| lb);
+        if let Some(lb) = &lb {
+            let arn = lb.load_balancer_arn().unwrap_or_default();
+            for l in self.listeners(arn).await? {
+                let id = l.listener_arn().unwrap_or_default();
+                if let Err(e) = self.elb.delete_listener().listener_arn(id).send().await {
+                    let e = AwsError::from_sdk(e);
+                    if e.kind != FailureKind::NotFound {
+                        return Err(e.into_error("delete", format!("listener {id}")));
+                    }
+                }
+            }
+        }
+        for g in self.owned_groups_elb(cluster).await? {
+            if g.target_group_name().is_some_and(|g| is_group_of(name, g)) {
+                deleted.push(self.delete_target_group(&g).await?);
+            }
+        }
+        if let Some(lb) = &lb {
+            deleted.push(self.delete_lb(lb).await?);
+        }
+        let parts = [LbMode::L4, LbMode::L7].map(|m| balancer::sg_part(cluster, name, m));
+        let groups = self.owned_groups(cluster).await?;
+        fn part_of(g: &SecurityGroup) -> Option<&str> {
+            crate::network::tag_value(g.tags(), PART)
+        }
+        let nodes = groups.iter().find(|g| part_of(g) == Some("nodes"));
+        for sg in groups
+            .iter()
+            .filter(|g| part_of(g).is_some_and(|p| parts.iter().any(|q| q == p)))
+        {
+            let id = Source::Group(sg.group_id().unwrap_or_default().to_owned());
+            if let Some(nodes) = nodes {
+                self.converge_rules(nodes, &BTreeSet::new(), |r| r.source == id)
+                    .await?;
+            }
+            deleted.push(self.delete_group(sg).await?);
         }
         Ok(deleted)
     }

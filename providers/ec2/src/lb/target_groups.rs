@@ -43,10 +43,42 @@ pub(super) struct GroupSpec {
     pub tcp_check: bool,
 }
 
+/// The longest name ELBv2 gives a target group.
+const MAX_GROUP_NAME: usize = 32;
+
 impl GroupSpec {
+    /// `<balancer>-<part>`; when that is over ELBv2's 32 characters (the second
+    /// balancer of a mode change, `<cluster>-b`, with a 23- or 24-character cluster
+    /// name), the short form `<balancer><p><port>` (`t443`, `h80`, `t9345`).
     pub fn name(&self, lb: &str) -> String {
-        format!("{lb}-{}", self.part)
+        let long = format!("{lb}-{}", self.part);
+        if long.len() <= MAX_GROUP_NAME {
+            return long;
+        }
+        let (letter, port) = match self.part.split_once('-') {
+            Some((kind, port)) => (&kind[..1], port),
+            None => ("t", self.part.trim_start_matches("tcp")),
+        };
+        format!("{lb}{letter}{port}")
     }
+}
+
+/// Whether the target group named `group` is one of the balancer `lb`'s (by the
+/// names [`GroupSpec::name`] gives), and not of another balancer whose name starts
+/// like it (`<cluster>-b`'s groups are not `<cluster>`'s).
+pub(super) fn is_group_of(lb: &str, group: &str) -> bool {
+    let Some(rest) = group.strip_prefix(lb) else {
+        return false;
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let long = rest.strip_prefix('-').is_some_and(|p| {
+        matches!(p, "tcp-443" | "tcp-80" | "http-80") || p.strip_prefix("tcp").is_some_and(digits)
+    });
+    let short = rest
+        .strip_prefix('t')
+        .or_else(|| rest.strip_prefix('h'))
+        .is_some_and(digits);
+    long || short
 }
 
 /// The target groups of a mode, then one TCP group per registration port (an NLB
@@ -169,6 +201,38 @@ impl Ec2 {
                 .await?;
         }
         Ok(group)
+    }
+
+    /// Delete the target group `g`, waiting while a listener still uses it; gone
+    /// already is fine. Returns what was deleted, for the report.
+    pub(super) async fn delete_target_group(&self, g: &TargetGroup) -> Result<String> {
+        let arn = g.target_group_arn().unwrap_or_default();
+        let what = format!("target group {}", g.target_group_name().unwrap_or(arn));
+        self.poll
+            .until(self.cleanup_timeout, &what, "deleted", || async {
+                match self
+                    .elb
+                    .delete_target_group()
+                    .target_group_arn(arn)
+                    .send()
+                    .await
+                {
+                    Ok(_) => Ok(Some(())),
+                    Err(e) => {
+                        let e = AwsError::from_sdk(e);
+                        if e.kind == FailureKind::NotFound {
+                            Ok(Some(()))
+                        } else if e.is("ResourceInUse") {
+                            Ok(None)
+                        } else {
+                            Err(e.into_error("delete", what.clone()))
+                        }
+                    }
+                }
+            })
+            .await?;
+        tracing::info!(arn, "deleted target group");
+        Ok(what)
     }
 
     /// Make the health check of `g` what `spec` and `path` ask; no call when it is.
@@ -322,6 +386,28 @@ pub(super) fn by_name(groups: &[TargetGroup]) -> BTreeMap<&str, &TargetGroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_names_fit_and_belong_to_one_balancer() {
+        let cluster = "abcdefghijklmnopqrstuvwx"; // 24 characters, the longest
+        let second = format!("{cluster}-b");
+        for mode in [LbMode::L4, LbMode::L7] {
+            for g in groups_for(mode, &[9345, 6443]) {
+                for (lb, other) in [(cluster, second.as_str()), (second.as_str(), cluster)] {
+                    let name = g.name(lb);
+                    assert!(name.len() <= MAX_GROUP_NAME, "{name}");
+                    assert!(is_group_of(lb, &name), "{name} is {lb}'s");
+                    assert!(!is_group_of(other, &name), "{name} is not {other}'s");
+                }
+            }
+        }
+        assert_eq!(groups_for(LbMode::L4, &[])[0].name("r"), "r-tcp-443");
+        assert_eq!(
+            groups_for(LbMode::L7, &[])[0].name(&second),
+            format!("{second}h80")
+        );
+        assert!(!is_group_of("r", "r-other"));
+    }
 
     #[test]
     fn target_groups_follow_rancher_notes() {

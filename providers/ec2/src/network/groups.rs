@@ -243,6 +243,34 @@ impl Ec2 {
         Ok(())
     }
 
+    /// Delete the security group `sg`, waiting while it is still in use (a
+    /// balancer's network interfaces go some time after the balancer); gone already
+    /// is fine. Returns what was deleted, for the report.
+    pub(crate) async fn delete_group(&self, sg: &SecurityGroup) -> Result<String> {
+        let id = sg.group_id().unwrap_or_default().to_owned();
+        let what = format!("security group {} ({id})", sg.group_name().unwrap_or(""));
+        self.poll
+            .until(self.cleanup_timeout, &what, "deleted", || async {
+                match self.ec2.delete_security_group().group_id(&id).send().await {
+                    Ok(_) => Ok(Some(())),
+                    Err(e) => {
+                        let e = AwsError::from_sdk(e);
+                        if e.kind == FailureKind::NotFound {
+                            Ok(Some(()))
+                        } else if e.is("DependencyViolation") {
+                            tracing::debug!(group = id, "still in use; waiting");
+                            Ok(None)
+                        } else {
+                            Err(e.into_error("delete", what.clone()))
+                        }
+                    }
+                }
+            })
+            .await?;
+        tracing::info!(group = id, "deleted security group");
+        Ok(what)
+    }
+
     /// Every security group carrying the cluster's network labels, in any VPC.
     pub(crate) async fn owned_groups(&self, cluster: &ClusterRef) -> Result<Vec<SecurityGroup>> {
         let out = self

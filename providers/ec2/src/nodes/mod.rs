@@ -617,28 +617,7 @@ impl NodeProvider for Ec2 {
         groups.sort_by_key(|g| tag_value(g.tags(), crate::network::PART) != Some("nodes"));
         let mut deleted = Vec::new();
         for g in groups {
-            let id = g.group_id().unwrap_or_default().to_owned();
-            let what = format!("security group {} ({id})", g.group_name().unwrap_or(""));
-            self.poll
-                .until(self.cleanup_timeout, &what, "deleted", || async {
-                    match self.ec2.delete_security_group().group_id(&id).send().await {
-                        Ok(_) => Ok(Some(())),
-                        Err(e) => {
-                            let e = AwsError::from_sdk(e);
-                            if e.kind == FailureKind::NotFound {
-                                Ok(Some(()))
-                            } else if e.is("DependencyViolation") {
-                                tracing::debug!(group = id, "still in use; waiting");
-                                Ok(None)
-                            } else {
-                                Err(e.into_error("delete", what.clone()))
-                            }
-                        }
-                    }
-                })
-                .await?;
-            tracing::info!(group = id, "deleted security group");
-            deleted.push(what);
+            deleted.push(self.delete_group(&g).await?);
         }
         Ok(deleted)
     }

@@ -6,8 +6,10 @@ use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 use triad_core::conformance::{self, Fixture};
+use triad_core::lock::{lock_name, LockRecord};
 use triad_core::model::{Endpoint, LbState};
 use triad_core::spec::{ClusterRef, LbMode};
+use triad_ec2::DnsProvider;
 use triad_ec2::LoadBalancerProvider;
 
 use crate::{hosted_zone, provider, ubuntu_ami, unique, REGION};
@@ -34,10 +36,9 @@ async fn fixture(aws: &triad_ec2::Ec2, prefix: &str) -> Fixture {
 async fn conformance_suite_passes_against_moto() {
     let aws = provider(crate::default_vpc()).await;
     let fx = fixture(&aws, "conf").await;
-    // Every check of `run_all` but `dns_lock_conditional_write`: moto applies a
-    // Route 53 CREATE over an existing record set instead of refusing the batch, so
-    // two racing writers both "win" there. The lock relies on Route 53 refusing it
-    // (DELETE-exact + CREATE in one batch); that is not proven against moto.
+    // Every check of `run_all`. The lock's check needs moto started through
+    // testing/ec2/moto_server.py (scripts/test does), which checks change batches
+    // against the zone's current record sets as Route 53 does.
     conformance::nodes_create_discover_delete(&aws, &fx).await;
     conformance::node_create_is_idempotent(&aws, &fx).await;
     conformance::node_delete_missing_is_ok(&aws, &fx).await;
@@ -48,6 +49,7 @@ async fn conformance_suite_passes_against_moto() {
     conformance::load_balancer_update_in_place(&aws, &aws, &fx).await;
     conformance::load_balancer_create_is_idempotent(&aws, &fx).await;
     conformance::dns_upsert_ownership_delete(&aws, &fx).await;
+    conformance::dns_lock_conditional_write(&aws, &fx).await;
 }
 
 /// The DNS checks once more with an alias target (what an NLB gives), and the
@@ -167,4 +169,126 @@ async fn a_fresh_balancer_is_discovered_with_both_listeners() {
     triad_ec2::NodeProvider::cleanup(&aws, &fx.cluster)
         .await
         .unwrap();
+}
+
+/// The lock's TXT record sets at `name`, each as its values, read with the SDK.
+async fn lock_sets(aws: &triad_ec2::Ec2, zone: &str, name: &str) -> Vec<Vec<String>> {
+    crate::record_sets(aws, zone, name)
+        .await
+        .iter()
+        .filter(|s| s.r#type() == &RrType::Txt)
+        .map(|s| {
+            s.resource_records()
+                .iter()
+                .map(|r| r.value().trim_matches('"').to_owned())
+                .collect()
+        })
+        .collect()
+}
+
+/// Five writers race for the lock through triad's `swap_txt`; exactly one wins, and
+/// Route 53 (read back with the SDK, not through triad) holds one record set with one
+/// value, the winner's. Then a writer that read "no lock" before the winner wrote (its
+/// read is stale) sends its CREATE batch anyway: the batch, not triad's read, refuses
+/// it, and nothing of the batch is applied.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto started by testing/ec2/moto_server.py; scripts/test does"]
+async fn lock_race_leaves_exactly_one_holder() {
+    let aws = std::sync::Arc::new(provider(crate::default_vpc()).await);
+    let fx = fixture(&aws, "lock").await;
+    let zone = fx.dns_zone.clone();
+    let zone_id = hosted_zone_id(&aws, &zone).await;
+    let name = lock_name(&fx.cluster.name, &zone);
+    let value = |holder: String| {
+        LockRecord {
+            holder,
+            since: 1,
+            expires: 2,
+        }
+        .to_txt()
+    };
+    let writers: Vec<_> = (0..5)
+        .map(|i| {
+            let (aws, zone, name, v) = (
+                aws.clone(),
+                zone.clone(),
+                name.clone(),
+                value(format!("w{i}")),
+            );
+            tokio::spawn(
+                async move { (v.clone(), aws.swap_txt(&zone, &name, None, Some(&v)).await) },
+            )
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for w in writers {
+        let (v, won) = w.await.unwrap();
+        if won.unwrap() {
+            winners.push(v);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one writer wins: {winners:?}");
+    assert_eq!(
+        lock_sets(&aws, &zone, &name).await,
+        vec![winners.clone()],
+        "one lock record set with the winner's value"
+    );
+
+    // A stale writer: DELETE-nothing + CREATE, as swap_txt sends it after reading None.
+    let stale = value("stale".into());
+    let other = format!("other.{zone}");
+    let create = |n: &str, v: &str| {
+        Change::builder()
+            .action(ChangeAction::Create)
+            .resource_record_set(
+                ResourceRecordSet::builder()
+                    .name(format!("{n}."))
+                    .r#type(RrType::Txt)
+                    .ttl(60)
+                    .resource_records(
+                        ResourceRecord::builder()
+                            .value(format!("\"{v}\""))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let err = aws
+        .route53_client()
+        .change_resource_record_sets()
+        .hosted_zone_id(&zone_id)
+        .change_batch(
+            ChangeBatch::builder()
+                .changes(create(&other, "applied only with the batch"))
+                .changes(create(&name, &stale))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect_err("a CREATE over the held lock is refused");
+    assert_eq!(
+        err.as_service_error().and_then(|e| e.meta().code()),
+        Some("InvalidChangeBatch"),
+        "{err:?}"
+    );
+    assert_eq!(lock_sets(&aws, &zone, &name).await, vec![winners.clone()]);
+    assert!(
+        lock_sets(&aws, &zone, &other).await.is_empty(),
+        "a refused batch applies none of its changes"
+    );
+    // The stale writer's swap through triad is refused too, and the holder releases.
+    assert!(!aws
+        .swap_txt(&zone, &name, Some(&stale), None)
+        .await
+        .unwrap());
+    assert!(aws
+        .swap_txt(&zone, &name, Some(&winners[0]), None)
+        .await
+        .unwrap());
+    assert!(lock_sets(&aws, &zone, &name).await.is_empty());
 }

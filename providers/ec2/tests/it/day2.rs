@@ -18,7 +18,8 @@ use crate::{hosted_zone, provider, ubuntu_ami, unique};
 /// Issue 8's target for a no-op rerun: at most this many read calls.
 const NOOP_READS: u32 = 10;
 
-fn spec(name: &str, image: &str, ssh: &[&str], health: &str) -> ValidSpec {
+/// A 3-node l4 cluster with these SSH CIDRs and health check path.
+pub(crate) fn spec(name: &str, image: &str, ssh: &[&str], health: &str) -> ValidSpec {
     let ssh = ssh
         .iter()
         .map(|c| format!("\"{c}\""))
@@ -66,7 +67,7 @@ fn is_mutating(action: &str) -> bool {
 }
 
 /// (read calls, mutating calls) since the last reset.
-fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
+pub(crate) fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
     let all = calls.snapshot();
     let (mut reads, mut writes) = (0, 0);
     for (action, n) in &all {
@@ -80,7 +81,7 @@ fn counts(calls: &Calls) -> (u32, u32, BTreeMap<String, u32>) {
 }
 
 /// A fresh provider (as a new process would have) whose SDK calls are counted.
-async fn counted() -> (Arc<Ec2>, Orchestrator, Calls) {
+pub(crate) async fn counted() -> (Arc<Ec2>, Orchestrator, Calls) {
     let (aws, calls) = scripted(|_, _| None).await;
     let aws = Arc::new(aws);
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
@@ -200,21 +201,27 @@ async fn ssh_cidrs_and_health_check_update_in_place() {
     assert!(fp.is_some(), "the balancer's fingerprint tag is missing");
 
     // A third apply, in a new process: no drift left, not one mutating call.
-    let (_, fresh, calls) = counted().await;
-    let plan = fresh.plan(&second).await.unwrap();
-    assert!(plan.is_noop(), "{plan}");
-    fresh.apply(&plan).await.unwrap();
-    let (_, writes, all) = counts(&calls);
-    assert_eq!(writes, 0, "the third apply mutated: {all:?}");
+    rerun_is_quiet(&second).await;
 
     triad.destroy(&second.cluster()).await.unwrap();
     assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
 }
 
+/// Plan and apply `spec` in a fresh provider (as a new process would): nothing to
+/// do, and not one mutating call at the SDK.
+pub(crate) async fn rerun_is_quiet(spec: &ValidSpec) {
+    let (_, fresh, calls) = counted().await;
+    let plan = fresh.plan(spec).await.unwrap();
+    assert!(plan.is_noop(), "{plan}");
+    fresh.apply(&plan).await.unwrap();
+    let (_, writes, all) = counts(&calls);
+    assert_eq!(writes, 0, "the rerun mutated: {all:?}");
+}
+
 /// A certificate moto's ACM issues (boto3 through testing/ec2/moto.py, with
 /// `MOTO_PYTHON` from scripts/test): moto checks that a listener's certificate exists
 /// when it is changed.
-fn acm_cert(domain: &str) -> String {
+pub(crate) fn acm_cert(domain: &str) -> String {
     let python = std::env::var("MOTO_PYTHON")
         .expect("MOTO_PYTHON is not set: scripts/test (need_moto) exports moto's venv python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testing/ec2/moto.py");

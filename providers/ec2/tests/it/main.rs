@@ -10,7 +10,9 @@ mod conformance;
 mod day2;
 mod e2e;
 mod egress;
+mod mode_change;
 mod proxy;
+mod rolling;
 mod scripted;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -110,6 +112,27 @@ pub async fn hosted_zone(r53: &aws_sdk_route53::Client, zone: &str) -> String {
         .id()
         .trim_start_matches("/hostedzone/")
         .to_owned()
+}
+
+/// The record sets at `name` in the hosted zone `zone`, read with the SDK.
+pub async fn record_sets(
+    aws: &Ec2,
+    zone: &str,
+    name: &str,
+) -> Vec<aws_sdk_route53::types::ResourceRecordSet> {
+    let zone_id = conformance::hosted_zone_id(aws, zone).await;
+    let out = aws
+        .route53_client()
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .send()
+        .await
+        .expect("ListResourceRecordSets");
+    out.resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == name)
+        .cloned()
+        .collect()
 }
 
 /// The three first zones of the region's default VPC.

@@ -33,10 +33,13 @@ pub(crate) enum Fault {
 
 type Rule = dyn Fn(&str, u32) -> Option<Fault> + Send + Sync;
 
-/// Counts every call by action (retries included) and applies the rule; keeps the
-/// request bodies of `RunInstances`.
+/// Counts every call by action (retries included) and applies the rule; keeps every
+/// call's action and request body, in the order they were sent.
 #[derive(Clone, Default)]
-pub(crate) struct Calls(Arc<Mutex<HashMap<String, u32>>>, Arc<Mutex<Vec<String>>>);
+pub(crate) struct Calls(
+    Arc<Mutex<HashMap<String, u32>>>,
+    Arc<Mutex<Vec<(String, String)>>>,
+);
 
 impl Calls {
     /// Calls per action, retries included.
@@ -53,13 +56,25 @@ impl Calls {
         self.0.lock().unwrap().get(action).copied().unwrap_or(0)
     }
 
+    /// Every call sent since the last [`Calls::clear`], in order: (action, request body).
+    pub(crate) fn sequence(&self) -> Vec<(String, String)> {
+        self.1.lock().unwrap().clone()
+    }
+
+    /// Forget the calls counted and recorded so far.
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+        self.1.lock().unwrap().clear();
+    }
+
     /// The `ClientToken` of every `RunInstances` sent, in order.
     fn client_tokens(&self) -> Vec<String> {
         self.1
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|body| {
+            .filter(|(action, _)| action == "RunInstances")
+            .filter_map(|(_, body)| {
                 body.split('&')
                     .find_map(|kv| kv.strip_prefix("ClientToken="))
                     .map(str::to_owned)
@@ -122,14 +137,12 @@ impl std::fmt::Debug for Interceptor {
 impl HttpConnector for Interceptor {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let action = action_of(&request);
-        if action == "RunInstances" {
-            let body = request.body().bytes().map(String::from_utf8_lossy);
-            self.calls
-                .1
-                .lock()
-                .unwrap()
-                .push(body.unwrap_or_default().into_owned());
-        }
+        let body = request.body().bytes().map(String::from_utf8_lossy);
+        self.calls
+            .1
+            .lock()
+            .unwrap()
+            .push((action.clone(), body.unwrap_or_default().into_owned()));
         let nth = {
             let mut m = self.calls.0.lock().unwrap();
             let n = m.entry(action.clone()).or_insert(0);

@@ -13,11 +13,11 @@ use tokio_rustls::TlsConnector;
 use triad_core::drift;
 use triad_core::layers::CallCounter;
 use triad_core::model::{Node, NodeState};
-use triad_core::orchestrator::LbAction;
+use triad_core::orchestrator::{LbAction, NodeAction};
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::{LoadBalancerProvider, NodeProvider};
 use triad_nginx::{balancer_cluster, NginxProvider};
-use triad_sim::SimCloud;
+use triad_sim::{SimCloud, SimRecordData};
 
 use crate::e2e::orchestrator;
 use crate::node_mode::{config_in, nginx_accepts, Recording};
@@ -208,15 +208,22 @@ async fn host_mode_certificate_and_health_check_update_in_place() {
 }
 
 fn node_spec(health: &str) -> ValidSpec {
+    node_spec_with("restart", "", health)
+}
+
+/// A node-mode spec of cluster `name` with `nodes` as the `[nodes]` table's lines.
+fn node_spec_with(name: &str, nodes: &str, health: &str) -> ValidSpec {
     ClusterSpec::from_toml(&format!(
         r#"
-        name = "restart"
+        name = "{name}"
         region = "us-east-1"
+        [nodes]
+        {nodes}
         [load_balancer]
         health_check_path = "{health}"
         [dns]
         zone = "example.com"
-        hostname = "restart.example.com"
+        hostname = "{name}.example.com"
         [sim]
         time_scale = 0.0001
         [nginx]
@@ -244,25 +251,18 @@ async fn live_balancers(cloud: &SimCloud, spec: &ValidSpec) -> Vec<Node> {
 #[ignore = "needs nginx; scripts/test installs it"]
 async fn node_mode_converges_from_a_fresh_provider() {
     let spec = node_spec("/healthz");
-    let cloud = SimCloud::from_spec(&spec).unwrap();
-    let rec = Arc::new(Recording {
-        inner: cloud.clone(),
-        requests: Mutex::new(vec![]),
-    });
-    let sim = Arc::new(cloud.clone());
-    let counter = CallCounter::new();
     // Each step builds its provider anew: nothing is carried over in memory.
-    let fresh =
-        |spec: &ValidSpec| Arc::new(NginxProvider::from_spec(spec, Some(rec.clone())).unwrap());
+    let rig = NodeRig::new(&spec);
+    let (cloud, rec, counter) = (&rig.cloud, &rig.rec, &rig.counter);
 
-    let first = orchestrator(sim.clone(), fresh(&spec), sim.clone(), &counter);
+    let first = rig.process(&spec);
     let plan = first.plan(&spec).await.unwrap();
     let cluster = plan.cluster.clone();
     let inv = first.apply(&plan).await.unwrap();
     assert_eq!(rec.requests.lock().unwrap().len(), 1);
 
     // A new process: the plan is a no-op and the apply makes zero mutating calls.
-    let second = orchestrator(sim.clone(), fresh(&spec), sim.clone(), &counter);
+    let second = rig.process(&spec);
     let again = second.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");
     counter.reset();
@@ -270,7 +270,7 @@ async fn node_mode_converges_from_a_fresh_provider() {
     assert_eq!(counter.mutating(), 0, "{:?}", counter.snapshot());
 
     // A new process sets other targets (it never saw create_load_balancer).
-    let p = fresh(&spec);
+    let p = rig.fresh(&spec);
     let lb = p.discover_load_balancer(&cluster).await.unwrap().unwrap();
     let two = &inv.nodes[..2];
     let rebuilt = p.set_targets(&cluster, &lb, two).await.unwrap();
@@ -282,7 +282,8 @@ async fn node_mode_converges_from_a_fresh_provider() {
     assert!(!config.contains(&format!("{}:80", inv.nodes[2].private_ip.unwrap())));
     nginx_accepts(&config);
     // Again from yet another process: the node is found, nothing is made.
-    let same = fresh(&spec)
+    let same = rig
+        .fresh(&spec)
         .set_targets(&cluster, &rebuilt, two)
         .await
         .unwrap();
@@ -291,25 +292,25 @@ async fn node_mode_converges_from_a_fresh_provider() {
 
     // The next apply (a new process) serves all three nodes again; the one after it
     // changes nothing.
-    let third = orchestrator(sim.clone(), fresh(&spec), sim.clone(), &counter);
+    let third = rig.process(&spec);
     third
         .apply(&third.plan(&spec).await.unwrap())
         .await
         .unwrap();
     assert_eq!(rec.requests.lock().unwrap().len(), 3);
-    let fourth = orchestrator(sim.clone(), fresh(&spec), sim.clone(), &counter);
+    let fourth = rig.process(&spec);
     let again = fourth.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");
     counter.reset();
     fourth.apply(&again).await.unwrap();
     assert_eq!(counter.mutating(), 0, "{:?}", counter.snapshot());
-    assert_eq!(live_balancers(&cloud, &spec).await.len(), 1);
+    assert_eq!(live_balancers(cloud, &spec).await.len(), 1);
 
     // Day 2: another health check path means a new balancer node (its configuration
     // is fixed at creation, and its address changes): planned as completing the
     // balancer, so the same apply points the record at the new node; then no change.
     let changed = node_spec("/ping");
-    let fifth = orchestrator(sim.clone(), fresh(&changed), sim.clone(), &counter);
+    let fifth = rig.process(&changed);
     let plan = fifth.plan(&changed).await.unwrap();
     assert!(
         matches!(&plan.load_balancer, LbAction::Complete { .. }),
@@ -317,7 +318,7 @@ async fn node_mode_converges_from_a_fresh_provider() {
     );
     let after = fifth.apply(&plan).await.unwrap();
     assert_eq!(rec.requests.lock().unwrap().len(), 4);
-    let live = live_balancers(&cloud, &changed).await;
+    let live = live_balancers(cloud, &changed).await;
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].id, after.load_balancer.id);
     assert_eq!(
@@ -331,7 +332,7 @@ async fn node_mode_converges_from_a_fresh_provider() {
         header_values(&config_in(&made[3].user_data), "triad-health-check-path"),
         ["/ping"]
     );
-    let sixth = orchestrator(sim.clone(), fresh(&changed), sim.clone(), &counter);
+    let sixth = rig.process(&changed);
     let again = sixth.plan(&changed).await.unwrap();
     assert!(again.is_noop(), "{again}");
     counter.reset();
@@ -340,4 +341,133 @@ async fn node_mode_converges_from_a_fresh_provider() {
 
     sixth.destroy(&changed.cluster()).await.unwrap();
     assert!(cloud.snapshot().is_clean_of("restart-lb"));
+}
+
+fn rolling_spec(image: &str) -> ValidSpec {
+    node_spec_with("rollnginx", &format!("image = \"{image}\""), "/healthz")
+}
+
+/// The sim as node provider (recording each create request) and DNS, every call
+/// counted; each [`NodeRig::process`] builds its NGINX provider anew, as a new
+/// process would: nothing is carried over in memory.
+struct NodeRig {
+    cloud: SimCloud,
+    rec: Arc<Recording>,
+    counter: CallCounter,
+}
+
+impl NodeRig {
+    fn new(spec: &ValidSpec) -> Self {
+        let cloud = SimCloud::from_spec(spec).unwrap();
+        let rec = Arc::new(Recording {
+            inner: cloud.clone(),
+            requests: Mutex::new(vec![]),
+        });
+        Self {
+            cloud,
+            rec,
+            counter: CallCounter::new(),
+        }
+    }
+
+    fn fresh(&self, spec: &ValidSpec) -> Arc<NginxProvider> {
+        Arc::new(NginxProvider::from_spec(spec, Some(self.rec.clone())).unwrap())
+    }
+
+    fn process(&self, spec: &ValidSpec) -> triad_core::Orchestrator {
+        let sim = Arc::new(self.cloud.clone());
+        orchestrator(sim.clone(), self.fresh(spec), sim, &self.counter)
+    }
+
+    /// A new process: the plan is a no-op and the apply makes zero mutating calls.
+    async fn assert_stable(&self, spec: &ValidSpec) {
+        let o = self.process(spec);
+        let again = o.plan(spec).await.unwrap();
+        assert!(again.is_noop(), "{again}");
+        self.counter.reset();
+        o.apply(&again).await.unwrap();
+        assert_eq!(self.counter.mutating(), 0, "{:?}", self.counter.snapshot());
+    }
+}
+
+/// A rolling replace (another image) applied by one process: each change of targets
+/// rebuilds the balancer node, and the record follows it within the same apply; a
+/// fresh process then finds the balancer serving exactly the replacements
+/// (`rollnginx-N-g2`, which the spec's node names do not list) and changes nothing.
+#[tokio::test]
+#[ignore = "needs nginx; scripts/test installs it"]
+async fn node_mode_follows_a_rolling_replace() {
+    let before = rolling_spec("ami-0a");
+    let rig = NodeRig::new(&before);
+    let cloud = &rig.cloud;
+    let first = rig.process(&before);
+    first
+        .apply(&first.plan(&before).await.unwrap())
+        .await
+        .unwrap();
+
+    let after = rolling_spec("ami-0b");
+    let second = rig.process(&after);
+    let plan = second.plan(&after).await.unwrap();
+    let replaces = plan
+        .nodes
+        .iter()
+        .filter(|a| matches!(a, NodeAction::Replace { .. }))
+        .count();
+    assert_eq!(replaces, 3, "{plan}");
+    let inv = second.apply(&plan).await.unwrap();
+    let names: Vec<&str> = inv.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["rollnginx-1-g2", "rollnginx-2-g2", "rollnginx-3-g2"]
+    );
+
+    // One balancer node, the last one made, serving exactly the replacements; the
+    // record points at it.
+    let live = live_balancers(cloud, &after).await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].id, inv.load_balancer.id);
+    let made = rig.rec.requests.lock().unwrap().clone();
+    let last = made.last().unwrap();
+    assert_eq!(last.name, live[0].name);
+    let config = config_in(&last.user_data);
+    let servers: Vec<&str> = config
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|s| *s != "{")
+        .collect();
+    let ips: Vec<String> = inv
+        .nodes
+        .iter()
+        .map(|n| n.private_ip.unwrap().to_string())
+        .collect();
+    for s in &servers {
+        let ip = s.rsplit_once(':').unwrap().0;
+        assert!(
+            ips.iter().any(|i| i == ip),
+            "{s} is no replacement: {config}"
+        );
+    }
+    for ip in &ips {
+        for port in [80, 443] {
+            assert!(
+                servers.contains(&format!("{ip}:{port}").as_str()),
+                "{config}"
+            );
+        }
+    }
+    nginx_accepts(&config);
+    let address = live[0].public_ip.or(live[0].private_ip).unwrap();
+    assert_eq!(
+        cloud
+            .snapshot()
+            .record("example.com", "rollnginx.example.com")
+            .map(|r| r.data.clone()),
+        Some(SimRecordData::A(vec![address]))
+    );
+
+    rig.assert_stable(&after).await;
+    rig.process(&after).destroy(&after.cluster()).await.unwrap();
+    assert!(cloud.snapshot().is_clean_of("rollnginx-lb"));
 }

@@ -11,8 +11,10 @@ use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer, LoadBalancerR
 use triad_core::spec::ClusterRef;
 
 use base64::Engine as _;
+use std::future::Future;
+use std::pin::Pin;
 use triad_core::drift::{self, Attribute};
-use triad_core::layers::{CallCounter, Stack};
+use triad_core::layers::{Call, CallCounter, Layer, Op, Stack};
 use triad_core::model::NodeRequest;
 use triad_core::orchestrator::NodeAction;
 use triad_core::orchestrator::Options;
@@ -24,22 +26,12 @@ use vim_rs::core::pc_retrieve::ObjectRetriever;
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::structs::CustomFieldStringValue;
 use vim_rs::types::vim_any::VimAny;
-use vim_rs::vim_retrievable;
 
 use crate::common::{fake_ip, raw_client};
+use crate::Vm;
 
-vim_retrievable!(
-    struct Vm: VirtualMachine {
-        name = "name",
-        cpus = "config.hardware.num_cpu"?,
-        memory = "config.hardware.memory_mb"?,
-        extra = "config.extra_config",
-        custom = "custom_value",
-        power = "runtime.power_state",
-    }
-);
-
-fn extra(vm: &Vm, key: &str) -> Option<String> {
+/// The value of `extraConfig` key `key` of `vm`.
+pub(crate) fn extra(vm: &Vm, key: &str) -> Option<String> {
     vm.extra
         .iter()
         .flatten()
@@ -53,7 +45,7 @@ fn extra(vm: &Vm, key: &str) -> Option<String> {
 
 /// Every VM of the datacenter whose `triad.cluster` is `cluster`, read with a client
 /// of the test's own.
-async fn vms_of(cluster: &str) -> Vec<Vm> {
+pub(crate) async fn vms_of(cluster: &str) -> Vec<Vm> {
     let client = raw_client().await;
     let retriever = ObjectRetriever::new(client.clone()).unwrap();
     let vms: Vec<Vm> = retriever
@@ -66,13 +58,27 @@ async fn vms_of(cluster: &str) -> Vec<Vm> {
 }
 
 fn spec(name: &str, ssh_cidrs: &str) -> ValidSpec {
-    ClusterSpec::from_toml(&spec_text(name, ssh_cidrs))
+    spec_with(
+        name,
+        &format!("count = 3\nssh_allowed_cidrs = [{ssh_cidrs}]"),
+    )
+}
+
+/// The test spec of cluster `name` with `nodes` as the `[nodes]` table's lines beside
+/// `size` (`count` among them).
+pub(crate) fn spec_with(name: &str, nodes: &str) -> ValidSpec {
+    spec_with_nginx(name, nodes, "")
+}
+
+/// [`spec_with`], with `nginx` as the `[nginx]` table's lines.
+pub(crate) fn spec_with_nginx(name: &str, nodes: &str, nginx: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&spec_text(name, nodes, nginx))
         .unwrap()
         .validate()
         .unwrap()
 }
 
-fn spec_text(name: &str, ssh_cidrs: &str) -> String {
+fn spec_text(name: &str, nodes: &str, nginx: &str) -> String {
     let env = |k: &str| {
         std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run through scripts/test"))
     };
@@ -81,9 +87,8 @@ fn spec_text(name: &str, ssh_cidrs: &str) -> String {
 name = "{name}"
 region = "dc0"
 [nodes]
-count = 3
 size = "2cpu-4gb"
-ssh_allowed_cidrs = [{ssh_cidrs}]
+{nodes}
 [dns]
 zone = "example.com"
 hostname = "{name}.example.com"
@@ -102,6 +107,7 @@ dc0b = "DC0_C1"
 dc0c = "DC0_C2/Resources"
 # The mix a user would write; this test stands in for the balancer and DNS in code.
 [nginx]
+{nginx}
 [rfc2136]
 "#,
         url = env("TRIAD_VCSIM_URL"),
@@ -272,7 +278,7 @@ async fn apply_rerun_destroy() {
 }
 
 /// A provider for `spec`'s `[vsphere]`, with vcsim's fake guest IPs.
-async fn provider(spec: &ValidSpec) -> VsphereProvider {
+pub(crate) async fn provider(spec: &ValidSpec) -> VsphereProvider {
     VsphereProvider::from_spec(spec)
         .await
         .expect("log in to vcsim (transport auto falls back to SOAP)")
@@ -282,14 +288,20 @@ async fn provider(spec: &ValidSpec) -> VsphereProvider {
         .with_poll_interval(Duration::from_millis(200))
 }
 
-/// vSphere nodes, the memory balancer and the sim's DNS, every call counted.
-fn orchestrator(
+/// vSphere nodes, the memory balancer and the sim's DNS, every call counted; the
+/// node calls and the target sets also go to the balancer's [`Journal`].
+pub(crate) fn orchestrator(
     vsphere: Arc<VsphereProvider>,
     counter: &CallCounter,
     balancer: &Arc<MemoryBalancer>,
     sim: &Arc<SimCloud>,
 ) -> Orchestrator {
-    let nodes: Arc<dyn NodeProvider> = Arc::new(Stack::new(vsphere).count(counter.clone()).build());
+    let nodes: Arc<dyn NodeProvider> = Arc::new(
+        Stack::new(vsphere)
+            .count(counter.clone())
+            .layer(balancer.journal.clone())
+            .build(),
+    );
     let lb: Arc<dyn LoadBalancerProvider> =
         Arc::new(Stack::new(balancer.clone()).count(counter.clone()).build());
     let dns: Arc<dyn DnsProvider> =
@@ -383,9 +395,55 @@ async fn ssh_cidrs_change_in_place() {
     assert!(vms_of(name).await.is_empty(), "VMs left after destroy");
 }
 
-/// A balancer kept in memory that targets whatever nodes it is given.
+/// The mutating calls that succeeded, in order: `create_node rancher-1-g2`,
+/// `delete_node rancher-1`, `update_node …` (as a [`Layer`] on the node provider) and
+/// `set_targets rancher-1,rancher-2` (the [`MemoryBalancer`]'s target sets, by node
+/// name).
+#[derive(Clone, Default)]
+pub(crate) struct Journal(Arc<Mutex<Vec<String>>>);
+
+impl Journal {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap().push(entry);
+    }
+
+    /// The entries so far.
+    pub(crate) fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Forget the entries so far.
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl Layer for Journal {
+    fn call<'a, T: Send + 'a>(
+        &'a self,
+        op: Op,
+        resource: &'a str,
+        inner: &'a Call<'a, T>,
+    ) -> Pin<Box<dyn Future<Output = triad_core::Result<T>> + Send + 'a>> {
+        Box::pin(async move {
+            let result = inner().await;
+            if result.is_ok() && op.is_mutating() {
+                let name = resource.strip_prefix("node ").unwrap_or(resource);
+                self.push(format!("{op} {name}"));
+            }
+            result
+        })
+    }
+}
+
+/// A balancer kept in memory that targets whatever nodes it is given, writing each
+/// target set to its journal.
 #[derive(Default)]
-struct MemoryBalancer(Mutex<Option<LoadBalancer>>);
+pub(crate) struct MemoryBalancer {
+    lb: Mutex<Option<LoadBalancer>>,
+    /// Where the target sets (and, through [`orchestrator`], the node calls) go.
+    pub(crate) journal: Journal,
+}
 
 #[async_trait]
 impl LoadBalancerProvider for MemoryBalancer {
@@ -396,14 +454,14 @@ impl LoadBalancerProvider for MemoryBalancer {
         &self,
         _: &ClusterRef,
     ) -> triad_core::Result<Option<LoadBalancer>> {
-        Ok(self.0.lock().unwrap().clone())
+        Ok(self.lb.lock().unwrap().clone())
     }
     async fn create_load_balancer(
         &self,
         _: &ClusterRef,
         r: &LoadBalancerRequest,
     ) -> triad_core::Result<LoadBalancer> {
-        let mut lb = self.0.lock().unwrap();
+        let mut lb = self.lb.lock().unwrap();
         let tcp = |port| Listener {
             port,
             protocol: "TCP".into(),
@@ -445,15 +503,19 @@ impl LoadBalancerProvider for MemoryBalancer {
         _: &LoadBalancer,
         nodes: &[triad_core::model::Node],
     ) -> triad_core::Result<LoadBalancer> {
-        let mut guard = self.0.lock().unwrap();
+        let mut guard = self.lb.lock().unwrap();
         let lb = guard.as_mut().expect("set_targets before create");
         lb.targets = nodes.iter().map(|n| n.id.clone()).collect();
         lb.targets.sort();
+        let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort();
+        self.journal
+            .push(format!("set_targets {}", names.join(",")));
         Ok(lb.clone())
     }
     async fn delete_load_balancer(&self, _: &ClusterRef) -> triad_core::Result<Vec<String>> {
         Ok(self
-            .0
+            .lb
             .lock()
             .unwrap()
             .take()
