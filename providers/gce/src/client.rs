@@ -56,6 +56,7 @@ pub(crate) struct Clients {
     pub regions: compute::Regions,
     pub images: compute::Images,
     pub networks: compute::Networks,
+    pub subnetworks: compute::Subnetworks,
     pub firewalls: compute::Firewalls,
     pub addresses: compute::Addresses,
     pub global_addresses: compute::GlobalAddresses,
@@ -111,7 +112,7 @@ macro_rules! build {
 }
 
 impl Clients {
-    pub async fn connect(conn: &Connection) -> Result<Self> {
+    pub(crate) async fn connect(conn: &Connection) -> Result<Self> {
         let c = credentials(conn)?;
         Ok(Self {
             instances: build!(compute::Instances, c, conn),
@@ -121,6 +122,7 @@ impl Clients {
             regions: build!(compute::Regions, c, conn),
             images: build!(compute::Images, c, conn),
             networks: build!(compute::Networks, c, conn),
+            subnetworks: build!(compute::Subnetworks, c, conn),
             firewalls: build!(compute::Firewalls, c, conn),
             addresses: build!(compute::Addresses, c, conn),
             global_addresses: build!(compute::GlobalAddresses, c, conn),
@@ -155,7 +157,7 @@ pub(crate) const OPERATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Clients {
     /// Poll `op` until DONE; an operation that finished with errors is an error.
-    pub async fn wait(
+    pub(crate) async fn wait(
         &self,
         project: &str,
         scope: &Scope,

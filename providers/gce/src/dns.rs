@@ -263,17 +263,21 @@ impl GceProvider {
         Ok(AtName { main, txt })
     }
 
-    /// Every record set of the managed zone, read once for concurrent callers (the
-    /// plan's lookup and owned records).
-    async fn zone_records(&self, mz: &str) -> Result<Vec<ResourceRecordSet>> {
+    /// Every record set of the managed zone serving `zone`, read once for
+    /// concurrent callers (the plan's lookup and owned records). The managed zone's
+    /// lookup is inside the shared read: were it outside, the first caller could
+    /// finish its record read before the second is done waiting for the zone.
+    async fn zone_records(&self, zone: &str) -> Result<Vec<ResourceRecordSet>> {
         self.record_reads
-            .share(mz, || self.list_rrsets(mz, None))
+            .share(&dotted(zone), || async {
+                let mz = self.managed_zone(zone).await?;
+                self.list_rrsets(&mz, None).await
+            })
             .await
     }
 
     pub(crate) async fn dns_lookup(&self, zone: &str, fqdn: &str) -> Result<Option<Record>> {
-        let mz = self.managed_zone(zone).await?;
-        let all = self.zone_records(&mz).await?;
+        let all = self.zone_records(zone).await?;
         let (name, txt) = (dotted(fqdn), dotted(&ownership_name(fqdn)));
         let at = AtName {
             main: all
@@ -295,8 +299,7 @@ impl GceProvider {
     }
 
     pub(crate) async fn dns_owned(&self, cluster: &ClusterRef, zone: &str) -> Result<Vec<Record>> {
-        let mz = self.managed_zone(zone).await?;
-        let all = self.zone_records(&mz).await?;
+        let all = self.zone_records(zone).await?;
         let mut out = Vec::new();
         for txt in all.iter().filter(|r| rtype(r) == "TXT") {
             let Some(name) = txt.name.as_deref() else {

@@ -21,7 +21,7 @@ pub(crate) struct Failure {
 impl Failure {
     /// Read the status code, reason and message of an SDK error. Tests the HTTP code,
     /// not the RPC status: a 404 body without `"status"` maps to `Unknown`.
-    pub fn of(e: &GaxError) -> Self {
+    pub(crate) fn of(e: &GaxError) -> Self {
         let code = e.http_status_code();
         let body = e
             .http_payload()
@@ -58,17 +58,17 @@ impl Failure {
     }
 
     /// The failure kind: throttling and 5xx are retryable, 404 is NotFound, …
-    pub fn kind(&self) -> FailureKind {
+    pub(crate) fn kind(&self) -> FailureKind {
         classify(self.code, self.reason.as_deref())
     }
 
     /// HTTP 404.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         self.code == Some(404)
     }
 
     /// HTTP 409 (the name is taken).
-    pub fn is_conflict(&self) -> bool {
+    pub(crate) fn is_conflict(&self) -> bool {
         self.code == Some(409)
     }
 }

@@ -39,6 +39,7 @@ mod error;
 mod firewall;
 mod flight;
 mod lb;
+mod network;
 mod nodes;
 pub mod settings;
 
@@ -49,7 +50,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use triad_core::error::{Error, Result, SpecProblems};
 use triad_core::model::{
-    LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
+    natural_key, LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
 };
 use triad_core::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
 use triad_core::spec::{ClusterRef, ValidSpec};
@@ -65,12 +66,41 @@ fn poll_of(interval_ms: u64) -> Poll {
     Poll::new(max.min(Duration::from_millis(500)), max)
 }
 
+/// Typical Compute Engine latencies of a node: an `instances.insert` operation
+/// until DONE, an inserted instance until RUNNING with its internal IP, an
+/// `instances.delete` operation (a guest shutdown) until DONE.
+const NODE_INSERT: Duration = Duration::from_secs(10);
+const NODE_RUNNING: Duration = Duration::from_secs(5);
+const NODE_DELETE: Duration = Duration::from_secs(40);
+
+/// How the node waits poll: `poll`, expecting Compute Engine's typical latencies
+/// when talking to Google (a test server such as fake-gce answers in a few polls,
+/// so it gets none: its waits would only sleep).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NodePolls {
+    insert: Poll,
+    running: Poll,
+    delete: Poll,
+}
+
+impl NodePolls {
+    fn new(poll: Poll, google: bool) -> Self {
+        let expect = |d: Duration| poll.expecting(if google { d } else { Duration::ZERO });
+        Self {
+            insert: expect(NODE_INSERT),
+            running: expect(NODE_RUNNING),
+            delete: expect(NODE_DELETE),
+        }
+    }
+}
+
 /// Compute Engine nodes, load balancer and Cloud DNS records for one project.
 pub struct GceProvider {
     clients: client::Clients,
     settings: GceSettings,
     nodes_image: Option<String>,
     poll: Poll,
+    node_polls: NodePolls,
     checked: tokio::sync::OnceCell<()>,
     zone_cache: Mutex<HashMap<String, String>>,
     pending: Mutex<HashMap<String, (String, String)>>,
@@ -79,6 +109,7 @@ pub struct GceProvider {
     node_reads: flight::Flights<Vec<google_cloud_compute_v1::model::Instance>>,
     ids: Mutex<HashMap<(String, String), String>>,
     record_reads: flight::Flights<Vec<google_cloud_dns_v1::model::ResourceRecordSet>>,
+    cidrs: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl std::fmt::Debug for GceProvider {
@@ -115,8 +146,10 @@ impl GceProvider {
         connection: Connection,
     ) -> Result<Self> {
         let clients = client::Clients::connect(&connection).await?;
+        let poll = poll_of(settings.poll_interval_ms);
         Ok(Self {
-            poll: poll_of(settings.poll_interval_ms),
+            poll,
+            node_polls: NodePolls::new(poll, connection.endpoint.is_none()),
             clients,
             settings,
             nodes_image,
@@ -128,6 +161,7 @@ impl GceProvider {
             node_reads: flight::Flights::default(),
             ids: Mutex::new(HashMap::new()),
             record_reads: flight::Flights::default(),
+            cidrs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -171,6 +205,12 @@ impl NodeProvider for GceProvider {
         self.node_zones(cluster).await
     }
 
+    /// The primary range of the nodes' subnetwork in the region (`[gce]
+    /// subnetwork`, else the network's subnetwork there): one read per provider.
+    async fn network_cidrs(&self, cluster: &ClusterRef) -> Result<Vec<String>> {
+        self.subnetwork_cidrs(cluster).await
+    }
+
     async fn discover_nodes(&self, cluster: &ClusterRef) -> Result<Vec<Node>> {
         let mut out: Vec<Node> = self
             .list_nodes(cluster)
@@ -178,7 +218,12 @@ impl NodeProvider for GceProvider {
             .iter()
             .map(nodes::to_node)
             .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        // Triad's one node order: rancher-2 before rancher-10.
+        out.sort_by(|a, b| {
+            natural_key(&a.name)
+                .cmp(&natural_key(&b.name))
+                .then(a.id.cmp(&b.id))
+        });
         // Check the image and the network at plan time, unless a node made from this
         // very image on this network exists (a rerun, where they proved themselves).
         if !out.iter().any(|n| self.made_from_spec(n)) {
@@ -364,5 +409,27 @@ impl DnsProvider for GceProvider {
 
     async fn delete_record(&self, cluster: &ClusterRef, zone: &str, fqdn: &str) -> Result<()> {
         self.dns_delete(cluster, zone, fqdn).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_waits_expect_google_latencies_only_from_google() {
+        let poll = poll_of(2000);
+        let google = NodePolls::new(poll, true);
+        assert_eq!(google.insert.expected, NODE_INSERT);
+        assert_eq!(google.running.expected, NODE_RUNNING);
+        assert_eq!(google.delete.expected, NODE_DELETE);
+        assert_eq!(
+            (google.running.initial, google.running.max),
+            (poll.initial, poll.max)
+        );
+        let fake = NodePolls::new(poll, false);
+        assert_eq!(fake.insert, poll);
+        assert_eq!(fake.running, poll);
+        assert_eq!(fake.delete, poll);
     }
 }

@@ -15,6 +15,7 @@ use triad_core::spec::ClusterRef;
 
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own, Failure};
+use crate::network::network_item;
 use crate::GceProvider;
 
 /// The description that marks a label-less resource (firewall rule, health check,
@@ -209,7 +210,8 @@ impl GceProvider {
             return Ok(Vec::new());
         }
         let resource = format!("{} instance(s) of {}", nodes.len(), cluster.name);
-        self.poll
+        self.node_polls
+            .running
             .until(
                 timeout,
                 &resource,
@@ -419,7 +421,12 @@ impl GceProvider {
         }
     }
 
-    fn instance_body(&self, cluster: &ClusterRef, request: &NodeRequest) -> Result<Instance> {
+    fn instance_body(
+        &self,
+        cluster: &ClusterRef,
+        request: &NodeRequest,
+        cidrs: &[String],
+    ) -> Result<Instance> {
         let machine_type = self
             .settings
             .machine_type_for(request.size.as_deref())
@@ -442,7 +449,7 @@ impl GceProvider {
         item.key = Some("user-data".into());
         item.value = Some(request.user_data.clone());
         let mut md = Metadata::default();
-        md.items = vec![item];
+        md.items = vec![item, network_item(cidrs)];
         i.metadata = Some(md);
         let mut tags = Tags::default();
         tags.items = vec![node_tag(&cluster.name)];
@@ -501,7 +508,8 @@ impl GceProvider {
         self.preflight().await?;
         self.ensure_firewalls(cluster, &request.ssh_allowed_cidrs)
             .await?;
-        let body = self.instance_body(cluster, request)?;
+        let cidrs = self.subnetwork_cidrs(cluster).await?;
+        let body = self.instance_body(cluster, request, &cidrs)?;
         let rid = request_id();
         let project = &self.settings.project;
         match self
@@ -521,7 +529,7 @@ impl GceProvider {
                         project,
                         &Scope::Zone(request.zone.clone()),
                         op,
-                        self.poll,
+                        self.node_polls.insert,
                         "create node",
                         &what,
                     )
@@ -548,7 +556,8 @@ impl GceProvider {
 
     pub(crate) async fn wait_running(&self, node: &Node, timeout: Duration) -> Result<Node> {
         let resource = format!("instance {}", node.name);
-        self.poll
+        self.node_polls
+            .running
             .until(
                 timeout,
                 &resource,
@@ -587,7 +596,7 @@ impl GceProvider {
                         project,
                         &Scope::Zone(node.zone.clone()),
                         op,
-                        self.poll,
+                        self.node_polls.delete,
                         "delete node",
                         &what,
                     )

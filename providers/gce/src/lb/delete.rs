@@ -26,6 +26,8 @@ impl GceProvider {
         let n = Names::new(&cluster.name, name);
         let c = &cluster.name;
         let (r, g) = (&Scope::Region(cluster.region.clone()), &Scope::Global);
+        // The other balancer, if any, carries a mark until this one is gone.
+        self.mark_retiring(cluster, name, true).await?;
         let mut done = Vec::new();
         // The registration ports' rules, backend services and TCP checks.
         for port in REGISTRATION_PORTS {
@@ -61,6 +63,7 @@ impl GceProvider {
             self.remove::<Address>(c, r, &n.address).await?,
             self.remove::<Address>(c, g, &n.address).await?,
         ]);
+        self.mark_retiring(cluster, name, false).await?;
         Ok(done.into_iter().flatten().collect())
     }
 

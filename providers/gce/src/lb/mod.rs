@@ -55,7 +55,7 @@ pub(crate) struct Names {
 
 impl Names {
     /// The parts of balancer `balancer` of `cluster`.
-    pub fn new(cluster: &str, balancer: &str) -> Self {
+    pub(crate) fn new(cluster: &str, balancer: &str) -> Self {
         let b = balancer;
         Self {
             balancer: b.to_owned(),
@@ -78,7 +78,7 @@ impl Names {
     /// The forwarding rule, backend service and TCP health check of registration
     /// port `port`: a passthrough rule of its own, so the port has a health check of
     /// its own (a backend service takes one).
-    pub fn registration(&self, port: u16) -> Registration {
+    pub(crate) fn registration(&self, port: u16) -> Registration {
         let b = &self.balancer;
         Registration {
             rule: format!("{b}-fr-{port}"),
@@ -105,10 +105,14 @@ impl Names {
     }
 
     /// The instance group of `zone`.
-    pub fn group(&self, zone: &str) -> String {
+    pub(crate) fn group(&self, zone: &str) -> String {
         format!("{}-{zone}", self.cluster)
     }
 }
+
+/// The label on the main forwarding rule of the balancer that stays while the
+/// cluster's other balancer (its name the value) is deleted.
+pub(crate) const RETIRING: &str = "triad-retiring";
 
 /// The registration ports a balancer may carry (RKE2's supervisor, the Kubernetes
 /// API): the parts of both are deleted with the balancer, and made when the

@@ -14,7 +14,9 @@ use triad_core::model::{Endpoint, LbState, LoadBalancer, Node};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use super::part::Part;
-use super::{balancer_name, instance_key, listeners, scope_of, Names, REGISTRATION_PORTS};
+use super::{
+    balancer_name, instance_key, listeners, scope_of, Names, REGISTRATION_PORTS, RETIRING,
+};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, Failure};
 use crate::nodes::label_filter;
@@ -106,6 +108,10 @@ impl GceProvider {
     /// not active and has no endpoint: made half, or deleted half).
     pub(crate) async fn discover_all(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let (regional, global) = self.labelled_rules(cluster).await?;
+        let retire_in_progress = regional
+            .iter()
+            .chain(&global)
+            .any(|r| r.labels.contains_key(RETIRING));
         // The registration ports each balancer has a passthrough rule of its own for.
         let mut registration: BTreeMap<String, Vec<u16>> = BTreeMap::new();
         for rule in &regional {
@@ -135,7 +141,16 @@ impl GceProvider {
             let lb = self.balancer_of(cluster, &n, mode, rule, &ports).await?;
             found.insert(name, lb);
         }
-        for (mode, addr) in self.labelled_addresses(cluster).await? {
+        // The addresses (two more reads) only when the rules cannot tell: no
+        // balancer has a main rule (a create that crashed before its rules, a
+        // delete after them), or one is marked while the other is deleted (which
+        // may have lost its rules but not its address).
+        let addresses = if found.is_empty() || retire_in_progress {
+            self.labelled_addresses(cluster).await?
+        } else {
+            Vec::new()
+        };
+        for (mode, addr) in addresses {
             let Some(name) = Names::of_address(&cluster.name, addr.name.as_deref().unwrap_or(""))
             else {
                 continue;
@@ -206,7 +221,11 @@ impl GceProvider {
             // TCP check): one the web rule carries (made before) is completed.
             listeners: listeners(mode, registration),
             targets,
-            labels: rule.labels.into_iter().collect(),
+            labels: rule
+                .labels
+                .into_iter()
+                .filter(|(k, _)| k != RETIRING)
+                .collect(),
             partial_targets: Vec::new(),
         })
     }

@@ -15,9 +15,9 @@ use triad_core::spec::{ClusterRef, LbMode};
 
 use super::create::{http_check, missing_certificate};
 use super::part::Part;
-use super::{scope_of, Names, REGISTRATION_PORTS};
+use super::{balancer_names, scope_of, Names, REGISTRATION_PORTS, RETIRING};
 use crate::client::{request_id, short, Scope};
-use crate::error;
+use crate::error::{self, Failure};
 use crate::GceProvider;
 
 impl GceProvider {
@@ -61,9 +61,15 @@ impl GceProvider {
         };
         for rule in &rules {
             let fr: ForwardingRule = self.ensure(c, &at, rule, ForwardingRule::default).await?;
-            if fr.labels != labels {
+            // The retiring mark is the provider's own, not the spec's: it stays.
+            let mut labels = labels.clone();
+            if let Some(mark) = fr.labels.get(RETIRING) {
+                labels.insert(RETIRING.to_owned(), mark.clone());
+            }
+            let labels = &labels;
+            if fr.labels != *labels {
                 let what = format!("{} {rule}", ForwardingRule::noun(&at));
-                let op = self.set_labels(&at, rule, &labels, fr.label_fingerprint, true);
+                let op = self.set_labels(&at, rule, labels, fr.label_fingerprint, true);
                 self.labelled(&at, op.await, &what).await?;
             }
         }
@@ -165,6 +171,49 @@ impl GceProvider {
         let op = op.map_err(|e| error::sdk("set the labels of", what, &e))?;
         self.op_wait(at, op, "set the labels of", what).await?;
         tracing::info!(resource = %what, "set labels");
+        Ok(())
+    }
+
+    /// Mark the main forwarding rule of the cluster's other balancer (the one that
+    /// stays) while balancer `retiring` is deleted, or clear the mark once it is
+    /// gone: discovery lists the labelled addresses only when a rule carries the
+    /// mark (or no balancer has a rule), so a retire that crashed after the old
+    /// balancer's rules but before its address is still found and finished.
+    pub(super) async fn mark_retiring(
+        &self,
+        cluster: &ClusterRef,
+        retiring: &str,
+        on: bool,
+    ) -> Result<()> {
+        let region = Scope::Region(cluster.region.clone());
+        for other in balancer_names(&cluster.name) {
+            if other == retiring {
+                continue;
+            }
+            let n = Names::new(&cluster.name, &other);
+            for (at, rule) in [(&region, &n.l4_rule), (&Scope::Global, &n.https_rule)] {
+                let fr = match ForwardingRule::get(self, at, rule).await {
+                    Ok(fr) if fr.is_owned_by(&cluster.name) => fr,
+                    Ok(_) => continue,
+                    Err(e) if Failure::of(&e).is_not_found() => continue,
+                    Err(e) => {
+                        let what = format!("{} {rule}", ForwardingRule::noun(at));
+                        return Err(error::sdk("get", &what, &e));
+                    }
+                };
+                let mut labels = fr.labels.clone();
+                if on {
+                    labels.insert(RETIRING.to_owned(), retiring.to_owned());
+                } else {
+                    labels.remove(RETIRING);
+                }
+                if labels != fr.labels {
+                    let what = format!("{} {rule}", ForwardingRule::noun(at));
+                    let op = self.set_labels(at, rule, &labels, fr.label_fingerprint, true);
+                    self.labelled(at, op.await, &what).await?;
+                }
+            }
+        }
         Ok(())
     }
 }

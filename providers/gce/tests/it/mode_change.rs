@@ -161,6 +161,11 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
     );
     assert_eq!(seen[record].3, 3, "{seen:#?}");
 
+    // The balancer that stays carries the retiring mark, so the next discovery
+    // lists the addresses.
+    let https = format!("{base}/global/forwardingRules/{new}-https");
+    assert_eq!(rest("GET", &https)["labels"]["triad-retiring"], name);
+
     // The rerun finds the half-deleted old balancer by its address and finishes it.
     let again = triad.plan(&l7).await.unwrap();
     assert!(
@@ -196,6 +201,10 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
     ] {
         assert_eq!(status(&format!("{base}/{part}")), 404, "{part} is left");
     }
+    // Finished: the mark is gone, the spec's labels stay.
+    let labels = rest("GET", &https)["labels"].clone();
+    assert!(labels.get("triad-retiring").is_none(), "{labels}");
+    assert_eq!(labels["triad-cluster"], name, "{labels}");
     let ip = rest("GET", &format!("{base}/global/addresses/{new}-lb"))["address"].clone();
     assert_ne!(ip, l4_ip);
     let proxy = rest(

@@ -22,7 +22,10 @@ const IMAGE_A: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2204
 const IMAGE_B: &str = "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64";
 
 /// The cluster's instances, by name: (zone, status, source image of the boot disk).
-pub fn instances(project: &str, cluster: &str) -> BTreeMap<String, (String, String, String)> {
+pub(crate) fn instances(
+    project: &str,
+    cluster: &str,
+) -> BTreeMap<String, (String, String, String)> {
     let all = rest(
         "GET",
         &format!("/compute/v1/projects/{project}/aggregated/instances"),
