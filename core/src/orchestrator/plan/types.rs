@@ -192,7 +192,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The spec this plan was made from.
+    /// The spec this plan was made from, with what the plan learned from the cloud
+    /// (the node network: [`ValidSpec::node_network_cidrs`]). Render the nodes' user
+    /// data and the hand-over from this one, so both carry the same NO_PROXY.
     pub fn spec(&self) -> &ValidSpec {
         &self.spec
     }
