@@ -151,19 +151,14 @@ pub(super) fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             p.add(field, e, "write a CIDR such as `10.0.0.0/16`");
             continue;
         }
-        network_overlaps(p, &field, c, &cidrs);
-    }
-}
-
-/// A node network CIDR that overlaps the pod or service CIDR (`k8s`: field, value).
-pub(super) fn network_overlaps(p: &mut Problems, field: &str, c: &str, k8s: &[(&str, &str)]) {
-    for (kf, kc) in k8s {
-        if cidrs_overlap(c, kc) {
-            p.add(
-                field,
-                format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
-                format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
-            );
+        for (kf, kc) in &cidrs {
+            if cidrs_overlap(c, kc) {
+                p.add(
+                    field.clone(),
+                    format!("`{c}` overlaps {kf} `{kc}`: pods or services would shadow the node network"),
+                    format!("set {kf} to a range outside the node network (e.g. `172.30.0.0/16`), or fix {field}"),
+                );
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use triad_core::Orchestrator;
 use triad_ec2::Ec2;
 
 use crate::conformance::hosted_zone_id;
-use crate::{hosted_zone, provider, ubuntu_ami, unique};
+use crate::{hosted_zone, provider, tag_filter, ubuntu_ami, unique};
 
 const CERT: &str = "arn:aws:iam::123456789012:server-certificate/rancher";
 
@@ -44,10 +44,6 @@ team = "platform"
     .unwrap()
     .validate()
     .unwrap()
-}
-
-fn tag_filter(k: &str, v: &str) -> Filter {
-    Filter::builder().name(format!("tag:{k}")).values(v).build()
 }
 
 /// Everything in moto carrying `triad-cluster=<name>`, as "kind id" strings.

@@ -137,3 +137,11 @@ pub async fn record_sets(
 
 /// The three first zones of the region's default VPC.
 pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// An EC2 filter on tag `k` = `v`.
+fn tag_filter(k: &str, v: &str) -> aws_sdk_ec2::types::Filter {
+    aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{k}"))
+        .values(v)
+        .build()
+}

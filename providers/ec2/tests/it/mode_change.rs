@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use aws_sdk_ec2::types::Filter;
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, ProtocolEnum};
 use triad_core::orchestrator::{LbAction, NodeAction};
 use triad_core::spec::{ClusterSpec, ValidSpec};
@@ -102,12 +101,7 @@ async fn security_groups(
 ) -> (Vec<(String, String)>, BTreeSet<String>) {
     let out = ec2
         .describe_security_groups()
-        .filters(
-            Filter::builder()
-                .name("tag:triad-cluster")
-                .values(name)
-                .build(),
-        )
+        .filters(crate::tag_filter("triad-cluster", name))
         .send()
         .await
         .unwrap();

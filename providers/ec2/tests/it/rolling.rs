@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::Filter;
 use triad_core::orchestrator::NodeAction;
 
 use crate::day2::{counted, rerun_is_quiet, spec};
@@ -32,12 +31,7 @@ async fn instances(
 ) -> BTreeMap<String, (String, String, String, String)> {
     let out = ec2
         .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:triad-cluster")
-                .values(name)
-                .build(),
-        )
+        .filters(crate::tag_filter("triad-cluster", name))
         .send()
         .await
         .unwrap();
