@@ -243,14 +243,13 @@ async fn orchestrator(
     let choice = spec.providers()?;
     tracing::info!(%choice, "providers");
     let p = providers::build(spec, choice).await?;
+    let mut options = Options::default();
+    options.allow_hostname_change = run.allow_hostname_change;
+    options.lock_wait = std::time::Duration::from_secs(run.lock_wait);
+    options.break_stale_lock = run.break_stale_lock;
     Ok(Orchestrator::new(p.nodes, p.lb, p.dns)
         .with_observer(progress.clone())
-        .with_options(Options {
-            allow_hostname_change: run.allow_hostname_change,
-            lock_wait: std::time::Duration::from_secs(run.lock_wait),
-            break_stale_lock: run.break_stale_lock,
-            ..Options::default()
-        }))
+        .with_options(options))
 }
 
 async fn run(cli: Cli) -> Result<Done, CliError> {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Distribution, LbMode, LbScheme};
+use crate::spec::{Distribution, Ingress, LbMode, LbScheme, DEFAULT_TTL};
 
 /// A node's lifecycle state, normalised across clouds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,7 +63,11 @@ impl Node {
 }
 
 /// What the orchestrator asks a [`NodeProvider`](crate::provider::NodeProvider) to create.
+///
+/// New fields may be added in a minor release: outside triad-core, make one with
+/// [`NodeRequest::new`] and set the public fields it leaves at their defaults.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeRequest {
     /// Node name, unique in the cluster; the provider's idempotency key.
     pub name: String,
@@ -82,6 +86,32 @@ pub struct NodeRequest {
     /// cloud-init user data. It can hold the proxy password, so `Debug` shows only
     /// its length.
     pub user_data: String,
+}
+
+impl NodeRequest {
+    /// A request for node `name` in `zone`, with everything else left to the
+    /// provider: no size, image or disk size, no SSH CIDRs, no labels and empty user
+    /// data. Set the public fields for more:
+    ///
+    /// ```
+    /// use triad_core::model::NodeRequest;
+    ///
+    /// let mut request = NodeRequest::new("rancher-1", "us-east-1a");
+    /// request.size = Some("m6i.xlarge".into());
+    /// request.user_data = "#cloud-config\n".into();
+    /// ```
+    pub fn new(name: impl Into<String>, zone: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            zone: zone.into(),
+            size: None,
+            image: None,
+            disk_gib: None,
+            ssh_allowed_cidrs: Vec::new(),
+            labels: BTreeMap::new(),
+            user_data: String::new(),
+        }
+    }
 }
 
 impl fmt::Debug for NodeRequest {
@@ -188,7 +218,11 @@ pub struct LoadBalancer {
 }
 
 /// What the orchestrator asks a [`LoadBalancerProvider`](crate::provider::LoadBalancerProvider) to create.
+///
+/// New fields may be added in a minor release: outside triad-core, make one with
+/// [`LoadBalancerRequest::new`] and set the public fields it leaves at their defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadBalancerRequest {
     /// Name; the provider's idempotency key together with the cluster.
     pub name: String,
@@ -209,6 +243,32 @@ pub struct LoadBalancerRequest {
     pub zones: Vec<String>,
     /// Labels to put on every part of the balancer.
     pub labels: BTreeMap<String, String>,
+}
+
+impl LoadBalancerRequest {
+    /// A request for balancer `name` in `mode` and `scheme`, with no certificate, a
+    /// health check on `/healthz` (the NGINX ingress's; Traefik's is `/ping`), no
+    /// registration ports, no zones and no labels. Set the public fields for more:
+    ///
+    /// ```
+    /// use triad_core::spec::{LbMode, LbScheme};
+    /// use triad_core::model::LoadBalancerRequest;
+    ///
+    /// let mut request = LoadBalancerRequest::new("rancher", LbMode::L7, LbScheme::Internal);
+    /// request.certificate = Some("arn:aws:acm:us-east-1:123456789012:certificate/abc".into());
+    /// ```
+    pub fn new(name: impl Into<String>, mode: LbMode, scheme: LbScheme) -> Self {
+        Self {
+            name: name.into(),
+            mode,
+            scheme,
+            certificate: None,
+            health_check_path: Ingress::Nginx.health_check_path().to_owned(),
+            registration_ports: Vec::new(),
+            zones: Vec::new(),
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 /// DNS record types triad makes.
@@ -254,7 +314,11 @@ pub struct Record {
 }
 
 /// What the orchestrator asks a [`DnsProvider`](crate::provider::DnsProvider) to write.
+///
+/// New fields may be added in a minor release: outside triad-core, make one with
+/// [`RecordRequest::new`] and set the public fields it leaves at their defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordRequest {
     /// Fully qualified name, without trailing dot.
     pub fqdn: String,
@@ -269,6 +333,33 @@ pub struct RecordRequest {
 }
 
 impl RecordRequest {
+    /// A request for a `kind` record `fqdn` in `zone` pointing at `target`, with the
+    /// default TTL ([`DEFAULT_TTL`](crate::spec::DEFAULT_TTL), 60 seconds). Set
+    /// `ttl` for another:
+    ///
+    /// ```
+    /// use triad_core::model::{Endpoint, RecordKind, RecordRequest};
+    ///
+    /// let target = Endpoint::Ip { addresses: vec!["192.0.2.10".parse().unwrap()] };
+    /// let mut request =
+    ///     RecordRequest::new("rancher.example.com", "example.com", RecordKind::A, target);
+    /// request.ttl = 300;
+    /// ```
+    pub fn new(
+        fqdn: impl Into<String>,
+        zone: impl Into<String>,
+        kind: RecordKind,
+        target: Endpoint,
+    ) -> Self {
+        Self {
+            fqdn: fqdn.into(),
+            zone: zone.into(),
+            kind,
+            target,
+            ttl: DEFAULT_TTL,
+        }
+    }
+
     /// Whether `record` already says what this request asks for.
     pub fn is_satisfied_by(&self, record: &Record) -> bool {
         record.fqdn == self.fqdn

@@ -85,12 +85,11 @@ pub struct CloudArgs {
 impl CloudArgs {
     /// The orchestrator options these arguments ask for.
     pub fn options(&self) -> Options {
-        Options {
-            allow_hostname_change: self.allow_hostname_change,
-            lock_wait: Duration::from_secs(self.lock_wait),
-            break_stale_lock: self.break_stale_lock,
-            ..Options::default()
-        }
+        let mut options = Options::default();
+        options.allow_hostname_change = self.allow_hostname_change;
+        options.lock_wait = Duration::from_secs(self.lock_wait);
+        options.break_stale_lock = self.break_stale_lock;
+        options
     }
 }
 

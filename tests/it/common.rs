@@ -40,10 +40,9 @@ pub fn orchestrator_as(cloud: &SimCloud, counter: &CallCounter, holder: &str) ->
         .count(counter.clone())
         .build();
     let p = Arc::new(p);
-    Orchestrator::new(p.clone(), p.clone(), p).with_options(Options {
-        lock_holder: Some(holder.to_owned()),
-        ..Options::default()
-    })
+    let mut options = Options::default();
+    options.lock_holder = Some(holder.to_owned());
+    Orchestrator::new(p.clone(), p.clone(), p).with_options(options)
 }
 
 /// The test spec with lines added to its `[nodes]` table (`nodes`), its top level

@@ -327,21 +327,9 @@ async fn a_cluster_with_the_same_name_and_another_id_is_refused() {
     cluster.id = Some("0123456789ab".into());
     let mut labels = cluster.labels_for(triad::labels::Role::Node);
     labels.insert("triad-cluster-id".into(), "0123456789ab".into());
-    sim.create_node(
-        &cluster,
-        &NodeRequest {
-            name: "rancher-7".into(),
-            zone: "us-east-1a".into(),
-            size: None,
-            image: None,
-            disk_gib: None,
-            ssh_allowed_cidrs: vec![],
-            labels,
-            user_data: String::new(),
-        },
-    )
-    .await
-    .unwrap();
+    let mut request = NodeRequest::new("rancher-7", "us-east-1a");
+    request.labels = labels;
+    sim.create_node(&cluster, &request).await.unwrap();
     let err = o.plan(&spec()).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Identity { .. }), "{text}");
@@ -380,11 +368,10 @@ async fn the_hostname_guard_finds_the_record_in_the_zone_the_labels_name() {
         "{err}"
     );
     // Allowed, the old record in the old zone goes.
-    let o = o.with_options(Options {
-        allow_hostname_change: true,
-        lock_holder: Some("tests".into()),
-        ..Options::default()
-    });
+    let mut options = Options::default();
+    options.allow_hostname_change = true;
+    options.lock_holder = Some("tests".into());
+    let o = o.with_options(options);
     let plan = o.plan(&moved).await.unwrap();
     assert!(plan
         .to_string()
@@ -402,10 +389,8 @@ fn with_lock_options(
     holder: &str,
     f: impl FnOnce(&mut Options),
 ) -> triad::Orchestrator {
-    let mut options = Options {
-        lock_holder: Some(holder.into()),
-        ..Options::default()
-    };
+    let mut options = Options::default();
+    options.lock_holder = Some(holder.into());
     f(&mut options);
     o.with_options(options)
 }

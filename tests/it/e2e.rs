@@ -220,10 +220,9 @@ async fn hostname_change_is_refused_unless_allowed() {
     assert!(matches!(err, Error::HostnameChange { .. }), "{err}");
     assert!(err.to_string().contains("cannot change"), "{err}");
 
-    let o = o.with_options(Options {
-        allow_hostname_change: true,
-        ..Options::default()
-    });
+    let mut options = Options::default();
+    options.allow_hostname_change = true;
+    let o = o.with_options(options);
     let inv = apply(&o, &moved).await.unwrap();
     assert_eq!(inv.dns.fqdn, "rancher2.example.com");
     let snap = sim.snapshot();

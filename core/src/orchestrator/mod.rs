@@ -32,7 +32,20 @@ pub use destroy::DestroyReport;
 pub use plan::{Discovered, DnsAction, LbAction, NodeAction, Plan, TargetsAction};
 
 /// Deadlines and limits for the orchestrator.
+///
+/// New fields may be added in a minor release: outside triad-core, start from
+/// [`Options::default`] and set the public fields to change:
+///
+/// ```
+/// use std::time::Duration;
+/// use triad_core::orchestrator::Options;
+///
+/// let mut options = Options::default();
+/// options.node_timeout = Duration::from_secs(30 * 60);
+/// options.lock_holder = Some("ci-1234".into());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// How long a node may take to run with a private IP.
     pub node_timeout: Duration,

@@ -524,13 +524,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     fn req(kind: RecordKind, target: Endpoint) -> RecordRequest {
-        RecordRequest {
-            fqdn: "rancher.example.com".into(),
-            zone: "example.com".into(),
-            kind,
-            target,
-            ttl: 60,
-        }
+        RecordRequest::new("rancher.example.com", "example.com", kind, target)
     }
 
     #[test]

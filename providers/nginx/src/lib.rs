@@ -194,16 +194,16 @@ impl NginxProvider {
         if settings.ssh_authorized_keys.is_empty() {
             settings.ssh_authorized_keys = spec.nodes.ssh_authorized_keys.clone();
         }
-        let blueprint = Blueprint::Spec(LoadBalancerRequest {
-            name: String::new(),
-            mode: spec.load_balancer.mode,
-            scheme: spec.load_balancer.scheme,
-            certificate: spec.load_balancer.certificate.clone(),
-            health_check_path: spec.health_check_path(),
-            registration_ports: spec.registration_ports(),
-            zones: Vec::new(),
-            labels: drift::labels_of(&drift::load_balancer_wanted(spec)),
-        });
+        let mut template = LoadBalancerRequest::new(
+            String::new(),
+            spec.load_balancer.mode,
+            spec.load_balancer.scheme,
+        );
+        template.certificate = spec.load_balancer.certificate.clone();
+        template.health_check_path = spec.health_check_path();
+        template.registration_ports = spec.registration_ports();
+        template.labels = drift::labels_of(&drift::load_balancer_wanted(spec));
+        let blueprint = Blueprint::Spec(template);
         let mut p = Self::checked(settings, nodes, Some(blueprint))?;
         p.defaults = NodeDefaults {
             size: p
@@ -278,13 +278,11 @@ impl NginxProvider {
     ) -> Result<LoadBalancerRequest> {
         match &self.blueprint {
             Some(Blueprint::Spec(template)) => {
-                let mut labels = cluster.labels_for(Role::Lb);
-                labels.extend(template.labels.clone());
-                Ok(LoadBalancerRequest {
-                    name: cluster.name.clone(),
-                    labels,
-                    ..template.clone()
-                })
+                let mut request = template.clone();
+                request.name = cluster.name.clone();
+                request.labels = cluster.labels_for(Role::Lb);
+                request.labels.extend(template.labels.clone());
+                Ok(request)
             }
             Some(Blueprint::Given(request)) => Ok(request.clone()),
             None => Err(err(

@@ -367,16 +367,14 @@ impl NginxProvider {
                 .collect();
             labels.insert(LB_REGISTRATION.into(), ports.join("-"));
         }
-        Ok(NodeRequest {
-            user_data: self.user_data(&name, config, tls_files),
-            name,
-            zone,
-            size: self.defaults.size.clone(),
-            image: self.defaults.image.clone(),
-            disk_gib: self.defaults.disk_gib,
-            ssh_allowed_cidrs: self.defaults.ssh_allowed_cidrs.clone(),
-            labels,
-        })
+        let mut request = NodeRequest::new(name, zone);
+        request.user_data = self.user_data(&request.name, config, tls_files);
+        request.size = self.defaults.size.clone();
+        request.image = self.defaults.image.clone();
+        request.disk_gib = self.defaults.disk_gib;
+        request.ssh_allowed_cidrs = self.defaults.ssh_allowed_cidrs.clone();
+        request.labels = labels;
+        Ok(request)
     }
 
     /// Wait until the expected Rancher nodes run, then make (or find) the balancer

@@ -41,16 +41,8 @@
 //! // Realistic latencies; with the clock paused they pass instantly.
 //! let cloud = SimCloud::new(SimConfig::realistic());
 //! let cluster = ClusterRef::new("rancher", "us-east-1");
-//! let request = NodeRequest {
-//!     name: "rancher-1".into(),
-//!     zone: "us-east-1a".into(),
-//!     size: None,
-//!     image: None,
-//!     disk_gib: None,
-//!     ssh_allowed_cidrs: vec![],
-//!     labels: cluster.labels_for(Role::Node),
-//!     user_data: String::new(),
-//! };
+//! let mut request = NodeRequest::new("rancher-1", "us-east-1a");
+//! request.labels = cluster.labels_for(Role::Node);
 //!
 //! // The launch succeeds in the cloud but its response is lost…
 //! cloud.inject(SimFault::on(SimApi::RunInstance).after());

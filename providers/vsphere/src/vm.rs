@@ -343,16 +343,9 @@ mod tests {
         let mut labels = cluster.labels_for(Role::Node);
         labels.insert("triad-fp-image".into(), "tmpl-a".into());
         labels.insert("team".into(), "ops".into());
-        let request = NodeRequest {
-            name: "c-1".into(),
-            zone: "z".into(),
-            size: None,
-            image: None,
-            disk_gib: None,
-            ssh_allowed_cidrs: vec![],
-            labels,
-            user_data: "#cloud-config\n".into(),
-        };
+        let mut request = NodeRequest::new("c-1", "z");
+        request.labels = labels;
+        request.user_data = "#cloud-config\n".into();
         let extra = node_extra_config(&BTreeMap::new(), &cluster, &request, "u", &[]);
         let extra: BTreeMap<String, String> = extra.into_iter().collect();
         assert_eq!(

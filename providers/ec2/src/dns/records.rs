@@ -214,47 +214,43 @@ mod tests {
 
     #[test]
     fn requests_round_trip_through_record_sets() {
-        let alias = RecordRequest {
-            fqdn: "rancher.example.com".into(),
-            zone: "example.com".into(),
-            kind: RecordKind::Alias,
-            target: Endpoint::Hostname {
+        let request =
+            |kind, target| RecordRequest::new("rancher.example.com", "example.com", kind, target);
+        let alias = request(
+            RecordKind::Alias,
+            Endpoint::Hostname {
                 name: "r-123.elb.us-east-1.amazonaws.com".into(),
                 alias_zone: Some("Z26RNL4JYFTOTI".into()),
             },
-            ttl: 60,
-        };
-        let a = RecordRequest {
-            kind: RecordKind::A,
-            target: Endpoint::Ip {
+        );
+        let a = request(
+            RecordKind::A,
+            Endpoint::Ip {
                 addresses: vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()],
             },
-            ..alias.clone()
-        };
-        let cname = RecordRequest {
-            kind: RecordKind::Cname,
-            target: Endpoint::Hostname {
+        );
+        let cname = request(
+            RecordKind::Cname,
+            Endpoint::Hostname {
                 name: "r-123.elb.us-east-1.amazonaws.com".into(),
                 alias_zone: None,
             },
-            ..alias.clone()
-        };
+        );
         for req in [alias, a, cname] {
             let set = rrset_for(&req).unwrap();
             assert_eq!(set.name(), "rancher.example.com.");
             let rec = record_of(&set, "example.com", Some("c".into())).unwrap();
             assert!(req.is_satisfied_by(&rec), "{req:?} -> {rec:?}");
         }
-        let bad = RecordRequest {
-            kind: RecordKind::A,
-            target: Endpoint::Hostname {
+        let bad = RecordRequest::new(
+            "a.b",
+            "b",
+            RecordKind::A,
+            Endpoint::Hostname {
                 name: "x".into(),
                 alias_zone: None,
             },
-            fqdn: "a.b".into(),
-            zone: "b".into(),
-            ttl: 60,
-        };
+        );
         assert!(rrset_for(&bad).is_err());
     }
 

@@ -66,21 +66,15 @@ pub(super) fn generation(security_group: &str, terminated: usize, replayed: &[St
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
 
     fn request(user_data: &str) -> NodeRequest {
-        NodeRequest {
-            name: "rancher-1".into(),
-            zone: "us-east-1a".into(),
-            size: None,
-            image: Some("ami-1".into()),
-            disk_gib: Some(100),
-            ssh_allowed_cidrs: vec![],
-            labels: BTreeMap::new(),
-            user_data: user_data.into(),
-        }
+        let mut request = NodeRequest::new("rancher-1", "us-east-1a");
+        request.image = Some("ami-1".into());
+        request.disk_gib = Some(100);
+        request.user_data = user_data.into();
+        request
     }
 
     #[test]

@@ -331,13 +331,12 @@ async fn a_pending_route53_change_is_waited_for() {
     .await;
     let fx = fixture(&aws, "r53p").await;
     let cluster = fx.cluster.clone();
-    let req = RecordRequest {
-        fqdn: fx.fqdn.clone(),
-        zone: fx.dns_zone.clone(),
-        kind: RecordKind::A,
-        target: fx.record_target.clone(),
-        ttl: 60,
-    };
+    let req = RecordRequest::new(
+        fx.fqdn.clone(),
+        fx.dns_zone.clone(),
+        RecordKind::A,
+        fx.record_target.clone(),
+    );
     aws.upsert_record(&cluster, &req).await.unwrap();
     aws.wait_record(&fx.dns_zone, &fx.fqdn, Duration::from_secs(30))
         .await

@@ -51,16 +51,9 @@ async fn run_all_layer4() {
 async fn layer7_lifecycle() {
     let gce = provider("triad-conf-l7").await;
     let mut fx = fixture("conf7");
-    fx.lb = LoadBalancerRequest {
-        name: "conf7".into(),
-        mode: LbMode::L7,
-        scheme: LbScheme::InternetFacing,
-        certificate: Some("rancher-cert".into()),
-        health_check_path: "/healthz".into(),
-        registration_ports: vec![],
-        zones: Vec::new(),
-        labels: fx.cluster.labels_for(Role::Lb),
-    };
+    fx.lb = LoadBalancerRequest::new("conf7", LbMode::L7, LbScheme::InternetFacing);
+    fx.lb.certificate = Some("rancher-cert".into());
+    fx.lb.labels = fx.cluster.labels_for(Role::Lb);
     conformance::load_balancer_lifecycle(&gce, &gce, &fx).await;
     conformance::load_balancer_create_is_idempotent(&gce, &fx).await;
     conformance::load_balancer_update_in_place(&gce, &gce, &fx).await;

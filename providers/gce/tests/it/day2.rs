@@ -42,16 +42,9 @@ async fn wait_nodes_reads_all_nodes_in_one_list_call() {
     let zones = gce.zones(&cluster).await.unwrap();
     let mut made = Vec::new();
     for (i, zone) in zones.iter().take(3).enumerate() {
-        let request = NodeRequest {
-            name: format!("waiter-{}", i + 1),
-            zone: zone.clone(),
-            size: None,
-            image: None,
-            disk_gib: None,
-            ssh_allowed_cidrs: vec![],
-            labels: cluster.labels_for(Role::Node),
-            user_data: "#cloud-config\n".into(),
-        };
+        let mut request = NodeRequest::new(format!("waiter-{}", i + 1), zone.clone());
+        request.labels = cluster.labels_for(Role::Node);
+        request.user_data = "#cloud-config\n".into();
         made.push(gce.create_node(&cluster, &request).await.unwrap());
     }
     let before = calls(project).len();

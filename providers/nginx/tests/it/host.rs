@@ -20,16 +20,11 @@ use triad_nginx::NginxProvider;
 use crate::support::*;
 
 fn request(cluster: &ClusterRef, mode: LbMode, cert: Option<String>) -> LoadBalancerRequest {
-    LoadBalancerRequest {
-        name: cluster.name.clone(),
-        mode,
-        scheme: LbScheme::InternetFacing,
-        certificate: cert,
-        health_check_path: "/healthz".into(),
-        registration_ports: vec![],
-        zones: vec![],
-        labels: cluster.labels_for(Role::Lb),
-    }
+    let mut request =
+        LoadBalancerRequest::new(cluster.name.clone(), mode, LbScheme::InternetFacing);
+    request.certificate = cert;
+    request.labels = cluster.labels_for(Role::Lb);
+    request
 }
 
 async fn names_via(port: u16, n: usize) -> (BTreeSet<String>, usize) {

@@ -113,16 +113,10 @@ pub(crate) fn cloud_init_accepts(user_data: &str) {
 }
 
 fn node_req(c: &ClusterRef, name: &str, zone: &str) -> NodeRequest {
-    NodeRequest {
-        name: name.into(),
-        zone: zone.into(),
-        size: None,
-        image: None,
-        disk_gib: None,
-        ssh_allowed_cidrs: vec![],
-        labels: c.labels_for(Role::Node),
-        user_data: "#cloud-config\n".into(),
-    }
+    let mut request = NodeRequest::new(name, zone);
+    request.labels = c.labels_for(Role::Node);
+    request.user_data = "#cloud-config\n".into();
+    request
 }
 
 #[tokio::test]
@@ -141,16 +135,9 @@ async fn balancer_node_lifecycle() {
         "nodemode-3".into(),
     ];
     settings.poll_interval_ms = 10;
-    let request = LoadBalancerRequest {
-        name: "nodemode".into(),
-        mode: LbMode::L4,
-        scheme: LbScheme::InternetFacing,
-        certificate: None,
-        health_check_path: "/healthz".into(),
-        registration_ports: vec![],
-        zones: vec!["us-east-1a".into()],
-        labels: cluster.labels_for(Role::Lb),
-    };
+    let mut request = LoadBalancerRequest::new("nodemode", LbMode::L4, LbScheme::InternetFacing);
+    request.zones = vec!["us-east-1a".into()];
+    request.labels = cluster.labels_for(Role::Lb);
 
     let p = NginxProvider::on_nodes(settings, rec.clone(), request.clone()).unwrap();
 

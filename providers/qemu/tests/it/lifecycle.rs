@@ -13,16 +13,10 @@ use triad_core::{Error, FailureKind};
 use crate::common::{provider, settings, state_dir, NEEDS, VMS};
 
 fn request(cluster: &ClusterRef, name: &str) -> NodeRequest {
-    NodeRequest {
-        name: name.into(),
-        zone: "lab-a".into(),
-        size: None,
-        image: None,
-        disk_gib: None,
-        ssh_allowed_cidrs: Vec::new(),
-        labels: cluster.labels_for(Role::Node),
-        user_data: "#cloud-config\nhostname: life\n".into(),
-    }
+    let mut request = NodeRequest::new(name, "lab-a");
+    request.labels = cluster.labels_for(Role::Node);
+    request.user_data = "#cloud-config\nhostname: life\n".into();
+    request
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,15 +9,10 @@ use triad_rfc2136::Rfc2136Provider;
 use crate::{dig, provider, settings, ZONE};
 
 fn request(fqdn: &str, zone: &str) -> RecordRequest {
-    RecordRequest {
-        fqdn: fqdn.into(),
-        zone: zone.into(),
-        kind: RecordKind::A,
-        target: Endpoint::Ip {
-            addresses: vec!["192.0.2.40".parse().unwrap()],
-        },
-        ttl: 60,
-    }
+    let target = Endpoint::Ip {
+        addresses: vec!["192.0.2.40".parse().unwrap()],
+    };
+    RecordRequest::new(fqdn, zone, RecordKind::A, target)
 }
 
 fn assert_permission(e: &Error, needle: &str, secret: &str) {
@@ -106,13 +101,11 @@ async fn unowned_records_are_never_touched() {
     );
     assert_eq!(dig("foreign.example.com", "A"), ["192.0.2.99"]);
     // A CNAME where other data (an MX) lives.
-    let cname = RecordRequest {
-        kind: RecordKind::Cname,
-        target: Endpoint::Hostname {
-            name: "lb.example.net".into(),
-            alias_zone: None,
-        },
-        ..request("mail.example.com", ZONE)
+    let mut cname = request("mail.example.com", ZONE);
+    cname.kind = RecordKind::Cname;
+    cname.target = Endpoint::Hostname {
+        name: "lb.example.net".into(),
+        alias_zone: None,
     };
     let e = dns.upsert_record(&me, &cname).await.unwrap_err();
     assert!(matches!(e, Error::NotOwned { .. }), "{e}");

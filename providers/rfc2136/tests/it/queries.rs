@@ -15,15 +15,12 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn a_request(fqdn: &str, addrs: &[&str]) -> RecordRequest {
-    RecordRequest {
-        fqdn: fqdn.into(),
-        zone: ZONE.into(),
-        kind: RecordKind::A,
-        target: Endpoint::Ip {
-            addresses: addrs.iter().map(|a| ip(a)).collect(),
-        },
-        ttl: 120,
-    }
+    let target = Endpoint::Ip {
+        addresses: addrs.iter().map(|a| ip(a)).collect(),
+    };
+    let mut request = RecordRequest::new(fqdn, ZONE, RecordKind::A, target);
+    request.ttl = 120;
+    request
 }
 
 #[tokio::test]
@@ -49,13 +46,11 @@ async fn records_are_served_as_written() {
     );
 
     // A → CNAME: the addresses go, the CNAME and the TXT's kind change.
-    let cname = RecordRequest {
-        kind: RecordKind::Cname,
-        target: Endpoint::Hostname {
-            name: "lb.example.net".into(),
-            alias_zone: None,
-        },
-        ..a_request(fqdn, &[])
+    let mut cname = a_request(fqdn, &[]);
+    cname.kind = RecordKind::Cname;
+    cname.target = Endpoint::Hostname {
+        name: "lb.example.net".into(),
+        alias_zone: None,
     };
     let written = dns.upsert_record(&cluster, &cname).await.unwrap();
     assert!(cname.is_satisfied_by(&written));

@@ -252,15 +252,10 @@ async fn delete_load_balancer_resumes_after_faults() {
 async fn lost_dns_change_is_found_by_the_retry() {
     let sim = cloud(SimConfig::instant());
     let c = cluster();
-    let req = RecordRequest {
-        fqdn: FQDN.into(),
-        zone: ZONE.into(),
-        kind: RecordKind::A,
-        target: Endpoint::Ip {
-            addresses: vec!["203.0.113.9".parse().unwrap()],
-        },
-        ttl: 60,
+    let target = Endpoint::Ip {
+        addresses: vec!["203.0.113.9".parse().unwrap()],
     };
+    let req = RecordRequest::new(FQDN, ZONE, RecordKind::A, target);
     sim.inject(SimFault::on(SimApi::ChangeRecords).after());
     assert!(sim.upsert_record(&c, &req).await.is_err());
     let rec = sim.upsert_record(&c, &req).await.unwrap();

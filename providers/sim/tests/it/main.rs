@@ -32,27 +32,16 @@ pub fn fixture() -> Fixture {
 }
 
 pub fn node_request(c: &ClusterRef, name: &str, zone: &str) -> NodeRequest {
-    NodeRequest {
-        name: name.into(),
-        zone: zone.into(),
-        size: Some("4cpu-16gb".into()),
-        image: None,
-        disk_gib: None,
-        ssh_allowed_cidrs: vec![],
-        labels: c.labels_for(Role::Node),
-        user_data: "#cloud-config\n".into(),
-    }
+    let mut request = NodeRequest::new(name, zone);
+    request.size = Some("4cpu-16gb".into());
+    request.labels = c.labels_for(Role::Node);
+    request.user_data = "#cloud-config\n".into();
+    request
 }
 
 pub fn lb_request(c: &ClusterRef, mode: LbMode) -> LoadBalancerRequest {
-    LoadBalancerRequest {
-        name: c.name.clone(),
-        mode,
-        scheme: LbScheme::InternetFacing,
-        certificate: (mode == LbMode::L7).then(|| "arn:sim:acm:cert/rancher".to_owned()),
-        health_check_path: "/healthz".into(),
-        registration_ports: vec![],
-        zones: vec![],
-        labels: c.labels_for(Role::Lb),
-    }
+    let mut request = LoadBalancerRequest::new(c.name.clone(), mode, LbScheme::InternetFacing);
+    request.certificate = (mode == LbMode::L7).then(|| "arn:sim:acm:cert/rancher".to_owned());
+    request.labels = c.labels_for(Role::Lb);
+    request
 }

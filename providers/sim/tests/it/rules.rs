@@ -17,15 +17,10 @@ fn kind(e: &Error) -> FailureKind {
 }
 
 fn a_record(addr: &str) -> RecordRequest {
-    RecordRequest {
-        fqdn: FQDN.into(),
-        zone: ZONE.into(),
-        kind: RecordKind::A,
-        target: Endpoint::Ip {
-            addresses: vec![addr.parse().unwrap()],
-        },
-        ttl: 60,
-    }
+    let target = Endpoint::Ip {
+        addresses: vec![addr.parse().unwrap()],
+    };
+    RecordRequest::new(FQDN, ZONE, RecordKind::A, target)
 }
 
 #[tokio::test]
@@ -398,13 +393,11 @@ async fn switching_a_to_cname_replaces_the_record() {
     sim.upsert_record(&c, &a_record("203.0.113.1"))
         .await
         .unwrap();
-    let cname = RecordRequest {
-        kind: RecordKind::Cname,
-        target: Endpoint::Hostname {
-            name: "lb-1.elb.us-east-1.sim.invalid".into(),
-            alias_zone: None,
-        },
-        ..a_record("203.0.113.1")
+    let mut cname = a_record("203.0.113.1");
+    cname.kind = RecordKind::Cname;
+    cname.target = Endpoint::Hostname {
+        name: "lb-1.elb.us-east-1.sim.invalid".into(),
+        alias_zone: None,
     };
     let rec = sim.upsert_record(&c, &cname).await.unwrap();
     assert!(cname.is_satisfied_by(&rec));

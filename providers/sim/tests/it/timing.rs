@@ -158,15 +158,10 @@ async fn wait_load_balancer_times_out() {
 async fn dns_change_is_pending_for_dns_sync() {
     let sim = cloud(SimConfig::realistic());
     let c = cluster();
-    let req = RecordRequest {
-        fqdn: FQDN.into(),
-        zone: ZONE.into(),
-        kind: RecordKind::A,
-        target: Endpoint::Ip {
-            addresses: vec!["203.0.113.5".parse().unwrap()],
-        },
-        ttl: 60,
+    let target = Endpoint::Ip {
+        addresses: vec!["203.0.113.5".parse().unwrap()],
     };
+    let req = RecordRequest::new(FQDN, ZONE, RecordKind::A, target);
     sim.upsert_record(&c, &req).await.unwrap();
     let t = Instant::now();
     sim.wait_record(ZONE, FQDN, Duration::from_secs(600))

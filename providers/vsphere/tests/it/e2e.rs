@@ -306,10 +306,9 @@ pub(crate) fn orchestrator(
         Arc::new(Stack::new(balancer.clone()).count(counter.clone()).build());
     let dns: Arc<dyn DnsProvider> =
         Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
-    Orchestrator::new(nodes, lb, dns).with_options(Options {
-        node_timeout: Duration::from_secs(60),
-        ..Options::default()
-    })
+    let mut options = Options::default();
+    options.node_timeout = Duration::from_secs(60);
+    Orchestrator::new(nodes, lb, dns).with_options(options)
 }
 
 /// Day 2: narrowing `nodes.ssh_allowed_cidrs` is planned as an in-place update of every

@@ -38,10 +38,9 @@ async fn process(
         Arc::new(Stack::new(Arc::new(nginx)).count(counter.clone()).build());
     let dns: Arc<dyn DnsProvider> =
         Arc::new(Stack::new(sim.clone()).count(counter.clone()).build());
-    let triad = Orchestrator::new(nodes, lb, dns).with_options(Options {
-        node_timeout: Duration::from_secs(60),
-        ..Options::default()
-    });
+    let mut options = Options::default();
+    options.node_timeout = Duration::from_secs(60);
+    let triad = Orchestrator::new(nodes, lb, dns).with_options(options);
     (triad, vsphere)
 }
 
