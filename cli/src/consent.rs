@@ -8,7 +8,7 @@ use triad_core::ClusterRef;
 use crate::CliError;
 
 /// The lines `destroy` asks consent for.
-pub fn destroy_lines(cluster: &ClusterRef, fqdn: &str) -> Vec<String> {
+pub(crate) fn destroy_lines(cluster: &ClusterRef, fqdn: &str) -> Vec<String> {
     vec![format!(
         "destroy every resource labelled triad-cluster={} in {}: the nodes, the load balancer and the DNS record {fqdn}",
         cluster.name, cluster.region
@@ -17,7 +17,7 @@ pub fn destroy_lines(cluster: &ClusterRef, fqdn: &str) -> Vec<String> {
 
 /// Go on when `lines` is empty or `yes` is set; otherwise ask at a terminal (stdin
 /// and stderr both terminals) and refuse without one.
-pub fn confirm(lines: &[String], yes: bool, command: &str) -> Result<(), CliError> {
+pub(crate) fn confirm(lines: &[String], yes: bool, command: &str) -> Result<(), CliError> {
     if lines.is_empty() || yes {
         return Ok(());
     }

@@ -11,7 +11,7 @@ use crate::CliError;
 /// `next-steps.txt`, the distribution's configs, the Rancher chart's values,
 /// cert-manager and kubeconfig commands) into `dir` (created if missing) and return
 /// the files written.
-pub fn write(
+pub(crate) fn write(
     dir: &Path,
     spec: &ValidSpec,
     inventory: &Inventory,

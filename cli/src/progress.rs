@@ -18,7 +18,7 @@ enum Mode {
 }
 
 /// The observer handed to the orchestrator.
-pub struct Progress {
+pub(crate) struct Progress {
     mode: Mode,
     bars: MultiProgress,
     by_resource: Mutex<HashMap<Resource, ProgressBar>>,
@@ -26,7 +26,7 @@ pub struct Progress {
 
 impl Progress {
     /// Bars when stderr is a terminal, lines otherwise; nothing when `quiet`.
-    pub fn new(quiet: bool) -> Self {
+    pub(crate) fn new(quiet: bool) -> Self {
         let mode = if quiet {
             Mode::Silent
         } else if std::io::stderr().is_terminal() {
@@ -42,7 +42,7 @@ impl Progress {
     }
 
     /// Whether anything is shown at all.
-    pub fn is_silent(&self) -> bool {
+    pub(crate) fn is_silent(&self) -> bool {
         self.mode == Mode::Silent
     }
 
@@ -64,7 +64,7 @@ impl Progress {
     }
 
     /// Finish and remove every bar (before printing results).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
         for (_, bar) in map.drain() {
             if !bar.is_finished() {

@@ -9,7 +9,7 @@ use triad_core::error::SpecProblem;
 use triad_core::{DnsProvider, Error, LoadBalancerProvider, NodeProvider, Result, ValidSpec};
 
 /// The three providers of one cluster.
-pub struct Providers {
+pub(crate) struct Providers {
     /// Makes the nodes.
     pub nodes: Arc<dyn NodeProvider>,
     /// Makes the balancer.
@@ -20,7 +20,7 @@ pub struct Providers {
 
 /// Set to `1` only against govmomi's vcsim: vSphere clones get fake guest IPs.
 #[cfg(feature = "vsphere")]
-pub const VCSIM_GUEST_IPS_ENV: &str = "TRIAD_VCSIM_GUEST_IPS";
+pub(crate) const VCSIM_GUEST_IPS_ENV: &str = "TRIAD_VCSIM_GUEST_IPS";
 
 fn not_built(field: &str, name: &str) -> Error {
     Error::invalid(
@@ -139,7 +139,7 @@ impl Clouds {
 }
 
 /// Build the providers `choice` names from the spec (this may log in to a cloud).
-pub async fn build(spec: &ValidSpec, choice: ProviderChoice) -> Result<Providers> {
+pub(crate) async fn build(spec: &ValidSpec, choice: ProviderChoice) -> Result<Providers> {
     let mut clouds = Clouds::default();
     let nodes = clouds.nodes(spec, choice.nodes).await?;
     let lb = clouds
@@ -151,7 +151,7 @@ pub async fn build(spec: &ValidSpec, choice: ProviderChoice) -> Result<Providers
 
 /// Every problem the chosen providers find in their own sections, without a network
 /// call: what `triad validate` adds to the spec's own validation.
-pub fn offline_problems(spec: &ValidSpec, choice: ProviderChoice) -> Vec<SpecProblem> {
+pub(crate) fn offline_problems(spec: &ValidSpec, choice: ProviderChoice) -> Vec<SpecProblem> {
     let mut names = vec![choice.nodes, choice.load_balancer, choice.dns];
     names.sort_unstable();
     names.dedup();

@@ -18,7 +18,7 @@ use triad::orchestrator::Options;
 use triad::{render, Orchestrator, ValidSpec};
 
 /// Logs go to stderr, at WARN unless `RUST_LOG` says otherwise.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -30,7 +30,7 @@ pub fn init_tracing() {
 
 /// What to print on stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// The plan, progress, inventory and next steps for people.
     Text,
     /// The inventory as one JSON document on stdout (progress stays on stderr).
@@ -39,7 +39,7 @@ pub enum Output {
 
 /// The commands of a cloud example.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show what apply would do (read-only).
     Plan,
     /// Create or converge the infrastructure, then print the inventory and next steps.
@@ -50,7 +50,7 @@ pub enum Command {
 
 /// `<example> plan|apply|destroy --config FILE [--output json]`.
 #[derive(Debug, Parser)]
-pub struct CloudArgs {
+pub(crate) struct CloudArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -84,7 +84,7 @@ pub struct CloudArgs {
 
 impl CloudArgs {
     /// The orchestrator options these arguments ask for.
-    pub fn options(&self) -> Options {
+    pub(crate) fn options(&self) -> Options {
         let mut options = Options::default();
         options.allow_hostname_change = self.allow_hostname_change;
         options.lock_wait = Duration::from_secs(self.lock_wait);
@@ -95,7 +95,7 @@ impl CloudArgs {
 
 /// Go on only with consent when `what` (lines saying what would be destroyed) is not
 /// empty: `--yes`, or "yes" typed at a terminal. Elsewhere (CI, pipes) refuse.
-pub fn confirm(what: &[String], yes: bool) -> triad::Result<()> {
+pub(crate) fn confirm(what: &[String], yes: bool) -> triad::Result<()> {
     if what.is_empty() || yes {
         return Ok(());
     }
@@ -130,7 +130,7 @@ pub fn confirm(what: &[String], yes: bool) -> triad::Result<()> {
 
 /// The process's exit code for `result`, printing the error (every spec problem, or
 /// what failed and what exists) on stderr.
-pub fn exit(result: triad::Result<()>) -> ExitCode {
+pub(crate) fn exit(result: triad::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -141,7 +141,7 @@ pub fn exit(result: triad::Result<()>) -> ExitCode {
 }
 
 /// Load and validate `--config`, reporting every problem.
-pub fn load_spec(args: &CloudArgs) -> triad::Result<ValidSpec> {
+pub(crate) fn load_spec(args: &CloudArgs) -> triad::Result<ValidSpec> {
     let Some(path) = &args.config else {
         return Err(triad::Error::invalid(
             "--config",
@@ -153,7 +153,7 @@ pub fn load_spec(args: &CloudArgs) -> triad::Result<ValidSpec> {
 }
 
 /// The process's exit code for a command's result (see [`exit`]).
-pub fn exit_code(result: triad::Result<ExitCode>) -> ExitCode {
+pub(crate) fn exit_code(result: triad::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -166,7 +166,7 @@ pub fn exit_code(result: triad::Result<ExitCode>) -> ExitCode {
 /// Run one command with progress on stderr and results on stdout; ask for consent
 /// before a destructive apply and before destroy ([`confirm`]). The exit code is 0,
 /// or 2 for `plan --detailed-exitcode` with changes.
-pub async fn run(
+pub(crate) async fn run(
     orchestrator: Orchestrator,
     spec: &ValidSpec,
     args: &CloudArgs,
@@ -236,7 +236,7 @@ pub async fn run(
 }
 
 /// With `--out DIR`, write the hand-over bundle ([`render::bundle`]) there.
-pub fn write_bundle(
+pub(crate) fn write_bundle(
     out: Option<&std::path::Path>,
     spec: &ValidSpec,
     inventory: &triad::Inventory,
@@ -253,7 +253,7 @@ pub fn write_bundle(
 
 /// Draws one spinner per resource on stderr from the orchestrator's events; prints
 /// plain lines instead when stderr is not a terminal (CI logs).
-pub struct Progress {
+pub(crate) struct Progress {
     bars: MultiProgress,
     by_resource: Mutex<HashMap<Resource, ProgressBar>>,
     plain: bool,
@@ -261,7 +261,7 @@ pub struct Progress {
 
 impl Progress {
     /// Bars on a terminal, plain lines otherwise.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bars: MultiProgress::new(),
             by_resource: Mutex::new(HashMap::new()),
@@ -286,7 +286,7 @@ impl Progress {
     }
 
     /// Finish and remove every bar.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
         for (_, bar) in map.drain() {
             if !bar.is_finished() {

@@ -8,34 +8,38 @@ use triad::sim::{SimCloud, SimConfig, SimSnapshot};
 use triad::spec::ClusterSpec;
 use triad::{Inventory, Orchestrator, ValidSpec};
 
-pub const ZONE: &str = "example.com";
-pub const FQDN: &str = "rancher.example.com";
+pub(crate) const ZONE: &str = "example.com";
+pub(crate) const FQDN: &str = "rancher.example.com";
 
 /// The quickstart's spec, with `extra` TOML appended to the top level (before any
 /// table) and `tables` after.
-pub fn spec_with(extra: &str, tables: &str) -> ValidSpec {
+pub(crate) fn spec_with(extra: &str, tables: &str) -> ValidSpec {
     spec_nodes("", extra, tables)
 }
 
-pub fn spec() -> ValidSpec {
+pub(crate) fn spec() -> ValidSpec {
     spec_with("", "")
 }
 
 /// A realistic simulated cloud (100 ms API calls, 45 s + 60 s nodes, 150 s balancer,
 /// 40 s DNS) hosting the test zone. Use with paused tokio time.
-pub fn cloud() -> SimCloud {
+pub(crate) fn cloud() -> SimCloud {
     SimCloud::new(SimConfig::realistic()).with_zone(ZONE)
 }
 
 /// An orchestrator over `cloud`, every provider wrapped in a call counter. Its lock
 /// holder is always `tests`: a rerun after a crash is the same operator's, and takes
 /// its own lock back.
-pub fn orchestrator(cloud: &SimCloud, counter: &CallCounter) -> Orchestrator {
+pub(crate) fn orchestrator(cloud: &SimCloud, counter: &CallCounter) -> Orchestrator {
     orchestrator_as(cloud, counter, "tests")
 }
 
 /// An orchestrator over `cloud` whose runs hold the lock as `holder`.
-pub fn orchestrator_as(cloud: &SimCloud, counter: &CallCounter, holder: &str) -> Orchestrator {
+pub(crate) fn orchestrator_as(
+    cloud: &SimCloud,
+    counter: &CallCounter,
+    holder: &str,
+) -> Orchestrator {
     let p = Stack::new(Arc::new(cloud.clone()))
         .count(counter.clone())
         .build();
@@ -47,14 +51,14 @@ pub fn orchestrator_as(cloud: &SimCloud, counter: &CallCounter, holder: &str) ->
 
 /// The test spec with lines added to its `[nodes]` table (`nodes`), its top level
 /// (`extra`) and tables after (`tables`).
-pub fn spec_nodes(nodes: &str, extra: &str, tables: &str) -> ValidSpec {
+pub(crate) fn spec_nodes(nodes: &str, extra: &str, tables: &str) -> ValidSpec {
     spec_text(nodes, extra, tables)
         .validate()
         .expect("test spec is valid")
 }
 
 /// The unvalidated form of [`spec_nodes`].
-pub fn spec_text(nodes: &str, extra: &str, tables: &str) -> ClusterSpec {
+pub(crate) fn spec_text(nodes: &str, extra: &str, tables: &str) -> ClusterSpec {
     let text = format!(
         r#"
 name = "rancher"
@@ -81,7 +85,7 @@ hostname = "{FQDN}"
     ClusterSpec::from_toml(&text).expect("test spec parses")
 }
 
-pub async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventory> {
+pub(crate) async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventory> {
     let plan = o.plan(spec).await?;
     o.apply(&plan).await
 }
@@ -90,7 +94,7 @@ pub async fn apply(o: &Orchestrator, spec: &ValidSpec) -> triad::Result<Inventor
 /// distinct names over distinct zones (as far as zones go), one balancer whose target
 /// groups target exactly those nodes, listeners on 80, 443, 6443 and 9345, one record and one
 /// ownership TXT pointing at the balancer — and nothing else of ours.
-pub fn assert_converged(snap: &SimSnapshot, n: usize) {
+pub(crate) fn assert_converged(snap: &SimSnapshot, n: usize) {
     let nodes = snap.live_nodes("rancher");
     assert_eq!(nodes.len(), n, "live nodes: {nodes:#?}");
     let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();

@@ -120,7 +120,7 @@ pub(crate) struct AwsError {
 }
 
 impl AwsError {
-    pub fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
+    pub(crate) fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
@@ -173,11 +173,11 @@ impl AwsError {
         }
     }
 
-    pub fn is(&self, code: &str) -> bool {
+    pub(crate) fn is(&self, code: &str) -> bool {
         self.code.as_deref() == Some(code)
     }
 
-    pub fn into_error(self, action: &str, resource: impl Into<String>) -> Error {
+    pub(crate) fn into_error(self, action: &str, resource: impl Into<String>) -> Error {
         let err = Error::provider(PROVIDER, action, resource, self.kind, self.message);
         match self.code {
             Some(code) => err.with_code(code),

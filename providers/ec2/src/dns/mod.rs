@@ -23,7 +23,7 @@ use records::{
 };
 
 /// The name of the DNS provider in errors and the inventory.
-pub const DNS_PROVIDER: &str = "route53";
+pub(crate) const DNS_PROVIDER: &str = "route53";
 
 /// Reads of one key that are under way, shared by everyone who asks meanwhile
 /// (a single flight): the plan's concurrent `lookup` and `owned_records` make one

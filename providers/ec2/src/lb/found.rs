@@ -160,17 +160,17 @@ pub(super) struct Found {
 }
 
 impl Found {
-    pub fn arn(&self) -> &str {
+    pub(crate) fn arn(&self) -> &str {
         self.lb.load_balancer_arn().unwrap_or_default()
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.lb.load_balancer_name().unwrap_or_default()
     }
 
     /// The target groups the listeners forward to, in [`groups_for`] order (the
     /// order `set_targets` converges them in): (name, ARN).
-    pub fn forwards(&self) -> Vec<(String, String)> {
+    pub(crate) fn forwards(&self) -> Vec<(String, String)> {
         let registration = registration_of(&listeners_of(self.name(), &self.listeners));
         let arns: Vec<&str> = self.listeners.iter().filter_map(forward_arn).collect();
         let mut out: Vec<(String, String)> = Vec::new();

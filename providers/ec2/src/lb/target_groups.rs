@@ -19,16 +19,16 @@ use crate::Ec2;
 /// Kubernetes registration groups: a node that registers through the NLB may be
 /// picked as its own target, and with its own address as the source the reply never
 /// goes back through the balancer (a hairpin), so the connection fails.
-pub const PRESERVE_CLIENT_IP: &str = "preserve_client_ip.enabled";
+pub(crate) const PRESERVE_CLIENT_IP: &str = "preserve_client_ip.enabled";
 
 /// Health check thresholds and timings from Rancher's NLB page.
-pub const HEALTHY_THRESHOLD: i32 = 3;
+pub(crate) const HEALTHY_THRESHOLD: i32 = 3;
 /// Unhealthy threshold.
-pub const UNHEALTHY_THRESHOLD: i32 = 3;
+pub(crate) const UNHEALTHY_THRESHOLD: i32 = 3;
 /// Health check timeout in seconds.
-pub const HEALTH_TIMEOUT_SECS: i32 = 6;
+pub(crate) const HEALTH_TIMEOUT_SECS: i32 = 6;
 /// Health check interval in seconds.
-pub const HEALTH_INTERVAL_SECS: i32 = 10;
+pub(crate) const HEALTH_INTERVAL_SECS: i32 = 10;
 
 /// One target group the balancer needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl GroupSpec {
     /// `<balancer>-<part>`; when that is over ELBv2's 32 characters (the second
     /// balancer of a mode change, `<cluster>-b`, with a 23- or 24-character cluster
     /// name), the short form `<balancer><p><port>` (`t443`, `h80`, `t9345`).
-    pub fn name(&self, lb: &str) -> String {
+    pub(crate) fn name(&self, lb: &str) -> String {
         let long = format!("{lb}-{}", self.part);
         if long.len() <= MAX_GROUP_NAME {
             return long;

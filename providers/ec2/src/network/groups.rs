@@ -30,10 +30,10 @@ pub(crate) enum Source {
 }
 
 impl Rule {
-    pub fn tcp(port: i32, source: Source) -> Self {
+    pub(crate) fn tcp(port: i32, source: Source) -> Self {
         Self::range("tcp", port, port, source)
     }
-    pub fn range(protocol: &str, from: i32, to: i32, source: Source) -> Self {
+    pub(crate) fn range(protocol: &str, from: i32, to: i32, source: Source) -> Self {
         Self {
             protocol: protocol.to_owned(),
             from,
@@ -59,7 +59,7 @@ impl Rule {
     /// ports 9345/6443) from anywhere but the nodes' own group. The nodes side
     /// manages everything else, the nodes-to-nodes 9345/6443 rules included, so the
     /// two sides never undo each other's rules.
-    pub fn is_web(&self, nodes_sg: &str) -> bool {
+    pub(crate) fn is_web(&self, nodes_sg: &str) -> bool {
         self.protocol == "tcp"
             && self.from == self.to
             && matches!(self.from, 80 | 443 | 9345 | 6443)

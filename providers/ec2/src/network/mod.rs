@@ -29,10 +29,10 @@ pub(crate) struct Network {
 }
 
 impl Network {
-    pub fn node_subnet(&self, zone: &str) -> Option<&str> {
+    pub(crate) fn node_subnet(&self, zone: &str) -> Option<&str> {
         find(&self.node_subnets, zone)
     }
-    pub fn lb_subnet(&self, zone: &str) -> Option<&str> {
+    pub(crate) fn lb_subnet(&self, zone: &str) -> Option<&str> {
         find(&self.lb_subnets, zone)
     }
 }

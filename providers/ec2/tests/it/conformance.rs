@@ -132,7 +132,7 @@ async fn conformance_foreign_record_is_left_alone() {
     conformance::dns_refuses_foreign_record(&aws, &fx, &foreign).await;
 }
 
-pub async fn hosted_zone_id(aws: &triad_ec2::Ec2, zone: &str) -> String {
+pub(crate) async fn hosted_zone_id(aws: &triad_ec2::Ec2, zone: &str) -> String {
     let out = aws
         .route53_client()
         .list_hosted_zones_by_name()

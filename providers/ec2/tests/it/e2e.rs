@@ -47,7 +47,7 @@ team = "platform"
 }
 
 /// Everything in moto carrying `triad-cluster=<name>`, as "kind id" strings.
-pub async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
+pub(crate) async fn tagged(aws: &Ec2, name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let ec2 = aws.ec2_client();
     let inst = ec2

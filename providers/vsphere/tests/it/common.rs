@@ -9,7 +9,7 @@ use triad_core::secret::Secret;
 use triad_vsphere::{Transport, VsphereProvider, VsphereSettings};
 
 /// Why a backend test needs scripts/test.
-pub const NEEDS: &str = "needs vcsim; scripts/test starts it";
+pub(crate) const NEEDS: &str = "needs vcsim; scripts/test starts it";
 
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -20,7 +20,7 @@ fn env(name: &str) -> String {
 /// Settings for vcsim's VPX model as testing/vcsim launches it, with the zones
 /// `<prefix>a`, `<prefix>b`, `<prefix>c` on the clusters DC0_C0..2, TLS verified
 /// against the launcher's CA.
-pub fn settings(zone_prefix: &str) -> VsphereSettings {
+pub(crate) fn settings(zone_prefix: &str) -> VsphereSettings {
     let failure_domains: BTreeMap<String, String> = ["a", "b", "c"]
         .iter()
         .enumerate()
@@ -47,7 +47,7 @@ pub fn settings(zone_prefix: &str) -> VsphereSettings {
 
 /// A distinct 10.x.y.z address per node name (FNV-1a), for vcsim's
 /// `SET.guest.ipAddress`: vcsim reports no guest IP otherwise.
-pub fn fake_ip(name: &str) -> String {
+pub(crate) fn fake_ip(name: &str) -> String {
     let mut h: u32 = 0x811c9dc5;
     for b in name.bytes() {
         h ^= u32::from(b);
@@ -62,7 +62,7 @@ pub fn fake_ip(name: &str) -> String {
 }
 
 /// A provider logged in to vcsim, giving each node a fake guest IP.
-pub async fn provider(zone_prefix: &str) -> VsphereProvider {
+pub(crate) async fn provider(zone_prefix: &str) -> VsphereProvider {
     VsphereProvider::connect(settings(zone_prefix))
         .await
         .expect("log in to vcsim")
@@ -74,7 +74,7 @@ pub async fn provider(zone_prefix: &str) -> VsphereProvider {
 
 /// A vim_rs client of its own, logged in to vcsim apart from any provider: the
 /// independent reader tests check the provider's work with.
-pub async fn raw_client() -> std::sync::Arc<vim_rs::core::client::Client> {
+pub(crate) async fn raw_client() -> std::sync::Arc<vim_rs::core::client::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let s = settings("raw-");
     let pem = std::fs::read(env("TRIAD_VCSIM_CA")).expect("read the vcsim CA");
@@ -93,7 +93,7 @@ pub async fn raw_client() -> std::sync::Arc<vim_rs::core::client::Client> {
 }
 
 /// The managed object at inventory path `path`, read with `client`.
-pub async fn find_path(
+pub(crate) async fn find_path(
     client: &std::sync::Arc<vim_rs::core::client::Client>,
     path: &str,
 ) -> Option<vim_rs::types::structs::ManagedObjectReference> {
