@@ -17,7 +17,8 @@
 //!
 //! `TRIAD_VCSIM_GUEST_IPS=1` is for govmomi's vcsim only (scripts/test uses it): vcsim
 //! reports no guest IP for a clone, so each VM is given a fake one derived from its
-//! name through vcsim's `SET.guest.ipAddress` key. Never set it against a vCenter.
+//! name through vcsim's `SET.guest.ipAddress` key, and finishes every task at once, so
+//! the waits expect no vCenter latency. Never set it against a vCenter.
 
 mod common;
 
@@ -43,7 +44,7 @@ async fn run(args: CloudArgs) -> triad::Result<ExitCode> {
     let mut vsphere = VsphereProvider::from_spec(&spec).await?;
     if std::env::var("TRIAD_VCSIM_GUEST_IPS").as_deref() == Ok("1") {
         eprintln!("vcsim mode: fake guest IPs ($TRIAD_VCSIM_GUEST_IPS=1)");
-        vsphere = vsphere.with_vcsim_guest_ips();
+        vsphere = vsphere.with_vcsim();
     }
     let nodes: Arc<dyn NodeProvider> = Arc::new(vsphere);
     // In node mode the balancer VM is made by the same vSphere provider, apart from

@@ -18,7 +18,8 @@ pub(crate) struct Providers {
     pub dns: Arc<dyn DnsProvider>,
 }
 
-/// Set to `1` only against govmomi's vcsim: vSphere clones get fake guest IPs.
+/// Set to `1` only against govmomi's vcsim: vSphere clones get fake guest IPs and
+/// the waits expect no vCenter latency.
 #[cfg(feature = "vsphere")]
 pub(crate) const VCSIM_GUEST_IPS_ENV: &str = "TRIAD_VCSIM_GUEST_IPS";
 
@@ -89,7 +90,7 @@ impl Clouds {
                 let mut vsphere = triad_vsphere::VsphereProvider::from_spec(spec).await?;
                 if std::env::var(VCSIM_GUEST_IPS_ENV).as_deref() == Ok("1") {
                     tracing::warn!("vcsim mode: fake guest IPs (${VCSIM_GUEST_IPS_ENV}=1)");
-                    vsphere = vsphere.with_vcsim_guest_ips();
+                    vsphere = vsphere.with_vcsim();
                 }
                 Ok(Arc::new(vsphere))
             }

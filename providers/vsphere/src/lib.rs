@@ -36,6 +36,7 @@
 mod client;
 mod error;
 mod nodes;
+mod polls;
 pub mod settings;
 pub mod uuid;
 mod vcenter;
@@ -48,13 +49,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use triad_core::model::{Node, NodeRequest};
 use triad_core::spec::{ClusterRef, ValidSpec};
-use triad_core::wait::Poll;
 use triad_core::{NodeProvider, Result};
 
 pub use client::CallCounts;
 pub use settings::{Transport, VsphereSettings};
 
 use client::Tally;
+use polls::Polls;
 use worker::Worker;
 
 /// The provider's name in messages and the inventory.
@@ -65,7 +66,7 @@ pub const PROVIDER: &str = "vsphere";
 pub type NodeExtraConfig = dyn Fn(&NodeRequest) -> Vec<(String, String)> + Send + Sync;
 
 /// A distinct `10.x.y.z` per VM name (FNV-1a of the name), the fake guest address
-/// [`VsphereProvider::with_vcsim_guest_ips`] gives a clone on vcsim.
+/// [`VsphereProvider::with_vcsim`] gives a clone on vcsim.
 pub fn vcsim_guest_ip(name: &str) -> String {
     let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
@@ -89,6 +90,7 @@ pub struct VsphereProvider {
     tally: Tally,
     node_extra_config: Option<Arc<NodeExtraConfig>>,
     poll: Duration,
+    vcsim: bool,
 }
 
 impl std::fmt::Debug for VsphereProvider {
@@ -96,6 +98,7 @@ impl std::fmt::Debug for VsphereProvider {
         f.debug_struct("VsphereProvider")
             .field("settings", &self.settings)
             .field("poll", &self.poll)
+            .field("vcsim", &self.vcsim)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +121,7 @@ impl VsphereProvider {
             tally,
             node_extra_config: None,
             poll: Duration::from_secs(2),
+            vcsim: false,
         })
     }
 
@@ -132,11 +136,13 @@ impl VsphereProvider {
         self
     }
 
-    /// **vcsim only** (govmomi's vCenter simulator, which reports no guest IP for a
-    /// clone): give each node the fake address [`vcsim_guest_ip`] derives from its
-    /// name, through vcsim's `SET.guest.ipAddress` extraConfig key. Never use it
-    /// against a vCenter.
-    pub fn with_vcsim_guest_ips(self) -> Self {
+    /// **vcsim only** (govmomi's vCenter simulator). vcsim reports no guest IP for a
+    /// clone: give each node the fake address [`vcsim_guest_ip`] derives from its
+    /// name, through vcsim's `SET.guest.ipAddress` extraConfig key. And vcsim
+    /// finishes every task at once: expect no vCenter latency in the waits (they
+    /// would only sleep). Never use it against a vCenter.
+    pub fn with_vcsim(mut self) -> Self {
+        self.vcsim = true;
         self.with_node_extra_config(|r: &NodeRequest| {
             vec![("SET.guest.ipAddress".to_owned(), vcsim_guest_ip(&r.name))]
         })
@@ -144,7 +150,9 @@ impl VsphereProvider {
 
     /// The longest pause between two looks at vCenter while waiting (2 s by default).
     /// Waits start with a short pause (a quarter of it for nodes, 100 ms for tasks)
-    /// and double up to it.
+    /// and double up to it; the clone, power-on and boot waits first expect
+    /// vCenter's typical latency (60 s, 5 s, 45 s; not with
+    /// [`with_vcsim`](Self::with_vcsim)).
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
         self.poll = poll;
         self
@@ -179,15 +187,15 @@ impl VsphereProvider {
     /// `action` and `resource` and carrying vCenter's fault.
     pub async fn wait_task(&self, task: &str, action: &str, resource: &str) -> Result<()> {
         let (task, action, resource) = (task.to_owned(), action.to_owned(), resource.to_owned());
-        let poll = self.poll;
+        let poll = self.polls().task;
         self.worker
             .call(move |v| async move { v.wait_task_id(&task, &action, &resource, poll).await })
             .await
     }
 
-    /// How node waits poll.
-    fn node_poll(&self) -> Poll {
-        Poll::new(self.poll / 4, self.poll)
+    /// How the waits poll.
+    fn polls(&self) -> Polls {
+        Polls::new(self.poll, !self.vcsim)
     }
 }
 
@@ -222,9 +230,9 @@ impl NodeProvider for VsphereProvider {
             .as_ref()
             .map(|h| h(request))
             .unwrap_or_default();
-        let (cluster, request, poll) = (cluster.clone(), request.clone(), self.poll);
+        let (cluster, request, polls) = (cluster.clone(), request.clone(), self.polls());
         self.worker
-            .call(move |v| async move { v.create_node(&cluster, &request, &hook, poll).await })
+            .call(move |v| async move { v.create_node(&cluster, &request, &hook, polls).await })
             .await
     }
 
@@ -249,14 +257,14 @@ impl NodeProvider for VsphereProvider {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let (nodes, poll) = (nodes.to_vec(), self.node_poll());
+        let (nodes, poll) = (nodes.to_vec(), self.polls().boot);
         self.worker
             .call(move |v| async move { v.wait_nodes(&nodes, timeout, poll).await })
             .await
     }
 
     async fn delete_node(&self, cluster: &ClusterRef, node: &Node) -> Result<()> {
-        let (cluster, node, poll) = (cluster.clone(), node.clone(), self.poll);
+        let (cluster, node, poll) = (cluster.clone(), node.clone(), self.polls().task);
         self.worker
             .call(move |v| async move { v.delete_node(&cluster, &node, poll).await })
             .await
@@ -271,8 +279,12 @@ impl NodeProvider for VsphereProvider {
         node: &Node,
         request: &NodeRequest,
     ) -> Result<Node> {
-        let (cluster, node, request, poll) =
-            (cluster.clone(), node.clone(), request.clone(), self.poll);
+        let (cluster, node, request, poll) = (
+            cluster.clone(),
+            node.clone(),
+            request.clone(),
+            self.polls().task,
+        );
         self.worker
             .call(move |v| async move { v.update_node(&cluster, &node, &request, poll).await })
             .await

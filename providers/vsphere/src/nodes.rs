@@ -18,6 +18,7 @@ use vim_rs::types::structs::{
 use vim_rs::types::vim_any::VimAny;
 
 use crate::error;
+use crate::polls::Polls;
 use crate::uuid::instance_uuid;
 use crate::vcenter::Vcenter;
 use crate::vm::{self, VmInfo, VmProps, KEY_CLUSTER, KEY_LABEL};
@@ -180,24 +181,23 @@ impl Vcenter {
         task: &ManagedObjectReference,
         action: &str,
         resource: &str,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<()> {
         let state = format!("the {action} task done");
-        Poll::new(Duration::from_millis(100).min(poll), poll)
-            .until(TASK_TIMEOUT, resource, &state, || async move {
-                let state: Option<TaskInfoStateEnum> = self
-                    .property(task, "info.state")
-                    .await
-                    .map_err(|e| error::vim(action, resource, &e))?;
-                match state {
-                    Some(TaskInfoStateEnum::Success) => Ok(Some(())),
-                    Some(TaskInfoStateEnum::Error) => {
-                        Err(self.task_error(task, action, resource).await)
-                    }
-                    _ => Ok(None),
+        poll.until(TASK_TIMEOUT, resource, &state, || async move {
+            let state: Option<TaskInfoStateEnum> = self
+                .property(task, "info.state")
+                .await
+                .map_err(|e| error::vim(action, resource, &e))?;
+            match state {
+                Some(TaskInfoStateEnum::Success) => Ok(Some(())),
+                Some(TaskInfoStateEnum::Error) => {
+                    Err(self.task_error(task, action, resource).await)
                 }
-            })
-            .await
+                _ => Ok(None),
+            }
+        })
+        .await
     }
 
     /// The error of a failed task, as precise as the transport lets us read it.
@@ -235,7 +235,7 @@ impl Vcenter {
         task: &str,
         action: &str,
         resource: &str,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<()> {
         let task = ManagedObjectReference {
             r#type: MoTypesEnum::Task,
@@ -250,7 +250,7 @@ impl Vcenter {
         vm: &VmInfo,
         spec: &vim_rs::types::structs::VirtualMachineConfigSpec,
         resource: &str,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<()> {
         let task = VirtualMachine::new(self.client.clone(), &vm.moref.value)
             .reconfig_vm_task(spec)
@@ -296,7 +296,7 @@ impl Vcenter {
         vm: &VmInfo,
         wanted: &BTreeMap<String, String>,
         resource: &str,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<bool> {
         let mut fields = self.fields_for(std::slice::from_ref(vm)).await?;
         let have = vm.labels(&fields);
@@ -329,16 +329,16 @@ impl Vcenter {
 
     /// Bring an existing VM to what the request asks: labels, CPU and memory,
     /// powered on.
-    async fn converge(&self, vm: VmInfo, request: &NodeRequest, poll: Duration) -> Result<Node> {
+    async fn converge(&self, vm: VmInfo, request: &NodeRequest, polls: Polls) -> Result<Node> {
         let resource = node_resource(&request.name);
-        self.converge_labels(&vm, &request.labels, &resource, poll)
+        self.converge_labels(&vm, &request.labels, &resource, polls.task)
             .await?;
         let (cpus, memory) = self.settings.shape(request.size.as_deref());
         let shape_differs = vm.cpus != Some(cpus as i32) || vm.memory_mb != Some(memory as i32);
         if shape_differs && !vm.powered_on {
             tracing::info!(node = %request.name, cpus, memory, "setting CPU and memory");
             let spec = vm::config_spec(None, Some((cpus, memory)), &[])?;
-            self.reconfigure(&vm, &spec, &resource, poll).await?;
+            self.reconfigure(&vm, &spec, &resource, polls.task).await?;
         } else if shape_differs {
             tracing::warn!(node = %request.name, "VM is running with another CPU/memory shape; not changed");
         }
@@ -348,7 +348,8 @@ impl Vcenter {
                 .power_on_vm_task(None)
                 .await
                 .map_err(|e| error::vim("power on", &resource, &e))?;
-            self.wait_task(&task, "power on", &resource, poll).await?;
+            self.wait_task(&task, "power on", &resource, polls.power_on)
+                .await?;
         }
         self.reread(&vm, "create", &resource).await
     }
@@ -359,7 +360,7 @@ impl Vcenter {
         request: &NodeRequest,
         uuid: &str,
         hook: &[(String, String)],
-        poll: Duration,
+        poll: Poll,
     ) -> Result<()> {
         let placement = self.placement().await?;
         let resource = node_resource(&request.name);
@@ -446,14 +447,15 @@ impl Vcenter {
         cluster: &ClusterRef,
         request: &NodeRequest,
         hook: &[(String, String)],
-        poll: Duration,
+        polls: Polls,
     ) -> Result<Node> {
         let resource = node_resource(&request.name);
         let uuid = instance_uuid(self.dc_path(), &cluster.name, &request.name);
         let vm = match self.owned_vm(&uuid, cluster, "create", &resource).await? {
             Some(vm) => vm,
             None => {
-                self.clone_vm(cluster, request, &uuid, hook, poll).await?;
+                self.clone_vm(cluster, request, &uuid, hook, polls.clone)
+                    .await?;
                 self.find_vm(&uuid).await?.ok_or_else(|| {
                     error::other(
                         "create",
@@ -464,7 +466,7 @@ impl Vcenter {
                 })?
             }
         };
-        self.converge(vm, request, poll).await
+        self.converge(vm, request, polls).await
     }
 
     /// Wait until every node runs with an IP: each poll is one property-collector read
@@ -541,7 +543,7 @@ impl Vcenter {
         cluster: &ClusterRef,
         node: &Node,
         request: &NodeRequest,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<Node> {
         let resource = node_resource(&node.name);
         let vm = self
@@ -565,7 +567,7 @@ impl Vcenter {
         &self,
         cluster: &ClusterRef,
         node: &Node,
-        poll: Duration,
+        poll: Poll,
     ) -> Result<()> {
         let resource = node_resource(&node.name);
         let Some(vm) = self

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use triad_core::model::NodeRequest;
 use triad_core::secret::Secret;
 use triad_vsphere::{Transport, VsphereProvider, VsphereSettings};
 
@@ -66,9 +65,7 @@ pub(crate) async fn provider(zone_prefix: &str) -> VsphereProvider {
     VsphereProvider::connect(settings(zone_prefix))
         .await
         .expect("log in to vcsim")
-        .with_node_extra_config(|r: &NodeRequest| {
-            vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
-        })
+        .with_vcsim()
         .with_poll_interval(Duration::from_millis(200))
 }
 

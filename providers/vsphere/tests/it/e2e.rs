@@ -15,7 +15,6 @@ use std::future::Future;
 use std::pin::Pin;
 use triad_core::drift::{self, Attribute};
 use triad_core::layers::{Call, CallCounter, Layer, Op, Stack};
-use triad_core::model::NodeRequest;
 use triad_core::orchestrator::NodeAction;
 use triad_core::orchestrator::Options;
 use triad_core::spec::{ClusterSpec, ValidSpec};
@@ -282,9 +281,7 @@ pub(crate) async fn provider(spec: &ValidSpec) -> VsphereProvider {
     VsphereProvider::from_spec(spec)
         .await
         .expect("log in to vcsim (transport auto falls back to SOAP)")
-        .with_node_extra_config(|r: &NodeRequest| {
-            vec![("SET.guest.ipAddress".to_owned(), fake_ip(&r.name))]
-        })
+        .with_vcsim()
         .with_poll_interval(Duration::from_millis(200))
 }
 
