@@ -16,7 +16,7 @@ use crate::error::{Error, FailureKind, Result};
 use crate::model::{
     LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordKind, RecordRequest,
 };
-use crate::spec::{ClusterRef, ValidSpec};
+use crate::spec::{ClusterRef, LbMode, ValidSpec};
 
 /// Creates, finds and deletes the cluster's nodes, and the cluster-wide network
 /// plumbing they need (security groups, firewall rules).
@@ -169,6 +169,18 @@ pub trait LoadBalancerProvider: Send + Sync {
     /// only then deletes the old one. The default says no: the old one is deleted
     /// first.
     fn coexists(&self) -> bool {
+        false
+    }
+
+    /// Whether a balancer of `mode` serves the Kubernetes registration ports
+    /// ([`LoadBalancerRequest::registration_ports`]) on an address of their own
+    /// rather than on its [`LoadBalancer::endpoint`] — an l7 balancer that cannot
+    /// pass TCP through, with a TCP companion beside it. The balancer then reports
+    /// that address as [`LoadBalancer::registration_endpoint`], and the orchestrator
+    /// makes the balancer before the nodes, whose user data must carry it. The
+    /// default says no: the Rancher hostname (which points at the balancer) is the
+    /// registration address.
+    fn registration_apart(&self, _mode: LbMode) -> bool {
         false
     }
 
@@ -433,6 +445,9 @@ macro_rules! forward_provider_traits {
             }
             fn coexists(&self) -> bool {
                 (**self).coexists()
+            }
+            fn registration_apart(&self, mode: LbMode) -> bool {
+                (**self).registration_apart(mode)
             }
             async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
                 (**self).discover_load_balancers(cluster).await

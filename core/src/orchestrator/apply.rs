@@ -151,13 +151,40 @@ impl Orchestrator {
                     ..
                 }
             );
-        let (nodes, lb_and_record) = tokio::join!(
-            self.apply_nodes(plan, &note),
-            self.apply_lb_and_dns(plan, &note, !make_first)
-        );
-        // Report the node failure first if both failed: it is usually the cause.
-        let nodes = nodes?;
-        let (lb, record) = lb_and_record?;
+        let spec = &plan.spec;
+        let learned: Plan;
+        let (plan, nodes, lb, record) = if !spec.registration_ports().is_empty()
+            && self.lb.registration_apart(spec.load_balancer.mode)
+        {
+            // The balancer serves the registration ports on an address of its own,
+            // which the nodes' user data must carry: the balancer comes first.
+            let (lb, record) = self.apply_lb_and_dns(plan, &note, !make_first).await?;
+            if lb.registration_endpoint.is_none() {
+                return Err(Error::provider(
+                    self.lb.name(),
+                    "create load balancer",
+                    format!("load balancer {}", lb.name),
+                    crate::error::FailureKind::Other,
+                    "the balancer reports no registration address, but its provider \
+                     serves the registration ports apart in this mode",
+                ));
+            }
+            learned = Plan {
+                spec: spec.with_registration_of(&lb),
+                ..plan.clone()
+            };
+            let nodes = self.apply_nodes(&learned, &note).await?;
+            (&learned, nodes, lb, record)
+        } else {
+            let (nodes, lb_and_record) = tokio::join!(
+                self.apply_nodes(plan, &note),
+                self.apply_lb_and_dns(plan, &note, !make_first)
+            );
+            // Report the node failure first if both failed: it is usually the cause.
+            let nodes = nodes?;
+            let (lb, record) = lb_and_record?;
+            (plan, nodes, lb, record)
+        };
 
         // Targets: the wanted nodes, and the nodes still to leave one by one while they
         // serve.

@@ -7,15 +7,17 @@ use crate::model::{Endpoint, Inventory, KubernetesEntry, Node};
 use crate::spec::{Distribution, Registration, ValidSpec, KUBE_API_PORT};
 
 /// The fixed registration address: the Rancher hostname when the balancer
-/// carries the registration listeners (`load_balancer.registration = "balancer"`),
-/// else node 1's private address; `None` for RKE (v1), which has none, or when
+/// carries the registration listeners (`load_balancer.registration = "balancer"`;
+/// the address of its TCP companion when an l7 balancer serves them apart and
+/// `spec` learned it, [`ValidSpec::with_registration_of`]), else node 1's private
+/// address; `None` for RKE (v1), which has none, or when
 /// node 1 has no address yet.
 pub fn registration_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> {
     if spec.kubernetes.distribution == Distribution::Rke {
         return None;
     }
     match spec.load_balancer.registration {
-        Registration::Balancer => Some(bootstrap::registration_host(spec)),
+        Registration::Balancer => Some(bootstrap::url_host(&bootstrap::registration_host(spec))),
         Registration::FirstNode => first_node(spec, nodes).map(|(_, ip)| host_for_url(ip)),
     }
 }
@@ -45,6 +47,8 @@ pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
 /// read from `token-file` (see [`bundle`](super::bundle), which writes it), so no secret appears
 /// in this file.
 pub fn node_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let d = spec.kubernetes.distribution;
     let mut san = Vec::new();
     match &inventory.load_balancer.endpoint {
@@ -89,6 +93,8 @@ pub fn token_path(distribution: Distribution) -> &'static str {
 /// `nodes.ssh_user`) with its server rewritten from `127.0.0.1` to the
 /// registration address.
 pub fn kubeconfig_command(spec: &ValidSpec, inventory: &Inventory) -> Option<String> {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let d = spec.kubernetes.distribution;
     if d == Distribution::Rke {
         return None;

@@ -14,6 +14,8 @@ use crate::spec::{Distribution, LbMode, ValidSpec};
 /// DNS record, the balancer, the nodes (name, zone, private IP), the RKE
 /// `cluster.yml` and the Helm command, each with a one-line explanation.
 pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let mut out = String::new();
     let lb = &inventory.load_balancer;
     let dns = &inventory.dns;

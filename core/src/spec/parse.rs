@@ -71,6 +71,7 @@ impl ClusterSpec {
                 proxy_ca: external.proxy_ca,
                 tls_ca: external.tls_ca,
                 learned_network_cidrs: Vec::new(),
+                learned_registration_host: None,
             })
         } else {
             Err(Error::InvalidSpec(problems.into()))

@@ -28,6 +28,10 @@ pub struct ValidSpec {
     /// ([`crate::NodeProvider::network_cidrs`]), beside `nodes.network_cidrs`.
     #[serde(skip)]
     pub(super) learned_network_cidrs: Vec<String>,
+    /// The registration address an l7 balancer reported for its TCP companion
+    /// ([`crate::model::LoadBalancer::registration_endpoint`]), learned at apply.
+    #[serde(skip)]
+    pub(super) learned_registration_host: Option<String>,
 }
 
 impl std::ops::Deref for ValidSpec {
@@ -84,6 +88,25 @@ impl ValidSpec {
     pub(crate) fn with_learned_network_cidrs(&self, cidrs: Vec<String>) -> ValidSpec {
         ValidSpec {
             learned_network_cidrs: cidrs,
+            ..self.clone()
+        }
+    }
+
+    /// The registration address a balancer reported apart from the Rancher
+    /// hostname (an l7 balancer's TCP companion), if one was learned.
+    pub fn learned_registration_host(&self) -> Option<&str> {
+        self.learned_registration_host.as_deref()
+    }
+
+    /// This spec with the registration address `lb` serves apart from the Rancher
+    /// hostname ([`crate::model::LoadBalancer::registration_endpoint`]); unchanged
+    /// when it has none.
+    pub fn with_registration_of(&self, lb: &crate::model::LoadBalancer) -> ValidSpec {
+        ValidSpec {
+            learned_registration_host: lb
+                .registration_endpoint
+                .as_ref()
+                .and_then(crate::model::Endpoint::host),
             ..self.clone()
         }
     }

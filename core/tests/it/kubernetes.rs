@@ -917,6 +917,7 @@ fn inventory() -> Inventory {
             scheme: LbScheme::InternetFacing,
             state: LbState::Active,
             endpoint: Some(endpoint.clone()),
+            registration_endpoint: None,
             listeners: vec![],
             targets: nodes.iter().map(|n| n.id.clone()).collect(),
             partial_targets: Vec::new(),

@@ -43,6 +43,7 @@ fn lb(targets: &[&str]) -> LoadBalancer {
             name: "r-1.elb.example".into(),
             alias_zone: Some("Z1".into()),
         }),
+        registration_endpoint: None,
         listeners: vec![
             Listener {
                 port: 80,

@@ -397,6 +397,7 @@ impl Ec2 {
             scheme: scheme_of(&found.lb),
             state: state_of(&found.lb),
             endpoint: endpoint_of(&found.lb),
+            registration_endpoint: None,
             listeners: listeners_of(found.name(), &found.listeners),
             targets: targets_of(&forwards),
             labels,

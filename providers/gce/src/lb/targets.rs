@@ -162,6 +162,7 @@ impl GceProvider {
                 scheme: LbScheme::InternetFacing,
                 state: LbState::Provisioning,
                 endpoint: None,
+                registration_endpoint: None,
                 listeners: Vec::new(),
                 targets: Vec::new(),
                 labels: addr.labels.into_iter().collect(),
@@ -219,6 +220,7 @@ impl GceProvider {
             endpoint,
             // A registration port counts once it has its own rule (and so its own
             // TCP check): one the web rule carries (made before) is completed.
+            registration_endpoint: None,
             listeners: listeners(mode, registration),
             targets,
             labels: rule
