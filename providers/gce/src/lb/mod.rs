@@ -10,6 +10,9 @@
 //! dial it, and they reach an internal address without any external path; it lies
 //! in the subnetwork range triad already puts in NO_PROXY. The balancer reports it
 //! as [`LoadBalancer::registration_endpoint`](triad_core::model::LoadBalancer).
+//! Known gap (docs/gce.md, Limitations): Google answers a backend that dials its own
+//! passthrough balancer's address from that backend itself, so a joining node that
+//! is already a backend reaches its own port; a proxy balancer would not.
 //!
 //! Resource names are fixed per balancer (`<balancer>-hc`, `<balancer>-bs`, …), so
 //! every step is a get-or-create; a balancer is named after the cluster, or
