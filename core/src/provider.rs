@@ -184,6 +184,17 @@ pub trait LoadBalancerProvider: Send + Sync {
         false
     }
 
+    /// Whether a target of the balancer that dials the balancer's own address can
+    /// be sent to another target. Google's passthrough balancers answer a backend's
+    /// connection to their address on that backend itself (the guest agent routes
+    /// the address locally), whether it is healthy or not: a server that has not
+    /// joined yet would dial only itself. When this says no, the nodes join through
+    /// the first node instead, and the registration listeners serve the API and
+    /// agents. The default says yes.
+    fn backends_reach_balancer(&self) -> bool {
+        true
+    }
+
     /// Every balancer of the cluster (two during a mode change when
     /// [`LoadBalancerProvider::coexists`]). The default is the one
     /// [`LoadBalancerProvider::discover_load_balancer`] finds.
@@ -448,6 +459,9 @@ macro_rules! forward_provider_traits {
             }
             fn registration_apart(&self, mode: LbMode) -> bool {
                 (**self).registration_apart(mode)
+            }
+            fn backends_reach_balancer(&self) -> bool {
+                (**self).backends_reach_balancer()
             }
             async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
                 (**self).discover_load_balancers(cluster).await

@@ -174,8 +174,12 @@ pub(crate) fn kube_config_with(
 ) -> KubeConfig {
     let d = spec.kubernetes.distribution;
     let names = spec.node_names();
-    let first = names.first().is_some_and(|n| n == node_name);
-    let host = join_host.unwrap_or_else(|| url_host(&registration_host(spec)));
+    // Node 1 starts the cluster, unless nodes of it exist already (a node 1 made
+    // again beside them joins them).
+    let first = !spec.joins_existing() && names.first().is_some_and(|n| n == node_name);
+    let host = join_host
+        .or_else(|| spec.learned_join_host().map(url_host))
+        .unwrap_or_else(|| url_host(&registration_host(spec)));
     let mut tls_san = vec![spec.fqdn()];
     for s in std::iter::once(&registration_host(spec)).chain(extra_san) {
         if !tls_san.contains(s) {

@@ -529,6 +529,10 @@ impl<P: LoadBalancerProvider, L: Layer> LoadBalancerProvider for Layered<P, L> {
         self.inner.registration_apart(mode)
     }
 
+    fn backends_reach_balancer(&self) -> bool {
+        self.inner.backends_reach_balancer()
+    }
+
     async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let resource = format!("load balancers of cluster {}", cluster.name);
         let call = || self.inner.discover_load_balancers(cluster);

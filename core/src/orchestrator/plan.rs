@@ -105,7 +105,13 @@ impl Orchestrator {
         if !problems.is_empty() {
             return Err(Error::InvalidSpec(SpecProblems(problems)));
         }
-        let learned = spec.with_learned_network_cidrs(network);
+        // A balancer its own targets cannot reach (Google's passthrough) cannot be
+        // the way the servers join: they join through the first node.
+        let learned = spec
+            .with_learned_network_cidrs(network)
+            .with_join_first_node(
+                !spec.registration_ports().is_empty() && !self.lb.backends_reach_balancer(),
+            );
         let spec = &learned;
 
         if let Some(r) = &at_name {

@@ -22,6 +22,20 @@ pub fn registration_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> 
     }
 }
 
+/// The address the servers join: the registration address, or node 1's private
+/// address when they join through the first node
+/// ([`ValidSpec::joins_through_first_node`]: `registration = "first-node"`, or a
+/// balancer whose own targets cannot reach it).
+pub fn join_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> {
+    if spec.kubernetes.distribution == Distribution::Rke {
+        return None;
+    }
+    if spec.joins_through_first_node() {
+        return first_node(spec, nodes).map(|(_, ip)| host_for_url(ip));
+    }
+    registration_address(spec, nodes)
+}
+
 /// The inventory's `kubernetes` entry: distribution, registration address, the URL
 /// nodes join and the API server URL.
 pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
@@ -29,8 +43,7 @@ pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
     let reg = registration_address(spec, nodes);
     KubernetesEntry {
         distribution: d,
-        join_url: reg
-            .as_ref()
+        join_url: join_address(spec, nodes)
             .map(|r| format!("https://{r}:{}", bootstrap::join_port(d))),
         server_url: reg.as_ref().map(|r| format!("https://{r}:{KUBE_API_PORT}")),
         registration_address: reg,
@@ -58,7 +71,7 @@ pub fn node_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> 
         Some(Endpoint::Ip { addresses }) => san.extend(addresses.iter().map(ToString::to_string)),
         None => {}
     }
-    let reg = registration_address(spec, &inventory.nodes);
+    let reg = join_address(spec, &inventory.nodes);
     let mut doc = bootstrap::kube_config_with(spec, node_name, reg.clone(), &san, None);
     doc.token_file = Some(token_path(d).to_owned());
     let mut out = format!(

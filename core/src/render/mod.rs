@@ -36,7 +36,8 @@ mod tests;
 
 pub use handover::{bundle, write_to, BundleFile};
 pub use kube::{
-    kubeconfig_command, kubernetes_entry, node_config, registration_address, token_path,
+    join_address, kubeconfig_command, kubernetes_entry, node_config, registration_address,
+    token_path,
 };
 pub use rancher::{
     cert_manager_install, helm_install, helm_no_proxy, rancher_values, RancherIngress,

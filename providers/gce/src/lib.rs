@@ -289,6 +289,18 @@ impl LoadBalancerProvider for GceProvider {
         mode == LbMode::L7
     }
 
+    /// No: a backend's connection to its own passthrough balancer's address is
+    /// answered by that backend itself, healthy or not ("If the client VM is a
+    /// backend VM of the load balancer, connections sent to the IP address of the
+    /// load balancer's forwarding rule are always answered by the client/backend
+    /// VM", Google's internal passthrough Network Load Balancer overview; the guest
+    /// agent routes forwarding-rule addresses locally on every backend, external
+    /// passthrough ones too; rancher/rke2#1760). A server that has not joined yet
+    /// would dial only itself, so the nodes join through node 1.
+    fn backends_reach_balancer(&self) -> bool {
+        false
+    }
+
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         let mut all = self.discover_all(cluster).await?;
         let active = all.iter().position(|lb| lb.endpoint.is_some()).unwrap_or(0);

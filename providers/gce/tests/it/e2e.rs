@@ -1,7 +1,7 @@
 //! The orchestrator end to end against the fake: plan → apply → read back → a rerun
 //! with zero mutating calls → destroy → nothing labelled left; for l4 and l7 (whose
-//! nodes install RKE2 and join through the internal passthrough balancer of the
-//! registration ports).
+//! nodes install RKE2 and join through node 1, beside the internal passthrough
+//! balancer of the registration ports).
 
 use std::sync::Arc;
 
@@ -41,7 +41,8 @@ fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
 /// subnetwork `range`, shared by an INTERNAL rule per port, each to an INTERNAL
 /// backend service with a TCP check on that port and the three nodes' groups; the
 /// firewall rule for the subnetwork and Google's checkers; and the nodes' user data
-/// joins through that address and names it in tls-san.
+/// names that address in tls-san but joins through node 1 (see
+/// `backends_reach_balancer`).
 fn registration_apart(
     project: &str,
     name: &str,
@@ -128,9 +129,15 @@ fn registration_apart(
     }
     let ports: Vec<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [80, 443, 9345, 6443]);
-    // The nodes: all but the first join through the internal address; every one
-    // names it in tls-san.
-    let server = format!("server: https://{ip}:9345");
+    // The nodes: Google answers a backend that dials its own passthrough balancer
+    // on that backend itself, so the servers join through node 1 (made first), not
+    // through the balancer; every one names the internal address in tls-san.
+    let first = instances
+        .iter()
+        .find(|i| i["name"] == format!("{name}-1"))
+        .expect("node 1");
+    let first_ip = first["networkInterfaces"][0]["networkIP"].as_str().unwrap();
+    let server = format!("server: https://{first_ip}:9345");
     let mut joining = 0;
     for i in instances {
         let ud = i["metadata"]["items"]
@@ -144,6 +151,7 @@ fn registration_apart(
         if ud.contains(&server) {
             joining += 1;
         }
+        assert!(!ud.contains(&format!("server: https://{ip}")), "{ud}");
         assert!(ud.contains(&format!("- {ip}")), "no {ip} in tls-san: {ud}");
         assert!(ud.contains("tls-san"), "{ud}");
     }
