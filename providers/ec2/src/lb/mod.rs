@@ -516,6 +516,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_companion_fits_elbv2_names_and_its_tag_records_its_forwards() {
+        let longest = "a".repeat(triad_core::spec::MAX_NAME_LEN);
+        for lb in [longest.clone(), format!("{longest}-b")] {
+            let name = balancer::companion_name(&lb);
+            assert!(name.len() <= 32, "{name}");
+            assert_ne!(name, format!("{longest}-b"));
+        }
+        let forward = |port: i32| {
+            AwsListener::builder()
+                .port(port)
+                .protocol(ProtocolEnum::Tcp)
+                .default_actions(
+                    aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                        .r#type(ActionTypeEnum::Forward)
+                        .target_group_arn(format!(
+                            "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/r-tcp{port}/1"
+                        ))
+                        .build(),
+                )
+                .build()
+        };
+        let bare = AwsListener::builder()
+            .port(7000)
+            .protocol(ProtocolEnum::Tcp)
+            .build();
+        assert_eq!(
+            found::listeners_tag(&[forward(9345), bare, forward(6443)]),
+            "6443,9345"
+        );
+        assert_eq!(found::listeners_tag(&[]), "");
+    }
+
+    #[test]
     fn l7_redirects_http_and_forwards_https_to_port_80() {
         let g = TargetGroup::builder()
             .target_group_arn("arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/r-http-80/1")
