@@ -8,6 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, ProtocolEnum};
 use aws_sdk_route53::types::RrType;
 use triad_core::layers::{CallCounter, Stack};
 use triad_core::model::{Endpoint, RecordKind};
+use triad_core::orchestrator::LbAction;
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::Orchestrator;
 use triad_ec2::Ec2;
@@ -626,17 +627,14 @@ async fn l7_with_balancer_registration_gets_an_internal_companion_nlb() {
     // The join token, from a file as a user gives it (a secret; never in the spec).
     let token = std::env::temp_dir().join(format!("{name}.token"));
     std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
-    let spec = spec(
-        &aws,
-        &name,
-        &zone,
-        &format!(
-            "mode = \"l7\"\ncertificate = \"{CERT}\"\n\
+    let section = |extra: &str| {
+        format!(
+            "mode = \"l7\"\ncertificate = \"{CERT}\"\n{extra}\n\
              [kubernetes]\ninstall = true\ntoken_file = {:?}",
             token.display().to_string()
-        ),
-    )
-    .await;
+        )
+    };
+    let spec = spec(&aws, &name, &zone, &section("")).await;
     assert_eq!(spec.registration_ports(), [9345, 6443]);
     let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
     let inv = triad
@@ -881,6 +879,70 @@ async fn l7_with_balancer_registration_gets_an_internal_companion_nlb() {
         "a no-op rerun made {reads} reads (at most {}): {all:?}",
         crate::day2::NOOP_READS
     );
+
+    // Day 2: a new health check path is an in-place update; the companion stays,
+    // its groups keep their TCP check, and the next rerun is quiet.
+    let spec2 = self::spec(
+        &aws,
+        &name,
+        &zone,
+        &section("health_check_path = \"/ping\""),
+    )
+    .await;
+    let plan = triad.plan(&spec2).await.unwrap();
+    assert!(
+        matches!(plan.load_balancer, LbAction::Update { .. }),
+        "{plan}"
+    );
+    let inv3 = triad.apply(&plan).await.unwrap();
+    assert_eq!(
+        inv3.load_balancer.registration_endpoint,
+        inv.load_balancer.registration_endpoint
+    );
+    let groups = elb
+        .describe_target_groups()
+        .names(format!("{name}-http-80"))
+        .names(format!("{name}-tcp9345"))
+        .names(format!("{name}-tcp6443"))
+        .send()
+        .await
+        .unwrap();
+    let checks: BTreeSet<(String, String, Option<String>)> = groups
+        .target_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.target_group_name().unwrap().to_owned(),
+                g.health_check_protocol().unwrap().as_str().to_owned(),
+                g.health_check_path().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert!(
+        checks.contains(&(
+            format!("{name}-http-80"),
+            "HTTP".into(),
+            Some("/ping".into())
+        )),
+        "{checks:?}"
+    );
+    assert_eq!(
+        checks.iter().filter(|c| c.1 == "TCP").count(),
+        2,
+        "{checks:?}"
+    );
+    let still = elb
+        .describe_load_balancers()
+        .names(&companion_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.load_balancers()[0].load_balancer_arn(),
+        nlb.load_balancer_arn(),
+        "the companion is kept"
+    );
+    crate::day2::rerun_is_quiet(&spec2).await;
 
     // Destroy: the nodes, both balancers, the three target groups, the record and
     // the two security groups; nothing tagged is left.
