@@ -346,18 +346,8 @@ async fn full_flow(lb_section: &str, l7: bool) {
             );
             assert_eq!(g.health_check_port(), Some("traffic-port"), "{part}");
             // A node registering through the NLB to itself must not hairpin-fail.
-            let attrs = elb
-                .describe_target_group_attributes()
-                .target_group_arn(g.target_group_arn().unwrap())
-                .send()
-                .await
-                .unwrap();
-            let preserve = attrs
-                .attributes()
-                .iter()
-                .find(|a| a.key() == Some("preserve_client_ip.enabled"))
-                .and_then(|a| a.value());
-            assert_eq!(preserve, Some("false"), "{part}: {:?}", attrs.attributes());
+            let preserve = preserve_client_ip(elb, g.target_group_arn().unwrap()).await;
+            assert_eq!(preserve.as_deref(), Some("false"), "{part}");
         } else {
             assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
             assert_eq!(g.health_check_port(), Some("80"));
@@ -367,17 +357,7 @@ async fn full_flow(lb_section: &str, l7: bool) {
         assert_eq!(g.unhealthy_threshold_count(), Some(3));
         assert_eq!(g.health_check_timeout_seconds(), Some(6));
         assert_eq!(g.health_check_interval_seconds(), Some(10));
-        let health = elb
-            .describe_target_health()
-            .target_group_arn(g.target_group_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
-        let targets: BTreeSet<String> = health
-            .target_health_descriptions()
-            .iter()
-            .map(|d| d.target().unwrap().id().unwrap().to_owned())
-            .collect();
+        let targets = group_targets(elb, g.target_group_arn().unwrap()).await;
         assert_eq!(targets, node_ids, "targets of {part}");
     }
     let listeners = elb
@@ -601,6 +581,53 @@ async fn l7_alb_end_to_end() {
     .await;
 }
 
+/// The ports of the balancer `arn`'s listeners, sorted, read with the SDK.
+async fn listener_ports(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str) -> Vec<i32> {
+    let out = elb
+        .describe_listeners()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    let mut ports: Vec<i32> = out.listeners().iter().map(|l| l.port().unwrap()).collect();
+    ports.sort();
+    ports
+}
+
+/// The target group `tg`'s `preserve_client_ip.enabled`, read with the SDK.
+async fn preserve_client_ip(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    tg: &str,
+) -> Option<String> {
+    let attrs = elb
+        .describe_target_group_attributes()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap();
+    attrs
+        .attributes()
+        .iter()
+        .find(|a| a.key() == Some("preserve_client_ip.enabled"))
+        .and_then(|a| a.value())
+        .map(str::to_owned)
+}
+
+/// The instance ids registered in the target group `tg`, read with the SDK.
+async fn group_targets(elb: &aws_sdk_elasticloadbalancingv2::Client, tg: &str) -> BTreeSet<String> {
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap();
+    health
+        .target_health_descriptions()
+        .iter()
+        .map(|d| d.target().unwrap().id().unwrap().to_owned())
+        .collect()
+}
+
 /// The user data of instance `id`, decoded, read with the SDK.
 pub async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
     let ud = ec2
@@ -716,19 +743,14 @@ async fn l7_with_balancer_registration_gets_an_internal_companion_nlb() {
     // (TCP health check, client IP preservation off) holding exactly the nodes.
     let node_ids: BTreeSet<String> = inv.nodes.iter().map(|n| n.id.clone()).collect();
     assert_eq!(node_ids.len(), 3);
+    let nlb_arn = nlb.load_balancer_arn().unwrap();
+    assert_eq!(listener_ports(elb, nlb_arn).await, [6443, 9345]);
     let listeners = elb
         .describe_listeners()
-        .load_balancer_arn(nlb.load_balancer_arn().unwrap())
+        .load_balancer_arn(nlb_arn)
         .send()
         .await
         .unwrap();
-    let mut ports: Vec<i32> = listeners
-        .listeners()
-        .iter()
-        .map(|l| l.port().unwrap())
-        .collect();
-    ports.sort();
-    assert_eq!(ports, [6443, 9345]);
     for l in listeners.listeners() {
         let port = l.port().unwrap();
         assert_eq!(l.protocol(), Some(&ProtocolEnum::Tcp));
@@ -751,45 +773,15 @@ async fn l7_with_balancer_registration_gets_an_internal_companion_nlb() {
         );
         assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Tcp));
         assert_eq!(g.health_check_port(), Some("traffic-port"));
-        let attrs = elb
-            .describe_target_group_attributes()
-            .target_group_arn(tg)
-            .send()
-            .await
-            .unwrap();
-        let preserve = attrs
-            .attributes()
-            .iter()
-            .find(|a| a.key() == Some("preserve_client_ip.enabled"))
-            .and_then(|a| a.value());
-        assert_eq!(preserve, Some("false"), "{port}");
-        let health = elb
-            .describe_target_health()
-            .target_group_arn(tg)
-            .send()
-            .await
-            .unwrap();
-        let targets: BTreeSet<String> = health
-            .target_health_descriptions()
-            .iter()
-            .map(|d| d.target().unwrap().id().unwrap().to_owned())
-            .collect();
-        assert_eq!(targets, node_ids, "targets of {port}");
+        let preserve = preserve_client_ip(elb, tg).await;
+        assert_eq!(preserve.as_deref(), Some("false"), "{port}");
+        assert_eq!(group_targets(elb, tg).await, node_ids, "targets of {port}");
     }
     // The ALB keeps its own two listeners.
-    let alb_listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(alb.load_balancer_arn().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let mut alb_ports: Vec<i32> = alb_listeners
-        .listeners()
-        .iter()
-        .map(|l| l.port().unwrap())
-        .collect();
-    alb_ports.sort();
-    assert_eq!(alb_ports, [80, 443]);
+    assert_eq!(
+        listener_ports(elb, alb.load_balancer_arn().unwrap()).await,
+        [80, 443]
+    );
 
     // The shared group takes 9345/6443 from the VPC only; the nodes take them from
     // that group.
