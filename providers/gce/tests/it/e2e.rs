@@ -229,6 +229,24 @@ async fn run(project: &str, name: &str, l7: bool) {
         .map(|m| m.as_array().unwrap().len())
         .sum();
     assert_eq!(members, 3, "every node is in its zone's instance group");
+    // The servers join node 1, whichever mode: the inventory (and so the hand-over)
+    // says so, while the API is served at the registration address.
+    let node1 = inv
+        .nodes
+        .iter()
+        .find(|n| n.name == format!("{name}-1"))
+        .unwrap();
+    let k = inv.kubernetes.as_ref().expect("inventory.kubernetes");
+    assert_eq!(
+        k.join_url,
+        Some(format!("https://{}:9345", node1.private_ip.unwrap()))
+    );
+    if !l7 {
+        assert_eq!(
+            k.server_url,
+            Some(format!("https://{name}.example.com:6443"))
+        );
+    }
     let rule_key = if l7 {
         format!("projects/{project}/global/forwardingRules/{name}-https")
     } else {
@@ -484,7 +502,7 @@ async fn l7_registration_parts_missed_by_a_crash_are_completed_before_the_nodes(
     );
 
     // The next plan completes the balancer; the apply makes the internal parts,
-    // then the nodes, which join through them.
+    // then the nodes.
     let plan = triad.plan(&spec).await.unwrap();
     assert!(
         matches!(plan.load_balancer, LbAction::Complete { .. }),
@@ -509,18 +527,30 @@ async fn l7_registration_parts_missed_by_a_crash_are_completed_before_the_nodes(
         );
         assert_eq!(fr["IPAddress"], ip, "{fr}");
     }
+    // They name the internal address in tls-san and join node 1 (Google answers a
+    // backend dialing its own passthrough balancer on itself).
     let s = state(project);
-    let joining = s["resources"]
+    let instances: Vec<&serde_json::Value> = s["resources"]
         .as_object()
         .unwrap()
         .iter()
         .filter(|(k, _)| k.contains("/instances/"))
-        .filter(|(_, i)| {
-            i.to_string()
-                .contains(&format!("server: https://{ip}:9345"))
-        })
+        .map(|(_, i)| i)
+        .collect();
+    let first_ip = instances
+        .iter()
+        .find(|i| i["name"] == format!("{name}-1"))
+        .expect("node 1")["networkInterfaces"][0]["networkIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let text: Vec<String> = instances.iter().map(|i| i.to_string()).collect();
+    let joining = text
+        .iter()
+        .filter(|t| t.contains(&format!("server: https://{first_ip}:9345")))
         .count();
     assert_eq!(joining, 2);
+    assert!(text.iter().all(|t| t.contains(&format!("- {ip}"))));
     let again = triad.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");
 
