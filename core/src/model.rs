@@ -152,6 +152,17 @@ pub enum Endpoint {
     },
 }
 
+impl Endpoint {
+    /// The host a client dials: the DNS name, or the first address (bare, IPv6
+    /// without brackets). `None` for an address list that is empty.
+    pub fn host(&self) -> Option<String> {
+        match self {
+            Endpoint::Ip { addresses } => addresses.first().map(ToString::to_string),
+            Endpoint::Hostname { name, .. } => Some(name.clone()),
+        }
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -202,6 +213,13 @@ pub struct LoadBalancer {
     pub state: LbState,
     /// Endpoint, once known.
     pub endpoint: Option<Endpoint>,
+    /// Where the Kubernetes registration ports are served when not on `endpoint`:
+    /// the internal TCP companion of an l7 balancer whose provider says
+    /// [`registration_apart`](crate::provider::LoadBalancerProvider::registration_apart).
+    /// `None` when `endpoint` (and so the Rancher hostname) serves them, or when
+    /// the balancer has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<Endpoint>,
     /// Listeners.
     pub listeners: Vec<Listener>,
     /// Ids of the nodes currently registered as targets on every listener, sorted.

@@ -16,7 +16,7 @@ use crate::error::{Error, FailureKind, Result};
 use crate::model::{
     LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordKind, RecordRequest,
 };
-use crate::spec::{ClusterRef, ValidSpec};
+use crate::spec::{ClusterRef, LbMode, ValidSpec};
 
 /// Creates, finds and deletes the cluster's nodes, and the cluster-wide network
 /// plumbing they need (security groups, firewall rules).
@@ -170,6 +170,29 @@ pub trait LoadBalancerProvider: Send + Sync {
     /// first.
     fn coexists(&self) -> bool {
         false
+    }
+
+    /// Whether a balancer of `mode` serves the Kubernetes registration ports
+    /// ([`LoadBalancerRequest::registration_ports`]) on an address of their own
+    /// rather than on its [`LoadBalancer::endpoint`] — an l7 balancer that cannot
+    /// pass TCP through, with a TCP companion beside it. The balancer then reports
+    /// that address as [`LoadBalancer::registration_endpoint`], and the orchestrator
+    /// makes the balancer before the nodes, whose user data must carry it. The
+    /// default says no: the Rancher hostname (which points at the balancer) is the
+    /// registration address.
+    fn registration_apart(&self, _mode: LbMode) -> bool {
+        false
+    }
+
+    /// Whether a target of the balancer that dials the balancer's own address can
+    /// be sent to another target. Google's passthrough balancers answer a backend's
+    /// connection to their address on that backend itself (the guest agent routes
+    /// the address locally), whether it is healthy or not: a server that has not
+    /// joined yet would dial only itself. When this says no, the nodes join through
+    /// the first node instead, and the registration listeners serve the API and
+    /// agents. The default says yes.
+    fn backends_reach_balancer(&self) -> bool {
+        true
     }
 
     /// Every balancer of the cluster (two during a mode change when
@@ -433,6 +456,12 @@ macro_rules! forward_provider_traits {
             }
             fn coexists(&self) -> bool {
                 (**self).coexists()
+            }
+            fn registration_apart(&self, mode: LbMode) -> bool {
+                (**self).registration_apart(mode)
+            }
+            fn backends_reach_balancer(&self) -> bool {
+                (**self).backends_reach_balancer()
             }
             async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
                 (**self).discover_load_balancers(cluster).await

@@ -16,6 +16,12 @@ No GCE emulator exists, so triad carries this one -- and keeps it honest:
   ``requestId``, lists filter on ``labels.KEY=VALUE``, operations go RUNNING ->
   DONE after a few polls (or a short time), instances PROVISIONING -> RUNNING,
   Cloud DNS changes pending -> done.
+* Load-balancing schemes as Google documents them (see ``Api.check_backend_service``
+  and ``Api.prepare_forwarding_rule``): an INTERNAL address is taken from its
+  subnetwork's range, a forwarding rule's scheme matches its backend service's and
+  its address's type, internal rules share an address only when its purpose is
+  SHARED_LOADBALANCER_VIP, balancing modes follow the backend service's scheme and
+  stay compatible across the backend services an instance group serves.
 * Errors look like Google's: ``{"error": {"code", "message", "errors": [{"reason",
   "domain", "message"}], "status"}}``.
 
@@ -39,6 +45,7 @@ Usage: fake_gce.py --discovery DIR [--host 127.0.0.1] [--port 0] [--port-file F]
 """
 
 import argparse
+import ipaddress
 import json
 import random
 import re
@@ -298,8 +305,10 @@ REFS = {
     "instances": [("networkInterfaces[].network", False), ("networkInterfaces[].subnetwork", False),
                   ("disks[].initializeParams.sourceImage", False)],
     "instanceGroups": [("network", False)],
+    "addresses": [("subnetwork", False)],
     "backendServices": [("healthChecks", True), ("backends[].group", False)],
-    "forwardingRules": [("backendService", False), ("target", False)],
+    "forwardingRules": [("backendService", False), ("target", False), ("network", False),
+                        ("subnetwork", False)],
     "urlMaps": [("defaultService", False)],
     "targetHttpsProxies": [("urlMap", False), ("sslCertificates", True), ("sslPolicy", False)],
     "targetHttpProxies": [("urlMap", False)],
@@ -457,6 +466,8 @@ class Api:
             patched = json.loads(json.dumps(res))
             patched.update(body)
             self.check_refs(base, project, patched)
+            if base == "backendServices":
+                self.check_backend_service(project, path, patched)
             c.resources[path] = patched
             if "fingerprint" in res:
                 patched["fingerprint"] = "%016x" % random.getrandbits(64)
@@ -531,15 +542,25 @@ class Api:
         elif base == "addresses":
             res.setdefault("addressType", "EXTERNAL")
             res["status"] = "RESERVED"
-            res["address"] = "203.0.113.%d" % random.randrange(1, 255) if scope != "global" \
-                else "198.51.100.%d" % random.randrange(1, 255)
+            if res["addressType"] == "INTERNAL":
+                res["address"] = self.internal_address(project, scope, res)
+            else:
+                if res.get("subnetwork") or res.get("purpose") == "SHARED_LOADBALANCER_VIP":
+                    raise ApiError(400, "invalid", "Invalid value for field 'resource': a "
+                                   "subnetwork and purpose SHARED_LOADBALANCER_VIP are for "
+                                   "INTERNAL addresses only.")
+                res["address"] = "203.0.113.%d" % random.randrange(1, 255) \
+                    if scope != "global" else "198.51.100.%d" % random.randrange(1, 255)
+        elif base == "backendServices":
+            self.check_backend_service(project, path, res)
+            res["fingerprint"] = "%016x" % random.getrandbits(64)
         elif base == "forwardingRules":
             self.prepare_forwarding_rule(project, scope, res)
         elif base == "instanceGroups":
             res["size"] = 0
             res["fingerprint"] = "%016x" % random.getrandbits(64)
             c.members[path] = set()
-        elif base in ("backendServices", "urlMaps"):
+        elif base == "urlMaps":
             res["fingerprint"] = "%016x" % random.getrandbits(64)
         elif base == "sslPolicies":
             # Google's defaults, and the features a profile enables (output only).
@@ -592,21 +613,152 @@ class Api:
         if not res.get("backendService") and not res.get("target"):
             raise ApiError(400, "invalid", "Invalid value for field 'resource': a forwarding rule "
                            "needs a backendService or a target.")
+        scheme = res.setdefault("loadBalancingScheme", "EXTERNAL")
+        internal = scheme == "INTERNAL"
+        if internal and not scope.startswith("regions/"):
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.loadBalancingScheme':"
+                           " 'INTERNAL'. An internal passthrough forwarding rule is regional.")
+        # A passthrough rule and its backend service share one scheme ("Each load
+        # balancing product uses one load balancing scheme for its forwarding rules
+        # and backend services": cloud.google.com/load-balancing/docs/backend-service).
+        if res.get("backendService"):
+            bs = c.resources[link_path(res["backendService"][len(COMPUTE):], project)]
+            if bs.get("loadBalancingScheme", "EXTERNAL") != scheme:
+                raise ApiError(400, "invalid", "Invalid value for field "
+                               "'resource.backendService': the backend service's load "
+                               "balancing scheme %s does not match the forwarding rule's %s."
+                               % (bs.get("loadBalancingScheme", "EXTERNAL"), scheme))
+        # "assign up to five ports to the forwarding rule"
+        # (cloud.google.com/load-balancing/docs/internal/multiple-forwarding-rules-same-ip).
+        if len(res.get("ports") or []) > 5:
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.ports': at most "
+                           "5 ports.")
         ip = res.get("IPAddress")
+        owner = None
         if ip:
-            owners = [p for p, r in c.resources.items()
-                      if p.startswith("projects/%s/%s/addresses/" % (project, scope))
-                      and r.get("address") == ip]
-            if not owners and not ip.startswith("http") and "/" not in ip:
-                raise ApiError(400, "invalid", "Invalid value for field 'resource.IPAddress': "
-                               "'%s'. The address is not reserved in this project." % ip)
             if "/" in ip:
-                res["IPAddress"] = c.resources[link_path(c.check_ref(project, ip, "IPAddress")[
-                    len(COMPUTE):], project)]["address"]
+                owner = c.resources[link_path(c.check_ref(project, ip, "IPAddress")[
+                    len(COMPUTE):], project)]
+                res["IPAddress"] = owner["address"]
+            else:
+                owners = [r for p, r in c.resources.items()
+                          if p.startswith("projects/%s/%s/addresses/" % (project, scope))
+                          and r.get("address") == ip]
+                if not owners:
+                    raise ApiError(400, "invalid", "Invalid value for field "
+                                   "'resource.IPAddress': '%s'. The address is not reserved "
+                                   "in this project." % ip)
+                owner = owners[0]
+        elif internal:
+            res["IPAddress"] = self.internal_address(project, scope, res)
         else:
             res["IPAddress"] = "203.0.113.%d" % random.randrange(1, 255)
+        if owner is not None and (owner.get("addressType", "EXTERNAL") == "INTERNAL") != internal:
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.IPAddress': '%s'. "
+                           "An %s forwarding rule needs an %s address."
+                           % (res["IPAddress"], scheme, "INTERNAL" if internal else "EXTERNAL"))
+        if internal:
+            sub = res.get("subnetwork") or (owner or {}).get("subnetwork")
+            if sub:
+                net = ipaddress.ip_network(c.resources[link_path(sub[len(COMPUTE):], project)]
+                                           ["ipCidrRange"])
+                if ipaddress.ip_address(res["IPAddress"]) not in net:
+                    raise ApiError(400, "invalid", "Invalid value for field "
+                                   "'resource.IPAddress': '%s' is not in subnetwork '%s'."
+                                   % (res["IPAddress"], sub))
+                res["subnetwork"] = sub
+            # Internal rules share an address only when its purpose is
+            # SHARED_LOADBALANCER_VIP, and then on other ports (same page as above).
+            sharing = [r for p, r in c.resources.items()
+                       if p.startswith("projects/%s/%s/forwardingRules/" % (project, scope))
+                       and r.get("loadBalancingScheme") == "INTERNAL"
+                       and r.get("IPAddress") == res["IPAddress"]]
+            if sharing and (owner or {}).get("purpose") != "SHARED_LOADBALANCER_VIP":
+                raise ApiError(400, "invalid", "Invalid value for field 'resource.IPAddress': "
+                               "'%s' is used by forwarding rule '%s'; internal forwarding rules "
+                               "share an address only with purpose SHARED_LOADBALANCER_VIP."
+                               % (res["IPAddress"], sharing[0]["name"]))
+            taken = {p for r in sharing for p in r.get("ports") or []}
+            if taken & set(res.get("ports") or []):
+                raise ApiError(400, "invalid", "Invalid value for field 'resource.ports': a "
+                               "forwarding rule on '%s' already has ports %s."
+                               % (res["IPAddress"], sorted(taken)))
         res.setdefault("IPProtocol", "TCP")
         res["fingerprint"] = "%016x" % random.getrandbits(64)
+
+    def internal_address(self, project, scope, res):
+        """A free address of the subnetwork `res` names, in the region `scope`.
+        Google takes an INTERNAL address from a subnetwork's primary range
+        (cloud.google.com/compute/docs/ip-addresses/reserve-static-internal-ip-address);
+        the fake asks for the subnetwork explicitly (triad always gives it)."""
+        c = self.cloud
+        sub_link = res.get("subnetwork")
+        if not scope.startswith("regions/") or not sub_link:
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.subnetwork': an "
+                           "INTERNAL address is regional and the fake needs its subnetwork.")
+        sub = c.resources[link_path(sub_link[len(COMPUTE):], project)]
+        if not sub.get("region", "").endswith("/" + scope):
+            raise ApiError(400, "invalid", "Invalid value for field 'resource.subnetwork': '%s' "
+                           "is not in %s." % (sub_link, scope))
+        net = ipaddress.ip_network(sub["ipCidrRange"])
+        used = set()
+        for r in c.resources.values():
+            used.add(r.get("address"))
+            used.add(r.get("IPAddress"))
+            for nic in r.get("networkInterfaces") or []:
+                used.add(nic.get("networkIP"))
+        if res.get("address"):
+            if ipaddress.ip_address(res["address"]) not in net or res["address"] in used:
+                raise ApiError(400, "invalid", "Invalid value for field 'resource.address': "
+                               "'%s' is not free in subnetwork '%s'." % (res["address"], sub_link))
+            return res["address"]
+        hosts = list(net.hosts())
+        # Google keeps the first two and the last two addresses of a range.
+        for _ in range(1000):
+            ip = str(hosts[random.randrange(2, len(hosts) - 2)])
+            if ip not in used:
+                return ip
+        raise ApiError(400, "ipSpaceExhausted", "No free address in subnetwork '%s'." % sub_link)
+
+    def check_backend_service(self, project, path, res):
+        """Balancing modes (cloud.google.com/load-balancing/docs/backend-service,
+        "Supported balancing modes" and "Restrictions and guidance for instance
+        groups"): an INTERNAL backend service balances by CONNECTION ("Balancing mode
+        must be CONNECTION for an INTERNAL backend service", Google's 400); RATE needs
+        exactly one of maxRate, maxRatePerInstance, maxRatePerEndpoint; and an instance
+        group serving several backend services needs compatible modes there: the same
+        one, or CONNECTION with RATE (UTILIZATION pairs with neither: "with
+        utilization mode we can not use ILB and HTTP LB on the same IG",
+        github.com/kubernetes/ingress-nginx/issues/112)."""
+        scheme = res.get("loadBalancingScheme", "EXTERNAL")
+        mine = {}
+        for i, b in enumerate(res.get("backends") or []):
+            mode = b.get("balancingMode", "UTILIZATION")
+            field = "resource.backends[%d].balancingMode" % i
+            if scheme == "INTERNAL" and mode != "CONNECTION":
+                raise ApiError(400, "invalid", "Invalid value for field '%s': '%s'. Balancing "
+                               "mode must be CONNECTION for an INTERNAL backend service."
+                               % (field, mode))
+            if mode == "RATE" and sum(k in b for k in ("maxRate", "maxRatePerInstance",
+                                                       "maxRatePerEndpoint")) != 1:
+                raise ApiError(400, "invalid", "Invalid value for field '%s': RATE needs "
+                               "exactly one of maxRate, maxRatePerInstance, "
+                               "maxRatePerEndpoint." % field)
+            mine[b.get("group")] = (mode, field)
+        for other, r in self.cloud.resources.items():
+            if other == path or not other.startswith("projects/%s/" % project) \
+                    or "/backendServices/" not in other:
+                continue
+            for b in r.get("backends") or []:
+                if b.get("group") not in mine:
+                    continue
+                have = b.get("balancingMode", "UTILIZATION")
+                mode, field = mine[b["group"]]
+                if have != mode and {have, mode} != {"CONNECTION", "RATE"}:
+                    raise ApiError(400, "invalid", "Invalid value for field '%s': '%s'. "
+                                   "Instance group '%s' is a backend of '%s' with balancing "
+                                   "mode %s, which is incompatible." % (
+                                       field, mode, b["group"], other, have))
 
     def delete(self, base, project, scope, path, query):
         c = self.cloud

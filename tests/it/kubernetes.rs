@@ -200,3 +200,205 @@ async fn the_provider_network_goes_into_no_proxy() {
     assert!(err.to_string().contains("10.1.0.0/16"), "{err}");
     assert_eq!(fresh.stats().mutating, 0);
 }
+
+/// An l7 balancer that cannot pass TCP through (the sim models AWS's ALB) serves the
+/// registration ports on a TCP companion at an address of its own. The balancer is
+/// then made before the nodes, whose user data joins at the companion's address
+/// (nodes 2 and 3) and carries it in tls-san and NO_PROXY; the inventory, the
+/// hand-over and a rerun (no change) agree with it.
+#[tokio::test(start_paused = true)]
+async fn an_l7_balancer_serves_registration_apart_and_the_nodes_join_there() {
+    let dir = std::env::temp_dir().join(format!("triad-e2e-apart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let tables = format!(
+        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:1:certificate/x\"\n\
+         [kubernetes]\ninstall = true\ntoken_file = {:?}\n",
+        token.display().to_string()
+    );
+    let sim = cloud();
+    let counter = CallCounter::new();
+    let events = std::sync::Arc::new(triad::events::RecordingObserver::default());
+    let o = orchestrator(&sim, &counter).with_observer(events.clone());
+    let spec = spec_with("", &tables);
+    let inv = apply(&o, &spec).await.unwrap();
+
+    // The companion's address, as the balancer reports it.
+    let lb = &inv.load_balancer;
+    let Some(triad::model::Endpoint::Hostname { name: reg, .. }) = &lb.registration_endpoint else {
+        panic!("an l7 balancer reports its registration address: {lb:?}");
+    };
+    assert!(reg.starts_with("internal-"), "{reg}");
+    assert_ne!(
+        Some(reg.as_str()),
+        lb.endpoint.as_ref().and_then(|e| e.host()).as_deref()
+    );
+    assert_eq!(ports(&inv), BTreeSet::from([80, 443, 6443, 9345]));
+
+    // The balancer was active before the first node was made.
+    let ev = events.events();
+    let lb_active = ev.iter().position(|e| {
+        matches!(e, triad::events::Event::Finished { resource: triad::events::Resource::LoadBalancer(_), step, .. } if step == "active")
+    });
+    let first_node = ev.iter().position(|e| {
+        matches!(e, triad::events::Event::Started { resource: triad::events::Resource::Node(_), step } if step == "creating")
+    });
+    assert!(lb_active.is_some() && first_node.is_some(), "{ev:?}");
+    assert!(lb_active < first_node, "balancer first: {ev:?}");
+
+    // What each node was launched with, read back from the cloud.
+    let snap = sim.snapshot();
+    for node in snap.live_nodes("rancher") {
+        let data = node
+            .user_data
+            .as_ref()
+            .expect("user data")
+            .expose()
+            .to_owned();
+        let first = node.name == "rancher-1";
+        assert_eq!(
+            data.contains(&format!("server: https://{reg}:9345")),
+            !first,
+            "{}: {data}",
+            node.name
+        );
+        assert!(!data.contains(&format!("server: https://{FQDN}")), "{data}");
+        assert!(
+            data.contains(&format!("- {reg}")),
+            "tls-san of {}: {data}",
+            node.name
+        );
+        let no_proxy = data
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("NO_PROXY="))
+            .unwrap_or_else(|| panic!("NO_PROXY in {data}"));
+        assert!(
+            no_proxy.trim_matches('"').split(',').any(|e| e == reg),
+            "{reg} in {no_proxy}"
+        );
+    }
+
+    // The inventory and the hand-over name the companion too.
+    let k = inv.kubernetes.clone().expect("inventory.kubernetes");
+    assert_eq!(k.registration_address.as_deref(), Some(reg.as_str()));
+    assert_eq!(k.join_url, Some(format!("https://{reg}:9345")));
+    assert_eq!(k.server_url, Some(format!("https://{reg}:6443")));
+    let kubeconfig = render::kubeconfig_command(&spec, &inv).expect("kubeconfig command");
+    assert!(
+        kubeconfig.contains(&format!("https://{reg}:6443")),
+        "{kubeconfig}"
+    );
+
+    // A rerun changes nothing, and its inventory says the same.
+    sim.reset_stats();
+    let plan = o.plan(&spec).await.unwrap();
+    assert!(plan.is_noop(), "{plan}");
+    assert_eq!(o.inventory(&plan).and_then(|i| i.kubernetes), Some(k));
+    o.apply(&plan).await.unwrap();
+    assert_eq!(sim.stats().mutating, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `registration = "first-node"` with nodes that install Kubernetes: node 1 is made
+/// alone and starts the cluster; the others join its private address. A node made
+/// later — node 1's slot made again after its VM was lost, or a rolling
+/// replacement — joins a running node and never starts a cluster of its own.
+#[tokio::test(start_paused = true)]
+async fn first_node_registration_with_install_makes_node_one_first() {
+    use triad::events::{Event, RecordingObserver, Resource};
+    use triad::NodeProvider;
+
+    let dir = std::env::temp_dir().join(format!("triad-e2e-first-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let tables = format!(
+        "[load_balancer]\nregistration = \"first-node\"\n\
+         [kubernetes]\ninstall = true\ntoken_file = {:?}\n",
+        token.display().to_string()
+    );
+    let sim = cloud();
+    let events = std::sync::Arc::new(RecordingObserver::default());
+    let o = orchestrator(&sim, &CallCounter::new()).with_observer(events.clone());
+    let spec = spec_with("", &tables);
+    let inv = apply(&o, &spec).await.unwrap();
+
+    // Node 1 ran before node 2 was made.
+    let ev = events.events();
+    let at = |node: &str, step: &str| {
+        ev.iter().position(|e| match e {
+            Event::Finished {
+                resource: Resource::Node(n),
+                step: s,
+                ..
+            }
+            | Event::Started {
+                resource: Resource::Node(n),
+                step: s,
+            } => n == node && s == step,
+            _ => false,
+        })
+    };
+    let (one_running, two_created) = (at("rancher-1", "running"), at("rancher-2", "creating"));
+    assert!(one_running.is_some() && one_running < two_created, "{ev:?}");
+
+    // What the nodes were launched with, read back from the cloud.
+    let server_of = |name: &str| -> Option<String> {
+        let snap = sim.snapshot();
+        let node = snap
+            .live_nodes("rancher")
+            .into_iter()
+            .find(|n| n.name == name)?
+            .clone();
+        let data = node
+            .user_data
+            .as_ref()
+            .expect("user data")
+            .expose()
+            .to_owned();
+        data.lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://"))
+            .map(|s| s.trim_end_matches(":9345").to_owned())
+    };
+    let ip_of = |name: &str| {
+        sim.snapshot()
+            .live_nodes("rancher")
+            .into_iter()
+            .find(|n| n.name == name)
+            .map(|n| n.private_ip.to_string())
+            .unwrap()
+    };
+    let one = ip_of("rancher-1");
+    assert_eq!(server_of("rancher-1"), None, "node 1 starts the cluster");
+    for n in ["rancher-2", "rancher-3"] {
+        assert_eq!(server_of(n), Some(one.clone()), "{n} joins node 1");
+    }
+    let k = inv.kubernetes.clone().expect("inventory.kubernetes");
+    assert_eq!(k.join_url, Some(format!("https://{one}:9345")));
+    assert!(o.plan(&spec).await.unwrap().is_noop());
+
+    // Node 1's VM is lost: its slot is made again, and joins node 2.
+    let lost = inv.nodes.iter().find(|n| n.name == "rancher-1").unwrap();
+    sim.delete_node(&spec.cluster(), lost).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    apply(&o, &spec).await.unwrap();
+    assert_eq!(server_of("rancher-1"), Some(ip_of("rancher-2")));
+
+    // A rolling replace: each replacement joins a running node, not the one it
+    // replaces.
+    let mut newer = spec.clone().into_inner();
+    newer.nodes.image = Some("ami-0b".into());
+    let newer = newer.validate().unwrap();
+    let before: Vec<(String, String)> = ["rancher-1", "rancher-2", "rancher-3"]
+        .iter()
+        .map(|n| (n.to_string(), ip_of(n)))
+        .collect();
+    apply(&o, &newer).await.unwrap();
+    for (old, old_ip) in before {
+        let new = format!("{old}-g2");
+        let joined = server_of(&new).unwrap_or_else(|| panic!("{new} joins the cluster"));
+        assert_ne!(joined, old_ip, "{new} does not join the node it replaces");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -48,12 +48,22 @@ pub fn server_env_path(distribution: Distribution) -> &'static str {
     }
 }
 
-/// The address nodes 2…N join through when the spec decides it on its own: the
-/// Rancher hostname, which resolves to the balancer (`load_balancer.registration =
-/// "balancer"`). The nodes and the balancer are made at the same time, so the
-/// hostname — known from the spec — is the only address the user data can carry.
+/// The address nodes 2…N join through with `load_balancer.registration =
+/// "balancer"`: the Rancher hostname, which resolves to the balancer — unless the
+/// balancer serves the registration ports apart (an l7 balancer's TCP companion,
+/// [`ValidSpec::learned_registration_host`]); then that address, which the
+/// orchestrator learns by making the balancer before the nodes.
 pub fn registration_host(spec: &ValidSpec) -> String {
-    spec.fqdn()
+    spec.learned_registration_host()
+        .map_or_else(|| spec.fqdn(), str::to_owned)
+}
+
+/// `host` as the host part of a URL: an IPv6 address in brackets.
+pub(crate) fn url_host(host: &str) -> String {
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => format!("[{v6}]"),
+        Err(_) => host.to_owned(),
+    }
 }
 
 /// The port nodes 2…N join on: 9345 (RKE2's supervisor) or 6443 (K3s).
@@ -164,10 +174,14 @@ pub(crate) fn kube_config_with(
 ) -> KubeConfig {
     let d = spec.kubernetes.distribution;
     let names = spec.node_names();
-    let first = names.first().is_some_and(|n| n == node_name);
-    let host = join_host.unwrap_or_else(|| registration_host(spec));
+    // Node 1 starts the cluster, unless nodes of it exist already (a node 1 made
+    // again beside them joins them).
+    let first = !spec.joins_existing() && names.first().is_some_and(|n| n == node_name);
+    let host = join_host
+        .or_else(|| spec.learned_join_host().map(url_host))
+        .unwrap_or_else(|| url_host(&registration_host(spec)));
     let mut tls_san = vec![spec.fqdn()];
-    for s in extra_san {
+    for s in std::iter::once(&registration_host(spec)).chain(extra_san) {
         if !tls_san.contains(s) {
             tls_san.push(s.clone());
         }

@@ -67,6 +67,7 @@ mod tests;
 
 pub use cloud_init::user_data;
 pub(crate) use kube::kube_config_with;
+pub(crate) use kube::url_host;
 pub use kube::{
     join_port, kube_config_path, registration_host, registries_path, registries_yaml,
     server_env_path, KubeConfig, Mirror, Registries, INSTALLER_PATH, INSTALL_SCRIPT,

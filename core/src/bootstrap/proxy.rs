@@ -56,6 +56,7 @@ pub fn no_proxy(spec: &ValidSpec) -> Vec<String> {
     let user = spec.proxy.iter().flat_map(|p| p.no_proxy.iter().cloned());
     let k8s = [
         spec.fqdn(),
+        super::registration_host(spec),
         spec.kubernetes.cidr_pods().to_owned(),
         spec.kubernetes.cidr_services().to_owned(),
     ];

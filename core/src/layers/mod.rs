@@ -78,7 +78,7 @@ use futures::future::BoxFuture;
 use crate::error::Result;
 use crate::model::{LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest};
 use crate::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
-use crate::spec::{ClusterRef, ValidSpec};
+use crate::spec::{ClusterRef, LbMode, ValidSpec};
 
 mod count;
 mod faults;
@@ -523,6 +523,14 @@ impl<P: LoadBalancerProvider, L: Layer> LoadBalancerProvider for Layered<P, L> {
 
     fn coexists(&self) -> bool {
         self.inner.coexists()
+    }
+
+    fn registration_apart(&self, mode: LbMode) -> bool {
+        self.inner.registration_apart(mode)
+    }
+
+    fn backends_reach_balancer(&self) -> bool {
+        self.inner.backends_reach_balancer()
     }
 
     async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {

@@ -16,7 +16,7 @@ use crate::lock;
 use crate::model::{Inventory, LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record};
 use crate::provider::{DnsProvider, LoadBalancerProvider, NodeProvider};
 use crate::rollout;
-use crate::spec::{ClusterRef, ValidSpec};
+use crate::spec::{ClusterRef, Distribution, ValidSpec};
 
 use super::plan::*;
 use super::{closed, Orchestrator};
@@ -151,13 +151,40 @@ impl Orchestrator {
                     ..
                 }
             );
-        let (nodes, lb_and_record) = tokio::join!(
-            self.apply_nodes(plan, &note),
-            self.apply_lb_and_dns(plan, &note, !make_first)
-        );
-        // Report the node failure first if both failed: it is usually the cause.
-        let nodes = nodes?;
-        let (lb, record) = lb_and_record?;
+        let spec = &plan.spec;
+        let learned: Plan;
+        let (plan, nodes, lb, record) = if !spec.registration_ports().is_empty()
+            && self.lb.registration_apart(spec.load_balancer.mode)
+        {
+            // The balancer serves the registration ports on an address of its own,
+            // which the nodes' user data must carry: the balancer comes first.
+            let (lb, record) = self.apply_lb_and_dns(plan, &note, !make_first).await?;
+            if lb.registration_endpoint.is_none() {
+                return Err(Error::provider(
+                    self.lb.name(),
+                    "create load balancer",
+                    format!("load balancer {}", lb.name),
+                    crate::error::FailureKind::Other,
+                    "the balancer reports no registration address, but its provider \
+                     serves the registration ports apart in this mode",
+                ));
+            }
+            learned = Plan {
+                spec: spec.with_registration_of(&lb),
+                ..plan.clone()
+            };
+            let nodes = self.apply_nodes(&learned, &note).await?;
+            (&learned, nodes, lb, record)
+        } else {
+            let (nodes, lb_and_record) = tokio::join!(
+                self.apply_nodes(plan, &note),
+                self.apply_lb_and_dns(plan, &note, !make_first)
+            );
+            // Report the node failure first if both failed: it is usually the cause.
+            let nodes = nodes?;
+            let (lb, record) = lb_and_record?;
+            (plan, nodes, lb, record)
+        };
 
         // Targets: the wanted nodes, and the nodes still to leave one by one while they
         // serve.
@@ -246,7 +273,14 @@ impl Orchestrator {
             else {
                 continue;
             };
-            let request = node_request(spec, &plan.cluster, name, zone);
+            // The replacement joins the running nodes (through one of them, not the
+            // one it replaces, when the nodes join through a node).
+            let through_node = spec.kubernetes.install && spec.joins_through_first_node();
+            let joining = spec.with_join(
+                join_host(&members, Some(old)).filter(|_| through_node),
+                true,
+            );
+            let request = node_request(&joining, &plan.cluster, name, zone);
             let new = self
                 .step(
                     Resource::Node(name.clone()),
@@ -273,6 +307,74 @@ impl Orchestrator {
         Ok((lb, members, record))
     }
 
+    /// `plan` with how the nodes it makes join the cluster. Nodes of the cluster
+    /// exist (any not being deleted): the new ones join them, node 1's slot
+    /// included, which would otherwise start a cluster of its own. Nodes that
+    /// install Kubernetes and join through the first node
+    /// ([`ValidSpec::joins_through_first_node`]) get a running node's private
+    /// address; with no node yet, the first is made alone and waited for, and the
+    /// others join it.
+    async fn prepare_join(&self, plan: &Plan, note: &(dyn Fn(String) + Sync)) -> Result<Plan> {
+        let spec = &plan.spec;
+        let mut plan = plan.clone();
+        if !plan
+            .nodes
+            .iter()
+            .any(|a| matches!(a, NodeAction::Create { .. }))
+        {
+            return Ok(plan);
+        }
+        let existing: Vec<Node> = plan
+            .nodes
+            .iter()
+            .filter_map(|a| match a {
+                NodeAction::Keep { node }
+                | NodeAction::Wait { node }
+                | NodeAction::Update { node, .. }
+                | NodeAction::Replace { node, .. } => Some(node.clone()),
+                NodeAction::Create { .. } | NodeAction::Delete { .. } => None,
+            })
+            .collect();
+        let k = &spec.kubernetes;
+        if !(k.install && k.distribution != Distribution::Rke && spec.joins_through_first_node()) {
+            plan.spec = spec.with_join(None, !existing.is_empty());
+            return Ok(plan);
+        }
+        let mut running: Vec<Node> = existing.iter().filter(|n| n.is_ready()).cloned().collect();
+        if running.is_empty() && !existing.is_empty() {
+            running = self.wait_nodes(&plan, &existing).await?;
+        } else if running.is_empty() {
+            // No node yet: the first starts the cluster, alone.
+            let Some((i, name, zone)) = plan
+                .nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| match a {
+                    NodeAction::Create { name, zone } => Some((i, name.clone(), zone.clone())),
+                    _ => None,
+                })
+                .min_by_key(|(_, name, _)| rollout::natural_key(name))
+            else {
+                return Ok(plan);
+            };
+            let request = node_request(spec, &plan.cluster, &name, &zone);
+            let node = self
+                .step(
+                    Resource::Node(name.clone()),
+                    "creating (the others join it)",
+                    self.nodes.create_node(&plan.cluster, &request),
+                )
+                .await?;
+            note(format!("node {} ({})", node.name, node.id));
+            running = self.wait_nodes(&plan, std::slice::from_ref(&node)).await?;
+            if let Some(node) = running.first() {
+                plan.nodes[i] = NodeAction::Wait { node: node.clone() };
+            }
+        }
+        plan.spec = spec.with_join(join_host(&running, None), true);
+        Ok(plan)
+    }
+
     /// `record`, rewritten if `lb`'s endpoint moved away from it (no call otherwise).
     async fn follow(
         &self,
@@ -297,6 +399,8 @@ impl Orchestrator {
     /// boots the nodes in parallel either way, so batching the waits costs no time
     /// and saves a read per node and poll.
     async fn apply_nodes(&self, plan: &Plan, note: &(dyn Fn(String) + Sync)) -> Result<Vec<Node>> {
+        let joining = self.prepare_join(plan, note).await?;
+        let plan = &joining;
         let spec = &plan.spec;
         let limit = Semaphore::new(self.options.max_concurrency.max(1));
 
@@ -604,6 +708,18 @@ fn lb_request(
         zones: zones.to_vec(),
         labels,
     }
+}
+
+/// The private address of the first running node in natural order (not `except`),
+/// the one the nodes made now join through.
+fn join_host(nodes: &[Node], except: Option<&Node>) -> Option<String> {
+    nodes
+        .iter()
+        .filter(|n| n.is_ready() && n.private_ip.is_some())
+        .filter(|n| except.is_none_or(|e| e.id != n.id))
+        .min_by_key(|n| rollout::natural_key(&n.name))
+        .and_then(|n| n.private_ip)
+        .map(|ip| ip.to_string())
 }
 
 /// All the values, or the first error (after every future has finished).

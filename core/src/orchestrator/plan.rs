@@ -105,7 +105,13 @@ impl Orchestrator {
         if !problems.is_empty() {
             return Err(Error::InvalidSpec(SpecProblems(problems)));
         }
-        let learned = spec.with_learned_network_cidrs(network);
+        // A balancer its own targets cannot reach (Google's passthrough) cannot be
+        // the way the servers join: they join through the first node.
+        let learned = spec
+            .with_learned_network_cidrs(network)
+            .with_join_first_node(
+                !spec.registration_ports().is_empty() && !self.lb.backends_reach_balancer(),
+            );
         let spec = &learned;
 
         if let Some(r) = &at_name {
@@ -120,7 +126,13 @@ impl Orchestrator {
                 });
             }
         }
-        let (load_balancer, lb_retire) = plan_lb(spec, &cluster, &lbs, self.lb.coexists());
+        let (load_balancer, lb_retire) = plan_lb(
+            spec,
+            &cluster,
+            &lbs,
+            self.lb.coexists(),
+            self.lb.registration_apart(spec.load_balancer.mode),
+        );
         let lb = match &load_balancer {
             LbAction::Create { .. } => None,
             LbAction::Keep { lb }
@@ -249,7 +261,10 @@ impl Orchestrator {
         record: Record,
     ) -> Inventory {
         Inventory {
-            kubernetes: Some(crate::render::kubernetes_entry(&plan.spec, &nodes)),
+            kubernetes: Some(crate::render::kubernetes_entry(
+                &plan.spec.with_registration_of(&lb),
+                &nodes,
+            )),
             cluster: plan.cluster.name.clone(),
             region: plan.cluster.region.clone(),
             nodes,
@@ -313,6 +328,7 @@ fn plan_lb(
     cluster: &ClusterRef,
     found: &[LoadBalancer],
     coexists: bool,
+    registration_apart: bool,
 ) -> (LbAction, Vec<LoadBalancer>) {
     let want = &spec.load_balancer;
     let (matching, stale): (Vec<&LoadBalancer>, Vec<&LoadBalancer>) = found
@@ -332,12 +348,18 @@ fn plan_lb(
         // registration ports of rke2/k3s included). A registration port is served by
         // a listener on it, or by one forwarding to it from another port (NGINX's
         // `registration_listen`, where the port is taken on the balancer's host).
+        // Served apart (an l7 balancer's TCP companion), they also need the
+        // companion's address.
+        let registration = spec.registration_ports();
         let listeners_missing = lb.listeners.len() < 2
-            || !spec.registration_ports().iter().all(|p| {
+            || !registration.iter().all(|p| {
                 lb.listeners
                     .iter()
                     .any(|l| l.port == *p || l.target_port == Some(*p))
-            });
+            })
+            || (registration_apart
+                && !registration.is_empty()
+                && lb.registration_endpoint.is_none());
         let action = if lb.state != LbState::Active || lb.endpoint.is_none() || listeners_missing {
             LbAction::Complete { lb }
         } else {

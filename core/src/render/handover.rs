@@ -50,6 +50,8 @@ impl fmt::Debug for BundleFile {
 /// - `cluster.yml` only for `distribution = "rke"`;
 /// - `inventory.json` and `next-steps.txt`.
 pub fn bundle(spec: &ValidSpec, inventory: &Inventory) -> Vec<BundleFile> {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let d = spec.kubernetes.distribution;
     let file = |path: String, contents: String, secret: bool| BundleFile {
         path,

@@ -7,17 +7,33 @@ use crate::model::{Endpoint, Inventory, KubernetesEntry, Node};
 use crate::spec::{Distribution, Registration, ValidSpec, KUBE_API_PORT};
 
 /// The fixed registration address: the Rancher hostname when the balancer
-/// carries the registration listeners (`load_balancer.registration = "balancer"`),
-/// else node 1's private address; `None` for RKE (v1), which has none, or when
+/// carries the registration listeners (`load_balancer.registration = "balancer"`;
+/// the address of its TCP companion when an l7 balancer serves them apart and
+/// `spec` learned it, [`ValidSpec::with_registration_of`]), else node 1's private
+/// address; `None` for RKE (v1), which has none, or when
 /// node 1 has no address yet.
 pub fn registration_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> {
     if spec.kubernetes.distribution == Distribution::Rke {
         return None;
     }
     match spec.load_balancer.registration {
-        Registration::Balancer => Some(bootstrap::registration_host(spec)),
+        Registration::Balancer => Some(bootstrap::url_host(&bootstrap::registration_host(spec))),
         Registration::FirstNode => first_node(spec, nodes).map(|(_, ip)| host_for_url(ip)),
     }
+}
+
+/// The address the servers join: the registration address, or node 1's private
+/// address when they join through the first node
+/// ([`ValidSpec::joins_through_first_node`]: `registration = "first-node"`, or a
+/// balancer whose own targets cannot reach it).
+pub fn join_address(spec: &ValidSpec, nodes: &[Node]) -> Option<String> {
+    if spec.kubernetes.distribution == Distribution::Rke {
+        return None;
+    }
+    if spec.joins_through_first_node() {
+        return first_node(spec, nodes).map(|(_, ip)| host_for_url(ip));
+    }
+    registration_address(spec, nodes)
 }
 
 /// The inventory's `kubernetes` entry: distribution, registration address, the URL
@@ -27,8 +43,7 @@ pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
     let reg = registration_address(spec, nodes);
     KubernetesEntry {
         distribution: d,
-        join_url: reg
-            .as_ref()
+        join_url: join_address(spec, nodes)
             .map(|r| format!("https://{r}:{}", bootstrap::join_port(d))),
         server_url: reg.as_ref().map(|r| format!("https://{r}:{KUBE_API_PORT}")),
         registration_address: reg,
@@ -45,6 +60,8 @@ pub fn kubernetes_entry(spec: &ValidSpec, nodes: &[Node]) -> KubernetesEntry {
 /// read from `token-file` (see [`bundle`](super::bundle), which writes it), so no secret appears
 /// in this file.
 pub fn node_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let d = spec.kubernetes.distribution;
     let mut san = Vec::new();
     match &inventory.load_balancer.endpoint {
@@ -54,7 +71,7 @@ pub fn node_config(spec: &ValidSpec, inventory: &Inventory, node_name: &str) -> 
         Some(Endpoint::Ip { addresses }) => san.extend(addresses.iter().map(ToString::to_string)),
         None => {}
     }
-    let reg = registration_address(spec, &inventory.nodes);
+    let reg = join_address(spec, &inventory.nodes);
     let mut doc = bootstrap::kube_config_with(spec, node_name, reg.clone(), &san, None);
     doc.token_file = Some(token_path(d).to_owned());
     let mut out = format!(
@@ -89,6 +106,8 @@ pub fn token_path(distribution: Distribution) -> &'static str {
 /// `nodes.ssh_user`) with its server rewritten from `127.0.0.1` to the
 /// registration address.
 pub fn kubeconfig_command(spec: &ValidSpec, inventory: &Inventory) -> Option<String> {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let d = spec.kubernetes.distribution;
     if d == Distribution::Rke {
         return None;

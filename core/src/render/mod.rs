@@ -36,7 +36,8 @@ mod tests;
 
 pub use handover::{bundle, write_to, BundleFile};
 pub use kube::{
-    kubeconfig_command, kubernetes_entry, node_config, registration_address, token_path,
+    join_address, kubeconfig_command, kubernetes_entry, node_config, registration_address,
+    token_path,
 };
 pub use rancher::{
     cert_manager_install, helm_install, helm_no_proxy, rancher_values, RancherIngress,
@@ -64,7 +65,7 @@ pub const MAX_RANCHER_REPLICAS: usize = 3;
 /// # let inventory = Inventory {
 /// #     cluster: "rancher".into(), region: "r".into(), nodes: vec![],
 /// #     load_balancer: LoadBalancer { id: "lb".into(), name: "lb".into(), mode: LbMode::L4,
-/// #         scheme: LbScheme::InternetFacing, state: LbState::Active, endpoint: None,
+/// #         scheme: LbScheme::InternetFacing, state: LbState::Active, endpoint: None, registration_endpoint: None,
 /// #         listeners: vec![], targets: vec![], partial_targets: vec![],
 /// #         labels: Default::default() },
 /// #     dns: DnsEntry { fqdn: "rancher.example.com".into(), zone: "example.com".into(),

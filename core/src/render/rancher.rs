@@ -89,6 +89,8 @@ pub struct RancherIngressTls {
 
 /// The Rancher chart's `values.yaml`.
 pub fn rancher_values(spec: &ValidSpec, inventory: &Inventory) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let values = RancherValues {
         hostname: spec.fqdn(),
         replicas: inventory.nodes.len().clamp(1, MAX_RANCHER_REPLICAS),
@@ -272,6 +274,8 @@ pub fn helm_no_proxy(spec: &ValidSpec) -> String {
 /// double quotes, so the shell substitutes it, and a comment above the command
 /// tells the user to set and export that variable first.
 pub fn helm_install(spec: &ValidSpec, inventory: &Inventory) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let replicas = inventory.nodes.len().clamp(1, MAX_RANCHER_REPLICAS);
     let mut out = String::new();
     let mut flags = vec![

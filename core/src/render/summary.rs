@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    first_node, helm_install, indent, kubeconfig_command, node_config, one_line, ordered_nodes,
-    registration_address, rke_cluster_yml, token_path,
+    first_node, helm_install, indent, join_address, kubeconfig_command, node_config, one_line,
+    ordered_nodes, rke_cluster_yml, token_path,
 };
 use crate::bootstrap;
 use crate::model::Inventory;
@@ -14,6 +14,8 @@ use crate::spec::{Distribution, LbMode, ValidSpec};
 /// DNS record, the balancer, the nodes (name, zone, private IP), the RKE
 /// `cluster.yml` and the Helm command, each with a one-line explanation.
 pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
+    // The registration address an l7 balancer serves apart (see `with_registration_of`).
+    let spec = &spec.with_registration_of(&inventory.load_balancer);
     let mut out = String::new();
     let lb = &inventory.load_balancer;
     let dns = &inventory.dns;
@@ -91,7 +93,7 @@ pub fn next_steps(spec: &ValidSpec, inventory: &Inventory) -> String {
             "the kubeconfig RKE wrote, kube_config_cluster.yml"
         }
         _ if spec.kubernetes.install => {
-            let reg = registration_address(spec, &inventory.nodes).unwrap_or_default();
+            let reg = join_address(spec, &inventory.nodes).unwrap_or_default();
             let _ = writeln!(
                 out,
                 "\n1. The nodes install {d} themselves (cloud-init, through the proxy); node 1 starts the\n   \

@@ -57,6 +57,7 @@ fn inventory(mode: LbMode, endpoint: Endpoint) -> Inventory {
             scheme: LbScheme::InternetFacing,
             state: LbState::Active,
             endpoint: Some(endpoint.clone()),
+            registration_endpoint: None,
             listeners: vec![],
             targets: nodes.iter().map(|n| n.id.clone()).collect(),
             labels: Default::default(),

@@ -71,6 +71,10 @@ impl ClusterSpec {
                 proxy_ca: external.proxy_ca,
                 tls_ca: external.tls_ca,
                 learned_network_cidrs: Vec::new(),
+                learned_registration_host: None,
+                learned_join_first_node: false,
+                learned_join_host: None,
+                learned_joins_existing: false,
             })
         } else {
             Err(Error::InvalidSpec(problems.into()))

@@ -28,6 +28,25 @@ pub struct ValidSpec {
     /// ([`crate::NodeProvider::network_cidrs`]), beside `nodes.network_cidrs`.
     #[serde(skip)]
     pub(super) learned_network_cidrs: Vec<String>,
+    /// The registration address an l7 balancer reported for its TCP companion
+    /// ([`crate::model::LoadBalancer::registration_endpoint`]), learned at apply.
+    #[serde(skip)]
+    pub(super) learned_registration_host: Option<String>,
+    /// Learned at plan: the balancer's own targets cannot reach it
+    /// ([`crate::provider::LoadBalancerProvider::backends_reach_balancer`]), so the
+    /// nodes join through the first node although the balancer has registration
+    /// listeners.
+    #[serde(skip)]
+    pub(super) learned_join_first_node: bool,
+    /// Learned at apply: the private address of the node the nodes made now join
+    /// (`server:`), when they join through a node rather than the balancer.
+    #[serde(skip)]
+    pub(super) learned_join_host: Option<String>,
+    /// Learned at apply: nodes of the cluster exist already, so a node made now
+    /// joins them, even the first node's slot (which would otherwise start a
+    /// cluster of its own).
+    #[serde(skip)]
+    pub(super) learned_joins_existing: bool,
 }
 
 impl std::ops::Deref for ValidSpec {
@@ -84,6 +103,62 @@ impl ValidSpec {
     pub(crate) fn with_learned_network_cidrs(&self, cidrs: Vec<String>) -> ValidSpec {
         ValidSpec {
             learned_network_cidrs: cidrs,
+            ..self.clone()
+        }
+    }
+
+    /// The registration address a balancer reported apart from the Rancher
+    /// hostname (an l7 balancer's TCP companion), if one was learned.
+    pub fn learned_registration_host(&self) -> Option<&str> {
+        self.learned_registration_host.as_deref()
+    }
+
+    /// This spec with the registration address `lb` serves apart from the Rancher
+    /// hostname ([`crate::model::LoadBalancer::registration_endpoint`]); unchanged
+    /// when it has none.
+    pub fn with_registration_of(&self, lb: &crate::model::LoadBalancer) -> ValidSpec {
+        ValidSpec {
+            learned_registration_host: lb
+                .registration_endpoint
+                .as_ref()
+                .and_then(crate::model::Endpoint::host),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the nodes join through the first node: `load_balancer.registration =
+    /// "first-node"`, or a balancer whose own targets cannot reach it (learned at
+    /// plan).
+    pub fn joins_through_first_node(&self) -> bool {
+        self.load_balancer.registration == Registration::FirstNode || self.learned_join_first_node
+    }
+
+    /// This spec with whether the nodes must join through the first node because
+    /// the balancer's targets cannot reach it.
+    pub(crate) fn with_join_first_node(&self, yes: bool) -> ValidSpec {
+        ValidSpec {
+            learned_join_first_node: yes,
+            ..self.clone()
+        }
+    }
+
+    /// The address nodes made now join (`server:`), when learned at apply: a
+    /// running node's private address.
+    pub fn learned_join_host(&self) -> Option<&str> {
+        self.learned_join_host.as_deref()
+    }
+
+    /// Whether nodes made now join a cluster that exists (learned at apply).
+    pub fn joins_existing(&self) -> bool {
+        self.learned_joins_existing
+    }
+
+    /// This spec for nodes made now: joining `join_host` when given, and an existing
+    /// cluster when `existing`.
+    pub(crate) fn with_join(&self, join_host: Option<String>, existing: bool) -> ValidSpec {
+        ValidSpec {
+            learned_join_host: join_host,
+            learned_joins_existing: existing,
             ..self.clone()
         }
     }

@@ -114,13 +114,6 @@ pub(super) fn kubernetes(p: &mut Problems, spec: &ClusterSpec) {
             }
         }
     }
-    if k.install && spec.load_balancer.registration == crate::spec::Registration::FirstNode {
-        p.add(
-            "load_balancer.registration",
-            "is first-node, but with kubernetes.install = true the nodes' user data is written before node 1 has an address",
-            "use registration = \"balancer\" (nodes join through the Rancher hostname), or install = false and join with the rendered files",
-        );
-    }
     let mut cidrs = Vec::new();
     for (field, value) in [
         ("kubernetes.cidr_pods", k.cidr_pods()),

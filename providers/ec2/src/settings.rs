@@ -344,8 +344,9 @@ pub(crate) fn node_problems(spec: &ValidSpec) -> Vec<SpecProblem> {
 }
 
 /// The problems of the balancer fields EC2 gives a meaning to, for a provider with
-/// `settings`: the TLS policy, the certificate of an l7 balancer, and the
-/// registration listeners an ALB cannot have. No API call.
+/// `settings`: the TLS policy and the certificate of an l7 balancer. (An l7
+/// balancer with `registration = "balancer"` is fine: an internal companion NLB
+/// carries the registration ports.) No API call.
 pub(crate) fn lb_problems(spec: &ValidSpec, settings: &Ec2Settings) -> Vec<SpecProblem> {
     let mut out = Vec::new();
     if let Some(policy) = &spec.load_balancer.ssl_policy {
@@ -377,20 +378,6 @@ pub(crate) fn lb_problems(spec: &ValidSpec, settings: &Ec2Settings) -> Vec<SpecP
                     fix,
                 });
             }
-        }
-        // An ALB has no TCP listeners, and the Rancher hostname points at the ALB,
-        // so a companion NLB would need an address of its own that the nodes' user
-        // data cannot know.
-        if !spec.registration_ports().is_empty() {
-            out.push(SpecProblem {
-                field: "load_balancer.registration".into(),
-                problem: "is `balancer`, but an EC2 application load balancer (l7) cannot \
-                          pass TCP 9345/6443 through"
-                    .into(),
-                fix: "use mode = \"l4\" (an NLB carries 80, 443, 9345 and 6443), or \
-                      registration = \"first-node\" with kubernetes.install = false"
-                    .into(),
-            });
         }
     }
     out
@@ -537,5 +524,16 @@ mod tests {
             "{IMAGE}[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:eu-west-1:1:certificate/x\"\n"
         ));
         assert_eq!(spec_problems(&s)[0].field, "load_balancer.certificate");
+    }
+
+    #[test]
+    fn l7_with_registration_through_the_balancer_is_fine() {
+        // RKE2 (the default) registers through the balancer (the default): in l7 the
+        // ALB's internal companion NLB carries 9345 and 6443.
+        let s = spec(&format!(
+            "{IMAGE}[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:1:certificate/x\"\n"
+        ));
+        assert_eq!(s.registration_ports(), [9345, 6443]);
+        assert_eq!(spec_problems(&s), vec![]);
     }
 }

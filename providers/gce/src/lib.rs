@@ -53,7 +53,7 @@ use triad_core::model::{
     natural_key, LoadBalancer, LoadBalancerRequest, Node, NodeRequest, Record, RecordRequest,
 };
 use triad_core::provider::{DnsCapabilities, DnsProvider, LoadBalancerProvider, NodeProvider};
-use triad_core::spec::{ClusterRef, ValidSpec};
+use triad_core::spec::{ClusterRef, LbMode, ValidSpec};
 use triad_core::wait::Poll;
 
 pub use client::Connection;
@@ -172,8 +172,7 @@ impl GceProvider {
 
     fn check(&self, spec: &ValidSpec) -> Result<()> {
         let settings = GceSettings::from_spec(spec)?;
-        let mut problems = settings.problems(spec);
-        problems.extend(lb::registration_problem(spec));
+        let problems = settings.problems(spec);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -284,6 +283,24 @@ impl LoadBalancerProvider for GceProvider {
 
     /// The active one of the cluster's balancers (the new one during a mode
     /// change), else the first.
+    /// In l7 the registration ports are served by an internal passthrough
+    /// balancer beside the HTTPS one, on an address of their own (see `lb`).
+    fn registration_apart(&self, mode: LbMode) -> bool {
+        mode == LbMode::L7
+    }
+
+    /// No: a backend's connection to its own passthrough balancer's address is
+    /// answered by that backend itself, healthy or not ("If the client VM is a
+    /// backend VM of the load balancer, connections sent to the IP address of the
+    /// load balancer's forwarding rule are always answered by the client/backend
+    /// VM", Google's internal passthrough Network Load Balancer overview; the guest
+    /// agent routes forwarding-rule addresses locally on every backend, external
+    /// passthrough ones too; rancher/rke2#1760). A server that has not joined yet
+    /// would dial only itself, so the nodes join through node 1.
+    fn backends_reach_balancer(&self) -> bool {
+        false
+    }
+
     async fn discover_load_balancer(&self, cluster: &ClusterRef) -> Result<Option<LoadBalancer>> {
         let mut all = self.discover_all(cluster).await?;
         let active = all.iter().position(|lb| lb.endpoint.is_some()).unwrap_or(0);

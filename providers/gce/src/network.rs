@@ -113,6 +113,26 @@ impl GceProvider {
         self.cidrs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The nodes' subnetwork in the cluster's region (`[gce] subnetwork`, else the
+    /// network's first one there): where an address only the nodes dial is
+    /// reserved.
+    pub(crate) async fn node_subnetwork(&self, cluster: &ClusterRef) -> Result<Subnetwork> {
+        self.subnetworks_of(cluster)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                Error::invalid(
+                    "gce.subnetwork",
+                    format!(
+                        "network `{}` has no subnetwork in region `{}`",
+                        self.settings.network, cluster.region
+                    ),
+                    "name a subnetwork of the nodes' network in the cluster's region",
+                )
+            })
+    }
+
     async fn subnetworks_of(&self, cluster: &ClusterRef) -> Result<Vec<Subnetwork>> {
         let project = &self.settings.project;
         if let Some(given) = &self.settings.subnetwork {

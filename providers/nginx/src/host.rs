@@ -76,6 +76,7 @@ impl NginxProvider {
             scheme: h.scheme,
             state: LbState::Active,
             endpoint: self.settings.address.as_deref().map(endpoint_of),
+            registration_endpoint: None,
             listeners: render::listeners(h.mode, &self.settings, &h.registration_ports),
             targets: ids(&h.targets),
             // The header's labels, fingerprint included: the planner sees drift.

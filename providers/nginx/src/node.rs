@@ -186,6 +186,7 @@ impl NginxProvider {
             endpoint: address
                 .filter(|_| node.is_ready())
                 .map(|a| Endpoint::Ip { addresses: vec![a] }),
+            registration_endpoint: None,
             listeners: render::listeners(mode, &self.settings, &registration),
             targets,
             labels: lb_labels,
@@ -239,6 +240,7 @@ impl NginxProvider {
             scheme: request.scheme,
             state: LbState::Provisioning,
             endpoint: None,
+            registration_endpoint: None,
             listeners: render::listeners(request.mode, &self.settings, &request.registration_ports),
             targets: Vec::new(),
             labels: Default::default(),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use triad_core::labels::Role;
 use triad_core::model::{natural_key, Node, NodeRequest, NodeState};
+use triad_core::secret::Secret;
 use triad_core::spec::{ClusterRef, ValidSpec};
 use triad_core::{Error, FailureKind, NodeProvider, Result};
 
@@ -254,6 +255,7 @@ impl NodeProvider for SimCloud {
                 created: now,
                 created_ms: w.unix_ms(now),
                 terminated: None,
+                user_data: Some(Secret::new(request.user_data.clone())),
             };
             let node = to_node(&instance, cfg, now)
                 .ok_or_else(|| ApiError::new(FailureKind::Other, "new instance has no state"))?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use triad_core::labels;
 use triad_core::model::{Endpoint, LbState, NodeState};
+use triad_core::secret::Secret;
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 use triad_core::FailureKind;
 
@@ -79,6 +80,10 @@ pub(crate) struct Instance {
     pub(crate) created_ms: u64,
     #[serde(with = "crate::state::wall_opt")]
     pub(crate) terminated: Option<Instant>,
+    /// The user data it was launched with. Never written to a state file: it holds
+    /// the join token and the proxy password.
+    #[serde(skip)]
+    pub(crate) user_data: Option<Secret>,
 }
 
 impl Instance {
@@ -115,6 +120,7 @@ impl Instance {
             size: self.size.clone(),
             image: self.image.clone(),
             labels: self.labels.clone(),
+            user_data: self.user_data.clone(),
         })
     }
 }
@@ -152,6 +158,10 @@ pub struct SimNode {
     pub image: Option<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// The user data it was launched with, as EC2's `DescribeInstanceAttribute`
+    /// returns it; `None` for an instance loaded from a state file, which never
+    /// stores it (it holds the join token and the proxy password).
+    pub user_data: Option<Secret>,
 }
 
 /// The per-cluster security group in a [`SimSnapshot`].

@@ -124,6 +124,7 @@ fn lb() -> LoadBalancer {
             name: "lb.example.net".into(),
             alias_zone: None,
         }),
+        registration_endpoint: None,
         listeners: vec![],
         targets: vec![],
         labels: Default::default(),

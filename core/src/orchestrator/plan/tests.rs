@@ -43,6 +43,7 @@ fn lb(targets: &[&str]) -> LoadBalancer {
             name: "r-1.elb.example".into(),
             alias_zone: Some("Z1".into()),
         }),
+        registration_endpoint: None,
         listeners: vec![
             Listener {
                 port: 80,
@@ -232,4 +233,33 @@ impl WithRecord for ValidSpec {
         s.dns.record = serde_json::from_value(serde_json::json!(record)).unwrap();
         s.validate().unwrap()
     }
+}
+
+/// An l7 balancer whose provider serves the registration ports apart is complete
+/// only with the address of that companion; elsewhere its listeners suffice.
+#[test]
+fn registration_apart_needs_the_companion_address() {
+    let s =
+        spec("[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:x:1:certificate/c\"\n");
+    assert_eq!(s.registration_ports(), [9345, 6443]);
+    let mut found = lb(&[]);
+    found.mode = LbMode::L7;
+    for port in [9345, 6443] {
+        found.listeners.push(Listener {
+            port,
+            protocol: "TCP".into(),
+            target_port: Some(port),
+        });
+    }
+    let cluster = s.cluster();
+    let action = |lb: &LoadBalancer, apart: bool| {
+        plan_lb(&s, &cluster, std::slice::from_ref(lb), true, apart).0
+    };
+    assert!(matches!(action(&found, true), LbAction::Complete { .. }));
+    assert!(!matches!(action(&found, false), LbAction::Complete { .. }));
+    found.registration_endpoint = Some(Endpoint::Hostname {
+        name: "internal-r-reg.elb.example".into(),
+        alias_zone: None,
+    });
+    assert!(!matches!(action(&found, true), LbAction::Complete { .. }));
 }

@@ -1,5 +1,6 @@
-//! The balancer itself (an NLB or an ALB), and the 80/443 (and registration) rules
-//! of its security group and of the nodes' group behind it.
+//! The balancer itself (an NLB or an ALB, and an ALB's internal companion NLB for
+//! the registration ports), and the 80/443 (and registration) rules of its security
+//! group and of the nodes' group behind it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,8 +12,9 @@ use triad_core::model::LoadBalancerRequest;
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use super::found::{elb_tags, mode_of, scheme_of};
+use super::listeners::companion_ports;
 use crate::error::{fail, AwsError};
-use crate::network::{Rule, Source};
+use crate::network::{Rule, Source, PART};
 use crate::Ec2;
 
 /// The names the cluster's balancers take: the cluster's own, and `<cluster>-b`, the
@@ -20,6 +22,26 @@ use crate::Ec2;
 /// mode or scheme change; the two names take turns).
 pub(super) fn balancer_names(cluster: &ClusterRef) -> [String; 2] {
     [cluster.name.clone(), format!("{}-b", cluster.name)]
+}
+
+/// The `triad-part` tag of an ALB's companion NLB.
+pub(super) const COMPANION_PART: &str = "registration";
+
+/// The name of the internal NLB beside the ALB `lb` that serves the Kubernetes
+/// registration ports (an ALB has no TCP listeners): `<lb>-reg`, 30 characters at
+/// most (`<24-character cluster>-b-reg`), within ELBv2's 32. Internal whatever the
+/// spec's scheme: only the nodes dial it.
+pub(super) fn companion_name(lb: &str) -> String {
+    format!("{lb}-reg")
+}
+
+/// What a balancer is to be.
+struct Shape<'a> {
+    name: &'a str,
+    mode: LbMode,
+    scheme: LbScheme,
+    /// Its tags, `Name` included.
+    tags: BTreeMap<String, String>,
 }
 
 /// The part of the balancer `lb`'s own security group (`<cluster>-<part>`): `nlb` or
@@ -62,7 +84,10 @@ impl Ec2 {
     /// during a mode change, from the other balancer's until it is deleted), so the
     /// nodes are
     /// never open to the internet themselves, even though an NLB keeps the clients'
-    /// addresses. An NLB made without a security group (by an older triad) cannot
+    /// addresses. The registration ports (9345, 6443): the balancer's group admits
+    /// them from the VPC's CIDRs only, and the nodes' group from the balancer's
+    /// group; in l7 the ALB's companion NLB shares the ALB's group. An NLB made
+    /// without a security group (by an older triad) cannot
     /// get one: for it the nodes' group admits `ingress` itself, with a warning.
     /// Returns the balancer's group, for a new balancer.
     pub(super) async fn web_rules(
@@ -125,16 +150,10 @@ impl Ec2 {
                 want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
             }
         }
-        // Registration and API ports (RKE2 9345, 6443): the balancer takes them only
-        // from inside the VPC, never from the internet.
-        let registration: Vec<i32> = match request.mode {
-            LbMode::L4 => request
-                .registration_ports
-                .iter()
-                .map(|&p| i32::from(p))
-                .collect(),
-            LbMode::L7 => Vec::new(),
-        };
+        // Registration and API ports (RKE2 9345, 6443): the balancer (in l7 its
+        // companion NLB, which shares the group) takes them only from inside the VPC,
+        // never from the internet.
+        let registration = companion_ports(request);
         for &port in &registration {
             for c in &net.vpc_cidrs {
                 want.insert(Rule::tcp(port, Source::Cidr(c.clone())));
@@ -159,19 +178,62 @@ impl Ec2 {
         request: &LoadBalancerRequest,
         lb_sg: Option<&str>,
     ) -> Result<(AwsLb, BTreeMap<String, String>)> {
-        let resource = format!("load balancer {}", request.name);
-        if let Some((lb, tags)) = self.lb_named(cluster, &request.name).await? {
-            if mode_of(&lb) != request.mode || scheme_of(&lb) != request.scheme {
+        let mut tags = request.labels.clone();
+        tags.insert("Name".into(), request.name.clone());
+        let shape = Shape {
+            name: &request.name,
+            mode: request.mode,
+            scheme: request.scheme,
+            tags,
+        };
+        self.ensure_shape(cluster, request, shape, lb_sg).await
+    }
+
+    /// The ALB's companion: an internal NLB ([`companion_name`]) in the ALB's
+    /// subnets, sharing its security group `lb_sg`, tagged like the balancer's parts
+    /// and `triad-part` = [`COMPANION_PART`]; made if there is none. With its tags.
+    pub(super) async fn ensure_companion(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        lb_sg: Option<&str>,
+    ) -> Result<(AwsLb, BTreeMap<String, String>)> {
+        let name = companion_name(&request.name);
+        let mut tags = request.labels.clone();
+        tags.insert("Name".into(), name.clone());
+        tags.insert(PART.into(), COMPANION_PART.into());
+        let shape = Shape {
+            name: &name,
+            mode: LbMode::L4,
+            scheme: LbScheme::Internal,
+            tags,
+        };
+        self.ensure_shape(cluster, request, shape, lb_sg).await
+    }
+
+    /// The cluster's balancer of `shape`, made in the subnets of the request's
+    /// zones if there is none, with its tags.
+    async fn ensure_shape(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        shape: Shape<'_>,
+        lb_sg: Option<&str>,
+    ) -> Result<(AwsLb, BTreeMap<String, String>)> {
+        let resource = format!("load balancer {}", shape.name);
+        if let Some((lb, tags)) = self.lb_named(cluster, shape.name).await? {
+            if mode_of(&lb) != shape.mode || scheme_of(&lb) != shape.scheme {
                 return Err(fail(
                     "create",
                     resource,
                     FailureKind::Conflict,
                     format!(
-                        "the cluster's balancer is {} {}, the request is {} {}: delete it first",
+                        "the cluster's balancer {} is {} {}, it should be {} {}: delete it first",
+                        shape.name,
                         mode_of(&lb),
                         scheme_of(&lb),
-                        request.mode,
-                        request.scheme
+                        shape.mode,
+                        shape.scheme
                     ),
                 ));
             }
@@ -201,14 +263,12 @@ impl Ec2 {
                 }
             }
         }
-        let mut tags = request.labels.clone();
-        tags.insert("Name".into(), request.name.clone());
         let (kind, scheme) = (
-            match request.mode {
+            match shape.mode {
                 LbMode::L4 => LoadBalancerTypeEnum::Network,
                 LbMode::L7 => LoadBalancerTypeEnum::Application,
             },
-            match request.scheme {
+            match shape.scheme {
                 LbScheme::InternetFacing => LoadBalancerSchemeEnum::InternetFacing,
                 LbScheme::Internal => LoadBalancerSchemeEnum::Internal,
             },
@@ -216,12 +276,12 @@ impl Ec2 {
         let out = self
             .elb
             .create_load_balancer()
-            .name(&request.name)
+            .name(shape.name)
             .r#type(kind)
             .scheme(scheme)
             .set_subnets(Some(subnets))
             .set_security_groups(lb_sg.map(|s| vec![s.to_owned()]))
-            .set_tags(Some(elb_tags(&tags)))
+            .set_tags(Some(elb_tags(&shape.tags)))
             .send()
             .await;
         match out {
@@ -235,11 +295,11 @@ impl Ec2 {
                     )
                 })?;
                 tracing::info!(
-                    lb = request.name,
+                    lb = shape.name,
                     arn = lb.load_balancer_arn(),
                     "created load balancer"
                 );
-                Ok((lb, tags))
+                Ok((lb, shape.tags))
             }
             Err(e) => {
                 let e = AwsError::from_sdk(e);
@@ -251,7 +311,7 @@ impl Ec2 {
                         format!(
                             "a load balancer named {} exists without the tags of cluster {}; \
                              triad does not take over balancers it did not make",
-                            request.name, cluster.name
+                            shape.name, cluster.name
                         ),
                     ));
                 }

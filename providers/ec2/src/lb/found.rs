@@ -1,19 +1,22 @@
 //! What exists of the cluster's balancer, seen as triad's [`LoadBalancer`] (mode,
 //! scheme, state, endpoint, listeners, targets and tags), found with as few calls as
-//! a plan can afford: the balancer by its name, its tags, its listeners and the
-//! targets of one target group (see [`TARGETS`]).
+//! a plan can afford: the balancer by its name (an ALB's companion NLB with it), its
+//! tags, its listeners (and the companion's) and the targets of one target group
+//! (see [`TARGETS`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_elasticloadbalancingv2::types::{
     ActionTypeEnum, Listener as AwsListener, LoadBalancer as AwsLb, LoadBalancerSchemeEnum,
-    LoadBalancerStateEnum, LoadBalancerTypeEnum, Tag, TargetGroup, TargetHealthStateEnum,
+    LoadBalancerStateEnum, LoadBalancerTypeEnum, ProtocolEnum, Tag, TargetGroup,
+    TargetHealthStateEnum,
 };
 use triad_core::error::{FailureKind, Result};
 use triad_core::labels::{self, Role};
 use triad_core::model::{Endpoint, LbState, Listener, LoadBalancer};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
+use super::balancer::companion_name;
 use super::target_groups::{groups_for, registration_of};
 use crate::error::{sdk, AwsError};
 use crate::Ec2;
@@ -24,6 +27,28 @@ use crate::Ec2;
 /// has them (a run that stopped between two groups leaves the tag behind), and it
 /// spares a `DescribeTargetHealth` per group in each plan.
 pub(super) const TARGETS: &str = "triad-targets";
+
+/// The companion NLB's tag naming the ports of the listeners it was given (`9345,6443`
+/// order aside: sorted), each TCP and forwarding to the target group of its port.
+/// Written once they are made, so discovery needs no `DescribeListeners` for the
+/// companion (issue 8's read budget for a no-op rerun); a companion without it
+/// (a run that stopped before its listeners were done) has them read.
+pub(super) const LISTENERS: &str = "triad-listeners";
+
+/// The value of [`LISTENERS`] for a companion's listeners.
+pub(super) fn listeners_tag(listeners: &[AwsListener]) -> String {
+    let mut ports: Vec<i32> = listeners
+        .iter()
+        .filter(|l| l.protocol() == Some(&ProtocolEnum::Tcp) && forward_arn(l).is_some())
+        .filter_map(|l| l.port())
+        .collect();
+    ports.sort_unstable();
+    ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The value of [`TARGETS`] for a set of instance ids.
 pub(super) fn targets_tag(ids: &BTreeSet<String>) -> String {
@@ -151,12 +176,56 @@ pub(crate) fn targets_of(per_group: &[(String, BTreeSet<String>)]) -> Vec<String
     }
 }
 
+/// The registration address an ALB's companion serves: its DNS name, dialled by
+/// the nodes (no alias: no record points at it).
+pub(super) fn registration_endpoint_of(companion: &AwsLb) -> Option<Endpoint> {
+    match endpoint_of(companion)? {
+        Endpoint::Hostname { name, .. } => Some(Endpoint::Hostname {
+            name,
+            alias_zone: None,
+        }),
+        ip => Some(ip),
+    }
+}
+
 /// What was found of the cluster's balancer.
 pub(super) struct Found {
     pub lb: AwsLb,
     /// The balancer's tags.
     pub tags: BTreeMap<String, String>,
     pub listeners: Vec<AwsListener>,
+    /// An ALB's internal companion NLB (the registration ports), if it has one.
+    pub companion: Option<Companion>,
+}
+
+/// The internal NLB beside an ALB that serves the registration ports (see
+/// `balancer::companion_name`), with its listeners.
+pub(super) struct Companion {
+    pub lb: AwsLb,
+    pub listeners: CompanionListeners,
+}
+
+/// A companion's listeners as discovery knows them.
+pub(super) enum CompanionListeners {
+    /// Read with `DescribeListeners`.
+    Read(Vec<AwsListener>),
+    /// The ports its [`LISTENERS`] tag records.
+    Recorded(Vec<u16>),
+}
+
+impl CompanionListeners {
+    fn read(&self) -> &[AwsListener] {
+        match self {
+            CompanionListeners::Read(l) => l,
+            CompanionListeners::Recorded(_) => &[],
+        }
+    }
+}
+
+impl Companion {
+    pub(crate) fn arn(&self) -> &str {
+        self.lb.load_balancer_arn().unwrap_or_default()
+    }
 }
 
 impl Found {
@@ -168,11 +237,48 @@ impl Found {
         self.lb.load_balancer_name().unwrap_or_default()
     }
 
-    /// The target groups the listeners forward to, in [`groups_for`] order (the
-    /// order `set_targets` converges them in): (name, ARN).
-    pub(crate) fn forwards(&self) -> Vec<(String, String)> {
-        let registration = registration_of(&listeners_of(self.name(), &self.listeners));
-        let arns: Vec<&str> = self.listeners.iter().filter_map(forward_arn).collect();
+    /// The listeners read of the balancer and of its companion.
+    fn read_listeners(&self) -> Vec<AwsListener> {
+        let companion = self.companion.iter().flat_map(|c| c.listeners.read());
+        self.listeners.iter().chain(companion).cloned().collect()
+    }
+
+    /// The listeners of the balancer and of its companion, as triad sees them:
+    /// together, what the balancer serves.
+    pub(crate) fn all_listeners(&self) -> Vec<Listener> {
+        let mut out = listeners_of(self.name(), &self.read_listeners());
+        if let Some(Companion {
+            listeners: CompanionListeners::Recorded(ports),
+            ..
+        }) = &self.companion
+        {
+            out.extend(ports.iter().map(|&port| Listener {
+                port,
+                protocol: "TCP".into(),
+                target_port: Some(port),
+            }));
+            out.sort_by_key(|l| l.port);
+        }
+        out
+    }
+
+    /// The state of the balancer, or its companion's while that is not active yet.
+    pub(crate) fn state(&self) -> LbState {
+        match (state_of(&self.lb), &self.companion) {
+            (LbState::Active, Some(c)) => state_of(&c.lb),
+            (state, _) => state,
+        }
+    }
+
+    /// The target groups the listeners (the companion's included) forward to, in
+    /// [`groups_for`] order (the order `set_targets` converges them in): (name, ARN).
+    /// The companion's groups are missing while its listeners are only
+    /// [`CompanionListeners::Recorded`], unless `companion` gives them.
+    pub(crate) fn forwards(&self, companion: &[AwsListener]) -> Vec<(String, String)> {
+        let mut listeners = self.read_listeners();
+        listeners.extend(companion.iter().cloned());
+        let registration = registration_of(&self.all_listeners());
+        let arns: Vec<&str> = listeners.iter().filter_map(forward_arn).collect();
         let mut out: Vec<(String, String)> = Vec::new();
         for spec in groups_for(mode_of(&self.lb), &registration) {
             let name = spec.name(self.name());
@@ -395,9 +501,13 @@ impl Ec2 {
             name: found.name().to_owned(),
             mode: mode_of(&found.lb),
             scheme: scheme_of(&found.lb),
-            state: state_of(&found.lb),
+            state: found.state(),
             endpoint: endpoint_of(&found.lb),
-            listeners: listeners_of(found.name(), &found.listeners),
+            registration_endpoint: found
+                .companion
+                .as_ref()
+                .and_then(|c| registration_endpoint_of(&c.lb)),
+            listeners: found.all_listeners(),
             targets: targets_of(&forwards),
             labels,
             partial_targets: Vec::new(),
@@ -405,14 +515,28 @@ impl Ec2 {
     }
 
     async fn forwards_targets(&self, found: &Found) -> Result<Vec<(String, BTreeSet<String>)>> {
-        let forwards = found.forwards();
+        let mut forwards = found.forwards(&[]);
         let mut per_group = Vec::new();
-        let Some((first_name, first_arn)) = forwards.first() else {
+        let Some((first_name, first_arn)) = forwards.first().cloned() else {
             return Ok(per_group);
         };
-        let first = self.group_targets(first_arn).await?;
+        let first = self.group_targets(&first_arn).await?;
         let marked = found.tags.get(TARGETS) == Some(&targets_tag(&first));
-        per_group.push((first_name.clone(), first.clone()));
+        // Not marked: every group is read, the companion's too, whose forwards need
+        // its listeners.
+        if let Some(Companion {
+            lb,
+            listeners: CompanionListeners::Recorded(_),
+        }) = &found.companion
+        {
+            if !marked {
+                let read = self
+                    .listeners(lb.load_balancer_arn().unwrap_or_default())
+                    .await?;
+                forwards = found.forwards(&read);
+            }
+        }
+        per_group.push((first_name, first.clone()));
         for (name, arn) in &forwards[1..] {
             let targets = if marked {
                 first.clone()
@@ -424,20 +548,69 @@ impl Ec2 {
         Ok(per_group)
     }
 
-    /// The cluster's balancer named `name` (the cluster's name), its tags and its
-    /// listeners: three reads.
+    /// The cluster's balancer named `name`, its tags, its listeners, and an ALB's
+    /// companion with its listeners (see [`Ec2::find_all`]).
     pub(super) async fn find(&self, cluster: &ClusterRef, name: &str) -> Result<Option<Found>> {
-        let Some((lb, tags)) = self.lb_named(cluster, name).await? else {
-            return Ok(None);
+        Ok(self.find_all(cluster, &[name.to_owned()]).await?.pop())
+    }
+
+    /// The cluster's balancers named `names` that exist, in that order, each with
+    /// its tags, its listeners and (an ALB) its companion NLB with the companion's
+    /// listeners: one listing of the region's balancers and one `DescribeTags` for
+    /// them all, then a `DescribeListeners` per balancer found.
+    pub(super) async fn find_all(
+        &self,
+        cluster: &ClusterRef,
+        names: &[String],
+    ) -> Result<Vec<Found>> {
+        let companions: Vec<String> = names.iter().map(|n| companion_name(n)).collect();
+        let wanted: Vec<String> = names.iter().chain(&companions).cloned().collect();
+        let mut lbs = self.lbs_named(cluster, &wanted).await?;
+        let mut take = |name: &str| {
+            lbs.iter()
+                .position(|(l, _)| l.load_balancer_name() == Some(name))
+                .map(|i| lbs.remove(i))
         };
-        let listeners = self
-            .listeners(lb.load_balancer_arn().unwrap_or_default())
-            .await?;
-        Ok(Some(Found {
-            lb,
-            tags,
-            listeners,
-        }))
+        let mut pairs = Vec::new();
+        for (name, companion) in names.iter().zip(&companions) {
+            if let Some(main) = take(name) {
+                let companion = (mode_of(&main.0) == LbMode::L7)
+                    .then(|| take(companion))
+                    .flatten();
+                pairs.push((main, companion));
+            }
+        }
+        let mut out = Vec::new();
+        for ((lb, tags), companion) in pairs {
+            let listeners = self
+                .listeners(lb.load_balancer_arn().unwrap_or_default())
+                .await?;
+            let companion = match companion {
+                Some((c, tags)) => {
+                    let recorded = tags.get(LISTENERS).and_then(|v| {
+                        v.split(',')
+                            .map(|p| p.parse::<u16>().ok())
+                            .collect::<Option<Vec<u16>>>()
+                    });
+                    let listeners = match recorded {
+                        Some(ports) if !ports.is_empty() => CompanionListeners::Recorded(ports),
+                        _ => CompanionListeners::Read(
+                            self.listeners(c.load_balancer_arn().unwrap_or_default())
+                                .await?,
+                        ),
+                    };
+                    Some(Companion { lb: c, listeners })
+                }
+                None => None,
+            };
+            out.push(Found {
+                lb,
+                tags,
+                listeners,
+                companion,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -1,18 +1,38 @@
-//! The listeners: TCP forwards (l4); HTTPS with the certificate and an HTTP
-//! redirect (l7).
+//! The listeners: TCP forwards (l4, and the registration ports on an ALB's
+//! companion NLB); HTTPS with the certificate and an HTTP redirect (l7).
 
 use aws_sdk_elasticloadbalancingv2::types::{
-    Action, ActionTypeEnum, Certificate, Listener as AwsListener, ProtocolEnum,
-    RedirectActionConfig, RedirectActionStatusCodeEnum, TargetGroup,
+    Action, ActionTypeEnum, Certificate, Listener as AwsListener, LoadBalancer as AwsLb,
+    ProtocolEnum, RedirectActionConfig, RedirectActionStatusCodeEnum, TargetGroup,
 };
 use triad_core::error::{Error, Result};
 use triad_core::model::LoadBalancerRequest;
 use triad_core::spec::LbMode;
 
-use super::found::elb_tags;
+use super::found::{elb_tags, mode_of};
 use super::target_groups::GroupSpec;
 use crate::error::AwsError;
 use crate::Ec2;
+
+/// The listener ports the balancer of `request` has itself: 80 and 443, and in l4
+/// the registration ports.
+pub(super) fn own_ports(request: &LoadBalancerRequest) -> Vec<i32> {
+    let mut out = vec![80, 443];
+    if request.mode == LbMode::L4 {
+        out.extend(companion_ports(request));
+    }
+    out
+}
+
+/// The registration ports of `request` (RKE2's 9345, 6443): in l7 the listeners of
+/// the ALB's internal companion NLB.
+pub(super) fn companion_ports(request: &LoadBalancerRequest) -> Vec<i32> {
+    request
+        .registration_ports
+        .iter()
+        .map(|&p| i32::from(p))
+        .collect()
+}
 
 impl Ec2 {
     /// The default action a listener of `port` needs.
@@ -48,29 +68,29 @@ impl Ec2 {
         }
     }
 
+    /// Make the listeners of `ports` on the balancer `lb` (the cluster's balancer or
+    /// its companion, see [`own_ports`] and [`companion_ports`]), forwarding to
+    /// `groups`: create what is missing, modify what differs; no call when all are
+    /// right.
     pub(super) async fn ensure_listeners(
         &self,
-        lb_arn: &str,
+        lb: &AwsLb,
+        ports: &[i32],
         have: &[AwsListener],
         request: &LoadBalancerRequest,
         groups: &[(GroupSpec, TargetGroup)],
     ) -> Result<()> {
-        let registration: Vec<i32> = match request.mode {
-            LbMode::L4 => request
-                .registration_ports
-                .iter()
-                .map(|&p| i32::from(p))
-                .collect(),
-            LbMode::L7 => Vec::new(),
-        };
-        for port in [80, 443].into_iter().chain(registration) {
-            let protocol = match (request.mode, port) {
+        let mode = mode_of(lb);
+        let lb_arn = lb.load_balancer_arn().unwrap_or_default();
+        let lb_name = lb.load_balancer_name().unwrap_or_default();
+        for &port in ports {
+            let protocol = match (mode, port) {
                 (LbMode::L4, _) => ProtocolEnum::Tcp,
                 (LbMode::L7, 443) => ProtocolEnum::Https,
                 (LbMode::L7, _) => ProtocolEnum::Http,
             };
-            let action = Self::listener_action(request.mode, port, groups);
-            let tls = request.mode == LbMode::L7 && port == 443;
+            let action = Self::listener_action(mode, port, groups);
+            let tls = mode == LbMode::L7 && port == 443;
             let cert = request.certificate.clone().filter(|_| tls);
             if tls && cert.is_none() {
                 return Err(Error::invalid(
@@ -79,7 +99,7 @@ impl Ec2 {
                     "set the ARN of an ACM certificate of the region",
                 ));
             }
-            let resource = format!("listener {port} of load balancer {}", request.name);
+            let resource = format!("listener {port} of load balancer {lb_name}");
             let existing = have.iter().find(|l| l.port() == Some(port));
             let map_cert = |e: AwsError| -> Error {
                 if e.is("CertificateNotFound") || e.is("CertificateNotFoundException") {
@@ -152,7 +172,7 @@ impl Ec2 {
                             .ssl_policy(self.settings.ssl_policy());
                     }
                     match c.send().await {
-                        Ok(_) => tracing::info!(lb = request.name, port, "created listener"),
+                        Ok(_) => tracing::info!(lb = lb_name, port, "created listener"),
                         Err(e) => {
                             let e = AwsError::from_sdk(e);
                             if !e.is("DuplicateListener") {

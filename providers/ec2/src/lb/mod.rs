@@ -1,5 +1,9 @@
 //! The balancer: an NLB (layer 4) or an ALB (layer 7) with its target groups and
-//! listeners, and the 80/443 rules on the security groups.
+//! listeners, and the 80/443 rules on the security groups. An ALB cannot pass TCP
+//! through: when the nodes register through the balancer (RKE2's 9345, and 6443),
+//! an internal NLB beside it, its companion (`<name>-reg`), carries those ports to
+//! the same target groups an l4 NLB would have, and the balancer reports the
+//! companion's DNS name as its `registration_endpoint`.
 //!
 //! - [`found`]: what exists, read with few calls (discovery);
 //! - [`balancer`]: the balancer itself and its security group rules;
@@ -25,8 +29,12 @@ use triad_core::spec::{ClusterRef, LbMode, LbScheme, ValidSpec};
 use crate::error::{fail, sdk, AwsError, PROVIDER};
 use crate::network::{Source, PART};
 use crate::Ec2;
-use found::{elb_tags, endpoint_of, state_of, targets_of, targets_tag, Found, TARGETS};
-use target_groups::{by_name, groups_for, is_group_of, registration_of};
+use found::{
+    elb_tags, endpoint_of, listeners_tag, state_of, targets_of, targets_tag, Companion,
+    CompanionListeners, Found, LISTENERS, TARGETS,
+};
+use listeners::{companion_ports, own_ports};
+use target_groups::{by_name, groups_for, is_group_of, registration_of, GroupSpec};
 
 impl Ec2 {
     /// The target groups attached to the balancer `arn` (through its listeners).
@@ -39,6 +47,66 @@ impl Ec2 {
             .await
             .map_err(sdk("list the target groups of", arn))?;
         Ok(out.target_groups().to_vec())
+    }
+
+    /// In l7 with registration ports: the ALB's companion NLB (made if missing,
+    /// sharing the ALB's security group `lb_sg`) with one TCP listener per port,
+    /// forwarding to that port's group among `groups`. `None` otherwise.
+    async fn complete_companion(
+        &self,
+        cluster: &ClusterRef,
+        request: &LoadBalancerRequest,
+        lb_sg: Option<&str>,
+        groups: &[(GroupSpec, TargetGroup)],
+    ) -> Result<Option<Companion>> {
+        let ports = companion_ports(request);
+        if request.mode != LbMode::L7 || ports.is_empty() {
+            return Ok(None);
+        }
+        let (lb, tags) = self.ensure_companion(cluster, request, lb_sg).await?;
+        let arn = lb.load_balancer_arn().unwrap_or_default().to_owned();
+        let have = self.listeners(&arn).await?;
+        self.ensure_listeners(&lb, &ports, &have, request, groups)
+            .await?;
+        let listeners = self.listeners(&arn).await?;
+        // Recorded once they are all made: discovery reads the tag, not them.
+        let mark = listeners_tag(&listeners);
+        if tags.get(LISTENERS) != Some(&mark) {
+            self.elb
+                .add_tags()
+                .resource_arns(&arn)
+                .tags(Tag::builder().key(LISTENERS).value(mark).build())
+                .send()
+                .await
+                .map_err(sdk(
+                    "tag",
+                    format!("load balancer {}", lb.load_balancer_name().unwrap_or("")),
+                ))?;
+        }
+        Ok(Some(Companion {
+            listeners: CompanionListeners::Read(listeners),
+            lb,
+        }))
+    }
+
+    /// The target groups attached to the balancer `lb` and, an ALB serving the
+    /// registration ports apart, to its companion NLB.
+    async fn all_groups(
+        &self,
+        cluster: &ClusterRef,
+        lb: &LoadBalancer,
+    ) -> Result<Vec<TargetGroup>> {
+        let mut groups = self.lb_groups(&lb.id).await?;
+        if lb.registration_endpoint.is_some() {
+            let name = balancer::companion_name(&lb.name);
+            if let Some((companion, _)) = self.lb_named(cluster, &name).await? {
+                groups.extend(
+                    self.lb_groups(companion.load_balancer_arn().unwrap_or_default())
+                        .await?,
+                );
+            }
+        }
+        Ok(groups)
     }
 
     /// Make the balancer's tags carry `want` (and its `Name`): add what differs,
@@ -144,11 +212,16 @@ impl LoadBalancerProvider for Ec2 {
             groups.push((spec, g));
         }
         let have = self.listeners(&arn).await?;
-        self.ensure_listeners(&arn, &have, request, &groups).await?;
+        self.ensure_listeners(&lb, &own_ports(request), &have, request, &groups)
+            .await?;
+        let companion = self
+            .complete_companion(cluster, request, lb_sg.as_deref(), &groups)
+            .await?;
         let found = Found {
             listeners: self.listeners(&arn).await?,
             tags,
             lb,
+            companion,
         };
         self.model(&found).await
     }
@@ -160,53 +233,89 @@ impl LoadBalancerProvider for Ec2 {
         timeout: Duration,
     ) -> Result<LoadBalancer> {
         let resource = format!("load balancer {}", lb.name);
-        let active = self
+        // An ALB serving the registration ports apart: its companion too, read in
+        // the same call (by name: ELBv2 takes names or ARNs, not both).
+        let companion = lb
+            .registration_endpoint
+            .is_some()
+            .then(|| balancer::companion_name(&lb.name));
+        let (active, active_companion) = self
             .poll
             .until(timeout, &resource, "active", || async {
-                let out = self
-                    .elb
-                    .describe_load_balancers()
-                    .load_balancer_arns(&lb.id)
+                let ask = self.elb.describe_load_balancers();
+                let ask = match &companion {
+                    Some(c) => ask.names(&lb.name).names(c),
+                    None => ask.load_balancer_arns(&lb.id),
+                };
+                let out = ask
                     .send()
                     .await
                     .map_err(sdk("wait for", resource.clone()))?;
-                let Some(found) = out.load_balancers().first() else {
+                let Some(main) = out
+                    .load_balancers()
+                    .iter()
+                    .find(|l| l.load_balancer_arn() == Some(lb.id.as_str()))
+                else {
                     return Ok(None);
                 };
-                match state_of(found) {
-                    LbState::Active if found.dns_name().is_some() => Ok(Some(found.clone())),
-                    LbState::Failed => Err(fail(
-                        "wait for",
-                        resource.clone(),
-                        FailureKind::Other,
-                        format!(
-                            "the balancer failed to provision: {}",
-                            found
-                                .state()
-                                .and_then(|s| s.reason())
-                                .unwrap_or("no reason given")
-                        ),
-                    )),
-                    _ => Ok(None),
+                let other = match &companion {
+                    Some(c) => match out
+                        .load_balancers()
+                        .iter()
+                        .find(|l| l.load_balancer_name() == Some(c.as_str()))
+                    {
+                        Some(other) => Some(other),
+                        None => return Ok(None),
+                    },
+                    None => None,
+                };
+                for found in std::iter::once(main).chain(other) {
+                    match state_of(found) {
+                        LbState::Active if found.dns_name().is_some() => {}
+                        LbState::Failed => {
+                            return Err(fail(
+                                "wait for",
+                                format!(
+                                    "load balancer {}",
+                                    found.load_balancer_name().unwrap_or_default()
+                                ),
+                                FailureKind::Other,
+                                format!(
+                                    "the balancer failed to provision: {}",
+                                    found
+                                        .state()
+                                        .and_then(|s| s.reason())
+                                        .unwrap_or("no reason given")
+                                ),
+                            ))
+                        }
+                        _ => return Ok(None),
+                    }
                 }
+                Ok(Some((main.clone(), other.cloned())))
             })
             .await?;
         Ok(LoadBalancer {
             state: LbState::Active,
             endpoint: endpoint_of(&active),
+            registration_endpoint: active_companion
+                .as_ref()
+                .and_then(found::registration_endpoint_of)
+                .or_else(|| lb.registration_endpoint.clone()),
             ..lb.clone()
         })
     }
 
-    /// Make every target group's targets `nodes`, in `groups_for` order, then
-    /// record them in the balancer's `triad-targets` tag.
+    /// Make every target group's targets `nodes` (an ALB's companion's groups
+    /// included), in `groups_for` order, then record them in the balancer's
+    /// `triad-targets` tag.
     async fn set_targets(
         &self,
-        _cluster: &ClusterRef,
+        cluster: &ClusterRef,
         lb: &LoadBalancer,
         nodes: &[Node],
     ) -> Result<LoadBalancer> {
-        let groups = self.lb_groups(&lb.id).await?;
+        let groups = self.all_groups(cluster, lb).await?;
         let groups = by_name(&groups);
         let want: BTreeSet<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let mut per_group = Vec::new();
@@ -264,7 +373,10 @@ impl LoadBalancerProvider for Ec2 {
                 "the balancer does not exist (any more); rerun apply to make it",
             ));
         };
-        let attached = self.lb_groups(found.arn()).await?;
+        let mut attached = self.lb_groups(found.arn()).await?;
+        if let Some(c) = &found.companion {
+            attached.extend(self.lb_groups(c.arn()).await?);
+        }
         let mut groups = Vec::new();
         for spec in groups_for(request.mode, &request.registration_ports) {
             let g = self
@@ -272,7 +384,16 @@ impl LoadBalancerProvider for Ec2 {
                 .await?;
             groups.push((spec, g));
         }
-        self.ensure_listeners(found.arn(), &found.listeners, request, &groups)
+        self.ensure_listeners(
+            &found.lb,
+            &own_ports(request),
+            &found.listeners,
+            request,
+            &groups,
+        )
+        .await?;
+        let lb_sg = found.lb.security_groups().first().map(String::as_str);
+        self.complete_companion(cluster, request, lb_sg, &groups)
             .await?;
         let mut labels = self
             .converge_lb_tags(found.arn(), found.name(), &found.tags, &request.labels)
@@ -305,41 +426,45 @@ impl LoadBalancerProvider for Ec2 {
         true
     }
 
+    /// Yes in l7: an ALB cannot pass TCP through, so the registration ports are
+    /// served by its internal companion NLB, at an address of its own.
+    fn registration_apart(&self, mode: LbMode) -> bool {
+        mode == LbMode::L7
+    }
+
     /// The cluster's balancers under the two names they take, each carrying the
-    /// cluster's tags (one listing of the region's balancers, one `DescribeTags`),
-    /// with their listeners and targets: the old and the new one during a mode
-    /// change.
+    /// cluster's tags (one listing of the region's balancers, one `DescribeTags`,
+    /// which find an ALB's companion too), with their listeners and targets: the old
+    /// and the new one during a mode change.
     async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let mut out = Vec::new();
-        for (lb, tags) in self
-            .lbs_named(cluster, &balancer::balancer_names(cluster))
+        for found in self
+            .find_all(cluster, &balancer::balancer_names(cluster))
             .await?
         {
-            let listeners = self
-                .listeners(lb.load_balancer_arn().unwrap_or_default())
-                .await?;
-            let found = Found {
-                lb,
-                tags,
-                listeners,
-            };
             out.push(self.model(&found).await?);
         }
         Ok(out)
     }
 
     /// The balancer `name` and its parts only: its listeners first (its target
-    /// groups are free then), its target groups, the balancer, the nodes' rules from
-    /// its security group, and that group. Each step finds what is left, so a rerun
-    /// after a stop anywhere finishes the job.
+    /// groups are free then), its target groups, the balancer and its companion
+    /// NLB (an ALB's, see `balancer::companion_name`), the nodes' rules from its
+    /// security group, and that group. Each step finds what is left, so a rerun after
+    /// a stop anywhere finishes the job.
     async fn delete_load_balancer_named(
         &self,
         cluster: &ClusterRef,
         name: &str,
     ) -> Result<Vec<String>> {
         let mut deleted = Vec::new();
-        let lb = self.lb_named(cluster, name).await?.map(|(lb, _)| lb);
-        if let Some(lb) = &lb {
+        let mut lbs = Vec::new();
+        for n in [balancer::companion_name(name), name.to_owned()] {
+            if let Some((lb, _)) = self.lb_named(cluster, &n).await? {
+                lbs.push(lb);
+            }
+        }
+        for lb in &lbs {
             let arn = lb.load_balancer_arn().unwrap_or_default();
             for l in self.listeners(arn).await? {
                 let id = l.listener_arn().unwrap_or_default();
@@ -356,7 +481,7 @@ impl LoadBalancerProvider for Ec2 {
                 deleted.push(self.delete_target_group(&g).await?);
             }
         }
-        if let Some(lb) = &lb {
+        for lb in &lbs {
             deleted.push(self.delete_lb(lb).await?);
         }
         let parts = [LbMode::L4, LbMode::L7].map(|m| balancer::sg_part(cluster, name, m));
@@ -389,6 +514,39 @@ mod tests {
 
     use super::found::listeners_of;
     use super::*;
+
+    #[test]
+    fn the_companion_fits_elbv2_names_and_its_tag_records_its_forwards() {
+        let longest = "a".repeat(triad_core::spec::MAX_NAME_LEN);
+        for lb in [longest.clone(), format!("{longest}-b")] {
+            let name = balancer::companion_name(&lb);
+            assert!(name.len() <= 32, "{name}");
+            assert_ne!(name, format!("{longest}-b"));
+        }
+        let forward = |port: i32| {
+            AwsListener::builder()
+                .port(port)
+                .protocol(ProtocolEnum::Tcp)
+                .default_actions(
+                    aws_sdk_elasticloadbalancingv2::types::Action::builder()
+                        .r#type(ActionTypeEnum::Forward)
+                        .target_group_arn(format!(
+                            "arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/r-tcp{port}/1"
+                        ))
+                        .build(),
+                )
+                .build()
+        };
+        let bare = AwsListener::builder()
+            .port(7000)
+            .protocol(ProtocolEnum::Tcp)
+            .build();
+        assert_eq!(
+            found::listeners_tag(&[forward(9345), bare, forward(6443)]),
+            "6443,9345"
+        );
+        assert_eq!(found::listeners_tag(&[]), "");
+    }
 
     #[test]
     fn l7_redirects_http_and_forwards_https_to_port_80() {

@@ -81,8 +81,10 @@ pub(super) fn is_group_of(lb: &str, group: &str) -> bool {
     long || short
 }
 
-/// The target groups of a mode, then one TCP group per registration port (an NLB
-/// only: an ALB has no TCP listeners, see `settings::lb_problems`).
+/// The target groups of a mode, then one TCP group per registration port: behind
+/// the NLB's own listeners in l4, behind the listeners of the ALB's internal
+/// companion NLB in l7 (an ALB has no TCP listeners; see `balancer::companion_name`).
+/// Every group is named after the balancer, the companion's too.
 pub(super) fn groups_for(mode: LbMode, registration: &[u16]) -> Vec<GroupSpec> {
     let web = |part: &str, protocol: ProtocolEnum, port: i32| GroupSpec {
         part: part.to_owned(),
@@ -97,14 +99,12 @@ pub(super) fn groups_for(mode: LbMode, registration: &[u16]) -> Vec<GroupSpec> {
         ],
         LbMode::L7 => vec![web("http-80", ProtocolEnum::Http, 80)],
     };
-    if mode == LbMode::L4 {
-        out.extend(registration.iter().map(|&p| GroupSpec {
-            part: format!("tcp{p}"),
-            protocol: ProtocolEnum::Tcp,
-            port: i32::from(p),
-            tcp_check: true,
-        }));
-    }
+    out.extend(registration.iter().map(|&p| GroupSpec {
+        part: format!("tcp{p}"),
+        protocol: ProtocolEnum::Tcp,
+        port: i32::from(p),
+        tcp_check: true,
+    }));
     out
 }
 
@@ -418,11 +418,18 @@ mod tests {
         );
         assert!(l4.iter().all(|g| g.protocol == ProtocolEnum::Tcp));
         let l7 = groups_for(LbMode::L7, &[9345, 6443]);
-        assert_eq!(l7.len(), 1);
         assert_eq!(
-            (l7[0].protocol.clone(), l7[0].port),
-            (ProtocolEnum::Http, 80)
+            l7.iter()
+                .map(|g| (g.name("rancher"), g.protocol.clone(), g.port, g.tcp_check))
+                .collect::<Vec<_>>(),
+            [
+                ("rancher-http-80".to_owned(), ProtocolEnum::Http, 80, false),
+                // Behind the companion NLB's listeners.
+                ("rancher-tcp9345".to_owned(), ProtocolEnum::Tcp, 9345, true),
+                ("rancher-tcp6443".to_owned(), ProtocolEnum::Tcp, 6443, true),
+            ]
         );
+        assert_eq!(groups_for(LbMode::L7, &[]).len(), 1);
         let reg = groups_for(LbMode::L4, &[9345, 6443]);
         assert_eq!(
             reg.iter()

@@ -53,7 +53,8 @@ async fn conformance_suite_passes_against_moto() {
 }
 
 /// The DNS checks once more with an alias target (what an NLB gives), and the
-/// balancer's whole life in layer 7.
+/// balancer's whole life in layer 7, its companion NLB for the registration ports
+/// included.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
 async fn conformance_alias_records_and_l7_balancer() {
@@ -66,9 +67,9 @@ async fn conformance_alias_records_and_l7_balancer() {
     conformance::dns_upsert_ownership_delete(&aws, &fx).await;
 
     fx.lb.mode = LbMode::L7;
-    // An ALB has no TCP listeners: l7 specs with registration listeners are refused
-    // at plan (`load_balancer.registration`), so the request never carries them.
-    fx.lb.registration_ports = Vec::new();
+    // The fixture's registration ports (9345, 6443) stay: the ALB's internal
+    // companion NLB serves them, and the checks find them among the listeners.
+    assert!(!fx.lb.registration_ports.is_empty());
     fx.lb.certificate = Some("arn:aws:iam::123456789012:server-certificate/rancher".into());
     conformance::load_balancer_lifecycle(&aws, &aws, &fx).await;
     conformance::load_balancer_create_is_idempotent(&aws, &fx).await;

@@ -16,7 +16,7 @@ use crate::scripted::{scripted, Calls};
 use crate::{hosted_zone, provider, ubuntu_ami, unique};
 
 /// Issue 8's target for a no-op rerun: at most this many read calls.
-const NOOP_READS: u32 = 10;
+pub(crate) const NOOP_READS: u32 = 10;
 
 /// A 3-node l4 cluster with these SSH CIDRs and health check path.
 pub(crate) fn spec(name: &str, image: &str, ssh: &[&str], health: &str) -> ValidSpec {

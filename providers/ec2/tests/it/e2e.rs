@@ -8,6 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, ProtocolEnum};
 use aws_sdk_route53::types::RrType;
 use triad_core::layers::{CallCounter, Stack};
 use triad_core::model::{Endpoint, RecordKind};
+use triad_core::orchestrator::LbAction;
 use triad_core::spec::{ClusterSpec, ValidSpec};
 use triad_core::Orchestrator;
 use triad_ec2::Ec2;
@@ -194,15 +195,7 @@ async fn full_flow(lb_section: &str, l7: bool) {
             "{id}: {:?}",
             i.network_interfaces()
         );
-        let ud = ec2
-            .describe_instance_attribute()
-            .instance_id(id)
-            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-            .send()
-            .await
-            .unwrap();
-        let b64 = ud.user_data().and_then(|u| u.value()).expect("user data");
-        let text = String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap();
+        let text = user_data(ec2, id).await;
         assert!(text.starts_with("#cloud-config"), "{text}");
         assert!(
             text.contains("http://proxy.corp.test:3128"),
@@ -353,18 +346,8 @@ async fn full_flow(lb_section: &str, l7: bool) {
             );
             assert_eq!(g.health_check_port(), Some("traffic-port"), "{part}");
             // A node registering through the NLB to itself must not hairpin-fail.
-            let attrs = elb
-                .describe_target_group_attributes()
-                .target_group_arn(g.target_group_arn().unwrap())
-                .send()
-                .await
-                .unwrap();
-            let preserve = attrs
-                .attributes()
-                .iter()
-                .find(|a| a.key() == Some("preserve_client_ip.enabled"))
-                .and_then(|a| a.value());
-            assert_eq!(preserve, Some("false"), "{part}: {:?}", attrs.attributes());
+            let preserve = preserve_client_ip(elb, g.target_group_arn().unwrap()).await;
+            assert_eq!(preserve.as_deref(), Some("false"), "{part}");
         } else {
             assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Http));
             assert_eq!(g.health_check_port(), Some("80"));
@@ -374,17 +357,7 @@ async fn full_flow(lb_section: &str, l7: bool) {
         assert_eq!(g.unhealthy_threshold_count(), Some(3));
         assert_eq!(g.health_check_timeout_seconds(), Some(6));
         assert_eq!(g.health_check_interval_seconds(), Some(10));
-        let health = elb
-            .describe_target_health()
-            .target_group_arn(g.target_group_arn().unwrap())
-            .send()
-            .await
-            .unwrap();
-        let targets: BTreeSet<String> = health
-            .target_health_descriptions()
-            .iter()
-            .map(|d| d.target().unwrap().id().unwrap().to_owned())
-            .collect();
+        let targets = group_targets(elb, g.target_group_arn().unwrap()).await;
         assert_eq!(targets, node_ids, "targets of {part}");
     }
     let listeners = elb
@@ -608,21 +581,378 @@ async fn l7_alb_end_to_end() {
     .await;
 }
 
+/// The ports of the balancer `arn`'s listeners, sorted, read with the SDK.
+async fn listener_ports(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str) -> Vec<i32> {
+    let out = elb
+        .describe_listeners()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    let mut ports: Vec<i32> = out.listeners().iter().map(|l| l.port().unwrap()).collect();
+    ports.sort();
+    ports
+}
+
+/// The target group `tg`'s `preserve_client_ip.enabled`, read with the SDK.
+async fn preserve_client_ip(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    tg: &str,
+) -> Option<String> {
+    let attrs = elb
+        .describe_target_group_attributes()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap();
+    attrs
+        .attributes()
+        .iter()
+        .find(|a| a.key() == Some("preserve_client_ip.enabled"))
+        .and_then(|a| a.value())
+        .map(str::to_owned)
+}
+
+/// The instance ids registered in the target group `tg`, read with the SDK.
+async fn group_targets(elb: &aws_sdk_elasticloadbalancingv2::Client, tg: &str) -> BTreeSet<String> {
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap();
+    health
+        .target_health_descriptions()
+        .iter()
+        .map(|d| d.target().unwrap().id().unwrap().to_owned())
+        .collect()
+}
+
+/// The user data of instance `id`, decoded, read with the SDK.
+pub(crate) async fn user_data(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = ud.user_data().and_then(|u| u.value()).expect("user data");
+    String::from_utf8(aws_smithy_types::base64::decode(b64).unwrap()).unwrap()
+}
+
+/// An ALB with RKE2 registering through the balancer: an internal NLB beside it, the
+/// companion `<name>-reg`, carries TCP 9345/6443 to target groups holding every
+/// node, and the nodes join through the companion's DNS name. Read back with the SDK.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs moto; scripts/test starts it"]
-async fn l7_with_balancer_registration_is_refused_at_plan() {
+async fn l7_with_balancer_registration_gets_an_internal_companion_nlb() {
     let aws = Arc::new(provider(crate::default_vpc()).await);
     let name = unique("e2ereg");
     let zone = format!("{name}.test");
-    let spec = spec(
+    hosted_zone(aws.route53_client(), &zone).await;
+    // The join token, from a file as a user gives it (a secret; never in the spec).
+    let token = std::env::temp_dir().join(format!("{name}.token"));
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let section = |extra: &str| {
+        format!(
+            "mode = \"l7\"\ncertificate = \"{CERT}\"\n{extra}\n\
+             [kubernetes]\ninstall = true\ntoken_file = {:?}",
+            token.display().to_string()
+        )
+    };
+    let spec = spec(&aws, &name, &zone, &section("")).await;
+    assert_eq!(spec.registration_ports(), [9345, 6443]);
+    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
+    let inv = triad
+        .apply(&triad.plan(&spec).await.unwrap())
+        .await
+        .unwrap();
+
+    // The two balancers, read back by name.
+    let elb = aws.elb_client();
+    let companion_name = format!("{name}-reg");
+    let found = elb
+        .describe_load_balancers()
+        .names(&name)
+        .names(&companion_name)
+        .send()
+        .await
+        .unwrap();
+    let by_name = |n: &str| {
+        found
+            .load_balancers()
+            .iter()
+            .find(|l| l.load_balancer_name() == Some(n))
+            .unwrap_or_else(|| panic!("no balancer {n}"))
+            .clone()
+    };
+    let (alb, nlb) = (by_name(&name), by_name(&companion_name));
+    assert_eq!(alb.r#type().unwrap().as_str(), "application");
+    assert_eq!(alb.scheme().unwrap().as_str(), "internet-facing");
+    assert_eq!(nlb.r#type().unwrap().as_str(), "network");
+    assert_eq!(
+        nlb.scheme().unwrap().as_str(),
+        "internal",
+        "only the nodes dial the companion"
+    );
+    let subnets = |l: &aws_sdk_elasticloadbalancingv2::types::LoadBalancer| {
+        l.availability_zones()
+            .iter()
+            .filter_map(|z| z.subnet_id().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(subnets(&nlb), subnets(&alb), "the same subnets");
+    assert_eq!(subnets(&nlb).len(), 3);
+    assert_eq!(
+        nlb.security_groups(),
+        alb.security_groups(),
+        "the companion shares the ALB's group"
+    );
+    let tags = elb
+        .describe_tags()
+        .resource_arns(nlb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tag = |k: &str| {
+        tags.tag_descriptions()[0]
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+            .map(str::to_owned)
+    };
+    assert_eq!(tag("triad-cluster").as_deref(), Some(name.as_str()));
+    assert_eq!(tag("triad-role").as_deref(), Some("lb"));
+    assert_eq!(tag("triad-part").as_deref(), Some("registration"));
+    let dns = nlb.dns_name().unwrap().to_ascii_lowercase();
+    assert_eq!(
+        inv.load_balancer.registration_endpoint,
+        Some(Endpoint::Hostname {
+            name: dns.clone(),
+            alias_zone: None
+        })
+    );
+    assert_eq!(
+        inv.kubernetes.as_ref().unwrap().join_url.as_deref(),
+        Some(format!("https://{dns}:9345").as_str())
+    );
+
+    // The companion's listeners: TCP 9345 and 6443, each to its port's group
+    // (TCP health check, client IP preservation off) holding exactly the nodes.
+    let node_ids: BTreeSet<String> = inv.nodes.iter().map(|n| n.id.clone()).collect();
+    assert_eq!(node_ids.len(), 3);
+    let nlb_arn = nlb.load_balancer_arn().unwrap();
+    assert_eq!(listener_ports(elb, nlb_arn).await, [6443, 9345]);
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(nlb_arn)
+        .send()
+        .await
+        .unwrap();
+    for l in listeners.listeners() {
+        let port = l.port().unwrap();
+        assert_eq!(l.protocol(), Some(&ProtocolEnum::Tcp));
+        let tg = l.default_actions()[0].target_group_arn().unwrap();
+        let g = elb
+            .describe_target_groups()
+            .target_group_arns(tg)
+            .send()
+            .await
+            .unwrap()
+            .target_groups()[0]
+            .clone();
+        assert_eq!(
+            g.target_group_name(),
+            Some(format!("{name}-tcp{port}").as_str())
+        );
+        assert_eq!(
+            (g.protocol(), g.port()),
+            (Some(&ProtocolEnum::Tcp), Some(port))
+        );
+        assert_eq!(g.health_check_protocol(), Some(&ProtocolEnum::Tcp));
+        assert_eq!(g.health_check_port(), Some("traffic-port"));
+        let preserve = preserve_client_ip(elb, tg).await;
+        assert_eq!(preserve.as_deref(), Some("false"), "{port}");
+        assert_eq!(group_targets(elb, tg).await, node_ids, "targets of {port}");
+    }
+    // The ALB keeps its own two listeners.
+    assert_eq!(
+        listener_ports(elb, alb.load_balancer_arn().unwrap()).await,
+        [80, 443]
+    );
+
+    // The shared group takes 9345/6443 from the VPC only; the nodes take them from
+    // that group.
+    let ec2 = aws.ec2_client();
+    let lb_sg = alb.security_groups()[0].clone();
+    let groups = ec2
+        .describe_security_groups()
+        .filters(tag_filter("triad-cluster", &name))
+        .send()
+        .await
+        .unwrap();
+    let group = |id: Option<&str>, group_name: Option<&str>| {
+        groups
+            .security_groups()
+            .iter()
+            .find(|g| {
+                id.is_none_or(|i| g.group_id() == Some(i))
+                    && group_name.is_none_or(|n| g.group_name() == Some(n))
+            })
+            .unwrap()
+            .clone()
+    };
+    let lb_group = group(Some(&lb_sg), None);
+    let nodes_group = group(None, Some(&format!("{name}-nodes")));
+    let vpc = ec2
+        .describe_vpcs()
+        .vpc_ids(alb.vpc_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let vpc_cidr = vpc.vpcs()[0].cidr_block().unwrap().to_owned();
+    for p in [9345, 6443] {
+        let from: Vec<&str> = lb_group
+            .ip_permissions()
+            .iter()
+            .filter(|r| r.from_port() == Some(p))
+            .flat_map(|r| r.ip_ranges())
+            .filter_map(|r| r.cidr_ip())
+            .collect();
+        assert_eq!(from, [vpc_cidr.as_str()], "{p}");
+        assert!(
+            nodes_group
+                .ip_permissions()
+                .iter()
+                .filter(|r| r.from_port() == Some(p))
+                .flat_map(|r| r.user_id_group_pairs())
+                .any(|g| g.group_id() == Some(lb_sg.as_str())),
+            "{p} not open from the balancer's group"
+        );
+    }
+
+    // The nodes' user data: nodes 2 and 3 join through the companion; all of them
+    // name it in tls-san and NO_PROXY.
+    for node in &inv.nodes {
+        let text = user_data(ec2, &node.id).await;
+        let first = node.name == format!("{name}-1");
+        let server = format!("server: https://{dns}:9345");
+        assert_eq!(text.contains(&server), !first, "{}: {text}", node.name);
+        assert!(
+            text.lines().any(|l| l.trim() == format!("- {dns}")),
+            "{}: the companion not in tls-san: {text}",
+            node.name
+        );
+        let no_proxy: Vec<&str> = text.lines().filter(|l| l.contains("NO_PROXY=")).collect();
+        assert!(!no_proxy.is_empty(), "{text}");
+        assert!(
+            no_proxy.iter().all(|l| l.contains(&dns)),
+            "{}: the companion not in NO_PROXY: {no_proxy:?}",
+            node.name
+        );
+    }
+
+    // A rerun in a new process: nothing to do, no mutating call, few reads.
+    let (_, fresh, calls) = crate::day2::counted().await;
+    let plan = fresh.plan(&spec).await.unwrap();
+    assert!(plan.is_noop(), "{plan}");
+    let inv2 = fresh.apply(&plan).await.unwrap();
+    assert_eq!(
+        inv2.load_balancer.registration_endpoint,
+        inv.load_balancer.registration_endpoint
+    );
+    let (reads, writes, all) = crate::day2::counts(&calls);
+    eprintln!("an l7 no-op rerun: {reads} reads: {all:?}");
+    assert_eq!(writes, 0, "a no-op rerun mutated: {all:?}");
+    assert!(
+        reads <= crate::day2::NOOP_READS,
+        "a no-op rerun made {reads} reads (at most {}): {all:?}",
+        crate::day2::NOOP_READS
+    );
+
+    // Day 2: a new health check path is an in-place update; the companion stays,
+    // its groups keep their TCP check, and the next rerun is quiet.
+    let spec2 = self::spec(
         &aws,
         &name,
         &zone,
-        &format!("mode = \"l7\"\ncertificate = \"{CERT}\""),
+        &section("health_check_path = \"/ping\""),
     )
     .await;
-    let triad = Orchestrator::new(aws.clone(), aws.clone(), aws.clone());
-    let err = triad.plan(&spec).await.unwrap_err();
-    let problems = err.spec_problems().expect("a spec problem");
-    assert!(problems.names("load_balancer.registration"), "{err}");
+    let plan = triad.plan(&spec2).await.unwrap();
+    assert!(
+        matches!(plan.load_balancer, LbAction::Update { .. }),
+        "{plan}"
+    );
+    let inv3 = triad.apply(&plan).await.unwrap();
+    assert_eq!(
+        inv3.load_balancer.registration_endpoint,
+        inv.load_balancer.registration_endpoint
+    );
+    let groups = elb
+        .describe_target_groups()
+        .names(format!("{name}-http-80"))
+        .names(format!("{name}-tcp9345"))
+        .names(format!("{name}-tcp6443"))
+        .send()
+        .await
+        .unwrap();
+    let checks: BTreeSet<(String, String, Option<String>)> = groups
+        .target_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.target_group_name().unwrap().to_owned(),
+                g.health_check_protocol().unwrap().as_str().to_owned(),
+                g.health_check_path().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert!(
+        checks.contains(&(
+            format!("{name}-http-80"),
+            "HTTP".into(),
+            Some("/ping".into())
+        )),
+        "{checks:?}"
+    );
+    assert_eq!(
+        checks.iter().filter(|c| c.1 == "TCP").count(),
+        2,
+        "{checks:?}"
+    );
+    let still = elb
+        .describe_load_balancers()
+        .names(&companion_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        still.load_balancers()[0].load_balancer_arn(),
+        nlb.load_balancer_arn(),
+        "the companion is kept"
+    );
+    crate::day2::rerun_is_quiet(&spec2).await;
+
+    // Destroy: the nodes, both balancers, the three target groups, the record and
+    // the two security groups; nothing tagged is left.
+    let report = triad.destroy(&spec.cluster()).await.unwrap();
+    assert_eq!(report.deleted.len(), 11, "{:?}", report.deleted);
+    let left = tagged(&aws, &name).await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let groups_left: Vec<String> = elb
+        .describe_target_groups()
+        .send()
+        .await
+        .unwrap()
+        .target_groups()
+        .iter()
+        .filter_map(|g| g.target_group_name())
+        .filter(|g| g.starts_with(name.as_str()))
+        .map(str::to_owned)
+        .collect();
+    assert!(groups_left.is_empty(), "{groups_left:?}");
+    std::fs::remove_file(&token).unwrap();
 }

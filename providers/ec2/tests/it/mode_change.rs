@@ -357,3 +357,148 @@ async fn scheme_changes_take_turns_between_the_two_names() {
         .unwrap();
     assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
 }
+
+/// A 3-node RKE2 cluster registering through the balancer (the default), with
+/// `[load_balancer]` section `lb`.
+fn spec_registering(name: &str, image: &str, lb: &str) -> ValidSpec {
+    ClusterSpec::from_toml(&format!(
+        "name = \"{name}\"\nregion = \"us-east-1\"\n\
+         zones = [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]\n\
+         [nodes]\nsize = \"t3.micro\"\nimage = \"{image}\"\n\
+         [load_balancer]\n{lb}\n\
+         [dns]\nzone = \"{name}.test\"\nhostname = \"rancher.{name}.test\"\n"
+    ))
+    .unwrap()
+    .validate()
+    .unwrap()
+}
+
+/// l4 → l7 with RKE2 registering through the balancer: the ALB `<name>-b` gets its
+/// internal companion `<name>-b-reg`. A stop right after the ALB is made (the
+/// companion's `CreateLoadBalancer` refused) is completed by the rerun. Back to l4:
+/// the new NLB carries 9345/6443 itself, and the ALB leaves with its companion and
+/// their target groups. Read back with the SDK.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs moto; scripts/test starts it"]
+async fn l7_companion_is_completed_after_a_stop_and_leaves_with_the_alb() {
+    let (aws, triad, _) = counted().await;
+    let name = unique("modereg");
+    let zone = format!("{name}.test");
+    let host = format!("rancher.{zone}");
+    hosted_zone(aws.route53_client(), &zone).await;
+    let image = ubuntu_ami(aws.ec2_client()).await;
+    let l4 = spec_registering(&name, &image, "mode = \"l4\"");
+    let inv = triad.apply(&triad.plan(&l4).await.unwrap()).await.unwrap();
+    let node_ids: BTreeSet<String> = inv.nodes.iter().map(|n| n.id.clone()).collect();
+    let names = [
+        name.clone(),
+        format!("{name}-b"),
+        format!("{name}-reg"),
+        format!("{name}-b-reg"),
+    ];
+    let nlb_groups = group_names(aws.elb_client(), &name).await;
+    assert_eq!(nlb_groups.len(), 4, "{nlb_groups:?}");
+
+    // l4 → l7, stopped after the ALB: the second CreateLoadBalancer (the
+    // companion's) is refused.
+    let cert = acm_cert(&host);
+    let l7 = spec_registering(
+        &name,
+        &image,
+        &format!("mode = \"l7\"\ncertificate = \"{cert}\""),
+    );
+    let (stopping, _) = scripted(|action, nth| {
+        (action == "CreateLoadBalancer" && nth == 1).then(|| Fault::Respond(403, elb_denied()))
+    })
+    .await;
+    let stopping = Arc::new(stopping);
+    let stopper = Orchestrator::new(stopping.clone(), stopping.clone(), stopping.clone());
+    let err = stopper.apply(&stopper.plan(&l7).await.unwrap()).await;
+    assert!(err.is_err(), "the scripted stop fails the apply");
+    let made: Vec<String> = balancers(aws.elb_client(), &names)
+        .await
+        .into_iter()
+        .map(|b| b.0)
+        .collect();
+    assert_eq!(made, names[..2], "the ALB beside the NLB, no companion yet");
+
+    // The rerun (a new process) completes the ALB with its companion, then retires
+    // the NLB.
+    let (_, rerun, _) = counted().await;
+    let plan = rerun.plan(&l7).await.unwrap();
+    assert!(
+        matches!(&plan.load_balancer, LbAction::Complete { lb } if lb.name == names[1]),
+        "{plan}"
+    );
+    assert_eq!(plan.lb_retire.len(), 1, "{plan}");
+    let inv2 = rerun.apply(&plan).await.unwrap();
+    let lbs = balancers(aws.elb_client(), &names).await;
+    assert_eq!(
+        lbs.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+        [names[1].as_str(), names[3].as_str()],
+        "{lbs:?}"
+    );
+    let (alb, companion) = (&lbs[0], &lbs[1]);
+    assert_eq!(alb.2, LoadBalancerTypeEnum::Application);
+    assert_eq!(companion.2, LoadBalancerTypeEnum::Network);
+    let described = aws
+        .elb_client()
+        .describe_load_balancers()
+        .load_balancer_arns(&companion.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.load_balancers()[0].scheme().map(|s| s.as_str()),
+        Some("internal")
+    );
+    assert_eq!(
+        inv2.load_balancer.registration_endpoint,
+        Some(triad_core::model::Endpoint::Hostname {
+            name: companion.3.to_ascii_lowercase(),
+            alias_zone: None
+        })
+    );
+    assert_eq!(alias_of(&aws, &zone, &host).await, alb.3);
+    let groups = group_names(aws.elb_client(), &name).await;
+    assert!(groups.is_disjoint(&nlb_groups), "the NLB's groups are gone");
+    assert_eq!(
+        groups,
+        ["http-80", "tcp6443", "tcp9345"]
+            .iter()
+            .map(|p| format!("{}-{p}", names[1]))
+            .collect::<BTreeSet<_>>()
+    );
+    // The companion's groups hold the nodes.
+    let targets = crate::rolling::targets(aws.elb_client(), &companion.1).await;
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    assert!(targets.values().all(|t| *t == node_ids), "{targets:?}");
+    rerun_is_quiet(&l7).await;
+
+    // Back to l4: the NLB `<name>` carries the registration ports; the ALB and its
+    // companion go with their groups.
+    let plan = triad.plan(&l4).await.unwrap();
+    assert!(
+        matches!(&plan.load_balancer, LbAction::Replace { name: n, make_first: true, .. } if *n == names[0]),
+        "{plan}"
+    );
+    let inv3 = triad.apply(&plan).await.unwrap();
+    assert_eq!(inv3.load_balancer.registration_endpoint, None);
+    let lbs = balancers(aws.elb_client(), &names).await;
+    assert_eq!(
+        lbs.iter().map(|b| b.0.as_str()).collect::<Vec<_>>(),
+        [names[0].as_str()],
+        "no companion left: {lbs:?}"
+    );
+    let groups = group_names(aws.elb_client(), &name).await;
+    assert_eq!(groups, nlb_groups.iter().cloned().collect(), "{groups:?}");
+    let (sgs, _) = security_groups(aws.ec2_client(), &name).await;
+    assert_eq!(
+        sgs.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+        [format!("{name}-nlb"), format!("{name}-nodes")]
+    );
+    rerun_is_quiet(&l4).await;
+
+    triad.destroy(&l4.cluster()).await.unwrap();
+    assert!(crate::e2e::tagged(&aws, &name).await.is_empty());
+}

@@ -15,11 +15,12 @@ use triad_core::labels::Role;
 use triad_core::model::{LoadBalancer, LoadBalancerRequest};
 use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
-use super::{balancer_description, l4_ports, scope_of, Names, REGISTRATION_PORTS};
+use super::{balancer_description, l4_ports, scope_of, Names, Tier, REGISTRATION_PORTS};
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, own};
 use crate::firewall::{allowed, Rule};
 use crate::nodes::ownership;
+use crate::settings::HEALTH_CHECK_RANGES;
 use crate::GceProvider;
 
 impl GceProvider {
@@ -83,7 +84,7 @@ impl GceProvider {
         &self,
         cluster: &str,
         name: &str,
-        mode: LbMode,
+        tier: Tier,
         hc: &str,
         groups: &[String],
     ) -> BackendService {
@@ -91,14 +92,18 @@ impl GceProvider {
         bs.name = Some(name.to_owned());
         bs.description = Some(ownership(cluster, Role::Lb));
         bs.health_checks = vec![hc.to_owned()];
-        bs.backends = groups.iter().map(|g| self.backend(mode, g)).collect();
-        match mode {
-            LbMode::L4 => {
-                bs.load_balancing_scheme =
-                    Some(backend_service::LoadBalancingScheme::from("EXTERNAL"));
+        bs.backends = groups.iter().map(|g| backend(tier, g)).collect();
+        match tier {
+            Tier::External | Tier::Internal => {
+                let scheme = if tier == Tier::Internal {
+                    "INTERNAL"
+                } else {
+                    "EXTERNAL"
+                };
+                bs.load_balancing_scheme = Some(backend_service::LoadBalancingScheme::from(scheme));
                 bs.protocol = Some(backend_service::Protocol::from("TCP"));
             }
-            LbMode::L7 => {
+            Tier::Http => {
                 bs.load_balancing_scheme = Some(backend_service::LoadBalancingScheme::from(
                     "EXTERNAL_MANAGED",
                 ));
@@ -110,45 +115,37 @@ impl GceProvider {
         bs
     }
 
-    fn backend(&self, mode: LbMode, group: &str) -> Backend {
-        let mut b = Backend::default();
-        b.group = Some(group.to_owned());
-        match mode {
-            LbMode::L4 => b.balancing_mode = Some(backend::BalancingMode::from("CONNECTION")),
-            LbMode::L7 => {
-                b.balancing_mode = Some(backend::BalancingMode::from("UTILIZATION"));
-                b.capacity_scaler = Some(1.0);
-            }
-        }
-        b
-    }
-
-    /// Make the backend service `bs` (in `at`) serve every group in `groups`
-    /// (self-links).
+    /// Make the backend service `bs` (in `at`, of `tier`) serve every group in
+    /// `groups` (self-links), each with the balancing mode of `tier` (one made with
+    /// another mode is set to it).
     pub(super) async fn ensure_backends(
         &self,
         at: &Scope,
-        mode: LbMode,
+        tier: Tier,
         bs: BackendService,
         groups: &[String],
     ) -> Result<BackendService> {
+        let want = backend(tier, "").balancing_mode;
         let have: BTreeSet<String> = bs
             .backends
             .iter()
             .filter_map(|b| b.group.as_deref().map(|g| short(g).to_owned()))
             .collect();
         let missing: Vec<&String> = groups.iter().filter(|g| !have.contains(short(g))).collect();
-        if missing.is_empty() {
+        if missing.is_empty() && bs.backends.iter().all(|b| b.balancing_mode == want) {
             return Ok(bs);
         }
         let name = bs.name.clone().unwrap_or_default();
         let mut patch = BackendService::default();
-        patch.backends = bs.backends.clone();
-        patch
+        patch.backends = bs
             .backends
-            .extend(missing.iter().map(|g| self.backend(mode, g)));
+            .iter()
+            .filter_map(|b| b.group.as_deref())
+            .chain(missing.iter().map(|g| g.as_str()))
+            .map(|g| backend(tier, g))
+            .collect();
         patch.fingerprint = bs.fingerprint.clone();
-        self.patch(at, &name, patch, "add backends to").await?;
+        self.patch(at, &name, patch, "set the backends of").await?;
         self.backend_service(at, &name).await
     }
 
@@ -188,12 +185,7 @@ impl GceProvider {
         let c = &cluster.name;
         let addr = self
             .ensure(c, &at, &n.address, || {
-                let mut a = Address::default();
-                a.name = Some(n.address.clone());
-                a.description = Some(ownership(c, Role::Lb));
-                a.address_type = Some(address::AddressType::from("EXTERNAL"));
-                a.labels = request.labels.clone().into_iter().collect();
-                a
+                address_body(c, &n.address, "EXTERNAL", request)
             })
             .await?;
         let hc = self
@@ -202,12 +194,13 @@ impl GceProvider {
             })
             .await?;
         let hc_link = hc.self_link.unwrap_or_default();
+        let web = Tier::web(request.mode);
         let bs = self
             .ensure(c, &at, &n.backend_service, || {
-                self.backend_body(c, &n.backend_service, request.mode, &hc_link, &groups)
+                self.backend_body(c, &n.backend_service, web, &hc_link, &groups)
             })
             .await?;
-        let bs = self.ensure_backends(&at, request.mode, bs, &groups).await?;
+        let bs = self.ensure_backends(&at, web, bs, &groups).await?;
         let bs_link = bs.self_link.unwrap_or_default();
         let ip = addr.address.unwrap_or_default();
         match request.mode {
@@ -217,7 +210,8 @@ impl GceProvider {
             }
             LbMode::L7 => {
                 self.create_l7(cluster, &n, request, cert, &bs_link, &ip)
-                    .await?
+                    .await?;
+                self.create_internal(cluster, &n, request, &groups).await?
             }
         }
         let found = self.discover_all(cluster).await?;
@@ -235,10 +229,9 @@ impl GceProvider {
     }
 
     /// The passthrough forwarding rules on one address: 80 and 443 to the backend
-    /// service with the HTTP check, each registration port to a backend service of
-    /// its own with a TCP check on that port (the same instance groups behind all);
-    /// and the firewall rule that lets their clients in. The parts of a registration
-    /// port the request no longer asks for are deleted.
+    /// service with the HTTP check, then the registration ports
+    /// ([`GceProvider::ensure_registration`]); and the firewall rule that lets
+    /// their clients in.
     async fn create_l4(
         &self,
         cluster: &ClusterRef,
@@ -248,14 +241,101 @@ impl GceProvider {
         bs_link: &str,
         ip: &str,
     ) -> Result<()> {
-        let at = Scope::Region(cluster.region.clone());
         let c = &cluster.name;
-        self.ensure_open(c, &n.web_rule, &l4_ports(&request.registration_ports))
-            .await?;
+        let anyone = ["0.0.0.0/0".to_owned()];
+        self.ensure_open(
+            c,
+            &n.web_rule,
+            &l4_ports(&request.registration_ports),
+            &anyone,
+        )
+        .await?;
         // The web rule first: one made with the registration ports (before they had
         // rules of their own) is replaced, which frees them on the address.
-        self.ensure_l4_rule(cluster, request, &n.l4_rule, l4_ports(&[]), bs_link, ip)
+        let rule = Passthrough {
+            name: &n.l4_rule,
+            ports: l4_ports(&[]),
+            backend_service: bs_link,
+            ip,
+            subnetwork: None,
+        };
+        self.ensure_passthrough_rule(cluster, request, rule).await?;
+        self.ensure_registration(cluster, n, request, groups, ip, None)
+            .await
+    }
+
+    /// l7: the registration ports on an internal passthrough Network Load Balancer
+    /// beside the HTTPS one (see the module doc): an address reserved in the nodes'
+    /// subnetwork, shared by the ports' rules (purpose `SHARED_LOADBALANCER_VIP`:
+    /// "To share an IP address, you set the purpose of the IP address to
+    /// SHARED_LOADBALANCER_VIP", cloud.google.com/load-balancing/docs/internal/
+    /// multiple-forwarding-rules-same-ip), and a firewall rule that lets the
+    /// subnetwork (the nodes, its clients) and Google's health checkers reach the
+    /// nodes on those ports. Without registration ports, these parts are deleted.
+    async fn create_internal(
+        &self,
+        cluster: &ClusterRef,
+        n: &Names,
+        request: &LoadBalancerRequest,
+        groups: &[String],
+    ) -> Result<()> {
+        let region = Scope::Region(cluster.region.clone());
+        let c = &cluster.name;
+        if request.registration_ports.is_empty() {
+            self.ensure_registration(cluster, n, request, groups, "", None)
+                .await?;
+            self.remove::<Firewall>(c, &Scope::Global, &n.internal)
+                .await?;
+            self.remove::<Address>(c, &region, &n.internal).await?;
+            return Ok(());
+        }
+        let subnet = self.node_subnetwork(cluster).await?;
+        let subnet_link = subnet.self_link.clone().unwrap_or_default();
+        let sources: Vec<String> = HEALTH_CHECK_RANGES
+            .iter()
+            .map(ToString::to_string)
+            .chain(subnet.ip_cidr_range.clone())
+            .collect();
+        let ports: Vec<String> = request
+            .registration_ports
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        self.ensure_open(c, &n.internal, &ports, &sources).await?;
+        let addr = self
+            .ensure(c, &region, &n.internal, || {
+                let mut a = address_body(c, &n.internal, "INTERNAL", request);
+                a.purpose = Some(address::Purpose::from("SHARED_LOADBALANCER_VIP"));
+                a.subnetwork = Some(subnet_link.clone());
+                a
+            })
             .await?;
+        let ip = addr.address.unwrap_or_default();
+        self.ensure_registration(cluster, n, request, groups, &ip, Some(&subnet_link))
+            .await
+    }
+
+    /// Each registration port the request asks for: a passthrough rule of its own
+    /// on `ip` to a backend service of its own with a TCP check on that port, the
+    /// same instance groups behind; external (l4), or internal in `subnetwork`
+    /// (l7). The parts of a registration port the request no longer asks for are
+    /// deleted.
+    async fn ensure_registration(
+        &self,
+        cluster: &ClusterRef,
+        n: &Names,
+        request: &LoadBalancerRequest,
+        groups: &[String],
+        ip: &str,
+        subnetwork: Option<&str>,
+    ) -> Result<()> {
+        let at = Scope::Region(cluster.region.clone());
+        let c = &cluster.name;
+        let tier = if subnetwork.is_some() {
+            Tier::Internal
+        } else {
+            Tier::External
+        };
         for port in REGISTRATION_PORTS {
             let r = n.registration(port);
             if !request.registration_ports.contains(&port) {
@@ -278,54 +358,60 @@ impl GceProvider {
             let hc_link = hc.self_link.unwrap_or_default();
             let bs = self
                 .ensure(c, &at, &r.backend_service, || {
-                    self.backend_body(c, &r.backend_service, LbMode::L4, &hc_link, groups)
+                    self.backend_body(c, &r.backend_service, tier, &hc_link, groups)
                 })
                 .await?;
-            let bs = self.ensure_backends(&at, LbMode::L4, bs, groups).await?;
+            let bs = self.ensure_backends(&at, tier, bs, groups).await?;
             let bs_link = bs.self_link.unwrap_or_default();
-            self.ensure_l4_rule(
-                cluster,
-                request,
-                &r.rule,
-                vec![port.to_string()],
-                &bs_link,
+            let rule = Passthrough {
+                name: &r.rule,
+                ports: vec![port.to_string()],
+                backend_service: &bs_link,
                 ip,
-            )
-            .await?;
+                subnetwork,
+            };
+            self.ensure_passthrough_rule(cluster, request, rule).await?;
         }
         Ok(())
     }
 
-    /// The passthrough rule `name` for `ports` to `bs_link` on `ip`. A rule's ports
-    /// cannot change: one of that name with other ports is replaced, on the same
-    /// address.
-    async fn ensure_l4_rule(
+    /// The passthrough rule `rule`. A rule's ports cannot change: one of that name
+    /// with other ports is replaced, on the same address.
+    async fn ensure_passthrough_rule(
         &self,
         cluster: &ClusterRef,
         request: &LoadBalancerRequest,
-        name: &str,
-        want_ports: Vec<String>,
-        bs_link: &str,
-        ip: &str,
+        rule: Passthrough<'_>,
     ) -> Result<()> {
         let at = Scope::Region(cluster.region.clone());
+        let name = rule.name;
         for attempt in 0..2 {
             let fr = self
                 .ensure(&cluster.name, &at, name, || {
                     let mut fr = ForwardingRule::default();
                     fr.name = Some(name.to_owned());
                     fr.description = Some(balancer_description(&cluster.name, &request.name));
+                    let scheme = if rule.subnetwork.is_some() {
+                        "INTERNAL"
+                    } else {
+                        "EXTERNAL"
+                    };
                     fr.load_balancing_scheme =
-                        Some(forwarding_rule::LoadBalancingScheme::from("EXTERNAL"));
+                        Some(forwarding_rule::LoadBalancingScheme::from(scheme));
+                    if let Some(subnet) = rule.subnetwork {
+                        // An internal rule lives in a network and subnetwork.
+                        fr.network = Some(self.network_link_pub());
+                        fr.subnetwork = Some(subnet.to_owned());
+                    }
                     fr.ip_protocol = Some(forwarding_rule::IPProtocol::from("TCP"));
-                    fr.ports = want_ports.clone();
-                    fr.backend_service = Some(bs_link.to_owned());
-                    fr.ip_address = Some(ip.to_owned());
+                    fr.ports = rule.ports.clone();
+                    fr.backend_service = Some(rule.backend_service.to_owned());
+                    fr.ip_address = Some(rule.ip.to_owned());
                     fr.labels = request.labels.clone().into_iter().collect();
                     fr
                 })
                 .await?;
-            if fr.ports == want_ports {
+            if fr.ports == rule.ports {
                 return Ok(());
             }
             if attempt == 0 {
@@ -342,14 +428,21 @@ impl GceProvider {
         ))
     }
 
-    /// The firewall rule `name` that lets anyone reach the nodes on `ports` (a
-    /// passthrough rule keeps the client's address), with exactly those ports.
-    async fn ensure_open(&self, cluster: &str, name: &str, ports: &[String]) -> Result<()> {
+    /// The firewall rule `name` that lets `sources` reach the nodes on `ports` (a
+    /// passthrough rule keeps the client's address), with exactly those ports and
+    /// sources.
+    async fn ensure_open(
+        &self,
+        cluster: &str,
+        name: &str,
+        ports: &[String],
+        sources: &[String],
+    ) -> Result<()> {
         let rule = Rule {
             name: name.to_owned(),
             tcp: ports.to_vec(),
             udp: vec![],
-            sources: vec!["0.0.0.0/0".into()],
+            sources: sources.to_vec(),
             source_tags: vec![],
         };
         let g = &Scope::Global;
@@ -359,9 +452,10 @@ impl GceProvider {
             })
             .await?;
         let want = allowed(&rule);
-        if fw.allowed != want {
+        if fw.allowed != want || fw.source_ranges != rule.sources {
             let mut patch = Firewall::default();
             patch.allowed = want;
+            patch.source_ranges = rule.sources.clone();
             let what = format!("firewall rule {name}");
             let op = self
                 .clients
@@ -483,6 +577,61 @@ impl GceProvider {
         Ok(())
     }
 }
+
+/// The address `name` of `cluster` of type `kind`, with the request's labels.
+fn address_body(cluster: &str, name: &str, kind: &str, request: &LoadBalancerRequest) -> Address {
+    let mut a = Address::default();
+    a.name = Some(name.to_owned());
+    a.description = Some(ownership(cluster, Role::Lb));
+    a.address_type = Some(address::AddressType::from(kind));
+    a.labels = request.labels.clone().into_iter().collect();
+    a
+}
+
+/// A passthrough forwarding rule: `ports` on `ip` to `backend_service`; internal in
+/// `subnetwork` when given, else external.
+struct Passthrough<'a> {
+    name: &'a str,
+    ports: Vec<String>,
+    backend_service: &'a str,
+    ip: &'a str,
+    subnetwork: Option<&'a str>,
+}
+
+/// The backend of `group` in a backend service of `tier`.
+///
+/// One instance group per zone backs every service of the cluster: the l7 web
+/// service and, beside it, the internal passthrough services of the registration
+/// ports (and, during a mode change, the old l4 balancer's services too). Google
+/// wants one group's balancing modes across backend services compatible — the
+/// same, or CONNECTION with RATE; UTILIZATION pairs with neither
+/// (cloud.google.com/load-balancing/docs/backend-service, "Restrictions and
+/// guidance for instance groups"; github.com/kubernetes/ingress-nginx/issues/112:
+/// "with utilization mode we can not use ILB and HTTP LB on the same IG") — and a
+/// passthrough service (INTERNAL, EXTERNAL) balances by CONNECTION only ("Balancing
+/// mode must be CONNECTION for an INTERNAL backend service", Google's 400). So the
+/// HTTP service balances by RATE, whose one required maximum is set per instance
+/// and high enough never to be the limit (within a group the mode does not choose
+/// the instance).
+pub(super) fn backend(tier: Tier, group: &str) -> Backend {
+    let mut b = Backend::default();
+    b.group = Some(group.to_owned());
+    match tier {
+        Tier::External | Tier::Internal => {
+            b.balancing_mode = Some(backend::BalancingMode::from("CONNECTION"));
+        }
+        Tier::Http => {
+            b.balancing_mode = Some(backend::BalancingMode::from("RATE"));
+            b.max_rate_per_instance = Some(RATE_PER_INSTANCE);
+            b.capacity_scaler = Some(1.0);
+        }
+    }
+    b
+}
+
+/// The l7 web service's RATE maximum per instance (requests per second): far above
+/// what one Rancher node serves, so it only satisfies the API.
+const RATE_PER_INSTANCE: f32 = 100_000.0;
 
 /// A health check `name` of `cluster` with triad's timing, its kind still to set.
 fn check_body(cluster: &str, name: &str) -> HealthCheck {

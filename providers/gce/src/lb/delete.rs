@@ -29,7 +29,8 @@ impl GceProvider {
         // The other balancer, if any, carries a mark until this one is gone.
         self.mark_retiring(cluster, name, true).await?;
         let mut done = Vec::new();
-        // The registration ports' rules, backend services and TCP checks.
+        // The registration ports' rules, backend services and TCP checks (external in
+        // l4, internal in l7).
         for port in REGISTRATION_PORTS {
             let reg = n.registration(port);
             done.push(self.remove::<ForwardingRule>(c, r, &reg.rule).await?);
@@ -58,8 +59,11 @@ impl GceProvider {
             self.remove::<HealthCheck>(c, r, &n.health_check).await?,
             self.remove::<HealthCheck>(c, g, &n.health_check).await?,
             self.remove::<Firewall>(c, g, &n.web_rule).await?,
+            self.remove::<Firewall>(c, g, &n.internal).await?,
             // Addresses last: the forwarding rules used them, and discovery finds a
-            // half-deleted balancer by its address.
+            // half-deleted balancer by its address (the internal one of l7's
+            // registration ports before it).
+            self.remove::<Address>(c, r, &n.internal).await?,
             self.remove::<Address>(c, r, &n.address).await?,
             self.remove::<Address>(c, g, &n.address).await?,
         ]);

@@ -2,6 +2,18 @@
 //! global external Application Load Balancer (l7), both in front of one unmanaged
 //! instance group per zone.
 //!
+//! The registration ports of rke2/k3s (9345, 6443) get a passthrough rule each: in
+//! l4 on the balancer's own address; in l7 — whose global HTTPS address takes no
+//! TCP passthrough — on an internal passthrough Network Load Balancer beside it
+//! (regional, scheme `INTERNAL`, on an address reserved in the nodes' subnetwork
+//! with purpose `SHARED_LOADBALANCER_VIP` so both rules share it). Only the nodes
+//! dial it, and they reach an internal address without any external path; it lies
+//! in the subnetwork range triad already puts in NO_PROXY. The balancer reports it
+//! as [`LoadBalancer::registration_endpoint`](triad_core::model::LoadBalancer).
+//! Known gap (docs/gce.md, Limitations): Google answers a backend that dials its own
+//! passthrough balancer's address from that backend itself, so a joining node that
+//! is already a backend reaches its own port; a proxy balancer would not.
+//!
 //! Resource names are fixed per balancer (`<balancer>-hc`, `<balancer>-bs`, …), so
 //! every step is a get-or-create; a balancer is named after the cluster, or
 //! `<cluster>-b` while a mode change makes the new one beside the old one (core's
@@ -23,10 +35,9 @@ pub(crate) mod part;
 mod targets;
 mod update;
 
-use triad_core::error::SpecProblem;
 use triad_core::labels::Role;
 use triad_core::model::Listener;
-use triad_core::spec::{ClusterRef, LbMode, ValidSpec, KUBE_API_PORT, RKE2_SUPERVISOR_PORT};
+use triad_core::spec::{ClusterRef, LbMode, KUBE_API_PORT, RKE2_SUPERVISOR_PORT};
 
 use crate::client::Scope;
 use crate::nodes::ownership;
@@ -50,6 +61,10 @@ pub(crate) struct Names {
     /// The firewall rule that lets clients reach the nodes through a passthrough
     /// rule (it keeps their addresses).
     pub web_rule: String,
+    /// l7: the internal address of the registration ports' rules, and the firewall
+    /// rule that lets the subnetwork and Google's health checkers reach the nodes
+    /// on those ports (both named `<balancer>-reg`).
+    pub internal: String,
     cluster: String,
 }
 
@@ -71,6 +86,7 @@ impl Names {
             https_rule: format!("{b}-https"),
             http_rule: format!("{b}-http"),
             web_rule: format!("{b}-web"),
+            internal: format!("{b}-reg"),
             cluster: cluster.to_owned(),
         }
     }
@@ -153,16 +169,36 @@ fn l4_ports(registration: &[u16]) -> Vec<String> {
         .collect()
 }
 
-/// GCE cannot give an l7 balancer the registration listeners on the Rancher
-/// hostname: the HTTPS balancer's global address takes no TCP passthrough rule, so
-/// 9345/6443 would need a second, regional address the nodes' user data cannot
-/// know. Refused at plan, naming the field.
-pub(crate) fn registration_problem(spec: &ValidSpec) -> Option<SpecProblem> {
-    (spec.load_balancer.mode == LbMode::L7 && !spec.registration_ports().is_empty()).then(|| SpecProblem {
-        field: "load_balancer.registration".into(),
-        problem: "is `balancer`, but a GCE HTTPS balancer (l7) has no TCP passthrough on its address for 9345/6443".into(),
-        fix: "use mode = \"l4\" (the passthrough rule carries 80, 443, 9345 and 6443), or registration = \"first-node\" with kubernetes.install = false".into(),
-    })
+/// What a backend service serves, which sets its scheme, protocol and balancing
+/// mode.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Tier {
+    /// The l7 web service behind the HTTPS proxy (`EXTERNAL_MANAGED`, HTTP).
+    Http,
+    /// An external passthrough service (l4: the web ports and the registration
+    /// ports).
+    External,
+    /// The internal passthrough service of a registration port beside an l7
+    /// balancer.
+    Internal,
+}
+
+impl Tier {
+    /// The web service's tier in `mode`.
+    pub(crate) fn web(mode: LbMode) -> Self {
+        match mode {
+            LbMode::L4 => Tier::External,
+            LbMode::L7 => Tier::Http,
+        }
+    }
+
+    /// The registration ports' tier in `mode`.
+    pub(crate) fn registration(mode: LbMode) -> Self {
+        match mode {
+            LbMode::L4 => Tier::External,
+            LbMode::L7 => Tier::Internal,
+        }
+    }
 }
 
 fn web_listeners(mode: LbMode) -> Vec<Listener> {
@@ -262,6 +298,30 @@ mod tests {
         assert_eq!(n.registration_port(&reg.rule), Some(9345));
         assert_eq!(n.registration_port("rancher-fr-22"), None);
         assert_eq!(n.registration_port("rancher-fr"), None);
+    }
+
+    #[test]
+    fn balancing_modes_suit_every_tier_on_shared_groups() {
+        // The HTTPS service by RATE (with its one maximum), every passthrough one
+        // by CONNECTION: compatible on one instance group.
+        let http = create::backend(Tier::Http, "g");
+        assert_eq!(
+            http.balancing_mode.as_ref().and_then(|m| m.name()),
+            Some("RATE")
+        );
+        assert!(http.max_rate_per_instance.is_some_and(|r| r > 0.0));
+        for tier in [Tier::External, Tier::Internal] {
+            let b = create::backend(tier, "g");
+            assert_eq!(
+                b.balancing_mode.as_ref().and_then(|m| m.name()),
+                Some("CONNECTION")
+            );
+            assert!(b.max_rate_per_instance.is_none());
+        }
+        assert_eq!(Tier::registration(LbMode::L7), Tier::Internal);
+        assert_eq!(Tier::registration(LbMode::L4), Tier::External);
+        assert_eq!(Tier::web(LbMode::L7), Tier::Http);
+        assert_eq!(Names::new("rancher", "rancher-b").internal, "rancher-b-reg");
     }
 
     #[test]

@@ -15,12 +15,20 @@ use triad_core::spec::{ClusterRef, LbMode, LbScheme};
 
 use super::part::Part;
 use super::{
-    balancer_name, instance_key, listeners, scope_of, Names, REGISTRATION_PORTS, RETIRING,
+    balancer_name, instance_key, listeners, scope_of, Names, Tier, REGISTRATION_PORTS, RETIRING,
 };
 use crate::client::{request_id, short, Scope};
 use crate::error::{self, Failure};
 use crate::nodes::label_filter;
 use crate::GceProvider;
+
+/// A balancer's registration ports with rules of their own, and the address of
+/// those that are internal.
+#[derive(Default)]
+struct Registered {
+    ports: Vec<u16>,
+    internal: Option<std::net::IpAddr>,
+}
 
 /// The zone in a zonal self-link (`…/zones/<zone>/…`).
 fn zone_of(link: &str) -> &str {
@@ -112,13 +120,18 @@ impl GceProvider {
             .iter()
             .chain(&global)
             .any(|r| r.labels.contains_key(RETIRING));
-        // The registration ports each balancer has a passthrough rule of its own for.
-        let mut registration: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        // The registration ports each balancer has a passthrough rule of its own for,
+        // and the address of the internal ones (an l7 balancer's).
+        let mut registration: BTreeMap<String, Registered> = BTreeMap::new();
         for rule in &regional {
             let name = balancer_name(rule.description.as_deref(), &cluster.name);
             let n = Names::new(&cluster.name, &name);
             if let Some(port) = n.registration_port(rule.name.as_deref().unwrap_or("")) {
-                registration.entry(name).or_default().push(port);
+                let r = registration.entry(name).or_default();
+                r.ports.push(port);
+                if rule.load_balancing_scheme.as_ref().and_then(|s| s.name()) == Some("INTERNAL") {
+                    r.internal = rule.ip_address.as_deref().and_then(|ip| ip.parse().ok());
+                }
             }
         }
         let mut found: BTreeMap<String, LoadBalancer> = BTreeMap::new();
@@ -136,9 +149,10 @@ impl GceProvider {
             if rule.name.as_deref() != Some(main.as_str()) || found.contains_key(&name) {
                 continue;
             }
-            let mut ports = registration.remove(&name).unwrap_or_default();
-            ports.sort_by_key(|p| REGISTRATION_PORTS.iter().position(|r| r == p));
-            let lb = self.balancer_of(cluster, &n, mode, rule, &ports).await?;
+            let mut reg = registration.remove(&name).unwrap_or_default();
+            reg.ports
+                .sort_by_key(|p| REGISTRATION_PORTS.iter().position(|r| r == p));
+            let lb = self.balancer_of(cluster, &n, mode, rule, reg).await?;
             found.insert(name, lb);
         }
         // The addresses (two more reads) only when the rules cannot tell: no
@@ -162,6 +176,7 @@ impl GceProvider {
                 scheme: LbScheme::InternetFacing,
                 state: LbState::Provisioning,
                 endpoint: None,
+                registration_endpoint: None,
                 listeners: Vec::new(),
                 targets: Vec::new(),
                 labels: addr.labels.into_iter().collect(),
@@ -172,14 +187,14 @@ impl GceProvider {
     }
 
     /// The balancer `n` of `mode` whose main forwarding rule is `rule`, with rules of
-    /// their own for the registration ports `registration`.
+    /// their own for the registration ports of `registration`.
     async fn balancer_of(
         &self,
         cluster: &ClusterRef,
         n: &Names,
         mode: LbMode,
         rule: ForwardingRule,
-        registration: &[u16],
+        registration: Registered,
     ) -> Result<LoadBalancer> {
         let at = scope_of(cluster, mode);
         let targets = match BackendService::get(self, &at, &n.backend_service).await {
@@ -217,9 +232,16 @@ impl GceProvider {
                 LbState::Provisioning
             },
             endpoint,
+            // l7: the internal balancer's address, once it has a rule.
+            registration_endpoint: match mode {
+                LbMode::L4 => None,
+                LbMode::L7 => registration.internal.map(|ip| Endpoint::Ip {
+                    addresses: vec![ip],
+                }),
+            },
             // A registration port counts once it has its own rule (and so its own
             // TCP check): one the web rule carries (made before) is completed.
-            listeners: listeners(mode, registration),
+            listeners: listeners(mode, &registration.ports),
             targets,
             labels: rule
                 .labels
@@ -322,17 +344,22 @@ impl GceProvider {
             let g = self.ensure_group(&cluster.name, zone).await?;
             links.push(g.self_link.unwrap_or_default());
         }
-        let bs = self.ensure_backends(&at, lb.mode, bs, &links).await?;
-        // The registration ports' backend services serve the same groups.
+        let bs = self
+            .ensure_backends(&at, Tier::web(lb.mode), bs, &links)
+            .await?;
+        // The registration ports' backend services (regional in either mode) serve
+        // the same groups.
         let n = Names::new(&cluster.name, &lb.name);
+        let region = Scope::Region(cluster.region.clone());
         for l in lb
             .listeners
             .iter()
             .filter(|l| REGISTRATION_PORTS.contains(&l.port))
         {
             let name = n.registration(l.port).backend_service;
-            let reg = self.backend_service(&at, &name).await?;
-            self.ensure_backends(&at, lb.mode, reg, &links).await?;
+            let reg = self.backend_service(&region, &name).await?;
+            self.ensure_backends(&region, Tier::registration(lb.mode), reg, &links)
+                .await?;
         }
         let p = self.project();
         for b in &bs.backends {

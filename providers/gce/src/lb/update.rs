@@ -48,19 +48,27 @@ impl GceProvider {
             self.set_certificate(c, &n, cert).await?;
         }
         let labels: HashMap<String, String> = request.labels.clone().into_iter().collect();
-        let rules: Vec<String> = match lb.mode {
-            LbMode::L4 => std::iter::once(n.l4_rule.clone())
-                .chain(
-                    lb.listeners
-                        .iter()
-                        .filter(|l| REGISTRATION_PORTS.contains(&l.port))
-                        .map(|l| n.registration(l.port).rule),
-                )
-                .collect(),
-            LbMode::L7 => vec![n.https_rule.clone(), n.http_rule.clone()],
+        // The forwarding rules and addresses, each where it lives: the registration
+        // ports' rules are regional in either mode, and in l7 on an internal
+        // address of their own.
+        let region = Scope::Region(cluster.region.clone());
+        let registration: Vec<String> = lb
+            .listeners
+            .iter()
+            .filter(|l| REGISTRATION_PORTS.contains(&l.port))
+            .map(|l| n.registration(l.port).rule)
+            .collect();
+        let mut rules: Vec<(&Scope, String)> = match lb.mode {
+            LbMode::L4 => vec![(&at, n.l4_rule.clone())],
+            LbMode::L7 => vec![(&at, n.https_rule.clone()), (&at, n.http_rule.clone())],
         };
-        for rule in &rules {
-            let fr: ForwardingRule = self.ensure(c, &at, rule, ForwardingRule::default).await?;
+        rules.extend(registration.iter().map(|r| (&region, r.clone())));
+        let mut addresses = vec![(&at, n.address.clone())];
+        if lb.mode == LbMode::L7 && !registration.is_empty() {
+            addresses.push((&region, n.internal.clone()));
+        }
+        for (at, rule) in &rules {
+            let fr: ForwardingRule = self.ensure(c, at, rule, ForwardingRule::default).await?;
             // The retiring mark is the provider's own, not the spec's: it stays.
             let mut labels = labels.clone();
             if let Some(mark) = fr.labels.get(RETIRING) {
@@ -68,16 +76,18 @@ impl GceProvider {
             }
             let labels = &labels;
             if fr.labels != *labels {
-                let what = format!("{} {rule}", ForwardingRule::noun(&at));
-                let op = self.set_labels(&at, rule, labels, fr.label_fingerprint, true);
-                self.labelled(&at, op.await, &what).await?;
+                let what = format!("{} {rule}", ForwardingRule::noun(at));
+                let op = self.set_labels(at, rule, labels, fr.label_fingerprint, true);
+                self.labelled(at, op.await, &what).await?;
             }
         }
-        let addr: Address = self.ensure(c, &at, &n.address, Address::default).await?;
-        if addr.labels != labels {
-            let what = format!("{} {}", Address::noun(&at), n.address);
-            let op = self.set_labels(&at, &n.address, &labels, addr.label_fingerprint, false);
-            self.labelled(&at, op.await, &what).await?;
+        for (at, name) in &addresses {
+            let addr: Address = self.ensure(c, at, name, Address::default).await?;
+            if addr.labels != labels {
+                let what = format!("{} {name}", Address::noun(at));
+                let op = self.set_labels(at, name, &labels, addr.label_fingerprint, false);
+                self.labelled(at, op.await, &what).await?;
+            }
         }
         Ok(LoadBalancer {
             labels: request.labels.clone(),

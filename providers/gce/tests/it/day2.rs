@@ -76,7 +76,7 @@ async fn wait_nodes_reads_all_nodes_in_one_list_call() {
 
 fn spec(project: &str, name: &str, l7: bool, cidrs: &str, path: &str, cert: &str) -> ValidSpec {
     let l7 = if l7 {
-        format!("mode = \"l7\"\ncertificate = \"{cert}\"\nregistration = \"first-node\"\n")
+        format!("mode = \"l7\"\ncertificate = \"{cert}\"\n")
     } else {
         String::new()
     };
@@ -196,6 +196,20 @@ async fn update_in_place(project: &str, name: &str, l7: bool) {
     for attribute in [Attribute::HealthCheckPath, Attribute::Certificate] {
         let want = label(&drift::load_balancer_wanted(&second), attribute);
         assert_eq!(rule["labels"][attribute.label()], want, "{rule}");
+    }
+    // The registration ports' rules (internal in l7, with their address) carry the
+    // balancer's labels too.
+    let regional = format!("{base}/regions/{REGION}");
+    let mut parts = vec![
+        format!("{regional}/forwardingRules/{name}-fr-9345"),
+        format!("{regional}/forwardingRules/{name}-fr-6443"),
+    ];
+    if l7 {
+        parts.push(format!("{regional}/addresses/{name}-reg"));
+    }
+    for part in parts {
+        let got = get(&part);
+        assert_eq!(got["labels"], rule["labels"], "{part}: {got}");
     }
     let instances = get(&format!("{base}/aggregated/instances"));
     let mut seen = 0;

@@ -1,24 +1,33 @@
 //! The orchestrator end to end against the fake: plan → apply → read back → a rerun
-//! with zero mutating calls → destroy → nothing labelled left; for l4 and l7.
+//! with zero mutating calls → destroy → nothing labelled left; for l4 and l7 (whose
+//! nodes install RKE2 and join through node 1, beside the internal passthrough
+//! balancer of the registration ports).
 
 use std::sync::Arc;
 
 use triad_core::layers::{CallCounter, Stack};
 use triad_core::orchestrator::LbAction;
-use triad_core::spec::ClusterSpec;
 use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
 use crate::{
-    assert_no_violations, calls, cluster_spec, endpoint, http, is_mutation, rest, seed, serving,
-    state,
+    assert_no_violations, balancing_modes, calls, cluster_spec, endpoint, fail_next, http,
+    is_mutation, orchestrator, rest, seed, serving, state,
 };
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     let lb = if l7 {
-        "[load_balancer]\nmode = \"l7\"\ncertificate = \"rancher-cert\"\nregistration = \"first-node\"\n"
+        // The nodes install RKE2 (from user data written after the balancer) and
+        // join through its registration address.
+        let token = std::env::temp_dir().join(format!("triad-gce-it-{name}.token"));
+        std::fs::write(&token, "K10-test-join-token\n").unwrap();
+        format!(
+            "[load_balancer]\nmode = \"l7\"\ncertificate = \"rancher-cert\"\n\
+             [kubernetes]\ninstall = true\ntoken_file = {:?}\n",
+            token.to_str().unwrap()
+        )
     } else {
-        ""
+        String::new()
     };
     cluster_spec(
         project,
@@ -26,6 +35,127 @@ fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
         "ssh_allowed_cidrs = [\"203.0.113.0/24\"]",
         &format!("[proxy]\nhttp = \"http://proxy.internal:3128\"\n{lb}"),
     )
+}
+
+/// l7's registration ports, read back over REST: an internal address in the nodes'
+/// subnetwork `range`, shared by an INTERNAL rule per port, each to an INTERNAL
+/// backend service with a TCP check on that port and the three nodes' groups; the
+/// firewall rule for the subnetwork and Google's checkers; and the nodes' user data
+/// names that address in tls-san but joins through node 1 (see
+/// `backends_reach_balancer`).
+fn registration_apart(
+    project: &str,
+    name: &str,
+    inv: &triad_core::model::Inventory,
+    range: &str,
+    instances: &[&serde_json::Value],
+) {
+    let regional = format!("/compute/v1/projects/{project}/regions/us-central1");
+    let addr = rest("GET", &format!("{regional}/addresses/{name}-reg"));
+    assert_eq!(addr["addressType"], "INTERNAL", "{addr}");
+    assert_eq!(addr["purpose"], "SHARED_LOADBALANCER_VIP", "{addr}");
+    assert!(
+        addr["subnetwork"]
+            .as_str()
+            .unwrap()
+            .ends_with("/subnetworks/default"),
+        "{addr}"
+    );
+    let ip: std::net::Ipv4Addr = addr["address"].as_str().unwrap().parse().unwrap();
+    let (net, bits) = range.split_once('/').unwrap();
+    let net: std::net::Ipv4Addr = net.parse().unwrap();
+    let mask = u32::MAX << (32 - bits.parse::<u32>().unwrap());
+    assert_eq!(
+        u32::from(ip) & mask,
+        u32::from(net),
+        "{ip} is not in {range}"
+    );
+    assert_eq!(
+        inv.load_balancer
+            .registration_endpoint
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        ip.to_string()
+    );
+    for port in [9345, 6443] {
+        let fr = rest(
+            "GET",
+            &format!("{regional}/forwardingRules/{name}-fr-{port}"),
+        );
+        assert_eq!(fr["loadBalancingScheme"], "INTERNAL", "{fr}");
+        assert_eq!(fr["IPAddress"], ip.to_string(), "{fr}");
+        assert_eq!(fr["ports"], serde_json::json!([port.to_string()]), "{fr}");
+        assert_eq!(fr["labels"]["triad-cluster"], name, "{fr}");
+        let bs_path = format!("{regional}/backendServices/{name}-bs-{port}");
+        assert!(fr["backendService"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{name}-bs-{port}")));
+        let bs = rest("GET", &bs_path);
+        assert_eq!(bs["loadBalancingScheme"], "INTERNAL", "{bs}");
+        assert_eq!(
+            balancing_modes(&bs),
+            ["CONNECTION".to_owned()].into(),
+            "{bs}"
+        );
+        let hc = rest("GET", &format!("{regional}/healthChecks/{name}-hc-{port}"));
+        assert!(bs["healthChecks"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{name}-hc-{port}")));
+        assert_eq!(hc["type"], "TCP", "{hc}");
+        assert_eq!(hc["tcpHealthCheck"]["port"], port, "{hc}");
+        assert_eq!(serving(project, &bs_path).len(), 3);
+    }
+    // The HTTPS balancer's backend service shares the groups, by RATE.
+    let web = rest(
+        "GET",
+        &format!("/compute/v1/projects/{project}/global/backendServices/{name}-bs"),
+    );
+    assert_eq!(balancing_modes(&web), ["RATE".to_owned()].into(), "{web}");
+    let fw = rest(
+        "GET",
+        &format!("/compute/v1/projects/{project}/global/firewalls/{name}-reg"),
+    );
+    assert_eq!(
+        fw["allowed"][0]["ports"],
+        serde_json::json!(["9345", "6443"]),
+        "{fw}"
+    );
+    let sources = fw["sourceRanges"].as_array().unwrap();
+    for s in ["35.191.0.0/16", "130.211.0.0/22", range] {
+        assert!(sources.iter().any(|x| x == s), "{s} not in {fw}");
+    }
+    let ports: Vec<u16> = inv.load_balancer.listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [80, 443, 9345, 6443]);
+    // The nodes: Google answers a backend that dials its own passthrough balancer
+    // on that backend itself, so the servers join through node 1 (made first), not
+    // through the balancer; every one names the internal address in tls-san.
+    let first = instances
+        .iter()
+        .find(|i| i["name"] == format!("{name}-1"))
+        .expect("node 1");
+    let first_ip = first["networkInterfaces"][0]["networkIP"].as_str().unwrap();
+    let server = format!("server: https://{first_ip}:9345");
+    let mut joining = 0;
+    for i in instances {
+        let ud = i["metadata"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["key"] == "user-data")
+            .unwrap()["value"]
+            .as_str()
+            .unwrap();
+        if ud.contains(&server) {
+            joining += 1;
+        }
+        assert!(!ud.contains(&format!("server: https://{ip}")), "{ud}");
+        assert!(ud.contains(&format!("- {ip}")), "no {ip} in tls-san: {ud}");
+        assert!(ud.contains("tls-san"), "{ud}");
+    }
+    assert_eq!(joining, 2, "nodes 2 and 3 join at {server}");
 }
 
 async fn run(project: &str, name: &str, l7: bool) {
@@ -99,6 +229,24 @@ async fn run(project: &str, name: &str, l7: bool) {
         .map(|m| m.as_array().unwrap().len())
         .sum();
     assert_eq!(members, 3, "every node is in its zone's instance group");
+    // The servers join node 1, whichever mode: the inventory (and so the hand-over)
+    // says so, while the API is served at the registration address.
+    let node1 = inv
+        .nodes
+        .iter()
+        .find(|n| n.name == format!("{name}-1"))
+        .unwrap();
+    let k = inv.kubernetes.as_ref().expect("inventory.kubernetes");
+    assert_eq!(
+        k.join_url,
+        Some(format!("https://{}:9345", node1.private_ip.unwrap()))
+    );
+    if !l7 {
+        assert_eq!(
+            k.server_url,
+            Some(format!("https://{name}.example.com:6443"))
+        );
+    }
     let rule_key = if l7 {
         format!("projects/{project}/global/forwardingRules/{name}-https")
     } else {
@@ -108,6 +256,7 @@ async fn run(project: &str, name: &str, l7: bool) {
     let ip = rule["IPAddress"].as_str().unwrap();
     assert_eq!(inv.load_balancer.endpoint.as_ref().unwrap().to_string(), ip);
     if l7 {
+        registration_apart(project, name, &inv, &range, &instances);
         assert_eq!(rule["portRange"], "443");
         assert!(res.contains_key(&format!(
             "projects/{project}/global/forwardingRules/{name}-http"
@@ -219,6 +368,8 @@ async fn run(project: &str, name: &str, l7: bool) {
     // Destroy: nothing labelled left.
     let report = triad.destroy(&spec.cluster()).await.unwrap();
     assert!(report.deleted.len() >= 8, "{:?}", report.deleted);
+    // (Every resource below is gone: the internal parts of l7's registration ports
+    // too.)
     let s = state(project);
     let left: Vec<&String> = s["resources"]
         .as_object()
@@ -240,31 +391,6 @@ async fn run(project: &str, name: &str, l7: bool) {
 #[ignore = "needs testing/fake-gce; scripts/test starts it"]
 async fn layer4_apply_rerun_destroy() {
     run("triad-e2e-l4", "rancher", false).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs testing/fake-gce; scripts/test starts it"]
-async fn l7_with_balancer_registration_is_refused_at_plan() {
-    let spec = ClusterSpec::from_toml(
-        "name = \"reg7\"\nregion = \"us-central1\"\n[load_balancer]\nmode = \"l7\"\ncertificate = \"c\"\n[dns]\nzone = \"example.com\"\nhostname = \"reg7.example.com\"\n[gce]\nproject = \"triad-e2e-reg\"\n",
-    )
-    .unwrap()
-    .validate()
-    .unwrap();
-    seed("triad-e2e-reg");
-    let gce = Arc::new(
-        GceProvider::from_spec_with(&spec, Connection::fake(endpoint()))
-            .await
-            .unwrap(),
-    );
-    let triad = Orchestrator::new(gce.clone(), gce.clone(), gce);
-    let err = triad.plan(&spec).await.unwrap_err();
-    assert!(
-        err.spec_problems()
-            .unwrap()
-            .names("load_balancer.registration"),
-        "{err}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,6 +467,90 @@ async fn registration_ports_on_the_web_rule_move_to_rules_of_their_own() {
         assert_eq!(fr["ports"], serde_json::json!([port.to_string()]), "{fr}");
         assert_eq!(fr["IPAddress"], rule["IPAddress"]);
     }
+    let again = triad.plan(&spec).await.unwrap();
+    assert!(again.is_noop(), "{again}");
+
+    triad.destroy(&spec.cluster()).await.unwrap();
+    assert_no_violations();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs testing/fake-gce; scripts/test starts it"]
+async fn l7_registration_parts_missed_by_a_crash_are_completed_before_the_nodes() {
+    let (project, name) = ("triad-e2e-reg-crash", "regcrash");
+    seed(project);
+    let spec = spec(project, name, true);
+    let triad = orchestrator(&spec).await;
+    // The internal address (the one regional address an l7 balancer has) cannot
+    // be made: the apply stops after the HTTPS balancer, before any node.
+    fail_next(project, "compute.addresses.insert", 403, "forbidden");
+    let err = triad
+        .apply(&triad.plan(&spec).await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&format!("{name}-reg")), "{err}");
+    let global = format!("/compute/v1/projects/{project}/global");
+    rest("GET", &format!("{global}/forwardingRules/{name}-https"));
+    let s = state(project);
+    assert!(
+        !s["resources"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("/instances/")),
+        "no node before the registration address"
+    );
+
+    // The next plan completes the balancer; the apply makes the internal parts,
+    // then the nodes.
+    let plan = triad.plan(&spec).await.unwrap();
+    assert!(
+        matches!(plan.load_balancer, LbAction::Complete { .. }),
+        "{plan}"
+    );
+    let inv = triad.apply(&plan).await.unwrap();
+    let ip = inv
+        .load_balancer
+        .registration_endpoint
+        .as_ref()
+        .expect("a registration address")
+        .to_string();
+    let regional = format!("/compute/v1/projects/{project}/regions/us-central1");
+    assert_eq!(
+        rest("GET", &format!("{regional}/addresses/{name}-reg"))["address"],
+        ip
+    );
+    for port in [9345, 6443] {
+        let fr = rest(
+            "GET",
+            &format!("{regional}/forwardingRules/{name}-fr-{port}"),
+        );
+        assert_eq!(fr["IPAddress"], ip, "{fr}");
+    }
+    // They name the internal address in tls-san and join node 1 (Google answers a
+    // backend dialing its own passthrough balancer on itself).
+    let s = state(project);
+    let instances: Vec<&serde_json::Value> = s["resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.contains("/instances/"))
+        .map(|(_, i)| i)
+        .collect();
+    let first_ip = instances
+        .iter()
+        .find(|i| i["name"] == format!("{name}-1"))
+        .expect("node 1")["networkInterfaces"][0]["networkIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let text: Vec<String> = instances.iter().map(|i| i.to_string()).collect();
+    let joining = text
+        .iter()
+        .filter(|t| t.contains(&format!("server: https://{first_ip}:9345")))
+        .count();
+    assert_eq!(joining, 2);
+    assert!(text.iter().all(|t| t.contains(&format!("- {ip}"))));
     let again = triad.plan(&spec).await.unwrap();
     assert!(again.is_noop(), "{again}");
 

@@ -8,7 +8,7 @@ use triad_core::spec::{ClusterRef, ClusterSpec};
 use triad_core::Orchestrator;
 use triad_gce::{Connection, GceProvider};
 
-use crate::{endpoint, http, provider, seed, settings, REGION};
+use crate::{endpoint, fail_next, provider, seed, settings, REGION};
 
 async fn plan_error(project: &str, extra: &str, gce_extra: &str) -> triad_core::Error {
     seed(project);
@@ -76,15 +76,7 @@ async fn throttling_and_server_errors_are_retryable() {
         .await
         .unwrap();
     let cluster = ClusterRef::new("thr", REGION);
-    let fail = |method: &str, code: u16, reason: &str| {
-        let (c, b) = http(
-            "POST",
-            "/_fake/fail-next",
-            &serde_json::json!({"method": method, "code": code, "reason": reason, "project": project})
-                .to_string(),
-        );
-        assert_eq!(c, 200, "{b}");
-    };
+    let fail = |method: &str, code: u16, reason: &str| fail_next(project, method, code, reason);
     fail("compute.regions.get", 429, "rateLimitExceeded");
     let e = gce.zones(&cluster).await.unwrap_err();
     assert_eq!(e.kind(), Some(FailureKind::Throttled), "{e}");

@@ -75,6 +75,37 @@ pub fn seed(project: &str) {
     assert_eq!(code, 200, "seeding the fake failed: {body}");
 }
 
+/// Make the fake fail the next call of `method` in `project` with `code`/`reason`.
+pub fn fail_next(project: &str, method: &str, code: u16, reason: &str) {
+    let (status, body) = http(
+        "POST",
+        "/_fake/fail-next",
+        &serde_json::json!({"method": method, "code": code, "reason": reason, "project": project})
+            .to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The balancing modes of the backends of a backend service read over REST.
+pub fn balancing_modes(bs: &serde_json::Value) -> BTreeSet<String> {
+    bs["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| b["balancingMode"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// An orchestrator over one provider against the fake, made from `spec`.
+pub async fn orchestrator(spec: &ValidSpec) -> triad_core::Orchestrator {
+    let gce = std::sync::Arc::new(
+        GceProvider::from_spec_with(spec, Connection::fake(endpoint()))
+            .await
+            .unwrap(),
+    );
+    triad_core::Orchestrator::new(gce.clone(), gce.clone(), gce)
+}
+
 /// The fake's state of `project` as JSON.
 pub fn state(project: &str) -> serde_json::Value {
     let (code, body) = http("GET", &format!("/_fake/state?project={project}"), "");

@@ -1,4 +1,5 @@
-//! A balancer mode change (l4 → l7) through the orchestrator against the fake: the
+//! A balancer mode change (l4 → l7 → l4, RKE2's registration ports on the balancer)
+//! through the orchestrator against the fake: the
 //! new balancer is made beside the old one under its own names, the record moves to
 //! it while both stand, then only the old one's parts are deleted; a crash in the
 //! middle of that delete converges on the rerun. Read back through the fake's REST
@@ -12,8 +13,8 @@ use triad_core::{Orchestrator, ValidSpec};
 use triad_gce::{Connection, GceProvider};
 
 use crate::{
-    a_record, assert_no_violations, calls, cluster_spec, endpoint, http, is_mutation, rest, seed,
-    serving, REGION,
+    a_record, assert_no_violations, calls, cluster_spec, endpoint, fail_next, http, is_mutation,
+    rest, seed, serving, REGION,
 };
 
 fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
@@ -22,12 +23,22 @@ fn spec(project: &str, name: &str, l7: bool) -> ValidSpec {
     } else {
         ""
     };
-    cluster_spec(
-        project,
-        name,
-        "",
-        &format!("[load_balancer]\nregistration = \"first-node\"\n{mode}"),
-    )
+    cluster_spec(project, name, "", &format!("[load_balancer]\n{mode}"))
+}
+
+/// The parts of the internal passthrough balancer beside l7 balancer `b` (the
+/// registration ports'), as REST paths below the project.
+fn internal_parts(b: &str) -> Vec<String> {
+    let mut out = vec![
+        format!("regions/{REGION}/addresses/{b}-reg"),
+        format!("global/firewalls/{b}-reg"),
+    ];
+    for port in [9345, 6443] {
+        out.push(format!("regions/{REGION}/forwardingRules/{b}-fr-{port}"));
+        out.push(format!("regions/{REGION}/backendServices/{b}-bs-{port}"));
+        out.push(format!("regions/{REGION}/healthChecks/{b}-hc-{port}"));
+    }
+    out
 }
 
 /// The HTTP status of one GET through the fake's REST API.
@@ -131,14 +142,7 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
 
     // Crash in the middle of deleting the old balancer: its forwarding rule, backend
     // service and health check are gone, its address is not.
-    let (code, body) = http(
-        "POST",
-        "/_fake/fail-next",
-        &serde_json::json!({"method": "compute.addresses.delete", "code": 403,
-                            "reason": "forbidden", "project": project})
-        .to_string(),
-    );
-    assert_eq!(code, 200, "{body}");
+    fail_next(project, "compute.addresses.delete", 403, "forbidden");
     let err = triad.apply(&plan).await.unwrap_err();
     assert!(err.to_string().contains(&format!("{name}-lb")), "{err}");
 
@@ -189,7 +193,10 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
         format!("global/sslPolicies/{new}-tls"),
         format!("global/backendServices/{new}-bs"),
         format!("global/healthChecks/{new}-hc"),
-    ] {
+    ]
+    .into_iter()
+    .chain(internal_parts(&new))
+    {
         assert_eq!(status(&format!("{base}/{part}")), 200, "{part} is missing");
     }
     for part in [
@@ -198,6 +205,10 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
         format!("regions/{REGION}/backendServices/{name}-bs"),
         format!("regions/{REGION}/healthChecks/{name}-hc"),
         format!("global/firewalls/{name}-web"),
+        // The l4 balancer's external registration parts.
+        format!("regions/{REGION}/forwardingRules/{name}-fr-9345"),
+        format!("regions/{REGION}/backendServices/{name}-bs-6443"),
+        format!("regions/{REGION}/healthChecks/{name}-hc-9345"),
     ] {
         assert_eq!(status(&format!("{base}/{part}")), 404, "{part} is left");
     }
@@ -255,6 +266,14 @@ async fn layer4_to_layer7_makes_the_new_balancer_first_then_retires_the_old() {
         404
     );
     assert_eq!(status(&format!("{base}/global/addresses/{new}-lb")), 404);
+    // No internal part of the l7 balancer's registration ports is left behind.
+    for part in internal_parts(&new) {
+        assert_eq!(status(&format!("{base}/{part}")), 404, "{part} is left");
+    }
+    assert_eq!(
+        status(&format!("{regional}/forwardingRules/{name}-fr-9345")),
+        200
+    );
     assert_eq!(
         a_record(project, &format!("{name}.example.com"))["rrdatas"],
         serde_json::json!([rule["IPAddress"]])

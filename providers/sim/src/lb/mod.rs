@@ -42,6 +42,12 @@ impl LoadBalancerProvider for SimCloud {
         true
     }
 
+    /// In l7 the registration ports are served apart, as on AWS (see
+    /// `parts::registration_endpoint`).
+    fn registration_apart(&self, mode: LbMode) -> bool {
+        mode == LbMode::L7
+    }
+
     async fn discover_load_balancers(&self, cluster: &ClusterRef) -> Result<Vec<LoadBalancer>> {
         let mut out = Vec::new();
         for b in self.describe_balancers(cluster).await? {

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use triad_core::model::{Listener, LoadBalancer, LoadBalancerRequest};
+use triad_core::model::{Endpoint, Listener, LoadBalancer, LoadBalancerRequest};
 use triad_core::spec::LbMode;
 
-use crate::world::{SimListener, SimListenerAction, SimTargetGroup};
+use crate::world::{SimBalancer, SimListener, SimListenerAction, SimTargetGroup};
 
 /// A target group the balancer needs.
 #[derive(Clone, Debug)]
@@ -30,9 +30,9 @@ pub(super) struct ListenerSpec {
 }
 
 /// The balancer's parts: 80/443 by mode, then one TCP target group and TCP
-/// listener per registration port (9345, 6443) in either mode — on AWS an l7
-/// balancer would need a companion NLB for these; the sim models them on the one
-/// balancer.
+/// listener per registration port (9345, 6443) in either mode. On AWS an l7
+/// balancer needs a companion NLB for these; the sim keeps their listeners on the
+/// one balancer and models the companion's address ([`registration_endpoint`]).
 pub(super) fn wanted(request: &LoadBalancerRequest) -> (Vec<TgSpec>, Vec<ListenerSpec>) {
     let (mut tgs, mut listeners) = wanted_web(request);
     for &port in &request.registration_ports {
@@ -129,6 +129,21 @@ pub(super) fn is_tg_of(lb_name: &str, tg: &str) -> bool {
     port.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Where an l7 balancer serves its registration listeners (any TCP listener): the
+/// address of an internal TCP companion, as an ALB cannot pass TCP through. A
+/// stable name made from the balancer's id; `None` in l4, where the balancer's own
+/// endpoint serves them.
+fn registration_endpoint(b: &SimBalancer, listeners: &[Listener]) -> Option<Endpoint> {
+    let apart = b.mode == LbMode::L7 && listeners.iter().any(|l| l.protocol == "TCP");
+    apart.then(|| {
+        let id = b.arn.rsplit('/').next().unwrap_or_default();
+        Endpoint::Hostname {
+            name: format!("internal-{}-reg-{id}.elb.{}.sim.invalid", b.name, b.region),
+            alias_zone: None,
+        }
+    })
+}
+
 pub(super) fn build(parts: &Parts) -> Option<LoadBalancer> {
     let b = parts.balancer.as_ref()?;
 
@@ -177,6 +192,7 @@ pub(super) fn build(parts: &Parts) -> Option<LoadBalancer> {
         scheme: b.scheme,
         state: b.state,
         endpoint: b.endpoint.clone(),
+        registration_endpoint: registration_endpoint(b, &listeners),
         listeners,
         targets,
         labels: b.labels.clone(),

@@ -474,6 +474,7 @@ impl LoadBalancerProvider for MemoryBalancer {
                     addresses: vec!["192.0.2.10".parse().unwrap()],
                 }),
                 // 80/443 and the Kubernetes registration ports the request asks for.
+                registration_endpoint: None,
                 listeners: [80, 443]
                     .into_iter()
                     .chain(r.registration_ports.iter().copied())
