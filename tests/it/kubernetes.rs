@@ -14,6 +14,20 @@ fn ports(inv: &triad::Inventory) -> BTreeSet<u16> {
     inv.load_balancer.listeners.iter().map(|l| l.port).collect()
 }
 
+/// A fresh temporary directory holding a join token file, and the spec tables
+/// `tables` followed by `[kubernetes]` with `install = true` and that `token_file`.
+fn with_token(tag: &str, tables: &str) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("triad-e2e-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let tables = format!(
+        "{tables}[kubernetes]\ninstall = true\ntoken_file = {:?}\n",
+        token.display().to_string()
+    );
+    (dir, tables)
+}
+
 #[tokio::test(start_paused = true)]
 async fn listeners_follow_the_distribution_and_registration() {
     for (tables, want, path) in [
@@ -65,14 +79,7 @@ async fn an_old_balancer_gets_the_registration_listeners() {
 
 #[tokio::test(start_paused = true)]
 async fn install_with_a_token_file_reruns_as_a_no_op() {
-    let dir = std::env::temp_dir().join(format!("triad-e2e-k8s-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
-    let tables = format!(
-        "[kubernetes]\ninstall = true\ntoken_file = {:?}\n",
-        token.display().to_string()
-    );
+    let (dir, tables) = with_token("k8s", "");
     let sim = cloud();
     let counter = CallCounter::new();
     let o = orchestrator(&sim, &counter);
@@ -208,14 +215,9 @@ async fn the_provider_network_goes_into_no_proxy() {
 /// hand-over and a rerun (no change) agree with it.
 #[tokio::test(start_paused = true)]
 async fn an_l7_balancer_serves_registration_apart_and_the_nodes_join_there() {
-    let dir = std::env::temp_dir().join(format!("triad-e2e-apart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
-    let tables = format!(
-        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:1:certificate/x\"\n\
-         [kubernetes]\ninstall = true\ntoken_file = {:?}\n",
-        token.display().to_string()
+    let (dir, tables) = with_token(
+        "apart",
+        "[load_balancer]\nmode = \"l7\"\ncertificate = \"arn:aws:acm:us-east-1:1:certificate/x\"\n",
     );
     let sim = cloud();
     let counter = CallCounter::new();
@@ -309,15 +311,7 @@ async fn first_node_registration_with_install_makes_node_one_first() {
     use triad::events::{Event, RecordingObserver, Resource};
     use triad::NodeProvider;
 
-    let dir = std::env::temp_dir().join(format!("triad-e2e-first-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = dir.join("token");
-    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
-    let tables = format!(
-        "[load_balancer]\nregistration = \"first-node\"\n\
-         [kubernetes]\ninstall = true\ntoken_file = {:?}\n",
-        token.display().to_string()
-    );
+    let (dir, tables) = with_token("first", "[load_balancer]\nregistration = \"first-node\"\n");
     let sim = cloud();
     let events = std::sync::Arc::new(RecordingObserver::default());
     let o = orchestrator(&sim, &CallCounter::new()).with_observer(events.clone());
