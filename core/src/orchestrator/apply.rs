@@ -322,6 +322,7 @@ impl Orchestrator {
             .iter()
             .any(|a| matches!(a, NodeAction::Create { .. }))
         {
+            // Nothing made here: how nodes join does not matter.
             return Ok(plan);
         }
         let existing: Vec<Node> = plan
