@@ -352,7 +352,7 @@ pub struct RecordRequest {
 
 impl RecordRequest {
     /// A request for a `kind` record `fqdn` in `zone` pointing at `target`, with the
-    /// default TTL ([`DEFAULT_TTL`](crate::spec::DEFAULT_TTL), 60 seconds). Set
+    /// default TTL ([`DEFAULT_TTL`], 60 seconds). Set
     /// `ttl` for another:
     ///
     /// ```
