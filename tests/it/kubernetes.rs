@@ -14,6 +14,23 @@ fn ports(inv: &triad::Inventory) -> BTreeSet<u16> {
     inv.load_balancer.listeners.iter().map(|l| l.port).collect()
 }
 
+/// The user data node `name` of cluster `rancher` was launched with, read back from
+/// the sim; `None` when no such node lives.
+fn launched_with(sim: &triad::sim::SimCloud, name: &str) -> Option<String> {
+    let snap = sim.snapshot();
+    let node = snap
+        .live_nodes("rancher")
+        .into_iter()
+        .find(|n| n.name == name)?;
+    Some(
+        node.user_data
+            .as_ref()
+            .expect("user data")
+            .expose()
+            .to_owned(),
+    )
+}
+
 /// A fresh temporary directory holding a join token file, and the spec tables
 /// `tables` followed by `[kubernetes]` with `install = true` and that `token_file`.
 fn with_token(tag: &str, tables: &str) -> (std::path::PathBuf, String) {
@@ -250,26 +267,20 @@ async fn an_l7_balancer_serves_registration_apart_and_the_nodes_join_there() {
     assert!(lb_active < first_node, "balancer first: {ev:?}");
 
     // What each node was launched with, read back from the cloud.
-    let snap = sim.snapshot();
-    for node in snap.live_nodes("rancher") {
-        let data = node
-            .user_data
-            .as_ref()
-            .expect("user data")
-            .expose()
-            .to_owned();
-        let first = node.name == "rancher-1";
+    for name in ["rancher-1", "rancher-2", "rancher-3"] {
+        let data = launched_with(&sim, name).expect("a live node");
+        let first = name == "rancher-1";
         assert_eq!(
             data.contains(&format!("server: https://{reg}:9345")),
             !first,
             "{}: {data}",
-            node.name
+            name
         );
         assert!(!data.contains(&format!("server: https://{FQDN}")), "{data}");
         assert!(
             data.contains(&format!("- {reg}")),
             "tls-san of {}: {data}",
-            node.name
+            name
         );
         let no_proxy = data
             .lines()
@@ -339,19 +350,8 @@ async fn first_node_registration_with_install_makes_node_one_first() {
 
     // What the nodes were launched with, read back from the cloud.
     let server_of = |name: &str| -> Option<String> {
-        let snap = sim.snapshot();
-        let node = snap
-            .live_nodes("rancher")
-            .into_iter()
-            .find(|n| n.name == name)?
-            .clone();
-        let data = node
-            .user_data
-            .as_ref()
-            .expect("user data")
-            .expose()
-            .to_owned();
-        data.lines()
+        launched_with(&sim, name)?
+            .lines()
             .find_map(|l| l.trim().strip_prefix("server: https://"))
             .map(|s| s.trim_end_matches(":9345").to_owned())
     };

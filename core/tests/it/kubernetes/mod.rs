@@ -58,6 +58,16 @@ fn merge_kubernetes(snippet: &str) -> String {
     format!("{out}\n[kubernetes]\n{k}")
 }
 
+/// The contents of the bundle file at `path` (the test fails without it).
+fn file_in(files: &[render::BundleFile], path: &str) -> String {
+    files
+        .iter()
+        .find(|f| f.path == path)
+        .unwrap_or_else(|| panic!("no {path} in the bundle"))
+        .contents
+        .clone()
+}
+
 fn token_file() -> TempFile {
     TempFile::new("token", &format!("{TOKEN}\n"))
 }
@@ -524,14 +534,7 @@ fn proxy_ca_goes_into_the_trust_store_and_the_hand_over() {
     let doc = cloud_config(&bootstrap::user_data(&s, "rancher-1"));
     assert_eq!(doc.ca_certs.unwrap().trusted, [pem]);
     let files = render::bundle(&s, &inventory());
-    let get = |p: &str| {
-        files
-            .iter()
-            .find(|f| f.path == p)
-            .unwrap_or_else(|| panic!("{p}"))
-            .contents
-            .clone()
-    };
+    let get = |p: &str| file_in(&files, p);
     assert_eq!(get("rancher/tls-ca-additional.pem"), pem);
     let v: RancherValues = serde_norway::from_str(&get("rancher/values.yaml")).unwrap();
     assert!(v.additional_trusted_c_as);
@@ -549,14 +552,7 @@ fn proxy_ca_goes_into_the_trust_store_and_the_hand_over() {
 #[test]
 fn tls_source_and_private_ca_reach_the_chart_and_install_script() {
     let token = token_file();
-    let get = |files: &[render::BundleFile], p: &str| {
-        files
-            .iter()
-            .find(|f| f.path == p)
-            .unwrap_or_else(|| panic!("{p}"))
-            .contents
-            .clone()
-    };
+    let get = file_in;
 
     let s = valid(
         "[tls]\nsource = \"letsEncrypt\"\nlets_encrypt_email = \"ops@example.com\"",
